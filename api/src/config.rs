@@ -1,0 +1,128 @@
+//! Typed, layered configuration: defaults → TOML file → `OCART_*` environment / flags.
+//! Secrets are wrapped so they never print.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Deserialize;
+
+/// A value that never shows in logs or `Debug` output.
+#[derive(Clone, Default, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// Requests per window per client IP on public endpoints.
+    pub public_requests: u32,
+    pub window_secs: u64,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpAddr>,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            public_requests: 10,
+            window_secs: 600,
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// How long a read waits for its projection to pass the client's last write.
+    pub read_your_writes_timeout_ms: u64,
+    pub request_timeout_secs: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            read_your_writes_timeout_ms: 2000,
+            request_timeout_secs: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProcessorsConfig {
+    /// Fallback poll when no wake-up arrives (other processes' writes on SQLite).
+    pub poll_interval_ms: u64,
+    pub batch_size: i64,
+    /// Run projectors, the relay and the sweeper in this process (when the lease is free).
+    pub enabled: bool,
+}
+
+impl Default for ProcessorsConfig {
+    fn default() -> Self {
+        Self {
+            poll_interval_ms: 1000,
+            batch_size: 500,
+            enabled: true,
+        }
+    }
+}
+
+/// Everything `ocart` can be configured with.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub database_url: Option<String>,
+    pub nats_url: Option<String>,
+    pub bind: SocketAddr,
+    /// Server secret for subject hashes; generated and stored in the database if unset.
+    pub secret: Option<Secret>,
+    pub rate_limit: RateLimitConfig,
+    pub http: HttpConfig,
+    pub processors: ProcessorsConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("."),
+            database_url: None,
+            nats_url: None,
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            secret: None,
+            rate_limit: RateLimitConfig::default(),
+            http: HttpConfig::default(),
+            processors: ProcessorsConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads a TOML file over the defaults.
+    pub fn from_file(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading the config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing the config file {}", path.display()))
+    }
+
+    /// The database URL in force (`ocart.db` in the data dir by default).
+    pub fn effective_database_url(&self) -> String {
+        ocart_projections::database_url(self.database_url.as_deref(), &self.data_dir)
+    }
+}

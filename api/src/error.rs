@@ -1,0 +1,177 @@
+//! One error type for the API. Every error leaves as an RFC 9457 problem document; internal
+//! details are logged, never returned.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use ocart_domain::FieldError;
+use ocart_projections::CommandError;
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("the request body is not valid JSON: {0}")]
+    MalformedJson(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("the request has invalid fields")]
+    Validation(Vec<FieldError>),
+    #[error("the request body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("a valid bearer token is required")]
+    Unauthorized,
+    #[error("this token lacks the capability {0}")]
+    Forbidden(&'static str),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("too many requests; retry after {0} seconds")]
+    RateLimited(u64),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+/// RFC 9457 problem details, with OCart's extension members.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// The fields that failed validation (422 only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<ProblemField>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ProblemField {
+    /// JSON path of the field, e.g. `items[2].quantity`.
+    pub field: String,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn status_code(&self) -> StatusCode {
+        match self {
+            Self::MalformedJson(_) | Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn slug(&self) -> &'static str {
+        match self {
+            Self::MalformedJson(_) => "malformed-json",
+            Self::BadRequest(_) => "bad-request",
+            Self::Validation(_) => "validation",
+            Self::PayloadTooLarge(_) => "payload-too-large",
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden(_) => "forbidden",
+            Self::NotFound(_) => "not-found",
+            Self::Conflict(_) => "conflict",
+            Self::RateLimited(_) => "rate-limited",
+            Self::Unavailable(_) => "unavailable",
+            Self::Internal(_) => "internal",
+        }
+    }
+
+    pub fn validation(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Validation(vec![FieldError::new(field, message)])
+    }
+
+    /// The problem document this error becomes.
+    pub fn problem(&self) -> Problem {
+        let status = self.status_code();
+        let detail = match self {
+            Self::Validation(errors) => errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "),
+            Self::Internal(_) => "the server failed to handle the request; it has been logged".into(),
+            other => other.to_string(),
+        };
+        Problem {
+            kind: format!("https://ocart.dev/problems/{}", self.slug()),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
+            detail,
+            errors: match self {
+                Self::Validation(errors) => errors
+                    .iter()
+                    .map(|e| ProblemField {
+                        field: e.field.clone(),
+                        message: e.message.clone(),
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            },
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match &self {
+            Self::Internal(err) => tracing::error!(error = ?err, "request failed"),
+            Self::Unavailable(msg) => tracing::warn!(%msg, "service unavailable"),
+            _ => {}
+        }
+        let status = self.status_code();
+        let body = serde_json::to_vec(&self.problem()).unwrap_or_default();
+        let mut response = (status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        match &self {
+            Self::RateLimited(secs) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*secs));
+            }
+            Self::Unavailable(_) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            Self::Unauthorized => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(err: sqlx::Error) -> Self {
+        match err {
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => Self::Unavailable("the database is unavailable; retry shortly".into()),
+            other => Self::Internal(other.into()),
+        }
+    }
+}
+
+impl From<anyhow::Error> for ApiError {
+    fn from(err: anyhow::Error) -> Self {
+        Self::Internal(err)
+    }
+}
+
+impl From<ocart_projections::VaultError> for ApiError {
+    fn from(err: ocart_projections::VaultError) -> Self {
+        Self::Internal(err.into())
+    }
+}
+
+/// Maps a command failure: rejections by the aggregate through `rejected`, a lost race → 409,
+/// an unavailable log → 503.
+pub fn command_error<E: std::error::Error + Send + Sync + 'static>(err: CommandError<E>, rejected: impl FnOnce(E) -> ApiError) -> ApiError {
+    match err {
+        CommandError::Rejected(e) => rejected(e),
+        CommandError::Conflict(what) => ApiError::Conflict(format!("the {what} was changed by concurrent requests; retry")),
+        CommandError::Unavailable(msg) => ApiError::Unavailable(msg),
+        CommandError::Corrupt(msg) => ApiError::Internal(anyhow::anyhow!(msg)),
+    }
+}

@@ -1,0 +1,28 @@
+//! The HTTP API and the `ocart` command line, over the projections and processors crates.
+
+/// The server and its background processors.
+mod app;
+/// Bearer-token auth and capabilities.
+mod auth;
+/// The `ocart` command line.
+pub mod cli;
+/// Typed, layered configuration.
+pub mod config;
+/// What HTTP and the CLI share: store, vault, command executors, projectors.
+pub mod core;
+/// RFC 9457 problem documents.
+mod error;
+/// The JSON body extractor.
+mod json;
+/// The OpenAPI document.
+pub mod openapi;
+/// Per-IP rate limits and client IP resolution.
+mod ratelimit;
+/// Routes, one module per area.
+mod routes;
+/// Handler state and request context.
+mod state;
+
+pub use app::Application;
+pub use config::Config;
+pub use error::{ApiError, Problem};

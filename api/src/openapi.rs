@@ -1,0 +1,32 @@
+//! The OpenAPI 3.1 document, generated from the handlers' annotations.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::routes::{audit, capture, carts, privacy, settings, system, tokens};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "OCart API", description = "Cart capture, recovery, funnels and A/B tests for online stores."),
+    paths(
+        capture::capture,
+        carts::list, carts::show, carts::abandon, carts::convert,
+        settings::show, settings::update,
+        tokens::create, tokens::list, tokens::revoke,
+        privacy::erase,
+        audit::list,
+        system::ping, system::info, system::openapi, system::metrics,
+    ),
+    modifiers(&BearerAuth),
+    tags((name = "checkout"), (name = "carts"), (name = "settings"), (name = "tokens"), (name = "privacy"), (name = "audit"), (name = "system"))
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+    }
+}

@@ -1,0 +1,343 @@
+//! `POST /ocart/v1/checkout/capture`: the public endpoint the store's checkout calls.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::{Json, Router};
+use ocart_domain::cart::{cart_id_for_session, session_token_hash, CaptureCart, CartCommand, CartError, Consent};
+use ocart_domain::{CartItem, CartTotals, Currency, Email, FieldError, PersonalField, Phone, Source, Stage, MAX_CART_ITEMS};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::core::random_secret;
+use crate::error::{command_error, ApiError};
+use crate::json::JsonBody;
+use crate::state::{AppState, RequestContext};
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/ocart/v1/checkout/capture", post(capture))
+}
+
+/// A cart line as the store sends it. Prices are integer minor units.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ItemRequest {
+    pub product_id: u64,
+    #[serde(default)]
+    pub variation_id: Option<u64>,
+    #[serde(default)]
+    pub sku: Option<String>,
+    pub name: String,
+    pub quantity: i64,
+    pub unit_price: i64,
+    #[serde(default)]
+    pub categories: Vec<String>,
+    #[serde(default)]
+    pub image_url: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct TotalsRequest {
+    pub subtotal: i64,
+    #[serde(default)]
+    pub discount: i64,
+    #[serde(default)]
+    pub shipping: i64,
+    #[serde(default)]
+    pub tax: i64,
+    pub total: i64,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CaptureRequest {
+    /// The checkout session; issued in the reply if absent.
+    #[serde(default)]
+    pub session_token: Option<String>,
+    pub email: String,
+    #[serde(default)]
+    pub phone: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    /// true consents, false withdraws (the cart is erased).
+    #[serde(default)]
+    pub consent: Option<bool>,
+    #[serde(default)]
+    pub consent_text: Option<String>,
+    /// classic, block, hosted or api
+    #[serde(default)]
+    pub source: Option<String>,
+    /// cart or checkout
+    #[serde(default)]
+    pub stage: Option<String>,
+    pub currency: String,
+    pub items: Vec<ItemRequest>,
+    /// Computed from the items when absent.
+    #[serde(default)]
+    pub totals: Option<TotalsRequest>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CaptureReply {
+    pub cart_id: String,
+    /// Keep it in the checkout session and send it with every capture.
+    pub session_token: String,
+    /// Whether OCart keeps this cart (false without consent).
+    pub captured: bool,
+    pub status: String,
+    /// Global position of the last event written, for read-your-writes (`OCart-Position`).
+    pub position: Option<i64>,
+}
+
+fn check_len(errors: &mut Vec<FieldError>, field: &str, value: &str, max: usize) {
+    if value.chars().count() > max {
+        errors.push(FieldError::new(field, format!("must be at most {max} characters")));
+    }
+}
+
+/// Validated, typed capture input (before sealing).
+struct ValidCapture {
+    session_token: Option<String>,
+    email: Email,
+    phone: Option<Phone>,
+    name: Option<String>,
+    consent: Consent,
+    source: Source,
+    stage: Stage,
+    currency: Currency,
+    items: Vec<CartItem>,
+    totals: CartTotals,
+}
+
+fn validate(req: CaptureRequest) -> Result<ValidCapture, ApiError> {
+    let mut e = Vec::new();
+    if let Some(token) = &req.session_token {
+        let ok = (16..=128).contains(&token.len()) && token.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !ok {
+            e.push(FieldError::new("session_token", "must be 16 to 128 characters of A-Z, a-z, 0-9, - and _"));
+        }
+    }
+    let email = Email::parse("email", &req.email).map_err(|err| e.push(err)).ok();
+    let phone = match req.phone.as_deref().map(str::trim).filter(|p| !p.is_empty()) {
+        Some(raw) => Phone::parse("phone", raw).map_err(|err| e.push(err)).ok(),
+        None => None,
+    };
+    let name = req.name.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty());
+    if let Some(name) = &name {
+        check_len(&mut e, "name", name, 200);
+    }
+    if let Some(text) = &req.consent_text {
+        check_len(&mut e, "consent_text", text, 2000);
+    }
+    let source = match req.source.as_deref().unwrap_or("api") {
+        "classic" => Some(Source::Classic),
+        "block" => Some(Source::Block),
+        "hosted" => Some(Source::Hosted),
+        "api" => Some(Source::Api),
+        other => {
+            e.push(FieldError::new("source", format!("must be classic, block, hosted or api, not {other:?}")));
+            None
+        }
+    };
+    let stage = match req.stage.as_deref().unwrap_or("cart") {
+        "cart" => Some(Stage::Cart),
+        "checkout" => Some(Stage::Checkout),
+        other => {
+            e.push(FieldError::new("stage", format!("must be cart or checkout, not {other:?}")));
+            None
+        }
+    };
+    let currency = Currency::parse("currency", &req.currency).map_err(|err| e.push(err)).ok();
+    if req.items.is_empty() {
+        e.push(FieldError::new("items", "must hold at least one item"));
+    }
+    if req.items.len() > MAX_CART_ITEMS {
+        e.push(FieldError::new("items", format!("must hold at most {MAX_CART_ITEMS} items, got {}", req.items.len())));
+    }
+    let mut items = Vec::with_capacity(req.items.len().min(MAX_CART_ITEMS));
+    for (i, item) in req.items.into_iter().enumerate().take(MAX_CART_ITEMS) {
+        let at = |f: &str| format!("items[{i}].{f}");
+        if item.quantity <= 0 || item.quantity > 10_000 {
+            e.push(FieldError::new(at("quantity"), format!("must be between 1 and 10000, got {}", item.quantity)));
+        }
+        if item.unit_price < 0 {
+            e.push(FieldError::new(at("unit_price"), format!("must not be negative, got {}", item.unit_price)));
+        }
+        if item.name.trim().is_empty() {
+            e.push(FieldError::new(at("name"), "must not be empty"));
+        }
+        check_len(&mut e, &at("name"), &item.name, 200);
+        if let Some(sku) = &item.sku {
+            check_len(&mut e, &at("sku"), sku, 100);
+        }
+        if item.categories.len() > 20 {
+            e.push(FieldError::new(at("categories"), "must hold at most 20 categories"));
+        }
+        for (j, category) in item.categories.iter().enumerate() {
+            check_len(&mut e, &format!("items[{i}].categories[{j}]"), category, 100);
+        }
+        if let Some(url) = &item.image_url {
+            check_len(&mut e, &at("image_url"), url, 2048);
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                e.push(FieldError::new(at("image_url"), "must be an http(s) URL"));
+            }
+        }
+        items.push(CartItem {
+            product_id: item.product_id,
+            variation_id: item.variation_id,
+            sku: item.sku,
+            name: item.name.trim().to_owned(),
+            quantity: u32::try_from(item.quantity).unwrap_or(0),
+            unit_price: item.unit_price,
+            categories: item.categories,
+            image_url: item.image_url,
+        });
+    }
+    let totals = match req.totals {
+        Some(t) => {
+            for (field, value) in [("subtotal", t.subtotal), ("discount", t.discount), ("shipping", t.shipping), ("tax", t.tax), ("total", t.total)] {
+                if value < 0 {
+                    e.push(FieldError::new(format!("totals.{field}"), format!("must not be negative, got {value}")));
+                }
+            }
+            CartTotals {
+                subtotal: t.subtotal,
+                discount: t.discount,
+                shipping: t.shipping,
+                tax: t.tax,
+                total: t.total,
+            }
+        }
+        None => {
+            let subtotal = items
+                .iter()
+                .map(|i| i.unit_price.saturating_mul(i64::from(i.quantity)))
+                .fold(0i64, i64::saturating_add);
+            CartTotals {
+                subtotal,
+                total: subtotal,
+                ..CartTotals::default()
+            }
+        }
+    };
+    match (email, source, stage, currency) {
+        (Some(email), Some(source), Some(stage), Some(currency)) if e.is_empty() => Ok(ValidCapture {
+            session_token: req.session_token,
+            email,
+            phone,
+            name,
+            consent: Consent {
+                given: req.consent,
+                text: req.consent_text,
+            },
+            source,
+            stage,
+            currency,
+            items,
+            totals,
+        }),
+        _ => Err(ApiError::Validation(e)),
+    }
+}
+
+/// Captures (creates or updates) the cart of a checkout session.
+#[utoipa::path(
+    post, path = "/ocart/v1/checkout/capture", tag = "checkout",
+    request_body = CaptureRequest,
+    responses(
+        (status = 202, description = "Accepted; `captured` says whether the cart is kept", body = CaptureReply),
+        (status = 400, description = "Malformed JSON", body = crate::error::Problem),
+        (status = 413, description = "Body over 64 KiB", body = crate::error::Problem),
+        (status = 422, description = "Invalid fields, each named", body = crate::error::Problem),
+        (status = 429, description = "Rate limited; see Retry-After", body = crate::error::Problem),
+    )
+)]
+pub async fn capture(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    JsonBody(request): JsonBody<CaptureRequest>,
+) -> Result<(StatusCode, Json<CaptureReply>), ApiError> {
+    let input = validate(request)?;
+    let settings = state.core.settings().await?;
+    let session_token = input.session_token.clone().unwrap_or_else(|| random_secret(""));
+    let cart_id = cart_id_for_session(&session_token).to_string();
+    let vault = &state.core.vault;
+    let email_subject = vault.subject_for_email(&input.email);
+    let wants_capture = input.consent.given == Some(true) || (input.consent.given.is_none() && !settings.recovery.consent_required);
+    let command = if wants_capture {
+        let email = PersonalField {
+            sealed: vault.seal(&email_subject, input.email.as_str()).await?,
+            subject: email_subject.clone(),
+        };
+        let phone = match &input.phone {
+            Some(phone) => {
+                let subject = vault.subject_for_phone(phone);
+                Some(PersonalField {
+                    sealed: vault.seal(&subject, phone.as_str()).await?,
+                    subject,
+                })
+            }
+            None => None,
+        };
+        let (name, name_hash) = match &input.name {
+            Some(name) => (Some(vault.seal(&email_subject, name).await?), Some(vault.fingerprint(name))),
+            None => (None, None),
+        };
+        CartCommand::Capture(Box::new(CaptureCart {
+            session_token_hash: session_token_hash(&session_token),
+            email,
+            phone,
+            name,
+            name_hash,
+            consent: input.consent,
+            consent_required: settings.recovery.consent_required,
+            source: input.source,
+            stage: input.stage,
+            currency: input.currency,
+            items: input.items,
+            totals: input.totals,
+            at: state.core.clock.now(),
+        }))
+    } else if input.consent.given == Some(false) {
+        CartCommand::WithdrawConsent { at: state.core.clock.now() }
+    } else {
+        // No consent and none required to be withdrawn: nothing is kept.
+        return Ok((
+            StatusCode::ACCEPTED,
+            Json(CaptureReply {
+                cart_id,
+                session_token,
+                captured: false,
+                status: "not_captured".into(),
+                position: None,
+            }),
+        ));
+    };
+    let withdrawing = matches!(command, CartCommand::WithdrawConsent { .. });
+    let meta = ctx.meta("public:checkout".into(), &state);
+    let outcome = state.core.carts.execute(&cart_id, command, &meta).await.map_err(|err| {
+        command_error(err, |e| match e {
+            CartError::Closed(status) => ApiError::Conflict(format!("the cart is {status}; start a new checkout session")),
+            other => ApiError::Conflict(other.to_string()),
+        })
+    })?;
+    if withdrawing && !outcome.events.is_empty() {
+        // Withdrawal erases: the data keys go, so what the log holds becomes unreadable.
+        for event in &outcome.events {
+            if let ocart_domain::cart::CartEvent::ConsentWithdrawn { subjects, .. } = &event.event {
+                for subject in subjects {
+                    vault.erase(subject).await?;
+                }
+            }
+        }
+    }
+    let status = outcome.aggregate.status().as_str().to_owned();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(CaptureReply {
+            cart_id,
+            session_token,
+            captured: wants_capture,
+            status,
+            position: outcome.last_position(),
+        }),
+    ))
+}

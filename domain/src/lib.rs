@@ -1,0 +1,28 @@
+//! OCart's domain: aggregates, validated value types and pure policies.
+//!
+//! Architecture invariant: this crate does no IO. It never depends on sqlx, axum, async-nats,
+//! reqwest or tokio's net/fs features (`tests/domain_has_no_io.rs` checks the manifest and the
+//! dependency tree). Time comes in through commands or the [`Clock`] port.
+
+/// The `Cart` aggregate: capture, consent withdrawal, abandonment, conversion, expiry.
+pub mod cart;
+/// The `Clock` port and its system and manual implementations.
+mod clock;
+/// Metadata keys every event carries, and the per-aggregate hash chain.
+pub mod metadata;
+/// Sealed personal data and data-subject hashes (the crypto itself lives outside the domain).
+mod privacy;
+/// The `Settings` aggregate: the groups and defaults of OCart's settings reference.
+pub mod settings;
+/// The `Subject` aggregate: erasure of one data subject.
+pub mod subject;
+/// The `ApiToken` aggregate and the capabilities a token can carry.
+pub mod token;
+/// Validated values built at the edge: email, phone, currency, money, cart items.
+mod values;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use privacy::{PersonalField, Sealed, SubjectHash};
+pub use values::{
+    CartItem, CartTotals, Currency, Email, FieldError, Phone, Source, Stage, MAX_CART_ITEMS,
+};

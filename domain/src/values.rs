@@ -1,0 +1,222 @@
+use serde::{Deserialize, Serialize};
+
+/// A value that failed validation at the edge, naming the field (JSON path) and the rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize)]
+#[error("{field}: {message}")]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A syntactically valid, normalised email address (trimmed, lower-cased).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Email(String);
+
+impl Email {
+    pub fn parse(field: &str, raw: &str) -> Result<Self, FieldError> {
+        let value = raw.trim().to_lowercase();
+        let invalid = |why: &str| FieldError::new(field, format!("is not a valid email address: {why}"));
+        if value.is_empty() {
+            return Err(invalid("it is empty"));
+        }
+        if value.len() > 254 {
+            return Err(invalid("it is longer than 254 characters"));
+        }
+        let Some((local, domain)) = value.rsplit_once('@') else {
+            return Err(invalid("it has no @"));
+        };
+        if local.is_empty() || local.len() > 64 {
+            return Err(invalid("the part before @ must be 1 to 64 characters"));
+        }
+        if local.contains('@') || local.starts_with('.') || local.ends_with('.') || local.contains("..") {
+            return Err(invalid("the part before @ is malformed"));
+        }
+        let local_ok = local
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+/=?^_`{|}~.-".contains(c));
+        if !local_ok {
+            return Err(invalid("the part before @ has a character that is not allowed"));
+        }
+        let labels: Vec<&str> = domain.split('.').collect();
+        if labels.len() < 2 {
+            return Err(invalid("the domain has no dot"));
+        }
+        for label in &labels {
+            let ok = !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+            if !ok {
+                return Err(invalid("the domain is malformed"));
+            }
+        }
+        Ok(Self(value))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A phone number in E.164 form: `+`, a country code not starting with 0, 8 to 15 digits.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Phone(String);
+
+impl Phone {
+    pub fn parse(field: &str, raw: &str) -> Result<Self, FieldError> {
+        let compact: String = raw
+            .trim()
+            .chars()
+            .filter(|c| !matches!(c, ' ' | '-' | '(' | ')' | '.'))
+            .collect();
+        let digits = compact.strip_prefix('+').unwrap_or("");
+        let ok = digits.len() >= 8
+            && digits.len() <= 15
+            && digits.chars().all(|c| c.is_ascii_digit())
+            && !digits.starts_with('0');
+        if ok {
+            Ok(Self(compact))
+        } else {
+            Err(FieldError::new(
+                field,
+                "is not an E.164 phone number (+ then 8 to 15 digits, e.g. +14155550123)",
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// An active ISO 4217 currency code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Currency([u8; 3]);
+
+const ISO_4217: &str = "AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BHD BIF BMD BND BOB BRL \
+BSD BTN BWP BYN BZD CAD CDF CHF CLP CNY COP CRC CUP CVE CZK DJF DKK DOP DZD EGP ERN ETB EUR FJD FKP \
+GBP GEL GHS GIP GMD GNF GTQ GYD HKD HNL HTG HUF IDR ILS INR IQD IRR ISK JMD JOD JPY KES KGS KHR KMF \
+KPW KRW KWD KYD KZT LAK LBP LKR LRD LSL LYD MAD MDL MGA MKD MMK MNT MOP MRU MUR MVR MWK MXN MYR MZN \
+NAD NGN NIO NOK NPR NZD OMR PAB PEN PGK PHP PKR PLN PYG QAR RON RSD RUB RWF SAR SBD SCR SDG SEK SGD \
+SHP SLE SOS SRD SSP STN SVC SYP SZL THB TJS TMT TND TOP TRY TTD TWD TZS UAH UGX USD UYU UZS VES VND \
+VUV WST XAF XCD XCG XOF XPF YER ZAR ZMW ZWG";
+
+impl Currency {
+    pub fn parse(field: &str, raw: &str) -> Result<Self, FieldError> {
+        let upper = raw.trim().to_ascii_uppercase();
+        if upper.len() == 3 && ISO_4217.split_ascii_whitespace().any(|code| code == upper) {
+            let bytes = upper.as_bytes();
+            Ok(Self([bytes[0], bytes[1], bytes[2]]))
+        } else {
+            Err(FieldError::new(field, format!("{raw:?} is not an ISO 4217 currency code")))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or("XXX")
+    }
+}
+
+impl TryFrom<String> for Currency {
+    type Error = FieldError;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse("currency", &value)
+    }
+}
+
+impl From<Currency> for String {
+    fn from(value: Currency) -> Self {
+        value.as_str().to_owned()
+    }
+}
+
+/// Where a cart was captured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    Classic,
+    Block,
+    Hosted,
+    Api,
+}
+
+/// How far the shopper got: it decides `cart_abandoned` vs `checkout_abandoned`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    Cart,
+    Checkout,
+}
+
+/// The most items one cart may hold.
+pub const MAX_CART_ITEMS: usize = 500;
+
+/// One line of a cart. Prices are integer minor units of the cart's currency.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CartItem {
+    pub product_id: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variation_id: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sku: Option<String>,
+    pub name: String,
+    pub quantity: u32,
+    pub unit_price: i64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub categories: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_url: Option<String>,
+}
+
+/// Cart totals in minor units. `total` is what the shopper would pay.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CartTotals {
+    pub subtotal: i64,
+    #[serde(default)]
+    pub discount: i64,
+    #[serde(default)]
+    pub shipping: i64,
+    #[serde(default)]
+    pub tax: i64,
+    pub total: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_normalised_and_malformed_ones_rejected() {
+        assert_eq!(Email::parse("email", "  Ann@Example.COM ").unwrap().as_str(), "ann@example.com");
+        for bad in ["", "ann", "ann@", "@example.com", "ann@example", "a..b@example.com", "ann@exa mple.com", "ann@-x.com"] {
+            let err = Email::parse("email", bad).unwrap_err();
+            assert_eq!(err.field, "email", "{bad}");
+        }
+    }
+
+    #[test]
+    fn phones_must_be_e164() {
+        assert_eq!(Phone::parse("phone", "+1 (415) 555-0123").unwrap().as_str(), "+14155550123");
+        for bad in ["4155550123", "+0123456789", "+12", "+1415555012345678", "+1415abc0123"] {
+            assert!(Phone::parse("phone", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn currencies_are_iso_4217() {
+        assert_eq!(Currency::parse("currency", "eur").unwrap().as_str(), "EUR");
+        assert!(Currency::parse("currency", "EURO").is_err());
+        assert!(Currency::parse("currency", "XYZ").is_err());
+    }
+}

@@ -1,0 +1,14 @@
+//! Background processors that run in the lease holder (ADR 0005): the outbox relay that
+//! publishes the event log to NATS JetStream, the processor lease itself (a PostgreSQL advisory
+//! lock or a SQLite lease row), and the process managers.
+
+/// Processor leases: one instance at a time runs the background work.
+mod lease;
+/// The outbox relay to NATS JetStream.
+mod relay;
+/// The abandonment sweeper (process manager).
+mod sweeper;
+
+pub use lease::{try_acquire, wait_acquire, Lease, LeaseGuard};
+pub use relay::{connect, envelope, subject_for, Relay, DEFAULT_BATCH_SIZE, DUPLICATE_WINDOW, RELAY_CHECKPOINT, STREAM_NAME, STREAM_SUBJECTS};
+pub use sweeper::{Sweeper, SWEEPER_CHECKPOINT};

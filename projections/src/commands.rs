@@ -1,0 +1,215 @@
+//! Runs commands against aggregates over the event log (cqrs-es's plain event-store mode:
+//! load every event, apply, handle, append). Unlike `CqrsFramework::execute` it returns the
+//! committed events with their global positions, so a reply can carry them (read-your-writes),
+//! and it retries a command that lost an optimistic-concurrency race.
+
+use std::collections::HashMap;
+use std::marker::PhantomData;
+
+use chrono::{DateTime, Utc};
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::{Aggregate, DomainEvent};
+use ocart_domain::metadata::{self, chain_hash, GENESIS_HASH};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::store::{AppendError, EventLog, NewEvent, StoredEvent};
+
+/// Who asked, and why: copied into the metadata of every event the command emits.
+#[derive(Debug, Clone)]
+pub struct CommandMeta {
+    /// A token id, `cli:<user>` or `system:<processor>`.
+    pub actor: String,
+    pub request_id: String,
+    pub correlation_id: String,
+    pub causation_id: Option<String>,
+    pub ip: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+impl CommandMeta {
+    /// Metadata for a command a process manager issues in reaction to an event.
+    pub fn system(processor: &str, cause: Option<&StoredEvent>, at: DateTime<Utc>) -> Self {
+        let request_id = Uuid::now_v7().to_string();
+        Self {
+            actor: format!("system:{processor}"),
+            correlation_id: cause
+                .and_then(|e| e.meta(metadata::CORRELATION_ID))
+                .map(str::to_owned)
+                .unwrap_or_else(|| request_id.clone()),
+            causation_id: cause.map(|e| e.event_id.to_string()),
+            request_id,
+            ip: None,
+            at,
+        }
+    }
+}
+
+/// A committed event as the command reports it.
+#[derive(Debug, Clone)]
+pub struct Emitted<E> {
+    pub event: E,
+    pub event_id: Uuid,
+    pub sequence: i64,
+    pub global_position: i64,
+}
+
+/// The result of one command.
+#[derive(Debug)]
+pub struct Outcome<A: Aggregate> {
+    pub events: Vec<Emitted<A::Event>>,
+    /// The aggregate after the command.
+    pub aggregate: A,
+}
+
+impl<A: Aggregate> Outcome<A> {
+    /// The global position of the last event, for read-your-writes.
+    pub fn last_position(&self) -> Option<i64> {
+        self.events.last().map(|e| e.global_position)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError<E: std::error::Error> {
+    /// The aggregate refused the command.
+    #[error(transparent)]
+    Rejected(E),
+    /// Still conflicting after every retry.
+    #[error("the {0} changed concurrently; try again")]
+    Conflict(&'static str),
+    #[error("the event log is unavailable: {0}")]
+    Unavailable(String),
+    #[error("a stored event cannot be read: {0}")]
+    Corrupt(String),
+}
+
+/// How many times a conflicted command is retried before the caller hears of it.
+pub const MAX_ATTEMPTS: usize = 5;
+
+/// Executes commands of one aggregate type.
+pub struct Commands<A: Aggregate> {
+    log: EventLog,
+    services: A::Services,
+    _a: PhantomData<fn() -> A>,
+}
+
+/// Rebuilds a typed event from its stored form (`{"type", "data"}` is how our events are tagged).
+pub fn decode_event<E: DomainEvent>(event_type: &str, payload: &Value) -> Result<E, serde_json::Error> {
+    serde_json::from_value(json!({ "type": event_type, "data": payload }))
+}
+
+fn encode_event<E: DomainEvent>(event: &E) -> Result<Value, serde_json::Error> {
+    let mut value = serde_json::to_value(event)?;
+    Ok(value.get_mut("data").map(Value::take).unwrap_or(Value::Null))
+}
+
+impl<A> Commands<A>
+where
+    A: Aggregate,
+    A::Command: Clone,
+{
+    pub fn new(log: EventLog, services: A::Services) -> Self {
+        Self {
+            log,
+            services,
+            _a: PhantomData,
+        }
+    }
+
+    /// Loads the aggregate and the hash of its last event.
+    pub async fn load(&self, id: &str) -> Result<(A, i64, String), CommandError<A::Error>> {
+        let stored = self
+            .log
+            .load(A::TYPE, id)
+            .await
+            .map_err(|e| CommandError::Unavailable(e.to_string()))?;
+        let mut aggregate = A::default();
+        let mut last_hash = GENESIS_HASH.to_owned();
+        let mut sequence = 0;
+        for event in stored {
+            let typed: A::Event = decode_event(&event.event_type, &event.payload)
+                .map_err(|e| CommandError::Corrupt(format!("{} {}#{}: {e}", event.event_type, id, event.sequence)))?;
+            aggregate.apply(typed);
+            sequence = event.sequence;
+            if let Some(hash) = event.meta(metadata::HASH) {
+                last_hash = hash.to_owned();
+            }
+        }
+        Ok((aggregate, sequence, last_hash))
+    }
+
+    /// Handles `command` on aggregate `id` and appends what it emits, retrying on conflict.
+    pub async fn execute(&self, id: &str, command: A::Command, meta: &CommandMeta) -> Result<Outcome<A>, CommandError<A::Error>> {
+        for _ in 0..MAX_ATTEMPTS {
+            let (mut aggregate, sequence, mut prev_hash) = self.load(id).await?;
+            let sink = EventSink::<A>::default();
+            aggregate
+                .handle(command.clone(), &self.services, &sink)
+                .await
+                .map_err(CommandError::Rejected)?;
+            let events = sink.collect().await;
+            if events.is_empty() {
+                return Ok(Outcome { events: Vec::new(), aggregate });
+            }
+            let mut new_events = Vec::with_capacity(events.len());
+            for (offset, event) in events.iter().enumerate() {
+                let event_type = event.event_type();
+                let payload = encode_event(event).map_err(|e| CommandError::Corrupt(e.to_string()))?;
+                let event_id = Uuid::now_v7();
+                let hash = chain_hash(&prev_hash, &event_type, &payload);
+                let metadata = metadata_for(meta, event_id, &prev_hash, &hash);
+                prev_hash = hash;
+                new_events.push(NewEvent {
+                    event_id,
+                    aggregate_type: A::TYPE.to_owned(),
+                    aggregate_id: id.to_owned(),
+                    sequence: sequence + 1 + offset as i64,
+                    event_type,
+                    event_version: event.event_version(),
+                    payload,
+                    metadata,
+                });
+            }
+            match self.log.append(new_events.clone()).await {
+                Ok(committed) => {
+                    let emitted = events
+                        .into_iter()
+                        .zip(new_events)
+                        .zip(committed)
+                        .map(|((event, new), c)| Emitted {
+                            event,
+                            event_id: new.event_id,
+                            sequence: new.sequence,
+                            global_position: c.global_position,
+                        })
+                        .collect();
+                    return Ok(Outcome { events: emitted, aggregate });
+                }
+                Err(AppendError::Conflict) => {
+                    metrics::counter!("ocart_command_conflicts_total", "aggregate" => A::TYPE).increment(1);
+                    continue;
+                }
+                Err(other) => return Err(CommandError::Unavailable(other.to_string())),
+            }
+        }
+        Err(CommandError::Conflict(A::TYPE))
+    }
+}
+
+fn metadata_for(meta: &CommandMeta, event_id: Uuid, prev_hash: &str, hash: &str) -> Value {
+    let mut map: HashMap<&str, Value> = HashMap::new();
+    map.insert(metadata::EVENT_ID, event_id.to_string().into());
+    map.insert(metadata::OCCURRED_AT, meta.at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true).into());
+    map.insert(metadata::ACTOR, meta.actor.clone().into());
+    map.insert(metadata::REQUEST_ID, meta.request_id.clone().into());
+    map.insert(metadata::CORRELATION_ID, meta.correlation_id.clone().into());
+    if let Some(causation) = &meta.causation_id {
+        map.insert(metadata::CAUSATION_ID, causation.clone().into());
+    }
+    if let Some(ip) = &meta.ip {
+        map.insert(metadata::IP, ip.clone().into());
+    }
+    map.insert(metadata::PREV_HASH, prev_hash.into());
+    map.insert(metadata::HASH, hash.into());
+    serde_json::to_value(map).unwrap_or_default()
+}

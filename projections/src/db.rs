@@ -1,0 +1,225 @@
+//! The two backends behind one handle. Read tables use SQL both PostgreSQL and SQLite accept;
+//! queries are written with `$N` placeholders and rewritten to SQLite's `?N` at run time.
+
+use std::borrow::Cow;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, Postgres, Sqlite, SqlitePool, Transaction};
+
+/// Which database holds the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Postgres => "postgres",
+            Self::Sqlite => "sqlite",
+        }
+    }
+}
+
+/// A connection pool on either backend.
+#[derive(Debug, Clone)]
+pub enum Db {
+    Pg(PgPool),
+    Lite(SqlitePool),
+}
+
+/// A transaction on either backend.
+pub enum Tx {
+    Pg(Transaction<'static, Postgres>),
+    Lite(Transaction<'static, Sqlite>),
+}
+
+impl Tx {
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        match self {
+            Self::Pg(tx) => tx.commit().await,
+            Self::Lite(tx) => tx.commit().await,
+        }
+    }
+}
+
+/// `$1` → `?1`, so one SQL text serves both backends.
+pub fn lite_sql(sql: &str) -> Cow<'_, str> {
+    if !sql.contains('$') {
+        return Cow::Borrowed(sql);
+    }
+    let mut out = String::with_capacity(sql.len());
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
+            out.push('?');
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Runs one statement with the same binds on whichever backend `$db` (`&Db`) is.
+#[macro_export]
+macro_rules! exec_db {
+    ($db:expr, $sql:expr $(, $arg:expr)* $(,)?) => {
+        match $db {
+            $crate::Db::Pg(p) => sqlx::query($sql)$(.bind($arg))*.execute(p).await.map(|r| r.rows_affected()),
+            $crate::Db::Lite(p) => sqlx::query(&$crate::lite_sql($sql))$(.bind($arg))*.execute(p).await.map(|r| r.rows_affected()),
+        }
+    };
+}
+
+/// Runs one statement inside a transaction (`$tx`: `&mut Tx`).
+#[macro_export]
+macro_rules! exec_tx {
+    ($tx:expr, $sql:expr $(, $arg:expr)* $(,)?) => {
+        match $tx {
+            $crate::Tx::Pg(t) => sqlx::query($sql)$(.bind($arg))*.execute(&mut **t).await.map(|r| r.rows_affected()),
+            $crate::Tx::Lite(t) => sqlx::query(&$crate::lite_sql($sql))$(.bind($arg))*.execute(&mut **t).await.map(|r| r.rows_affected()),
+        }
+    };
+}
+
+/// Fetches rows as `$ty` (a `sqlx::FromRow`) from `$db` (`&Db`).
+#[macro_export]
+macro_rules! fetch_all_db {
+    ($db:expr, $ty:ty, $sql:expr $(, $arg:expr)* $(,)?) => {
+        match $db {
+            $crate::Db::Pg(p) => sqlx::query_as::<_, $ty>($sql)$(.bind($arg))*.fetch_all(p).await,
+            $crate::Db::Lite(p) => sqlx::query_as::<_, $ty>(&$crate::lite_sql($sql))$(.bind($arg))*.fetch_all(p).await,
+        }
+    };
+}
+
+/// Fetches at most one row as `$ty` from `$db` (`&Db`).
+#[macro_export]
+macro_rules! fetch_optional_db {
+    ($db:expr, $ty:ty, $sql:expr $(, $arg:expr)* $(,)?) => {
+        match $db {
+            $crate::Db::Pg(p) => sqlx::query_as::<_, $ty>($sql)$(.bind($arg))*.fetch_optional(p).await,
+            $crate::Db::Lite(p) => sqlx::query_as::<_, $ty>(&$crate::lite_sql($sql))$(.bind($arg))*.fetch_optional(p).await,
+        }
+    };
+}
+
+/// Fetches at most one row as `$ty` inside a transaction (`$tx`: `&mut Tx`).
+#[macro_export]
+macro_rules! fetch_optional_tx {
+    ($tx:expr, $ty:ty, $sql:expr $(, $arg:expr)* $(,)?) => {
+        match $tx {
+            $crate::Tx::Pg(t) => sqlx::query_as::<_, $ty>($sql)$(.bind($arg))*.fetch_optional(&mut **t).await,
+            $crate::Tx::Lite(t) => sqlx::query_as::<_, $ty>(&$crate::lite_sql($sql))$(.bind($arg))*.fetch_optional(&mut **t).await,
+        }
+    };
+}
+
+/// Where the log lives: a `postgres://` URL, a `sqlite://` URL, or (none) `ocart.db` in the
+/// data directory.
+pub fn database_url(explicit: Option<&str>, data_dir: &Path) -> String {
+    match explicit {
+        Some(url) if !url.trim().is_empty() => url.trim().to_owned(),
+        _ => format!("sqlite://{}", data_dir.join("ocart.db").display()),
+    }
+}
+
+impl Db {
+    /// Opens a pool. SQLite files are created if missing and run in WAL mode.
+    pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Db> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let options = PgConnectOptions::from_str(url).context("parsing the PostgreSQL URL")?;
+            let pool = PgPoolOptions::new()
+                .max_connections(max_connections)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(options)
+                .await
+                .with_context(|| format!("connecting to PostgreSQL at {}", redact(url)))?;
+            Ok(Db::Pg(pool))
+        } else if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url)
+                .context("parsing the SQLite URL")?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(10))
+                .foreign_keys(true)
+                .pragma("cache_size", "-32000")
+                .pragma("temp_store", "memory");
+            let pool = SqlitePoolOptions::new()
+                .max_connections(max_connections.max(2))
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(options)
+                .await
+                .with_context(|| format!("opening the SQLite database {url}"))?;
+            Ok(Db::Lite(pool))
+        } else {
+            anyhow::bail!("unsupported database URL {:?}: use postgres://… or sqlite://…", redact(url))
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            Db::Pg(_) => Backend::Postgres,
+            Db::Lite(_) => Backend::Sqlite,
+        }
+    }
+
+    /// Applies every pending migration of this backend.
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        match self {
+            Db::Pg(pool) => ocart_schemas::POSTGRES.run(pool).await.context("migrating PostgreSQL")?,
+            Db::Lite(pool) => ocart_schemas::SQLITE.run(pool).await.context("migrating SQLite")?,
+        }
+        Ok(())
+    }
+
+    pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
+        Ok(match self {
+            Db::Pg(pool) => Tx::Pg(pool.begin().await?),
+            Db::Lite(pool) => Tx::Lite(pool.begin().await?),
+        })
+    }
+
+    pub async fn close(&self) {
+        match self {
+            Db::Pg(pool) => pool.close().await,
+            Db::Lite(pool) => pool.close().await,
+        }
+    }
+}
+
+/// A URL with its password replaced, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_rewritten_for_sqlite() {
+        assert_eq!(lite_sql("SELECT $1, $12 WHERE a = '$'"), "SELECT ?1, ?12 WHERE a = '$'");
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+    }
+}

@@ -1,0 +1,28 @@
+//! Event-store adapters (PostgreSQL, SQLite), the gap-free global reader, the key vault,
+//! checkpointed projectors for each read table, and the read queries the API uses.
+
+/// One handle over both backends, and the SQL helpers that let one text serve both.
+mod db;
+/// The event log: loads, group-committed appends, the global reader.
+mod store;
+
+pub use db::{database_url, lite_sql, redact, Backend, Db, Tx};
+pub use store::{AppendError, Checkpoint, Committed, EventLog, NewEvent, StoredEvent};
+/// Runs commands over the log, returning committed positions (cqrs-es plain event-store mode).
+mod commands;
+/// One projector per read table.
+mod projectors;
+/// Read queries used by the API and CLI.
+pub mod queries;
+/// The projection runner, checkpoints and read-your-writes waiting.
+mod runner;
+/// The key vault: subject hashes, sealing, erasure.
+mod vault;
+
+pub use commands::{decode_event, CommandError, CommandMeta, Commands, Emitted, Outcome as CommandOutcome, MAX_ATTEMPTS};
+pub use projectors::{AuditProjector, CartsProjector, SettingsProjector, TokensProjector};
+pub use runner::{checkpoint_of, load_checkpoint, save_checkpoint, wait_for_position, Outcome, ProjectionRunner, Projector};
+pub use vault::{Vault, VaultError};
+/// Hash-chain verification of the whole log (`ocart audit verify`).
+mod chain;
+pub use chain::{verify_chain, Broken, ChainReport};

@@ -1,0 +1,198 @@
+//! The projection runner: one checkpoint per projector, a batch of events applied and the
+//! checkpoint moved in one transaction (so a restart mid-stream neither loses nor repeats an
+//! effect), `try_handle_next` for tests and a loop for the server.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+
+use crate::db::{Db, Tx};
+use crate::store::{Checkpoint, EventLog, StoredEvent};
+use crate::{exec_tx, fetch_optional_db};
+
+/// Builds one read table from the log. `apply` must be idempotent.
+#[async_trait]
+pub trait Projector: Send + Sync + 'static {
+    /// The projection's name: its checkpoint and `ocart replay --projection NAME`.
+    fn name(&self) -> &'static str;
+    /// The tables it owns; a replay empties them first.
+    fn tables(&self) -> &'static [&'static str];
+    /// Applies a batch of events (already in global order) inside `tx`.
+    async fn apply(&self, tx: &mut Tx, events: &[StoredEvent]) -> anyhow::Result<()>;
+}
+
+/// What one step did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Applied this many events (possibly skipping ones the projector ignores).
+    Processed(usize),
+    /// Nothing new to read.
+    Idle,
+}
+
+pub async fn load_checkpoint(db: &Db, name: &str) -> Result<Checkpoint, sqlx::Error> {
+    let row: Option<(i64, i64)> = fetch_optional_db!(db, (i64, i64), "SELECT tx, position FROM checkpoints WHERE name = $1", name)?;
+    Ok(row.map(|(tx, position)| Checkpoint { tx, position }).unwrap_or_default())
+}
+
+pub async fn save_checkpoint(tx: &mut Tx, name: &str, at: Checkpoint) -> Result<(), sqlx::Error> {
+    exec_tx!(
+        tx,
+        "INSERT INTO checkpoints (name, tx, position) VALUES ($1, $2, $3) \
+         ON CONFLICT (name) DO UPDATE SET tx = excluded.tx, position = excluded.position",
+        name,
+        at.tx,
+        at.position
+    )?;
+    Ok(())
+}
+
+/// Runs one projector over the log.
+pub struct ProjectionRunner {
+    log: EventLog,
+    projector: Arc<dyn Projector>,
+    batch_size: i64,
+    checkpoint: watch::Sender<Checkpoint>,
+    /// The highest position applied so far (positions are not monotonic on PostgreSQL).
+    max_seen: std::sync::atomic::AtomicI64,
+}
+
+impl ProjectionRunner {
+    pub async fn new(log: EventLog, projector: Arc<dyn Projector>, batch_size: i64) -> Result<Self, sqlx::Error> {
+        let at = load_checkpoint(log.db(), projector.name()).await?;
+        Ok(Self {
+            log,
+            projector,
+            batch_size,
+            checkpoint: watch::Sender::new(at),
+            max_seen: std::sync::atomic::AtomicI64::new(at.position),
+        })
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.projector.name()
+    }
+
+    pub fn checkpoint(&self) -> Checkpoint {
+        *self.checkpoint.borrow()
+    }
+
+    pub fn watch(&self) -> watch::Receiver<Checkpoint> {
+        self.checkpoint.subscribe()
+    }
+
+    /// Reads one batch after the checkpoint, applies it and moves the checkpoint, atomically.
+    pub async fn try_handle_next(&self) -> anyhow::Result<Outcome> {
+        let at = self.checkpoint();
+        let events = self.log.read_after(at, self.batch_size).await?;
+        let Some(last) = events.last() else {
+            return Ok(Outcome::Idle);
+        };
+        let next = last.checkpoint();
+        let mut tx = self.log.db().begin().await?;
+        self.projector.apply(&mut tx, &events).await?;
+        save_checkpoint(&mut tx, self.projector.name(), next).await?;
+        tx.commit().await?;
+        self.checkpoint.send_replace(next);
+        let top = events.iter().map(|e| e.global_position).max().unwrap_or(0);
+        self.max_seen.fetch_max(top, std::sync::atomic::Ordering::Relaxed);
+        metrics::counter!("ocart_projected_events_total", "projection" => self.projector.name()).increment(events.len() as u64);
+        Ok(Outcome::Processed(events.len()))
+    }
+
+    /// Applies everything currently in the log.
+    pub async fn catch_up(&self) -> anyhow::Result<u64> {
+        let mut total = 0u64;
+        while let Outcome::Processed(n) = self.try_handle_next().await? {
+            total += n as u64;
+        }
+        Ok(total)
+    }
+
+    /// Runs until `stop` turns true, sleeping on the log's wake-ups (or `poll`) when idle.
+    pub async fn run(self, mut stop: watch::Receiver<bool>, poll: Duration) {
+        let mut wake = self.log.watch();
+        let mut backoff = Duration::from_millis(100);
+        while !*stop.borrow() {
+            match self.try_handle_next().await {
+                Ok(Outcome::Processed(_)) => backoff = Duration::from_millis(100),
+                Ok(Outcome::Idle) if self.log.head() > self.max_seen.load(std::sync::atomic::Ordering::Relaxed) => {
+                    // Committed but not yet readable (an older transaction is still open on
+                    // PostgreSQL): look again shortly rather than waiting for the next wake-up.
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Ok(Outcome::Idle) => {
+                    tokio::select! {
+                        _ = self.log.wait_for_new(&mut wake, poll) => {}
+                        _ = stop.changed() => {}
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(projection = self.projector.name(), error = %err, "projection step failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = stop.changed() => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+
+    /// Empties the projector's tables and its checkpoint, then rebuilds from the start of the
+    /// log, reporting progress after each batch.
+    pub async fn rebuild(&self, mut progress: impl FnMut(u64)) -> anyhow::Result<u64> {
+        let mut tx = self.log.db().begin().await?;
+        for table in self.projector.tables() {
+            exec_tx!(&mut tx, &format!("DELETE FROM {table}"))?;
+        }
+        exec_tx!(&mut tx, "DELETE FROM checkpoints WHERE name = $1", self.projector.name())?;
+        tx.commit().await?;
+        self.checkpoint.send_replace(Checkpoint::default());
+        self.max_seen.store(0, std::sync::atomic::Ordering::Relaxed);
+        let mut total = 0u64;
+        while let Outcome::Processed(n) = self.try_handle_next().await? {
+            total += n as u64;
+            progress(total);
+        }
+        Ok(total)
+    }
+}
+
+/// The (transaction, position) of the event at `position`, if it exists.
+pub async fn checkpoint_of(db: &Db, position: i64) -> Result<Option<Checkpoint>, sqlx::Error> {
+    Ok(match db {
+        Db::Pg(pool) => sqlx::query_as::<_, (i64,)>("SELECT transaction_id::text::bigint FROM events WHERE global_position = $1")
+            .bind(position)
+            .fetch_optional(pool)
+            .await?
+            .map(|(tx,)| Checkpoint { tx, position }),
+        Db::Lite(pool) => sqlx::query_as::<_, (i64,)>("SELECT global_position FROM events WHERE global_position = ?1")
+            .bind(position)
+            .fetch_optional(pool)
+            .await?
+            .map(|_| Checkpoint { tx: 0, position }),
+    })
+}
+
+/// Waits until projection `name` has applied the event at `position`, polling its stored
+/// checkpoint, for at most `bound`. Returns whether it got there.
+pub async fn wait_for_position(db: &Db, name: &str, position: i64, bound: Duration) -> Result<bool, sqlx::Error> {
+    let Some(target) = checkpoint_of(db, position).await? else {
+        return Ok(true);
+    };
+    let deadline = tokio::time::Instant::now() + bound;
+    let mut delay = Duration::from_millis(2);
+    loop {
+        if load_checkpoint(db, name).await? >= target {
+            return Ok(true);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(false);
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(50));
+    }
+}

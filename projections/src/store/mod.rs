@@ -1,0 +1,294 @@
+//! The event log: per-aggregate loads, group-committed appends with optimistic concurrency,
+//! and the gap-free global reader, on PostgreSQL and SQLite.
+
+mod pg;
+mod sqlite;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot, watch, Mutex};
+use uuid::Uuid;
+
+use crate::db::{Backend, Db};
+
+/// An event about to be appended.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub event_id: Uuid,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: i64,
+    pub event_type: String,
+    pub event_version: String,
+    pub payload: Value,
+    pub metadata: Value,
+}
+
+/// An event as the log holds it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoredEvent {
+    pub event_id: Uuid,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: i64,
+    pub event_type: String,
+    pub event_version: String,
+    pub payload: Value,
+    pub metadata: Value,
+    pub recorded_at: DateTime<Utc>,
+    pub global_position: i64,
+    /// The committing transaction (PostgreSQL's xid8); 0 on SQLite.
+    pub transaction_id: i64,
+}
+
+impl StoredEvent {
+    pub fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            tx: self.transaction_id,
+            position: self.global_position,
+        }
+    }
+
+    pub fn meta(&self, key: &str) -> Option<&str> {
+        self.metadata.get(key).and_then(Value::as_str)
+    }
+}
+
+/// Where a reader has got to: the last (transaction, position) it handled.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Checkpoint {
+    pub tx: i64,
+    pub position: i64,
+}
+
+/// What an append reports for each event it committed.
+#[derive(Debug, Clone, Copy)]
+pub struct Committed {
+    pub event_id: Uuid,
+    pub global_position: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// Another writer appended to the aggregate first (optimistic concurrency).
+    #[error("another command changed the aggregate first")]
+    Conflict,
+    #[error("the event log is unavailable: {0}")]
+    Database(String),
+    #[error("the event log writer has stopped")]
+    Closed,
+}
+
+struct AppendJob {
+    events: Vec<NewEvent>,
+    reply: oneshot::Sender<Result<Vec<Committed>, AppendError>>,
+}
+
+/// The most jobs one group commit takes.
+const MAX_BATCH: usize = 512;
+
+/// The event log handle; cheap to clone.
+#[derive(Clone)]
+pub struct EventLog {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Db,
+    jobs: mpsc::Sender<AppendJob>,
+    /// The highest position this process has committed or heard of; readers wait on it.
+    head: watch::Sender<i64>,
+}
+
+impl EventLog {
+    /// Starts the group-commit writers (and, on PostgreSQL, the LISTEN task that wakes readers
+    /// when another process appends).
+    pub async fn open(db: Db) -> anyhow::Result<Self> {
+        let (jobs, rx) = mpsc::channel::<AppendJob>(8192);
+        let head = watch::Sender::new(0);
+        let inner = Arc::new(Inner {
+            db: db.clone(),
+            jobs,
+            head,
+        });
+        let rx = Arc::new(Mutex::new(rx));
+        let writers = match db.backend() {
+            Backend::Postgres => 4,
+            Backend::Sqlite => 1,
+        };
+        for _ in 0..writers {
+            let rx = rx.clone();
+            let weak = Arc::downgrade(&inner);
+            let db = db.clone();
+            let lite_conn = match &db {
+                Db::Lite(pool) => Some(pool.acquire().await?.detach()),
+                Db::Pg(_) => None,
+            };
+            tokio::spawn(writer_loop(db, lite_conn, rx, weak));
+        }
+        if let Db::Pg(pool) = &db {
+            pg::spawn_listener(pool.clone(), Arc::downgrade(&inner));
+        }
+        Ok(Self { inner })
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.inner.db
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.inner.db.backend()
+    }
+
+    /// Appends the events of one command atomically. All events must belong to one aggregate
+    /// and carry consecutive sequences; if any sequence is taken, nothing is written and the
+    /// answer is [`AppendError::Conflict`].
+    pub async fn append(&self, events: Vec<NewEvent>) -> Result<Vec<Committed>, AppendError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .jobs
+            .send(AppendJob { events, reply })
+            .await
+            .map_err(|_| AppendError::Closed)?;
+        answer.await.map_err(|_| AppendError::Closed)?
+    }
+
+    /// Every event of one aggregate, in sequence order.
+    pub async fn load(&self, aggregate_type: &str, aggregate_id: &str) -> Result<Vec<StoredEvent>, sqlx::Error> {
+        match &self.inner.db {
+            Db::Pg(pool) => pg::load(pool, aggregate_type, aggregate_id).await,
+            Db::Lite(pool) => sqlite::load(pool, aggregate_type, aggregate_id).await,
+        }
+    }
+
+    /// Up to `limit` committed events after `after`, in the one global order. Never skips an
+    /// event that commits later with a smaller position (see ADR 0003).
+    pub async fn read_after(&self, after: Checkpoint, limit: i64) -> Result<Vec<StoredEvent>, sqlx::Error> {
+        let events = match &self.inner.db {
+            Db::Pg(pool) => pg::read_after(pool, after, limit).await?,
+            Db::Lite(pool) => sqlite::read_after(pool, after, limit).await?,
+        };
+        if let Some(last) = events.last() {
+            self.note_head(last.global_position);
+        }
+        Ok(events)
+    }
+
+    /// The number of events in the log and the highest position.
+    pub async fn stats(&self) -> Result<(i64, i64), sqlx::Error> {
+        match &self.inner.db {
+            Db::Pg(pool) => sqlx::query_as("SELECT count(*), coalesce(max(global_position), 0) FROM events").fetch_one(pool).await,
+            Db::Lite(pool) => sqlx::query_as("SELECT count(*), coalesce(max(global_position), 0) FROM events").fetch_one(pool).await,
+        }
+    }
+
+    /// The highest position this process knows was committed.
+    pub fn head(&self) -> i64 {
+        *self.inner.head.borrow()
+    }
+
+    /// A receiver that changes whenever new events may be readable.
+    pub fn watch(&self) -> watch::Receiver<i64> {
+        self.inner.head.subscribe()
+    }
+
+    /// Waits until new events may be readable, or `fallback` passes (the poll interval that
+    /// covers writers in other processes).
+    pub async fn wait_for_new(&self, seen: &mut watch::Receiver<i64>, fallback: Duration) {
+        let _ = tokio::time::timeout(fallback, seen.changed()).await;
+    }
+
+    fn note_head(&self, position: i64) {
+        self.inner.head.send_if_modified(|head| {
+            if position > *head {
+                *head = position;
+                true
+            } else {
+                false
+            }
+        });
+    }
+}
+
+impl Inner {
+    fn wake(&self, position: i64) {
+        self.head.send_modify(|head| *head = (*head).max(position));
+    }
+
+    /// Something may have been appended elsewhere: wake every reader.
+    fn poke(&self) {
+        self.head.send_modify(|_| {});
+    }
+}
+
+async fn writer_loop(
+    db: Db,
+    mut lite_conn: Option<sqlx::SqliteConnection>,
+    rx: Arc<Mutex<mpsc::Receiver<AppendJob>>>,
+    inner: std::sync::Weak<Inner>,
+) {
+    loop {
+        let mut batch = Vec::new();
+        {
+            let mut rx = rx.lock().await;
+            match rx.recv().await {
+                Some(job) => batch.push(job),
+                None => return,
+            }
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+        }
+        metrics::histogram!("ocart_append_batch_size").record(batch.len() as f64);
+        let results = match (&db, lite_conn.as_mut()) {
+            (Db::Pg(pool), _) => pg::commit_batch(pool, &batch).await,
+            (Db::Lite(_), Some(conn)) => sqlite::commit_batch(conn, &batch).await,
+            (Db::Lite(_), None) => unreachable!("the SQLite writer owns a connection"),
+        };
+        let mut top = 0;
+        let mut appended = 0u64;
+        for (job, result) in batch.into_iter().zip(results) {
+            if let Ok(committed) = &result {
+                appended += committed.len() as u64;
+                top = committed.iter().map(|c| c.global_position).max().unwrap_or(0).max(top);
+            }
+            let _ = job.reply.send(result);
+        }
+        metrics::counter!("ocart_events_appended_total").increment(appended);
+        if top > 0 {
+            match inner.upgrade() {
+                Some(inner) => inner.wake(top),
+                None => return,
+            }
+        }
+    }
+}
+
+/// Splits a batch result: jobs whose events were all inserted, and the rest.
+fn sort_out(batch: &[AppendJob], inserted: &std::collections::HashMap<Uuid, i64>) -> Vec<Result<Vec<Committed>, AppendError>> {
+    batch
+        .iter()
+        .map(|job| {
+            let committed: Vec<Committed> = job
+                .events
+                .iter()
+                .filter_map(|e| inserted.get(&e.event_id).map(|&p| Committed { event_id: e.event_id, global_position: p }))
+                .collect();
+            if committed.len() == job.events.len() {
+                Ok(committed)
+            } else {
+                Err(AppendError::Conflict)
+            }
+        })
+        .collect()
+}

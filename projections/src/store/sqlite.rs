@@ -1,0 +1,110 @@
+//! The event log on SQLite: one writer connection, one transaction per group commit with a
+//! savepoint per command, so a conflicting command is rolled back alone.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use sqlx::types::Json;
+use sqlx::{Connection, SqliteConnection, SqlitePool};
+use uuid::Uuid;
+
+use super::{sort_out, AppendError, AppendJob, Checkpoint, Committed, StoredEvent};
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    event_id: String,
+    aggregate_type: String,
+    aggregate_id: String,
+    sequence: i64,
+    event_type: String,
+    event_version: String,
+    payload: Json<serde_json::Value>,
+    metadata: Json<serde_json::Value>,
+    recorded_at: DateTime<Utc>,
+    global_position: i64,
+}
+
+impl From<Row> for StoredEvent {
+    fn from(r: Row) -> Self {
+        StoredEvent {
+            event_id: Uuid::parse_str(&r.event_id).unwrap_or_default(),
+            aggregate_type: r.aggregate_type,
+            aggregate_id: r.aggregate_id,
+            sequence: r.sequence,
+            event_type: r.event_type,
+            event_version: r.event_version,
+            payload: r.payload.0,
+            metadata: r.metadata.0,
+            recorded_at: r.recorded_at,
+            global_position: r.global_position,
+            transaction_id: 0,
+        }
+    }
+}
+
+const COLUMNS: &str = "event_id, aggregate_type, aggregate_id, sequence, event_type, event_version, \
+    payload, metadata, recorded_at, global_position";
+
+pub(super) async fn load(pool: &SqlitePool, aggregate_type: &str, aggregate_id: &str) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let sql = format!("SELECT {COLUMNS} FROM events WHERE aggregate_type = ?1 AND aggregate_id = ?2 ORDER BY sequence");
+    let rows: Vec<Row> = sqlx::query_as(&sql).bind(aggregate_type).bind(aggregate_id).fetch_all(pool).await?;
+    Ok(rows.into_iter().map(StoredEvent::from).collect())
+}
+
+/// One writer at a time commits, so rowid order is commit order and a plain position scan is
+/// gap-free.
+pub(super) async fn read_after(pool: &SqlitePool, after: Checkpoint, limit: i64) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let sql = format!("SELECT {COLUMNS} FROM events WHERE global_position > ?1 ORDER BY global_position LIMIT ?2");
+    let rows: Vec<Row> = sqlx::query_as(&sql).bind(after.position).bind(limit).fetch_all(pool).await?;
+    Ok(rows.into_iter().map(StoredEvent::from).collect())
+}
+
+const INSERT: &str = "INSERT INTO events \
+    (event_id, aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING global_position";
+
+pub(super) async fn commit_batch(conn: &mut SqliteConnection, batch: &[AppendJob]) -> Vec<Result<Vec<Committed>, AppendError>> {
+    match try_commit(conn, batch).await {
+        Ok(results) => results,
+        Err(err) => batch.iter().map(|_| Err(AppendError::Database(err.to_string()))).collect(),
+    }
+}
+
+async fn try_commit(conn: &mut SqliteConnection, batch: &[AppendJob]) -> Result<Vec<Result<Vec<Committed>, AppendError>>, sqlx::Error> {
+    let mut tx = conn.begin().await?;
+    let mut inserted: HashMap<Uuid, i64> = HashMap::new();
+    for job in batch {
+        sqlx::query("SAVEPOINT job").execute(&mut *tx).await?;
+        let mut conflict = false;
+        let mut positions = Vec::with_capacity(job.events.len());
+        for e in &job.events {
+            let result = sqlx::query_scalar::<_, i64>(INSERT)
+                .bind(e.event_id.to_string())
+                .bind(&e.aggregate_type)
+                .bind(&e.aggregate_id)
+                .bind(e.sequence)
+                .bind(&e.event_type)
+                .bind(&e.event_version)
+                .bind(e.payload.to_string())
+                .bind(e.metadata.to_string())
+                .fetch_one(&mut *tx)
+                .await;
+            match result {
+                Ok(position) => positions.push((e.event_id, position)),
+                Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+                    conflict = true;
+                    break;
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        if conflict {
+            sqlx::query("ROLLBACK TO SAVEPOINT job").execute(&mut *tx).await?;
+        } else {
+            inserted.extend(positions);
+        }
+        sqlx::query("RELEASE SAVEPOINT job").execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(sort_out(batch, &inserted))
+}
