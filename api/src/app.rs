@@ -37,7 +37,9 @@ fn metrics_handle() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
-                .set_buckets(&[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5])
+                .set_buckets(&[
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                ])
                 .expect("buckets")
                 .build_recorder();
             let handle = recorder.handle();
@@ -61,7 +63,9 @@ impl Application {
     pub async fn build(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
         let core = Core::open(config.clone(), clock).await?;
         let admin_token = first_admin_token(&core).await?;
-        let listener = TcpListener::bind(config.bind).await.map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.bind))?;
+        let listener = TcpListener::bind(config.bind)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.bind))?;
         let port = listener.local_addr()?.port();
         let limiter = RateLimiter::new(
             config.rate_limit.public_requests,
@@ -92,15 +96,25 @@ impl Application {
 
     /// Serves until `shutdown` resolves: then stops accepting, finishes in-flight requests,
     /// and lets the processors checkpoint before returning.
-    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let processors = if self.state.core.config.processors.enabled {
-            Some(tokio::spawn(run_processors(self.state.core.clone(), stop_rx.clone())))
+            Some(tokio::spawn(run_processors(
+                self.state.core.clone(),
+                stop_rx.clone(),
+            )))
         } else {
             None
         };
         let router = router(self.state.clone());
-        let serve = axum::serve(self.listener, router.into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(shutdown);
+        let serve = axum::serve(
+            self.listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown);
         let result = serve.await;
         let _ = stop_tx.send(true);
         if let Some(handle) = processors {
@@ -117,14 +131,17 @@ async fn first_admin_token(core: &Arc<Core>) -> anyhow::Result<Option<String>> {
         return Ok(None);
     }
     let holder = format!("first-start:{}", Uuid::now_v7());
-    let Some(lease) = ocart_processors::try_acquire(&core.db, PROCESSORS_LEASE, &holder).await? else {
+    let Some(lease) = ocart_processors::try_acquire(&core.db, PROCESSORS_LEASE, &holder).await?
+    else {
         return Ok(None);
     };
     let token = if core.has_tokens().await? {
         None
     } else {
         let meta = CommandMeta::system("first-start", None, core.clock.now());
-        let created = core.create_token("admin (first start)", Capability::ALL.to_vec(), &meta).await?;
+        let created = core
+            .create_token("admin (first start)", Capability::ALL.to_vec(), &meta)
+            .await?;
         Some(created.secret)
     };
     if token.is_some() {
@@ -139,7 +156,15 @@ async fn first_admin_token(core: &Arc<Core>) -> anyhow::Result<Option<String>> {
 /// Runs projectors, the sweeper and (with NATS) the relay while this instance holds the lease.
 async fn run_processors(core: Arc<Core>, stop: watch::Receiver<bool>) {
     let holder = format!("serve:{}", Uuid::now_v7());
-    let Some(lease) = ocart_processors::wait_acquire(&core.db, PROCESSORS_LEASE, &holder, stop.clone(), Duration::from_secs(2)).await else {
+    let Some(lease) = ocart_processors::wait_acquire(
+        &core.db,
+        PROCESSORS_LEASE,
+        &holder,
+        stop.clone(),
+        Duration::from_secs(2),
+    )
+    .await
+    else {
         return;
     };
     tracing::info!(%holder, "holding the processors lease");
@@ -155,7 +180,11 @@ async fn run_processors(core: Arc<Core>, stop: watch::Receiver<bool>) {
         }
         Err(err) => tracing::error!(error = %err, "cannot start projections"),
     }
-    let sweeper = ocart_processors::Sweeper::new(core.log.clone(), core.clock.clone(), core.config.processors.batch_size);
+    let sweeper = ocart_processors::Sweeper::new(
+        core.log.clone(),
+        core.clock.clone(),
+        core.config.processors.batch_size,
+    );
     tasks.spawn(sweeper.run(inner_stop.clone(), poll));
     if let Some(url) = core.config.nats_url.clone() {
         let log = core.log.clone();
@@ -193,7 +222,9 @@ async fn not_found(uri: axum::http::Uri) -> ApiError {
 
 /// Counts requests by route, method and status, with latency.
 async fn track(matched: Option<MatchedPath>, req: Request, next: Next) -> Response {
-    let route = matched.map(|m| m.as_str().to_owned()).unwrap_or_else(|| "unmatched".into());
+    let route = matched
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
     let method = req.method().as_str().to_owned();
     let started = Instant::now();
     let response = next.run(req).await;
@@ -205,7 +236,12 @@ async fn track(matched: Option<MatchedPath>, req: Request, next: Next) -> Respon
 }
 
 /// The per-IP limit on public endpoints.
-async fn rate_limited(State(state): State<AppState>, ConnectInfo(peer): ConnectInfo<SocketAddr>, req: Request, next: Next) -> Response {
+async fn rate_limited(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+    next: Next,
+) -> Response {
     if req.method() == Method::OPTIONS {
         return next.run(req).await;
     }
@@ -236,7 +272,13 @@ pub fn router(state: AppState) -> Router {
     });
     let cors = CorsLayer::new()
         .allow_origin(AllowOrigin::predicate(move |origin: &HeaderValue, _| {
-            origin.to_str().is_ok_and(|o| origins.read().expect("origins").iter().any(|allowed| allowed == o))
+            origin.to_str().is_ok_and(|o| {
+                origins
+                    .read()
+                    .expect("origins")
+                    .iter()
+                    .any(|allowed| allowed == o)
+            })
         }))
         .allow_methods([Method::POST, Method::OPTIONS])
         .allow_headers([axum::http::header::CONTENT_TYPE])
@@ -251,7 +293,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY + 1))
         .layer(middleware::from_fn(track))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(axum::http::StatusCode::SERVICE_UNAVAILABLE, timeout))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            timeout,
+        ))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(TraceLayer::new_for_http())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))

@@ -37,7 +37,10 @@ impl Caller {
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let header = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
@@ -53,7 +56,13 @@ impl FromRequestParts<AppState> for Caller {
         // what this process has written.
         let head = state.core.log.head();
         if head > 0 {
-            let _ = ocart_projections::wait_for_position(&state.core.db, "api_tokens", head, Duration::from_millis(500)).await;
+            let _ = ocart_projections::wait_for_position(
+                &state.core.db,
+                "api_tokens",
+                head,
+                Duration::from_millis(500),
+            )
+            .await;
         }
         let row = ocart_projections::queries::token_by_hash(&state.core.db, &token_hash(secret))
             .await?

@@ -12,8 +12,8 @@ use ocart_domain::subject::Subject;
 use ocart_domain::token::{ApiToken, Capability, TokenCommand};
 use ocart_domain::Clock;
 use ocart_projections::{
-    AuditProjector, CartsProjector, CommandMeta, Commands, Db, EventLog, ProjectionRunner, Projector, SettingsProjector,
-    TokensProjector, Vault,
+    AuditProjector, CartsProjector, CommandMeta, Commands, Db, EventLog, ProjectionRunner,
+    Projector, SettingsProjector, TokensProjector, Vault,
 };
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -66,7 +66,11 @@ impl Core {
         let db = Db::connect(&url, 16).await?;
         db.migrate().await?;
         let log = EventLog::open(db.clone()).await?;
-        let vault = Vault::open(db.clone(), config.secret.as_ref().map(|s| s.expose().as_bytes())).await?;
+        let vault = Vault::open(
+            db.clone(),
+            config.secret.as_ref().map(|s| s.expose().as_bytes()),
+        )
+        .await?;
         Ok(Arc::new(Core {
             carts: Commands::new(log.clone(), ()),
             settings: Commands::new(log.clone(), ()),
@@ -94,7 +98,14 @@ impl Core {
     pub async fn runners(&self) -> anyhow::Result<Vec<ProjectionRunner>> {
         let mut runners = Vec::new();
         for projector in self.projectors() {
-            runners.push(ProjectionRunner::new(self.log.clone(), projector, self.config.processors.batch_size).await?);
+            runners.push(
+                ProjectionRunner::new(
+                    self.log.clone(),
+                    projector,
+                    self.config.processors.batch_size,
+                )
+                .await?,
+            );
         }
         Ok(runners)
     }
@@ -107,7 +118,8 @@ impl Core {
             }
         }
         let (values, _) = ocart_projections::queries::current_settings(&self.db).await?;
-        *self.settings_cache.write().expect("settings cache") = Some((Instant::now(), values.clone()));
+        *self.settings_cache.write().expect("settings cache") =
+            Some((Instant::now(), values.clone()));
         Ok(values)
     }
 
@@ -116,7 +128,12 @@ impl Core {
     }
 
     /// Mints a token with `capabilities` and records it in the log.
-    pub async fn create_token(&self, name: &str, capabilities: Vec<Capability>, meta: &CommandMeta) -> anyhow::Result<NewToken> {
+    pub async fn create_token(
+        &self,
+        name: &str,
+        capabilities: Vec<Capability>,
+        meta: &CommandMeta,
+    ) -> anyhow::Result<NewToken> {
         let secret = random_secret("ocart_");
         let token_id = Uuid::now_v7().to_string();
         let outcome = self
@@ -143,7 +160,9 @@ impl Core {
     /// holds the processors lease, otherwise waits for the holder (bounded).
     pub async fn ensure_projected(&self, position: i64) -> anyhow::Result<()> {
         let holder = format!("cli:{}", Uuid::now_v7());
-        if let Some(lease) = ocart_processors::try_acquire(&self.db, PROCESSORS_LEASE, &holder).await? {
+        if let Some(lease) =
+            ocart_processors::try_acquire(&self.db, PROCESSORS_LEASE, &holder).await?
+        {
             for runner in self.runners().await? {
                 runner.catch_up().await?;
             }
@@ -151,9 +170,18 @@ impl Core {
             return Ok(());
         }
         for projector in self.projectors() {
-            let done = ocart_projections::wait_for_position(&self.db, projector.name(), position, Duration::from_secs(15)).await?;
+            let done = ocart_projections::wait_for_position(
+                &self.db,
+                projector.name(),
+                position,
+                Duration::from_secs(15),
+            )
+            .await?;
             if !done {
-                anyhow::bail!("the running server has not applied the change yet (projection {} is behind)", projector.name());
+                anyhow::bail!(
+                    "the running server has not applied the change yet (projection {} is behind)",
+                    projector.name()
+                );
             }
         }
         Ok(())
@@ -162,8 +190,16 @@ impl Core {
     /// Whether any token was ever created (first start creates an admin token).
     pub async fn has_tokens(&self) -> anyhow::Result<bool> {
         let (count,): (i64,) = match &self.db {
-            Db::Pg(p) => sqlx::query_as("SELECT count(*) FROM events WHERE aggregate_type = 'token'").fetch_one(p).await?,
-            Db::Lite(p) => sqlx::query_as("SELECT count(*) FROM events WHERE aggregate_type = 'token'").fetch_one(p).await?,
+            Db::Pg(p) => {
+                sqlx::query_as("SELECT count(*) FROM events WHERE aggregate_type = 'token'")
+                    .fetch_one(p)
+                    .await?
+            }
+            Db::Lite(p) => {
+                sqlx::query_as("SELECT count(*) FROM events WHERE aggregate_type = 'token'")
+                    .fetch_one(p)
+                    .await?
+            }
         };
         Ok(count > 0)
     }

@@ -93,8 +93,14 @@ impl ApiError {
     pub fn problem(&self) -> Problem {
         let status = self.status_code();
         let detail = match self {
-            Self::Validation(errors) => errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "),
-            Self::Internal(_) => "the server failed to handle the request; it has been logged".into(),
+            Self::Validation(errors) => errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
+            Self::Internal(_) => {
+                "the server failed to handle the request; it has been logged".into()
+            }
             other => other.to_string(),
         };
         Problem {
@@ -127,7 +133,10 @@ impl IntoResponse for ApiError {
         let body = serde_json::to_vec(&self.problem()).unwrap_or_default();
         let mut response = (status, body).into_response();
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
         match &self {
             Self::RateLimited(secs) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*secs));
@@ -147,7 +156,9 @@ impl IntoResponse for ApiError {
 impl From<sqlx::Error> for ApiError {
     fn from(err: sqlx::Error) -> Self {
         match err {
-            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => Self::Unavailable("the database is unavailable; retry shortly".into()),
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => {
+                Self::Unavailable("the database is unavailable; retry shortly".into())
+            }
             other => Self::Internal(other.into()),
         }
     }
@@ -167,10 +178,15 @@ impl From<ocart_projections::VaultError> for ApiError {
 
 /// Maps a command failure: rejections by the aggregate through `rejected`, a lost race → 409,
 /// an unavailable log → 503.
-pub fn command_error<E: std::error::Error + Send + Sync + 'static>(err: CommandError<E>, rejected: impl FnOnce(E) -> ApiError) -> ApiError {
+pub fn command_error<E: std::error::Error + Send + Sync + 'static>(
+    err: CommandError<E>,
+    rejected: impl FnOnce(E) -> ApiError,
+) -> ApiError {
     match err {
         CommandError::Rejected(e) => rejected(e),
-        CommandError::Conflict(what) => ApiError::Conflict(format!("the {what} was changed by concurrent requests; retry")),
+        CommandError::Conflict(what) => ApiError::Conflict(format!(
+            "the {what} was changed by concurrent requests; retry"
+        )),
         CommandError::Unavailable(msg) => ApiError::Unavailable(msg),
         CommandError::Corrupt(msg) => ApiError::Internal(anyhow::anyhow!(msg)),
     }

@@ -14,13 +14,17 @@ pub struct JsonBody<T>(pub T);
 /// Parses `bytes` as JSON into `T`: syntax errors are 400, wrong or missing fields are 422 with
 /// the JSON path of the field.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
     serde_path_to_error::deserialize(value).map_err(|err| {
         let path = err.path().to_string();
         let message = err.inner().to_string();
         let path = if path == "." { String::new() } else { path };
         // "missing field `email`" is reported at the parent; name the field itself.
-        let field = match message.strip_prefix("missing field `").and_then(|m| m.split('`').next()) {
+        let field = match message
+            .strip_prefix("missing field `")
+            .and_then(|m| m.split('`').next())
+        {
             Some(name) if path.is_empty() => name.to_owned(),
             Some(name) => format!("{path}.{name}"),
             None if path.is_empty() => "body".to_owned(),
@@ -40,8 +44,13 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_owned();
-        if !content_type.is_empty() && !content_type.starts_with("application/json") && !content_type.starts_with("text/plain") {
-            return Err(ApiError::BadRequest(format!("Content-Type must be application/json, not {content_type}")));
+        if !content_type.is_empty()
+            && !content_type.starts_with("application/json")
+            && !content_type.starts_with("text/plain")
+        {
+            return Err(ApiError::BadRequest(format!(
+                "Content-Type must be application/json, not {content_type}"
+            )));
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {

@@ -4,7 +4,10 @@ use tracing_subscriber::EnvFilter;
 #[tokio::main]
 async fn main() {
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_env("OCART_LOG").unwrap_or_else(|_| EnvFilter::new("warn,ocart=info")))
+        .with_env_filter(
+            EnvFilter::try_from_env("OCART_LOG")
+                .unwrap_or_else(|_| EnvFilter::new("warn,ocart=info")),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = ocart_api::cli::Cli::parse();

@@ -39,7 +39,11 @@ impl RateLimiter {
             .flat_map(|v| v.split(','))
             .filter_map(|s| s.trim().parse::<IpAddr>().ok())
             .collect::<Vec<_>>();
-        forwarded.into_iter().rev().find(|ip| !self.trusted.contains(ip)).unwrap_or(peer_ip)
+        forwarded
+            .into_iter()
+            .rev()
+            .find(|ip| !self.trusted.contains(ip))
+            .unwrap_or(peer_ip)
     }
 
     /// Counts one request; `Err(seconds)` if over the limit, with when to retry.
@@ -85,7 +89,13 @@ mod tests {
         let limiter = RateLimiter::new(1, Duration::from_secs(1), vec![proxy]);
         let mut headers = HeaderMap::new();
         headers.insert("x-forwarded-for", "203.0.113.9, 127.0.0.1".parse().unwrap());
-        assert_eq!(limiter.client_ip("127.0.0.1:5000".parse().unwrap(), &headers), "203.0.113.9".parse::<IpAddr>().unwrap());
-        assert_eq!(limiter.client_ip("192.0.2.1:5000".parse().unwrap(), &headers), "192.0.2.1".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            limiter.client_ip("127.0.0.1:5000".parse().unwrap(), &headers),
+            "203.0.113.9".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            limiter.client_ip("192.0.2.1:5000".parse().unwrap(), &headers),
+            "192.0.2.1".parse::<IpAddr>().unwrap()
+        );
     }
 }

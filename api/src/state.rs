@@ -24,7 +24,11 @@ pub struct AppState {
 
 impl AppState {
     /// Waits (bounded) until projection `name` has applied `position` (read-your-writes).
-    pub async fn read_your_writes(&self, name: &str, position: Option<i64>) -> Result<(), ApiError> {
+    pub async fn read_your_writes(
+        &self,
+        name: &str,
+        position: Option<i64>,
+    ) -> Result<(), ApiError> {
         let position = position.unwrap_or_else(|| self.core.log.head());
         if position <= 0 {
             return Ok(());
@@ -60,7 +64,10 @@ impl RequestContext {
 impl FromRequestParts<AppState> for RequestContext {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let request_id = parts
             .headers
             .get("x-request-id")
@@ -73,16 +80,23 @@ impl FromRequestParts<AppState> for RequestContext {
             .map(|c| c.0)
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
         let ip = state.limiter.client_ip(peer, &parts.headers);
-        let from_header = parts.headers.get("ocart-position").and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let from_query = parts
-            .uri
-            .query()
-            .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("min_position=")).map(str::to_owned));
+        let from_header = parts
+            .headers
+            .get("ocart-position")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let from_query = parts.uri.query().and_then(|q| {
+            q.split('&')
+                .find_map(|kv| kv.strip_prefix("min_position="))
+                .map(str::to_owned)
+        });
         let min_position = match from_header.or(from_query) {
-            Some(raw) => Some(
-                raw.parse::<i64>()
-                    .map_err(|_| ApiError::validation("min_position", "must be a whole number (a position from an earlier reply)"))?,
-            ),
+            Some(raw) => Some(raw.parse::<i64>().map_err(|_| {
+                ApiError::validation(
+                    "min_position",
+                    "must be a whole number (a position from an earlier reply)",
+                )
+            })?),
             None => None,
         };
         Ok(Self {

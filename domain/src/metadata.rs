@@ -69,8 +69,16 @@ mod tests {
 
     #[test]
     fn the_chain_hash_ignores_key_order() {
-        let a = chain_hash(GENESIS_HASH, "cart/created", &json!({"a": 1, "b": [1, {"y": 2, "x": 1}]}));
-        let b = chain_hash(GENESIS_HASH, "cart/created", &json!({"b": [1, {"x": 1, "y": 2}], "a": 1}));
+        let a = chain_hash(
+            GENESIS_HASH,
+            "cart/created",
+            &json!({"a": 1, "b": [1, {"y": 2, "x": 1}]}),
+        );
+        let b = chain_hash(
+            GENESIS_HASH,
+            "cart/created",
+            &json!({"b": [1, {"x": 1, "y": 2}], "a": 1}),
+        );
         assert_eq!(a, b);
     }
 
@@ -78,7 +86,13 @@ mod tests {
     fn the_chain_hash_depends_on_the_previous_hash_type_and_payload() {
         let base = chain_hash(GENESIS_HASH, "cart/created", &json!({"a": 1}));
         assert_ne!(base, chain_hash(&base, "cart/created", &json!({"a": 1})));
-        assert_ne!(base, chain_hash(GENESIS_HASH, "cart/updated", &json!({"a": 1})));
-        assert_ne!(base, chain_hash(GENESIS_HASH, "cart/created", &json!({"a": 2})));
+        assert_ne!(
+            base,
+            chain_hash(GENESIS_HASH, "cart/updated", &json!({"a": 1}))
+        );
+        assert_ne!(
+            base,
+            chain_hash(GENESIS_HASH, "cart/created", &json!({"a": 2}))
+        );
     }
 }

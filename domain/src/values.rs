@@ -24,7 +24,8 @@ pub struct Email(String);
 impl Email {
     pub fn parse(field: &str, raw: &str) -> Result<Self, FieldError> {
         let value = raw.trim().to_lowercase();
-        let invalid = |why: &str| FieldError::new(field, format!("is not a valid email address: {why}"));
+        let invalid =
+            |why: &str| FieldError::new(field, format!("is not a valid email address: {why}"));
         if value.is_empty() {
             return Err(invalid("it is empty"));
         }
@@ -37,14 +38,20 @@ impl Email {
         if local.is_empty() || local.len() > 64 {
             return Err(invalid("the part before @ must be 1 to 64 characters"));
         }
-        if local.contains('@') || local.starts_with('.') || local.ends_with('.') || local.contains("..") {
+        if local.contains('@')
+            || local.starts_with('.')
+            || local.ends_with('.')
+            || local.contains("..")
+        {
             return Err(invalid("the part before @ is malformed"));
         }
         let local_ok = local
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+/=?^_`{|}~.-".contains(c));
         if !local_ok {
-            return Err(invalid("the part before @ has a character that is not allowed"));
+            return Err(invalid(
+                "the part before @ has a character that is not allowed",
+            ));
         }
         let labels: Vec<&str> = domain.split('.').collect();
         if labels.len() < 2 {
@@ -119,7 +126,10 @@ impl Currency {
             let bytes = upper.as_bytes();
             Ok(Self([bytes[0], bytes[1], bytes[2]]))
         } else {
-            Err(FieldError::new(field, format!("{raw:?} is not an ISO 4217 currency code")))
+            Err(FieldError::new(
+                field,
+                format!("{raw:?} is not an ISO 4217 currency code"),
+            ))
         }
     }
 
@@ -198,8 +208,22 @@ mod tests {
 
     #[test]
     fn emails_are_normalised_and_malformed_ones_rejected() {
-        assert_eq!(Email::parse("email", "  Ann@Example.COM ").unwrap().as_str(), "ann@example.com");
-        for bad in ["", "ann", "ann@", "@example.com", "ann@example", "a..b@example.com", "ann@exa mple.com", "ann@-x.com"] {
+        assert_eq!(
+            Email::parse("email", "  Ann@Example.COM ")
+                .unwrap()
+                .as_str(),
+            "ann@example.com"
+        );
+        for bad in [
+            "",
+            "ann",
+            "ann@",
+            "@example.com",
+            "ann@example",
+            "a..b@example.com",
+            "ann@exa mple.com",
+            "ann@-x.com",
+        ] {
             let err = Email::parse("email", bad).unwrap_err();
             assert_eq!(err.field, "email", "{bad}");
         }
@@ -207,8 +231,17 @@ mod tests {
 
     #[test]
     fn phones_must_be_e164() {
-        assert_eq!(Phone::parse("phone", "+1 (415) 555-0123").unwrap().as_str(), "+14155550123");
-        for bad in ["4155550123", "+0123456789", "+12", "+1415555012345678", "+1415abc0123"] {
+        assert_eq!(
+            Phone::parse("phone", "+1 (415) 555-0123").unwrap().as_str(),
+            "+14155550123"
+        );
+        for bad in [
+            "4155550123",
+            "+0123456789",
+            "+12",
+            "+1415555012345678",
+            "+1415abc0123",
+        ] {
             assert!(Phone::parse("phone", bad).is_err(), "{bad}");
         }
     }

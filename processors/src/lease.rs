@@ -42,12 +42,22 @@ impl Lease {
     }
 
     /// See [`try_acquire`].
-    pub async fn try_acquire(db: &Db, name: &str, holder: &str) -> anyhow::Result<Option<LeaseGuard>> {
+    pub async fn try_acquire(
+        db: &Db,
+        name: &str,
+        holder: &str,
+    ) -> anyhow::Result<Option<LeaseGuard>> {
         try_acquire(db, name, holder).await
     }
 
     /// See [`wait_acquire`].
-    pub async fn wait_acquire(db: &Db, name: &str, holder: &str, stop: watch::Receiver<bool>, retry: Duration) -> Option<LeaseGuard> {
+    pub async fn wait_acquire(
+        db: &Db,
+        name: &str,
+        holder: &str,
+        stop: watch::Receiver<bool>,
+        retry: Duration,
+    ) -> Option<LeaseGuard> {
         wait_acquire(db, name, holder, stop, retry).await
     }
 }
@@ -134,7 +144,10 @@ pub async fn try_acquire(db: &Db, name: &str, holder: &str) -> anyhow::Result<Op
         Db::Pg(pool) => {
             let mut conn = pool.acquire().await?.detach();
             let key = Lease::key(name);
-            let (got,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_lock($1)").bind(key).fetch_one(&mut conn).await?;
+            let (got,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_lock($1)")
+                .bind(key)
+                .fetch_one(&mut conn)
+                .await?;
             if !got {
                 let _ = conn.close().await;
                 return Ok(None);
@@ -146,7 +159,14 @@ pub async fn try_acquire(db: &Db, name: &str, holder: &str) -> anyhow::Result<Op
             let Some(expires_at) = expires_at else {
                 return Ok(None);
             };
-            tokio::spawn(hold_lite(pool.clone(), name.to_owned(), holder.to_owned(), expires_at, held_tx, release_rx))
+            tokio::spawn(hold_lite(
+                pool.clone(),
+                name.to_owned(),
+                holder.to_owned(),
+                expires_at,
+                held_tx,
+                release_rx,
+            ))
         }
     };
     tracing::info!(lease = name, holder, "lease acquired");
@@ -161,7 +181,13 @@ pub async fn try_acquire(db: &Db, name: &str, holder: &str) -> anyhow::Result<Op
 
 /// Tries to take lease `name` every `retry` until it succeeds (`Some`) or `stop` turns true
 /// (`None`). Errors (database unavailable) are logged and retried.
-pub async fn wait_acquire(db: &Db, name: &str, holder: &str, mut stop: watch::Receiver<bool>, retry: Duration) -> Option<LeaseGuard> {
+pub async fn wait_acquire(
+    db: &Db,
+    name: &str,
+    holder: &str,
+    mut stop: watch::Receiver<bool>,
+    retry: Duration,
+) -> Option<LeaseGuard> {
     let mut stop_open = true;
     loop {
         if *stop.borrow() {
@@ -170,7 +196,9 @@ pub async fn wait_acquire(db: &Db, name: &str, holder: &str, mut stop: watch::Re
         match try_acquire(db, name, holder).await {
             Ok(Some(guard)) => return Some(guard),
             Ok(None) => tracing::debug!(lease = name, holder, "lease held elsewhere; waiting"),
-            Err(err) => tracing::warn!(lease = name, holder, error = %err, "cannot take the lease; retrying"),
+            Err(err) => {
+                tracing::warn!(lease = name, holder, error = %err, "cannot take the lease; retrying")
+            }
         }
         if stop_open {
             tokio::select! {
@@ -189,7 +217,13 @@ pub async fn wait_acquire(db: &Db, name: &str, holder: &str, mut stop: watch::Re
 }
 
 /// Holds the PostgreSQL session: a keep-alive query every `RENEW_EVERY`, unlock on release.
-async fn hold_pg(mut conn: PgConnection, key: i64, name: String, held: watch::Sender<bool>, mut release: oneshot::Receiver<()>) {
+async fn hold_pg(
+    mut conn: PgConnection,
+    key: i64,
+    name: String,
+    held: watch::Sender<bool>,
+    mut release: oneshot::Receiver<()>,
+) {
     let mut tick = tokio::time::interval(Lease::RENEW_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
@@ -207,7 +241,11 @@ async fn hold_pg(mut conn: PgConnection, key: i64, name: String, held: watch::Se
         }
     }
     held.send_replace(false);
-    if let Err(err) = sqlx::query("SELECT pg_advisory_unlock($1)").bind(key).execute(&mut conn).await {
+    if let Err(err) = sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(key)
+        .execute(&mut conn)
+        .await
+    {
         tracing::debug!(lease = %name, error = %err, "unlock failed; closing the session frees the lock anyway");
     }
     let _ = conn.close().await;
@@ -223,7 +261,11 @@ fn ttl_ms() -> i64 {
 }
 
 /// Takes the SQLite lease row if it is absent, expired or ours; returns its new expiry.
-async fn lite_take(pool: &SqlitePool, name: &str, holder: &str) -> Result<Option<i64>, sqlx::Error> {
+async fn lite_take(
+    pool: &SqlitePool,
+    name: &str,
+    holder: &str,
+) -> Result<Option<i64>, sqlx::Error> {
     let now = now_ms();
     let expires_at = now + ttl_ms();
     sqlx::query(
@@ -237,10 +279,11 @@ async fn lite_take(pool: &SqlitePool, name: &str, holder: &str) -> Result<Option
     .bind(now)
     .execute(pool)
     .await?;
-    let row: Option<(String, i64)> = sqlx::query_as("SELECT holder, expires_at FROM leases WHERE name = ?1")
-        .bind(name)
-        .fetch_optional(pool)
-        .await?;
+    let row: Option<(String, i64)> =
+        sqlx::query_as("SELECT holder, expires_at FROM leases WHERE name = ?1")
+            .bind(name)
+            .fetch_optional(pool)
+            .await?;
     Ok(match row {
         Some((owner, expires_at)) if owner == holder => Some(expires_at),
         _ => None,
@@ -295,7 +338,9 @@ async fn hold_lite(
         .await;
     match deleted {
         Ok(_) => tracing::info!(lease = %name, holder = %holder, "lease released"),
-        Err(err) => tracing::warn!(lease = %name, holder = %holder, error = %err, "could not delete the lease row; it expires on its own"),
+        Err(err) => {
+            tracing::warn!(lease = %name, holder = %holder, error = %err, "could not delete the lease row; it expires on its own")
+        }
     }
 }
 

@@ -10,5 +10,8 @@ mod relay;
 mod sweeper;
 
 pub use lease::{try_acquire, wait_acquire, Lease, LeaseGuard};
-pub use relay::{connect, envelope, subject_for, Relay, DEFAULT_BATCH_SIZE, DUPLICATE_WINDOW, RELAY_CHECKPOINT, STREAM_NAME, STREAM_SUBJECTS};
+pub use relay::{
+    connect, envelope, subject_for, Relay, DEFAULT_BATCH_SIZE, DUPLICATE_WINDOW, RELAY_CHECKPOINT,
+    STREAM_NAME, STREAM_SUBJECTS,
+};
 pub use sweeper::{Sweeper, SWEEPER_CHECKPOINT};

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, context::PublishAckFuture, stream};
 use async_nats::HeaderMap;
-use ocart_projections::{load_checkpoint, save_checkpoint, Checkpoint, EventLog, Outcome, StoredEvent};
+use ocart_projections::{
+    load_checkpoint, save_checkpoint, Checkpoint, EventLog, Outcome, StoredEvent,
+};
 use serde_json::{json, Value};
 use tokio::sync::{watch, Mutex};
 
@@ -38,7 +40,11 @@ pub fn envelope(event: &StoredEvent) -> Value {
     let occurred_at = event
         .meta(ocart_domain::metadata::OCCURRED_AT)
         .map(str::to_owned)
-        .unwrap_or_else(|| event.recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
+        .unwrap_or_else(|| {
+            event
+                .recorded_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+        });
     json!({
         "event_id": event.event_id,
         "type": event.event_type,
@@ -151,7 +157,10 @@ impl Relay {
         match tokio::time::timeout(STEP_TIMEOUT, self.publish_all(&events)).await {
             Ok(Ok(())) => {}
             Ok(Err(err)) => return Err(err),
-            Err(_) => anyhow::bail!("publishing {} events took longer than {STEP_TIMEOUT:?}", events.len()),
+            Err(_) => anyhow::bail!(
+                "publishing {} events took longer than {STEP_TIMEOUT:?}",
+                events.len()
+            ),
         }
 
         let mut tx = self.log.db().begin().await?;
@@ -179,7 +188,10 @@ impl Relay {
         let mut pending: Vec<PublishAckFuture> = Vec::with_capacity(events.len());
         for event in events {
             let mut headers = HeaderMap::new();
-            headers.insert(async_nats::header::NATS_MESSAGE_ID, event.event_id.to_string().as_str());
+            headers.insert(
+                async_nats::header::NATS_MESSAGE_ID,
+                event.event_id.to_string().as_str(),
+            );
             let body = serde_json::to_vec(&envelope(event))?;
             let ack = self
                 .js
@@ -188,7 +200,12 @@ impl Relay {
                 .map_err(|e| anyhow::anyhow!("publishing event {} to NATS: {e}", event.event_id))?;
             pending.push(ack);
         }
-        let acks = futures::future::join_all(pending.into_iter().map(std::future::IntoFuture::into_future)).await;
+        let acks = futures::future::join_all(
+            pending
+                .into_iter()
+                .map(std::future::IntoFuture::into_future),
+        )
+        .await;
         let mut failed = 0usize;
         let mut first_error = None;
         let mut stream_missing = false;
@@ -210,7 +227,10 @@ impl Relay {
         }
         match first_error {
             None => Ok(()),
-            Some(first) => anyhow::bail!("{failed} of {} publishes were not acknowledged (first: {first})", events.len()),
+            Some(first) => anyhow::bail!(
+                "{failed} of {} publishes were not acknowledged (first: {first})",
+                events.len()
+            ),
         }
     }
 
@@ -236,7 +256,9 @@ impl Relay {
                     backoff = Duration::from_millis(100);
                     match outcome {
                         Outcome::Processed(_) => {}
-                        Outcome::Idle if self.log.head() > self.max_seen.load(Ordering::Relaxed) => {
+                        Outcome::Idle
+                            if self.log.head() > self.max_seen.load(Ordering::Relaxed) =>
+                        {
                             // Committed but not yet readable (an older transaction is still
                             // open on PostgreSQL): look again shortly.
                             tokio::time::sleep(Duration::from_millis(5)).await;

@@ -12,7 +12,8 @@ use chrono::{DateTime, Utc};
 use ocart_domain::cart::{Cart, CartCommand, CartError, CartEvent};
 use ocart_domain::Clock;
 use ocart_projections::{
-    decode_event, load_checkpoint, queries, save_checkpoint, Checkpoint, CommandError, CommandMeta, Commands, EventLog, Outcome,
+    decode_event, load_checkpoint, queries, save_checkpoint, Checkpoint, CommandError, CommandMeta,
+    Commands, EventLog, Outcome,
 };
 use tokio::sync::watch;
 
@@ -90,15 +91,26 @@ impl Sweeper {
         for cart in due {
             handled += usize::from(self.abandon(&cart, threshold).await?);
         }
-        let scan_every = chrono::Duration::minutes(i64::from(settings.recovery.abandonment_scan_interval_min));
-        let scan_due = self.last_scan.lock().expect("scan").is_none_or(|last| now - last >= scan_every);
+        let scan_every =
+            chrono::Duration::minutes(i64::from(settings.recovery.abandonment_scan_interval_min));
+        let scan_due = self
+            .last_scan
+            .lock()
+            .expect("scan")
+            .is_none_or(|last| now - last >= scan_every);
         if scan_due {
-            for (cart, _) in queries::carts_inactive_since(self.log.db(), now - threshold_span, 1000).await? {
+            for (cart, _) in
+                queries::carts_inactive_since(self.log.db(), now - threshold_span, 1000).await?
+            {
                 handled += usize::from(self.abandon(&cart, threshold).await?);
             }
             *self.last_scan.lock().expect("scan") = Some(now);
         }
-        Ok(if handled > 0 { Outcome::Processed(handled) } else { Outcome::Idle })
+        Ok(if handled > 0 {
+            Outcome::Processed(handled)
+        } else {
+            Outcome::Idle
+        })
     }
 
     /// Reads new events and keeps the timers; returns how many cart events it saw.
@@ -120,7 +132,9 @@ impl Sweeper {
             for event in events.iter().filter(|e| e.aggregate_type == "cart") {
                 seen += 1;
                 match decode_event::<CartEvent>(&event.event_type, &event.payload)? {
-                    CartEvent::Created(c) | CartEvent::Updated(c) => timers.set(&event.aggregate_id, c.captured_at + threshold),
+                    CartEvent::Created(c) | CartEvent::Updated(c) => {
+                        timers.set(&event.aggregate_id, c.captured_at + threshold)
+                    }
                     _ => timers.clear(&event.aggregate_id),
                 }
             }

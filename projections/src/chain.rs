@@ -35,7 +35,13 @@ async fn page(db: &Db, after: &Key, limit: i64) -> Result<Vec<StoredEvent>, sqlx
                ORDER BY aggregate_type, aggregate_id, sequence LIMIT $4";
     Ok(match db {
         Db::Pg(pool) => {
-            let rows: Vec<PgRow> = sqlx::query_as(sql).bind(&after.0).bind(&after.1).bind(after.2).bind(limit).fetch_all(pool).await?;
+            let rows: Vec<PgRow> = sqlx::query_as(sql)
+                .bind(&after.0)
+                .bind(&after.1)
+                .bind(after.2)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?;
             rows.into_iter().map(Into::into).collect()
         }
         Db::Lite(pool) => {
@@ -125,7 +131,11 @@ pub async fn verify_chain(db: &Db) -> Result<ChainReport, sqlx::Error> {
     loop {
         let events = page(db, &after, 2000).await?;
         let Some(last) = events.last() else { break };
-        after = (last.aggregate_type.clone(), last.aggregate_id.clone(), last.sequence);
+        after = (
+            last.aggregate_type.clone(),
+            last.aggregate_id.clone(),
+            last.sequence,
+        );
         for e in &events {
             report.events += 1;
             let key = (e.aggregate_type.clone(), e.aggregate_id.clone());
@@ -146,7 +156,10 @@ pub async fn verify_chain(db: &Db) -> Result<ChainReport, sqlx::Error> {
                 })
             };
             if e.sequence != prev_sequence + 1 {
-                broken(format!("sequence {} follows {prev_sequence}: events are missing", e.sequence));
+                broken(format!(
+                    "sequence {} follows {prev_sequence}: events are missing",
+                    e.sequence
+                ));
             }
             let stored_prev = e.meta(metadata::PREV_HASH).unwrap_or("");
             if stored_prev != prev_hash {
@@ -155,7 +168,10 @@ pub async fn verify_chain(db: &Db) -> Result<ChainReport, sqlx::Error> {
             let expected = chain_hash(stored_prev, &e.event_type, &e.payload);
             let stored = e.meta(metadata::HASH).unwrap_or("");
             if stored != expected {
-                broken("hash does not match the event's type and payload (the event was altered)".into());
+                broken(
+                    "hash does not match the event's type and payload (the event was altered)"
+                        .into(),
+                );
             }
             prev_hash = stored.to_owned();
             prev_sequence = e.sequence;

@@ -94,13 +94,19 @@ pub struct Commands<A: Aggregate> {
 }
 
 /// Rebuilds a typed event from its stored form (`{"type", "data"}` is how our events are tagged).
-pub fn decode_event<E: DomainEvent>(event_type: &str, payload: &Value) -> Result<E, serde_json::Error> {
+pub fn decode_event<E: DomainEvent>(
+    event_type: &str,
+    payload: &Value,
+) -> Result<E, serde_json::Error> {
     serde_json::from_value(json!({ "type": event_type, "data": payload }))
 }
 
 fn encode_event<E: DomainEvent>(event: &E) -> Result<Value, serde_json::Error> {
     let mut value = serde_json::to_value(event)?;
-    Ok(value.get_mut("data").map(Value::take).unwrap_or(Value::Null))
+    Ok(value
+        .get_mut("data")
+        .map(Value::take)
+        .unwrap_or(Value::Null))
 }
 
 impl<A> Commands<A>
@@ -127,8 +133,12 @@ where
         let mut last_hash = GENESIS_HASH.to_owned();
         let mut sequence = 0;
         for event in stored {
-            let typed: A::Event = decode_event(&event.event_type, &event.payload)
-                .map_err(|e| CommandError::Corrupt(format!("{} {}#{}: {e}", event.event_type, id, event.sequence)))?;
+            let typed: A::Event = decode_event(&event.event_type, &event.payload).map_err(|e| {
+                CommandError::Corrupt(format!(
+                    "{} {}#{}: {e}",
+                    event.event_type, id, event.sequence
+                ))
+            })?;
             aggregate.apply(typed);
             sequence = event.sequence;
             if let Some(hash) = event.meta(metadata::HASH) {
@@ -139,7 +149,12 @@ where
     }
 
     /// Handles `command` on aggregate `id` and appends what it emits, retrying on conflict.
-    pub async fn execute(&self, id: &str, command: A::Command, meta: &CommandMeta) -> Result<Outcome<A>, CommandError<A::Error>> {
+    pub async fn execute(
+        &self,
+        id: &str,
+        command: A::Command,
+        meta: &CommandMeta,
+    ) -> Result<Outcome<A>, CommandError<A::Error>> {
         for _ in 0..MAX_ATTEMPTS {
             let (mut aggregate, sequence, mut prev_hash) = self.load(id).await?;
             let sink = EventSink::<A>::default();
@@ -149,12 +164,16 @@ where
                 .map_err(CommandError::Rejected)?;
             let events = sink.collect().await;
             if events.is_empty() {
-                return Ok(Outcome { events: Vec::new(), aggregate });
+                return Ok(Outcome {
+                    events: Vec::new(),
+                    aggregate,
+                });
             }
             let mut new_events = Vec::with_capacity(events.len());
             for (offset, event) in events.iter().enumerate() {
                 let event_type = event.event_type();
-                let payload = encode_event(event).map_err(|e| CommandError::Corrupt(e.to_string()))?;
+                let payload =
+                    encode_event(event).map_err(|e| CommandError::Corrupt(e.to_string()))?;
                 let event_id = Uuid::now_v7();
                 let hash = chain_hash(&prev_hash, &event_type, &payload);
                 let metadata = metadata_for(meta, event_id, &prev_hash, &hash);
@@ -183,10 +202,14 @@ where
                             global_position: c.global_position,
                         })
                         .collect();
-                    return Ok(Outcome { events: emitted, aggregate });
+                    return Ok(Outcome {
+                        events: emitted,
+                        aggregate,
+                    });
                 }
                 Err(AppendError::Conflict) => {
-                    metrics::counter!("ocart_command_conflicts_total", "aggregate" => A::TYPE).increment(1);
+                    metrics::counter!("ocart_command_conflicts_total", "aggregate" => A::TYPE)
+                        .increment(1);
                     continue;
                 }
                 Err(other) => return Err(CommandError::Unavailable(other.to_string())),
@@ -199,7 +222,12 @@ where
 fn metadata_for(meta: &CommandMeta, event_id: Uuid, prev_hash: &str, hash: &str) -> Value {
     let mut map: HashMap<&str, Value> = HashMap::new();
     map.insert(metadata::EVENT_ID, event_id.to_string().into());
-    map.insert(metadata::OCCURRED_AT, meta.at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true).into());
+    map.insert(
+        metadata::OCCURRED_AT,
+        meta.at
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+            .into(),
+    );
     map.insert(metadata::ACTOR, meta.actor.clone().into());
     map.insert(metadata::REQUEST_ID, meta.request_id.clone().into());
     map.insert(metadata::CORRELATION_ID, meta.correlation_id.clone().into());

@@ -160,7 +160,10 @@ impl Db {
                 .with_context(|| format!("opening the SQLite database {url}"))?;
             Ok(Db::Lite(pool))
         } else {
-            anyhow::bail!("unsupported database URL {:?}: use postgres://… or sqlite://…", redact(url))
+            anyhow::bail!(
+                "unsupported database URL {:?}: use postgres://… or sqlite://…",
+                redact(url)
+            )
         }
     }
 
@@ -174,8 +177,14 @@ impl Db {
     /// Applies every pending migration of this backend.
     pub async fn migrate(&self) -> anyhow::Result<()> {
         match self {
-            Db::Pg(pool) => ocart_schemas::POSTGRES.run(pool).await.context("migrating PostgreSQL")?,
-            Db::Lite(pool) => ocart_schemas::SQLITE.run(pool).await.context("migrating SQLite")?,
+            Db::Pg(pool) => ocart_schemas::POSTGRES
+                .run(pool)
+                .await
+                .context("migrating PostgreSQL")?,
+            Db::Lite(pool) => ocart_schemas::SQLITE
+                .run(pool)
+                .await
+                .context("migrating SQLite")?,
         }
         Ok(())
     }
@@ -215,7 +224,10 @@ mod tests {
 
     #[test]
     fn placeholders_are_rewritten_for_sqlite() {
-        assert_eq!(lite_sql("SELECT $1, $12 WHERE a = '$'"), "SELECT ?1, ?12 WHERE a = '$'");
+        assert_eq!(
+            lite_sql("SELECT $1, $12 WHERE a = '$'"),
+            "SELECT ?1, ?12 WHERE a = '$'"
+        );
     }
 
     #[test]

@@ -19,9 +19,15 @@ mod runner;
 /// The key vault: subject hashes, sealing, erasure.
 mod vault;
 
-pub use commands::{decode_event, CommandError, CommandMeta, Commands, Emitted, Outcome as CommandOutcome, MAX_ATTEMPTS};
+pub use commands::{
+    decode_event, CommandError, CommandMeta, Commands, Emitted, Outcome as CommandOutcome,
+    MAX_ATTEMPTS,
+};
 pub use projectors::{AuditProjector, CartsProjector, SettingsProjector, TokensProjector};
-pub use runner::{checkpoint_of, load_checkpoint, save_checkpoint, wait_for_position, Outcome, ProjectionRunner, Projector};
+pub use runner::{
+    checkpoint_of, load_checkpoint, save_checkpoint, wait_for_position, Outcome, ProjectionRunner,
+    Projector,
+};
 pub use vault::{Vault, VaultError};
 /// Hash-chain verification of the whole log (`ocart audit verify`).
 mod chain;

@@ -79,7 +79,11 @@ pub async fn get_cart(db: &Db, cart_id: &str) -> Result<Option<CartRow>, sqlx::E
 }
 
 /// Active carts whose last activity is at or before `cutoff` (the abandonment scan).
-pub async fn carts_inactive_since(db: &Db, cutoff: DateTime<Utc>, limit: i64) -> Result<Vec<(String, DateTime<Utc>)>, sqlx::Error> {
+pub async fn carts_inactive_since(
+    db: &Db,
+    cutoff: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<(String, DateTime<Utc>)>, sqlx::Error> {
     fetch_all_db!(
         db,
         (String, DateTime<Utc>),
@@ -121,9 +125,14 @@ pub async fn list_tokens(db: &Db) -> Result<Vec<TokenRow>, sqlx::Error> {
 
 /// The current settings and the position they are as of (defaults at position 0).
 pub async fn current_settings(db: &Db) -> Result<(SettingsValues, i64), sqlx::Error> {
-    let row: Option<(Json<SettingsValues>, i64)> =
-        fetch_optional_db!(db, (Json<SettingsValues>, i64), "SELECT doc, position FROM settings_current WHERE id = 'settings'")?;
-    Ok(row.map(|(doc, position)| (doc.0, position)).unwrap_or_default())
+    let row: Option<(Json<SettingsValues>, i64)> = fetch_optional_db!(
+        db,
+        (Json<SettingsValues>, i64),
+        "SELECT doc, position FROM settings_current WHERE id = 'settings'"
+    )?;
+    Ok(row
+        .map(|(doc, position)| (doc.0, position))
+        .unwrap_or_default())
 }
 
 /// A row of `audit_log`.
@@ -147,8 +156,15 @@ pub async fn list_audit(db: &Db, limit: i64) -> Result<Vec<AuditRow>, sqlx::Erro
 
 /// Every stored checkpoint by name.
 pub async fn checkpoints(db: &Db) -> Result<Vec<(String, Checkpoint)>, sqlx::Error> {
-    let rows: Vec<(String, i64, i64)> = fetch_all_db!(db, (String, i64, i64), "SELECT name, tx, position FROM checkpoints ORDER BY name")?;
-    Ok(rows.into_iter().map(|(name, tx, position)| (name, Checkpoint { tx, position })).collect())
+    let rows: Vec<(String, i64, i64)> = fetch_all_db!(
+        db,
+        (String, i64, i64),
+        "SELECT name, tx, position FROM checkpoints ORDER BY name"
+    )?;
+    Ok(rows
+        .into_iter()
+        .map(|(name, tx, position)| (name, Checkpoint { tx, position }))
+        .collect())
 }
 
 /// How many events a reader at `at` has yet to read.

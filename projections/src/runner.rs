@@ -33,8 +33,15 @@ pub enum Outcome {
 }
 
 pub async fn load_checkpoint(db: &Db, name: &str) -> Result<Checkpoint, sqlx::Error> {
-    let row: Option<(i64, i64)> = fetch_optional_db!(db, (i64, i64), "SELECT tx, position FROM checkpoints WHERE name = $1", name)?;
-    Ok(row.map(|(tx, position)| Checkpoint { tx, position }).unwrap_or_default())
+    let row: Option<(i64, i64)> = fetch_optional_db!(
+        db,
+        (i64, i64),
+        "SELECT tx, position FROM checkpoints WHERE name = $1",
+        name
+    )?;
+    Ok(row
+        .map(|(tx, position)| Checkpoint { tx, position })
+        .unwrap_or_default())
 }
 
 pub async fn save_checkpoint(tx: &mut Tx, name: &str, at: Checkpoint) -> Result<(), sqlx::Error> {
@@ -60,7 +67,11 @@ pub struct ProjectionRunner {
 }
 
 impl ProjectionRunner {
-    pub async fn new(log: EventLog, projector: Arc<dyn Projector>, batch_size: i64) -> Result<Self, sqlx::Error> {
+    pub async fn new(
+        log: EventLog,
+        projector: Arc<dyn Projector>,
+        batch_size: i64,
+    ) -> Result<Self, sqlx::Error> {
         let at = load_checkpoint(log.db(), projector.name()).await?;
         Ok(Self {
             log,
@@ -97,8 +108,10 @@ impl ProjectionRunner {
         tx.commit().await?;
         self.checkpoint.send_replace(next);
         let top = events.iter().map(|e| e.global_position).max().unwrap_or(0);
-        self.max_seen.fetch_max(top, std::sync::atomic::Ordering::Relaxed);
-        metrics::counter!("ocart_projected_events_total", "projection" => self.projector.name()).increment(events.len() as u64);
+        self.max_seen
+            .fetch_max(top, std::sync::atomic::Ordering::Relaxed);
+        metrics::counter!("ocart_projected_events_total", "projection" => self.projector.name())
+            .increment(events.len() as u64);
         Ok(Outcome::Processed(events.len()))
     }
 
@@ -118,7 +131,10 @@ impl ProjectionRunner {
         while !*stop.borrow() {
             match self.try_handle_next().await {
                 Ok(Outcome::Processed(_)) => backoff = Duration::from_millis(100),
-                Ok(Outcome::Idle) if self.log.head() > self.max_seen.load(std::sync::atomic::Ordering::Relaxed) => {
+                Ok(Outcome::Idle)
+                    if self.log.head()
+                        > self.max_seen.load(std::sync::atomic::Ordering::Relaxed) =>
+                {
                     // Committed but not yet readable (an older transaction is still open on
                     // PostgreSQL): look again shortly rather than waiting for the next wake-up.
                     tokio::time::sleep(Duration::from_millis(5)).await;
@@ -148,7 +164,11 @@ impl ProjectionRunner {
         for table in self.projector.tables() {
             exec_tx!(&mut tx, &format!("DELETE FROM {table}"))?;
         }
-        exec_tx!(&mut tx, "DELETE FROM checkpoints WHERE name = $1", self.projector.name())?;
+        exec_tx!(
+            &mut tx,
+            "DELETE FROM checkpoints WHERE name = $1",
+            self.projector.name()
+        )?;
         tx.commit().await?;
         self.checkpoint.send_replace(Checkpoint::default());
         self.max_seen.store(0, std::sync::atomic::Ordering::Relaxed);
@@ -164,22 +184,31 @@ impl ProjectionRunner {
 /// The (transaction, position) of the event at `position`, if it exists.
 pub async fn checkpoint_of(db: &Db, position: i64) -> Result<Option<Checkpoint>, sqlx::Error> {
     Ok(match db {
-        Db::Pg(pool) => sqlx::query_as::<_, (i64,)>("SELECT transaction_id::text::bigint FROM events WHERE global_position = $1")
-            .bind(position)
-            .fetch_optional(pool)
-            .await?
-            .map(|(tx,)| Checkpoint { tx, position }),
-        Db::Lite(pool) => sqlx::query_as::<_, (i64,)>("SELECT global_position FROM events WHERE global_position = ?1")
-            .bind(position)
-            .fetch_optional(pool)
-            .await?
-            .map(|_| Checkpoint { tx: 0, position }),
+        Db::Pg(pool) => sqlx::query_as::<_, (i64,)>(
+            "SELECT transaction_id::text::bigint FROM events WHERE global_position = $1",
+        )
+        .bind(position)
+        .fetch_optional(pool)
+        .await?
+        .map(|(tx,)| Checkpoint { tx, position }),
+        Db::Lite(pool) => sqlx::query_as::<_, (i64,)>(
+            "SELECT global_position FROM events WHERE global_position = ?1",
+        )
+        .bind(position)
+        .fetch_optional(pool)
+        .await?
+        .map(|_| Checkpoint { tx: 0, position }),
     })
 }
 
 /// Waits until projection `name` has applied the event at `position`, polling its stored
 /// checkpoint, for at most `bound`. Returns whether it got there.
-pub async fn wait_for_position(db: &Db, name: &str, position: i64, bound: Duration) -> Result<bool, sqlx::Error> {
+pub async fn wait_for_position(
+    db: &Db,
+    name: &str,
+    position: i64,
+    bound: Duration,
+) -> Result<bool, sqlx::Error> {
     let Some(target) = checkpoint_of(db, position).await? else {
         return Ok(true);
     };

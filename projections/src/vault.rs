@@ -53,7 +53,8 @@ impl Vault {
     pub async fn open(db: Db, configured_secret: Option<&[u8]>) -> Result<Self, VaultError> {
         let secret = match configured_secret {
             Some(bytes) => {
-                let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(b"ocart-server-secret").expect("hmac key");
+                let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(b"ocart-server-secret")
+                    .expect("hmac key");
                 mac.update(bytes);
                 mac.finalize().into_bytes().into()
             }
@@ -85,7 +86,9 @@ impl Vault {
 
     /// A keyed hash of a free-text value (a name), to detect changes without keeping it.
     pub fn fingerprint(&self, value: &str) -> String {
-        self.hmac("text", &value.trim().to_lowercase()).as_str().to_owned()
+        self.hmac("text", &value.trim().to_lowercase())
+            .as_str()
+            .to_owned()
     }
 
     /// Seals `plaintext` under the subject's data key, creating the key on first use.
@@ -107,17 +110,30 @@ impl Vault {
 
     /// The clear text, or `None` if the key was erased.
     pub async fn unseal(&self, sealed: &Sealed) -> Result<Option<String>, VaultError> {
-        let cached = self.by_id.read().expect("vault lock").get(&sealed.key).cloned();
+        let cached = self
+            .by_id
+            .read()
+            .expect("vault lock")
+            .get(&sealed.key)
+            .cloned();
         let key = match cached {
             Some(key) => key,
             None => {
-                let row: Option<(Vec<u8>,)> = fetch_optional_db!(&self.db, (Vec<u8>,), "SELECT data_key FROM key_vault WHERE key_id = $1", &sealed.key)?;
+                let row: Option<(Vec<u8>,)> = fetch_optional_db!(
+                    &self.db,
+                    (Vec<u8>,),
+                    "SELECT data_key FROM key_vault WHERE key_id = $1",
+                    &sealed.key
+                )?;
                 let Some((bytes,)) = row else { return Ok(None) };
                 let key = DataKey {
                     id: sealed.key.clone(),
                     cipher: Aes256Gcm::new_from_slice(&bytes).map_err(|_| VaultError::Corrupt)?,
                 };
-                self.by_id.write().expect("vault lock").insert(key.id.clone(), key.clone());
+                self.by_id
+                    .write()
+                    .expect("vault lock")
+                    .insert(key.id.clone(), key.clone());
                 key
             }
         };
@@ -126,33 +142,61 @@ impl Vault {
             return Err(VaultError::Corrupt);
         }
         let (nonce, ct) = raw.split_at(12);
-        let clear = key.cipher.decrypt(Nonce::from_slice(nonce), ct).map_err(|_| VaultError::Corrupt)?;
-        String::from_utf8(clear).map(Some).map_err(|_| VaultError::Corrupt)
+        let clear = key
+            .cipher
+            .decrypt(Nonce::from_slice(nonce), ct)
+            .map_err(|_| VaultError::Corrupt)?;
+        String::from_utf8(clear)
+            .map(Some)
+            .map_err(|_| VaultError::Corrupt)
     }
 
     /// Deletes the subject's data key: everything sealed with it becomes unreadable.
     pub async fn erase(&self, subject: &SubjectHash) -> Result<(), VaultError> {
-        let removed = self.by_subject.write().expect("vault lock").remove(subject.as_str());
+        let removed = self
+            .by_subject
+            .write()
+            .expect("vault lock")
+            .remove(subject.as_str());
         if let Some(key) = removed {
             self.by_id.write().expect("vault lock").remove(&key.id);
         }
-        let row: Option<(String,)> = fetch_optional_db!(&self.db, (String,), "SELECT key_id FROM key_vault WHERE subject = $1", subject.as_str())?;
+        let row: Option<(String,)> = fetch_optional_db!(
+            &self.db,
+            (String,),
+            "SELECT key_id FROM key_vault WHERE subject = $1",
+            subject.as_str()
+        )?;
         if let Some((key_id,)) = row {
             self.by_id.write().expect("vault lock").remove(&key_id);
         }
-        exec_db!(&self.db, "DELETE FROM key_vault WHERE subject = $1", subject.as_str())?;
+        exec_db!(
+            &self.db,
+            "DELETE FROM key_vault WHERE subject = $1",
+            subject.as_str()
+        )?;
         Ok(())
     }
 
     /// Forgets cached keys of a subject erased by another process.
     pub fn forget(&self, subject: &SubjectHash) {
-        if let Some(key) = self.by_subject.write().expect("vault lock").remove(subject.as_str()) {
+        if let Some(key) = self
+            .by_subject
+            .write()
+            .expect("vault lock")
+            .remove(subject.as_str())
+        {
             self.by_id.write().expect("vault lock").remove(&key.id);
         }
     }
 
     async fn key_for(&self, subject: &SubjectHash) -> Result<DataKey, VaultError> {
-        if let Some(key) = self.by_subject.read().expect("vault lock").get(subject.as_str()) {
+        if let Some(key) = self
+            .by_subject
+            .read()
+            .expect("vault lock")
+            .get(subject.as_str())
+        {
             return Ok(key.clone());
         }
         let mut bytes = [0u8; 32];
@@ -165,15 +209,25 @@ impl Vault {
             &key_id,
             bytes.to_vec()
         )?;
-        let (key_id, bytes): (String, Vec<u8>) =
-            fetch_optional_db!(&self.db, (String, Vec<u8>), "SELECT key_id, data_key FROM key_vault WHERE subject = $1", subject.as_str())?
-                .ok_or(VaultError::Corrupt)?;
+        let (key_id, bytes): (String, Vec<u8>) = fetch_optional_db!(
+            &self.db,
+            (String, Vec<u8>),
+            "SELECT key_id, data_key FROM key_vault WHERE subject = $1",
+            subject.as_str()
+        )?
+        .ok_or(VaultError::Corrupt)?;
         let key = DataKey {
             id: key_id,
             cipher: Aes256Gcm::new_from_slice(&bytes).map_err(|_| VaultError::Corrupt)?,
         };
-        self.by_subject.write().expect("vault lock").insert(subject.as_str().to_owned(), key.clone());
-        self.by_id.write().expect("vault lock").insert(key.id.clone(), key.clone());
+        self.by_subject
+            .write()
+            .expect("vault lock")
+            .insert(subject.as_str().to_owned(), key.clone());
+        self.by_id
+            .write()
+            .expect("vault lock")
+            .insert(key.id.clone(), key.clone());
         Ok(key)
     }
 }
@@ -182,6 +236,11 @@ async fn stored_secret(db: &Db) -> Result<[u8; 32], VaultError> {
     let mut fresh = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut fresh);
     exec_db!(db, "INSERT INTO server_secrets (name, value) VALUES ('subject_hmac', $1) ON CONFLICT (name) DO NOTHING", fresh.to_vec())?;
-    let (value,): (Vec<u8>,) = fetch_optional_db!(db, (Vec<u8>,), "SELECT value FROM server_secrets WHERE name = 'subject_hmac'")?.ok_or(VaultError::Corrupt)?;
+    let (value,): (Vec<u8>,) = fetch_optional_db!(
+        db,
+        (Vec<u8>,),
+        "SELECT value FROM server_secrets WHERE name = 'subject_hmac'"
+    )?
+    .ok_or(VaultError::Corrupt)?;
     value.try_into().map_err(|_| VaultError::Corrupt)
 }

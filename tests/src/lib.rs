@@ -9,7 +9,8 @@ use ocart_projections::Db;
 
 /// The PostgreSQL server tests create their databases on.
 pub fn pg_admin_url() -> String {
-    std::env::var("OCART_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    std::env::var("OCART_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
 /// The shared NATS server (JetStream on) for tests that do not need to stop it.
@@ -47,9 +48,15 @@ impl FreshDb {
         let pool = sqlx::PgPool::connect(&admin).await.unwrap_or_else(|e| {
             panic!("PostgreSQL is not reachable at {admin} ({e}); start it as the README says, or set OCART_TEST_PG_URL")
         });
-        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&pool).await.expect("create test database");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&pool)
+            .await
+            .expect("create test database");
         pool.close().await;
-        let base = admin.rsplit_once('/').map(|(b, _)| b.to_owned()).unwrap_or(admin.clone());
+        let base = admin
+            .rsplit_once('/')
+            .map(|(b, _)| b.to_owned())
+            .unwrap_or(admin.clone());
         Self {
             url: format!("{base}/{name}"),
             kind: Kind::Postgres,
@@ -60,7 +67,8 @@ impl FreshDb {
 
     /// A new SQLite file in a temporary folder.
     pub fn sqlite() -> Self {
-        let dir = std::env::temp_dir().join(format!("ocart-test-{}", uuid::Uuid::new_v4().simple()));
+        let dir =
+            std::env::temp_dir().join(format!("ocart-test-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         Self {
             url: format!("sqlite://{}", dir.join("ocart.db").display()),
@@ -77,7 +85,9 @@ impl FreshDb {
 
     /// A migrated pool on this database.
     pub async fn connect(&self) -> Db {
-        let db = Db::connect(&self.url, 20).await.expect("connect to test database");
+        let db = Db::connect(&self.url, 20)
+            .await
+            .expect("connect to test database");
         db.migrate().await.expect("migrate test database");
         db
     }
@@ -94,10 +104,16 @@ impl Drop for FreshDb {
             // Drop in a thread of its own: Drop cannot await, and the test's runtime may be
             // shutting down.
             let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
                 rt.block_on(async move {
                     if let Ok(pool) = sqlx::PgPool::connect(&admin).await {
-                        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&pool).await;
+                        let _ =
+                            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                                .execute(&pool)
+                                .await;
                         pool.close().await;
                     }
                 });
@@ -117,9 +133,14 @@ pub struct NatsServer {
 impl NatsServer {
     pub fn start() -> Self {
         let port = free_port();
-        let store = std::env::temp_dir().join(format!("ocart-nats-{}", uuid::Uuid::new_v4().simple()));
+        let store =
+            std::env::temp_dir().join(format!("ocart-nats-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&store).expect("nats store dir");
-        let mut server = Self { port, store, child: None };
+        let mut server = Self {
+            port,
+            store,
+            child: None,
+        };
         server.restart();
         server
     }
@@ -132,12 +153,21 @@ impl NatsServer {
     pub fn restart(&mut self) {
         let bin = std::env::var("OCART_TEST_NATS_SERVER").unwrap_or_else(|_| "nats-server".into());
         let child = Command::new(&bin)
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
             .arg(&self.store)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {bin} ({e}); install nats-server as the README says"));
+            .unwrap_or_else(|e| {
+                panic!("cannot start {bin} ({e}); install nats-server as the README says")
+            });
         self.child = Some(child);
         for _ in 0..100 {
             if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
@@ -165,5 +195,283 @@ impl Drop for NatsServer {
 
 /// A TCP port nothing listens on right now.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+use std::sync::Arc;
+
+use ocart_api::core::Core;
+use ocart_api::{Application, Config};
+use ocart_domain::ManualClock;
+use serde_json::{json, Value};
+
+/// A running app on port 0 with a fresh database and a manual clock.
+pub struct TestApp {
+    pub base: String,
+    pub port: u16,
+    pub admin: String,
+    pub core: Arc<Core>,
+    pub clock: Arc<ManualClock>,
+    pub client: reqwest::Client,
+    pub db: FreshDb,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+/// The clock tests start at.
+pub fn start_time() -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339("2026-03-01T09:00:00Z")
+        .expect("time")
+        .with_timezone(&chrono::Utc)
+}
+
+/// A config for tests: the fresh database, port 0, a high rate limit, quick polling.
+pub fn test_config(db: &FreshDb) -> Config {
+    let mut config = Config {
+        database_url: Some(db.url.clone()),
+        data_dir: db.dir().cloned().unwrap_or_else(std::env::temp_dir),
+        bind: "127.0.0.1:0".parse().expect("addr"),
+        ..Config::default()
+    };
+    config.rate_limit.public_requests = 100_000;
+    config.processors.poll_interval_ms = 100;
+    config
+}
+
+pub async fn spawn_app(kind: Kind) -> TestApp {
+    spawn_app_with(kind, |_| {}).await
+}
+
+pub async fn spawn_app_with(kind: Kind, adjust: impl FnOnce(&mut Config)) -> TestApp {
+    let db = FreshDb::new(kind).await;
+    let mut config = test_config(&db);
+    adjust(&mut config);
+    spawn_on(db, config).await
+}
+
+/// Starts an app on an existing database (a second instance, or a restart).
+pub async fn spawn_on(db: FreshDb, config: Config) -> TestApp {
+    let clock = Arc::new(ManualClock::new(start_time()));
+    let app = Application::build(config, clock.clone())
+        .await
+        .expect("build app");
+    let port = app.port();
+    let core = app.core();
+    let admin = match app.admin_token.clone() {
+        Some(token) => token,
+        None => {
+            let meta = ocart_projections::CommandMeta::system("test", None, chrono::Utc::now());
+            let created = core
+                .create_token(
+                    "test admin",
+                    ocart_domain::token::Capability::ALL.to_vec(),
+                    &meta,
+                )
+                .await
+                .expect("token");
+            created.secret
+        }
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let handle = tokio::spawn(app.run_until_stopped(async move {
+        let _ = stop_rx.await;
+    }));
+    TestApp {
+        base: format!("http://127.0.0.1:{port}"),
+        port,
+        admin,
+        core,
+        clock,
+        client: reqwest::Client::new(),
+        db,
+        stop: Some(stop_tx),
+        handle: Some(handle),
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Stops the server gracefully and waits for it; returns the database for a restart.
+    pub async fn stop(mut self) -> FreshDb {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.await;
+        }
+        self.core.db.close().await;
+        std::mem::replace(&mut self.db, FreshDb::placeholder())
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> (u16, Value) {
+        let resp = self
+            .client
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request");
+        read(resp).await
+    }
+
+    pub async fn admin_get(&self, path: &str) -> (u16, Value) {
+        self.get(path, &self.admin).await
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> (u16, Value) {
+        let mut req = self.client.post(self.url(path)).json(body);
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        read(req.send().await.expect("request")).await
+    }
+
+    pub async fn capture(&self, body: &Value) -> (u16, Value) {
+        self.post("/ocart/v1/checkout/capture", None, body).await
+    }
+
+    /// Creates a token with the given capabilities through the API.
+    pub async fn token_with(&self, caps: &[&str]) -> (String, String) {
+        let (status, body) = self
+            .post(
+                "/ocart/v1/tokens",
+                Some(&self.admin),
+                &json!({"name": "t", "capabilities": caps}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        (
+            body["token_id"].as_str().unwrap().to_owned(),
+            body["token"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// Waits until `check` holds for GET `path` (bounded), returning the last body.
+    pub async fn eventually(&self, path: &str, check: impl Fn(&Value) -> bool) -> Value {
+        let mut last = Value::Null;
+        for _ in 0..100 {
+            let (status, body) = self.admin_get(path).await;
+            if status == 200 && check(&body) {
+                return body;
+            }
+            last = body;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("condition on {path} never held; last body {last}");
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+impl FreshDb {
+    fn placeholder() -> Self {
+        Self {
+            url: String::new(),
+            kind: Kind::Sqlite,
+            name: String::new(),
+            dir: None,
+        }
+    }
+}
+
+pub async fn read(resp: reqwest::Response) -> (u16, Value) {
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, body)
+}
+
+/// A valid capture body for `email` with `quantity` mugs.
+pub fn capture_body(session: &str, email: &str, quantity: i64) -> Value {
+    json!({
+        "session_token": session,
+        "email": email,
+        "phone": "+14155550123",
+        "name": "Ann Example",
+        "consent": true,
+        "consent_text": "Email me a reminder about my cart",
+        "source": "classic",
+        "stage": "checkout",
+        "currency": "EUR",
+        "items": [{"product_id": 42, "sku": "MUG-1", "name": "Mug", "quantity": quantity, "unit_price": 1250, "categories": ["kitchen"]}],
+        "totals": {"subtotal": 1250 * quantity, "total": 1250 * quantity}
+    })
+}
+
+/// A session token of the right shape.
+pub fn session() -> String {
+    format!("sess_{}", uuid::Uuid::new_v4().simple())
+}
+
+/// The `ocart` binary of this build (built on first use if a plain `cargo test` did not).
+pub fn ocart_bin() -> PathBuf {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().expect("current exe");
+        // target/<profile>/deps/e2e-… → target/<profile>/ocart
+        let profile_dir = exe
+            .parent()
+            .and_then(|d| d.parent())
+            .expect("target dir")
+            .to_path_buf();
+        let bin = profile_dir.join("ocart");
+        let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["build", "-q", "-p", "ocart-api", "--bin", "ocart"])
+            .current_dir(&workspace)
+            .status()
+            .expect("cargo build of the ocart binary");
+        assert!(status.success(), "building the ocart binary failed");
+        assert!(bin.exists(), "no ocart binary at {}", bin.display());
+        bin
+    })
+    .clone()
+}
+
+/// Runs `ocart ARGS` against `db`, returning (exit code, stdout, stderr). Async, so a server
+/// in the same test keeps running while the command does.
+pub async fn ocart(db: &FreshDb, args: &[&str]) -> (i32, String, String) {
+    let data_dir = db.dir().cloned().unwrap_or_else(std::env::temp_dir);
+    let bin = tokio::task::spawn_blocking(ocart_bin)
+        .await
+        .expect("build the ocart binary");
+    let out = tokio::process::Command::new(bin)
+        .args(args)
+        .env("OCART_DATABASE_URL", &db.url)
+        .env("OCART_DATA_DIR", data_dir)
+        .env_remove("OCART_NATS_URL")
+        .env_remove("OCART_CONFIG")
+        .output()
+        .await
+        .expect("run ocart");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+impl FreshDb {
+    /// Another handle on the same database that does not drop it when dropped.
+    pub fn alias(&self) -> FreshDb {
+        FreshDb {
+            url: self.url.clone(),
+            kind: Kind::Sqlite,
+            name: String::new(),
+            dir: None,
+        }
+    }
 }

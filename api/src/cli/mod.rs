@@ -13,7 +13,7 @@ use ocart_domain::settings::{SettingsCommand, SETTINGS_ID};
 use ocart_domain::token::{Capability, TokenCommand};
 use ocart_domain::SystemClock;
 use ocart_projections::queries::{self, CartFilter};
-use ocart_projections::{CommandError, CommandMeta, Checkpoint};
+use ocart_projections::{Checkpoint, CommandError, CommandMeta};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -22,7 +22,11 @@ use crate::core::{Core, PROCESSORS_LEASE};
 use crate::Application;
 
 #[derive(Debug, Parser)]
-#[command(name = "ocart", version, about = "OCart: cart capture, recovery, funnels and A/B tests beside your store.")]
+#[command(
+    name = "ocart",
+    version,
+    about = "OCart: cart capture, recovery, funnels and A/B tests beside your store."
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,
@@ -96,7 +100,9 @@ pub enum TokenCmd {
         caps: Vec<String>,
     },
     List,
-    Revoke { id: String },
+    Revoke {
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -110,7 +116,9 @@ pub enum CartCmd {
         #[arg(long, default_value_t = 50)]
         limit: i64,
     },
-    Show { id: String },
+    Show {
+        id: String,
+    },
     MarkConverted {
         id: String,
         #[arg(long)]
@@ -119,7 +127,9 @@ pub enum CartCmd {
         #[arg(long)]
         revenue: Option<i64>,
     },
-    MarkAbandoned { id: String },
+    MarkAbandoned {
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -194,7 +204,10 @@ fn cli_meta(core: &Core) -> CommandMeta {
 
 fn print(json_out: bool, value: &Value, human: impl FnOnce() -> String) {
     if json_out {
-        println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(value).unwrap_or_default()
+        );
     } else {
         println!("{}", human());
     }
@@ -230,9 +243,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Migrate => {
             let core = open(config).await?;
-            print(json_out, &json!({"migrated": true, "backend": core.db.backend().as_str()}), || {
-                format!("migrations applied ({})", core.db.backend().as_str())
-            });
+            print(
+                json_out,
+                &json!({"migrated": true, "backend": core.db.backend().as_str()}),
+                || format!("migrations applied ({})", core.db.backend().as_str()),
+            );
             Ok(())
         }
         Command::Token(cmd) => token(cmd, config, json_out).await,
@@ -243,7 +258,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let core = open(config).await?;
             let report = ocart_projections::verify_chain(&core.db).await?;
             print(json_out, &serde_json::to_value(&report)?, || {
-                let mut out = format!("checked {} events in {} aggregates: ", report.events, report.aggregates);
+                let mut out = format!(
+                    "checked {} events in {} aggregates: ",
+                    report.events, report.aggregates
+                );
                 if report.broken.is_empty() {
                     out.push_str("the hash chain is intact");
                 } else {
@@ -251,7 +269,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     for b in &report.broken {
                         out.push_str(&format!(
                             "\n  {}/{} #{} (event {}, position {}): {}",
-                            b.aggregate_type, b.aggregate_id, b.sequence, b.event_id, b.global_position, b.reason
+                            b.aggregate_type,
+                            b.aggregate_id,
+                            b.sequence,
+                            b.event_id,
+                            b.global_position,
+                            b.reason
                         ));
                     }
                 }
@@ -274,7 +297,8 @@ async fn shutdown_signal() {
     };
     #[cfg(unix)]
     let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             s.recv().await;
         }
     };
@@ -296,16 +320,27 @@ async fn token(cmd: TokenCmd, config: Config, json_out: bool) -> anyhow::Result<
                 parsed.push(Capability::parse(cap).with_context(|| {
                     format!(
                         "{cap:?} is not a capability; choose from {}",
-                        Capability::ALL.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", ")
+                        Capability::ALL
+                            .iter()
+                            .map(|c| c.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     )
                 })?);
             }
             let meta = cli_meta(&core);
             let created = core.create_token(&name, parsed, &meta).await?;
             core.ensure_projected(created.position).await?;
-            print(json_out, &json!({"token_id": created.token_id, "token": created.secret, "name": name}), || {
-                format!("token {} created. Its secret is shown only now:\n{}", created.token_id, created.secret)
-            });
+            print(
+                json_out,
+                &json!({"token_id": created.token_id, "token": created.secret, "name": name}),
+                || {
+                    format!(
+                        "token {} created. Its secret is shown only now:\n{}",
+                        created.token_id, created.secret
+                    )
+                },
+            );
         }
         TokenCmd::List => {
             let rows = queries::list_tokens(&core.db).await?;
@@ -317,8 +352,17 @@ async fn token(cmd: TokenCmd, config: Config, json_out: bool) -> anyhow::Result<
                             "{}  {:<24} {}{}",
                             r.token_id,
                             r.name,
-                            r.capabilities.0.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(","),
-                            if r.revoked_at.is_some() { "  (revoked)" } else { "" }
+                            r.capabilities
+                                .0
+                                .iter()
+                                .map(|c| c.as_str())
+                                .collect::<Vec<_>>()
+                                .join(","),
+                            if r.revoked_at.is_some() {
+                                "  (revoked)"
+                            } else {
+                                ""
+                            }
                         )
                     })
                     .collect::<Vec<_>>()
@@ -327,14 +371,20 @@ async fn token(cmd: TokenCmd, config: Config, json_out: bool) -> anyhow::Result<
         }
         TokenCmd::Revoke { id } => {
             let meta = cli_meta(&core);
-            let outcome = core.tokens.execute(&id, TokenCommand::Revoke { at: meta.at }, &meta).await.map_err(|e| match e {
-                CommandError::Rejected(err) => anyhow::anyhow!("cannot revoke {id}: {err}"),
-                other => other.into(),
-            })?;
+            let outcome = core
+                .tokens
+                .execute(&id, TokenCommand::Revoke { at: meta.at }, &meta)
+                .await
+                .map_err(|e| match e {
+                    CommandError::Rejected(err) => anyhow::anyhow!("cannot revoke {id}: {err}"),
+                    other => other.into(),
+                })?;
             if let Some(position) = outcome.last_position() {
                 core.ensure_projected(position).await?;
             }
-            print(json_out, &json!({"token_id": id, "revoked": true}), || format!("token {id} revoked"));
+            print(json_out, &json!({"token_id": id, "revoked": true}), || {
+                format!("token {id} revoked")
+            });
         }
     }
     Ok(())
@@ -343,11 +393,16 @@ async fn token(cmd: TokenCmd, config: Config, json_out: bool) -> anyhow::Result<
 async fn cart(cmd: CartCmd, config: Config, json_out: bool) -> anyhow::Result<()> {
     let core = open(config).await?;
     match cmd {
-        CartCmd::List { status, since, limit } => {
+        CartCmd::List {
+            status,
+            since,
+            limit,
+        } => {
             let since = match since {
                 Some(raw) => Some(
-                    crate::routes::carts::parse_since(&raw, chrono::Utc::now())
-                        .with_context(|| format!("--since {raw:?}: use an RFC 3339 time or an age such as 24h"))?,
+                    crate::routes::carts::parse_since(&raw, chrono::Utc::now()).with_context(
+                        || format!("--since {raw:?}: use an RFC 3339 time or an age such as 24h"),
+                    )?,
                 ),
                 None => None,
             };
@@ -356,7 +411,16 @@ async fn cart(cmd: CartCmd, config: Config, json_out: bool) -> anyhow::Result<()
                     bail!("--status must be active, abandoned, converted or expired");
                 }
             }
-            let rows = queries::list_carts(&core.db, &CartFilter { status, since, after: None, limit: limit.clamp(1, 10_000) }).await?;
+            let rows = queries::list_carts(
+                &core.db,
+                &CartFilter {
+                    status,
+                    since,
+                    after: None,
+                    limit: limit.clamp(1, 10_000),
+                },
+            )
+            .await?;
             print(json_out, &serde_json::to_value(&rows)?, || {
                 if rows.is_empty() {
                     return "no carts".into();
@@ -369,7 +433,9 @@ async fn cart(cmd: CartCmd, config: Config, json_out: bool) -> anyhow::Result<()
                             c.status,
                             c.total_minor,
                             c.currency,
-                            c.email.as_deref().unwrap_or(if c.erased { "(erased)" } else { "-" }),
+                            c.email
+                                .as_deref()
+                                .unwrap_or(if c.erased { "(erased)" } else { "-" }),
                             c.last_activity_at.to_rfc3339()
                         )
                     })
@@ -378,40 +444,73 @@ async fn cart(cmd: CartCmd, config: Config, json_out: bool) -> anyhow::Result<()
             });
         }
         CartCmd::Show { id } => {
-            let row = queries::get_cart(&core.db, &id).await?.with_context(|| format!("no cart {id}"))?;
+            let row = queries::get_cart(&core.db, &id)
+                .await?
+                .with_context(|| format!("no cart {id}"))?;
             let value = serde_json::to_value(&row)?;
-            print(json_out, &value, || serde_json::to_string_pretty(&value).unwrap_or_default());
+            print(json_out, &value, || {
+                serde_json::to_string_pretty(&value).unwrap_or_default()
+            });
         }
-        CartCmd::MarkConverted { id, order_id, revenue } => {
+        CartCmd::MarkConverted {
+            id,
+            order_id,
+            revenue,
+        } => {
             let meta = cli_meta(&core);
-            let command = CartCommand::MarkConverted { at: meta.at, order_id, revenue };
+            let command = CartCommand::MarkConverted {
+                at: meta.at,
+                order_id,
+                revenue,
+            };
             cart_command(&core, &id, command, &meta, json_out).await?;
         }
         CartCmd::MarkAbandoned { id } => {
             let settings = core.settings().await?;
             let meta = cli_meta(&core);
-            let command = CartCommand::MarkAbandoned { at: meta.at, threshold_min: settings.recovery.abandoned_threshold_min, forced: true };
+            let command = CartCommand::MarkAbandoned {
+                at: meta.at,
+                threshold_min: settings.recovery.abandoned_threshold_min,
+                forced: true,
+            };
             cart_command(&core, &id, command, &meta, json_out).await?;
         }
     }
     Ok(())
 }
 
-async fn cart_command(core: &Core, id: &str, command: CartCommand, meta: &CommandMeta, json_out: bool) -> anyhow::Result<()> {
-    let outcome = core.carts.execute(id, command, meta).await.map_err(|e| match e {
-        CommandError::Rejected(CartError::NotFound) => anyhow::anyhow!("no cart {id}"),
-        CommandError::Rejected(err) => anyhow::anyhow!("cart {id}: {err}"),
-        other => other.into(),
-    })?;
+async fn cart_command(
+    core: &Core,
+    id: &str,
+    command: CartCommand,
+    meta: &CommandMeta,
+    json_out: bool,
+) -> anyhow::Result<()> {
+    let outcome = core
+        .carts
+        .execute(id, command, meta)
+        .await
+        .map_err(|e| match e {
+            CommandError::Rejected(CartError::NotFound) => anyhow::anyhow!("no cart {id}"),
+            CommandError::Rejected(err) => anyhow::anyhow!("cart {id}: {err}"),
+            other => other.into(),
+        })?;
     if let Some(position) = outcome.last_position() {
         core.ensure_projected(position).await?;
     }
     let status = outcome.aggregate.status().as_str();
-    print(json_out, &json!({"cart_id": id, "status": status}), || format!("cart {id} is now {status}"));
+    print(json_out, &json!({"cart_id": id, "status": status}), || {
+        format!("cart {id} is now {status}")
+    });
     Ok(())
 }
 
-async fn replay(config: Config, projection: Option<String>, all: bool, json_out: bool) -> anyhow::Result<()> {
+async fn replay(
+    config: Config,
+    projection: Option<String>,
+    all: bool,
+    json_out: bool,
+) -> anyhow::Result<()> {
     let core = open(config).await?;
     let runners = core.runners().await?;
     let names: Vec<&str> = runners.iter().map(|r| r.name()).collect();
@@ -424,7 +523,10 @@ async fn replay(config: Config, projection: Option<String>, all: bool, json_out:
             found
         }
         (None, true) => runners.iter().collect(),
-        (None, false) => bail!("say which: --projection NAME ({}) or --all", names.join(", ")),
+        (None, false) => bail!(
+            "say which: --projection NAME ({}) or --all",
+            names.join(", ")
+        ),
     };
     let holder = format!("replay:{}", Uuid::now_v7());
     let lease = ocart_processors::try_acquire(&core.db, PROCESSORS_LEASE, &holder)
@@ -433,11 +535,17 @@ async fn replay(config: Config, projection: Option<String>, all: bool, json_out:
     let (total, _) = core.log.stats().await?;
     let mut results = Vec::new();
     for runner in selected {
-        let bar = if json_out { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(total as u64) };
+        let bar = if json_out {
+            indicatif::ProgressBar::hidden()
+        } else {
+            indicatif::ProgressBar::new(total as u64)
+        };
         bar.set_style(
-            indicatif::ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} events ({per_sec}, eta {eta})")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-                .progress_chars("=> "),
+            indicatif::ProgressStyle::with_template(
+                "{msg:>12} [{bar:40}] {pos}/{len} events ({per_sec}, eta {eta})",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
         );
         bar.set_message(runner.name());
         let started = std::time::Instant::now();
@@ -450,7 +558,14 @@ async fn replay(config: Config, projection: Option<String>, all: bool, json_out:
     print(json_out, &Value::Array(results.clone()), || {
         results
             .iter()
-            .map(|r| format!("{}: rebuilt from {} events in {:.2} s", r["projection"].as_str().unwrap_or(""), r["events"], r["seconds"].as_f64().unwrap_or(0.0)))
+            .map(|r| {
+                format!(
+                    "{}: rebuilt from {} events in {:.2} s",
+                    r["projection"].as_str().unwrap_or(""),
+                    r["events"],
+                    r["seconds"].as_f64().unwrap_or(0.0)
+                )
+            })
             .collect::<Vec<_>>()
             .join("\n")
     });
@@ -463,7 +578,9 @@ async fn events(cmd: EventsCmd, config: Config) -> anyhow::Result<()> {
         EventsCmd::Export { after } => {
             let mut at = match after {
                 0 => Checkpoint::default(),
-                position => ocart_projections::checkpoint_of(&core.db, position).await?.with_context(|| format!("no event at position {position}"))?,
+                position => ocart_projections::checkpoint_of(&core.db, position)
+                    .await?
+                    .with_context(|| format!("no event at position {position}"))?,
             };
             loop {
                 let events = core.log.read_after(at, 1000).await?;
@@ -494,7 +611,11 @@ async fn events(cmd: EventsCmd, config: Config) -> anyhow::Result<()> {
                             println!("{}", ocart_processors::envelope(e));
                         }
                     }
-                    None => core.log.wait_for_new(&mut wake, Duration::from_millis(500)).await,
+                    None => {
+                        core.log
+                            .wait_for_new(&mut wake, Duration::from_millis(500))
+                            .await
+                    }
                 }
             }
         }
@@ -510,8 +631,13 @@ async fn settings(cmd: SettingsCmd, config: Config, json_out: bool) -> anyhow::R
             let doc = serde_json::to_value(&values)?;
             let value = match &key {
                 Some(key) => {
-                    let (group, name) = key.split_once('.').with_context(|| format!("{key:?}: name a setting as group.key"))?;
-                    doc.get(group).and_then(|g| g.get(name)).cloned().with_context(|| format!("no setting {key}"))?
+                    let (group, name) = key
+                        .split_once('.')
+                        .with_context(|| format!("{key:?}: name a setting as group.key"))?;
+                    doc.get(group)
+                        .and_then(|g| g.get(name))
+                        .cloned()
+                        .with_context(|| format!("no setting {key}"))?
                 }
                 None => doc,
             };
@@ -522,24 +648,39 @@ async fn settings(cmd: SettingsCmd, config: Config, json_out: bool) -> anyhow::R
             });
         }
         SettingsCmd::Set { key, value } => {
-            let (group, name) = key.split_once('.').with_context(|| format!("{key:?}: name a setting as group.key"))?;
-            let parsed: Value = serde_json::from_str(&value).unwrap_or(Value::String(value.clone()));
+            let (group, name) = key
+                .split_once('.')
+                .with_context(|| format!("{key:?}: name a setting as group.key"))?;
+            let parsed: Value =
+                serde_json::from_str(&value).unwrap_or(Value::String(value.clone()));
             let patch = json!({ group: { name: parsed } });
             let meta = cli_meta(&core);
-            let outcome = core.settings.execute(SETTINGS_ID, SettingsCommand::Update { patch, at: meta.at }, &meta).await.map_err(|e| match e {
-                CommandError::Rejected(err) => anyhow::anyhow!("{err}"),
-                other => other.into(),
-            })?;
+            let outcome = core
+                .settings
+                .execute(
+                    SETTINGS_ID,
+                    SettingsCommand::Update { patch, at: meta.at },
+                    &meta,
+                )
+                .await
+                .map_err(|e| match e {
+                    CommandError::Rejected(err) => anyhow::anyhow!("{err}"),
+                    other => other.into(),
+                })?;
             if let Some(position) = outcome.last_position() {
                 core.ensure_projected(position).await?;
             }
-            print(json_out, &json!({"key": key, "value": parsed, "changed": outcome.last_position().is_some()}), || {
-                if outcome.last_position().is_some() {
-                    format!("{key} = {parsed}")
-                } else {
-                    format!("{key} was already {parsed}")
-                }
-            });
+            print(
+                json_out,
+                &json!({"key": key, "value": parsed, "changed": outcome.last_position().is_some()}),
+                || {
+                    if outcome.last_position().is_some() {
+                        format!("{key} = {parsed}")
+                    } else {
+                        format!("{key} was already {parsed}")
+                    }
+                },
+            );
         }
     }
     Ok(())

@@ -26,12 +26,21 @@ pub struct AuditQuery {
 /// Every admin action with actor, object, diff, IP and time.
 #[utoipa::path(get, path = "/ocart/v1/audit", tag = "audit", params(AuditQuery),
     responses((status = 200, body = Vec<AuditRow>), (status = 403, body = crate::error::Problem)), security(("bearer" = [])))]
-pub async fn list(State(state): State<AppState>, caller: Caller, ctx: RequestContext, Query(q): Query<AuditQuery>) -> Result<Json<Vec<AuditRow>>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    ctx: RequestContext,
+    Query(q): Query<AuditQuery>,
+) -> Result<Json<Vec<AuditRow>>, ApiError> {
     caller.require(&[Capability::OcartManage])?;
     let limit = q.limit.unwrap_or(100);
     if !(1..=500).contains(&limit) {
         return Err(ApiError::validation("limit", "must be between 1 and 500"));
     }
-    state.read_your_writes("audit_log", ctx.min_position.or(q.min_position)).await?;
-    Ok(Json(ocart_projections::queries::list_audit(&state.core.db, limit).await?))
+    state
+        .read_your_writes("audit_log", ctx.min_position.or(q.min_position))
+        .await?;
+    Ok(Json(
+        ocart_projections::queries::list_audit(&state.core.db, limit).await?,
+    ))
 }

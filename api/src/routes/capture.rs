@@ -4,8 +4,13 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
-use ocart_domain::cart::{cart_id_for_session, session_token_hash, CaptureCart, CartCommand, CartError, Consent};
-use ocart_domain::{CartItem, CartTotals, Currency, Email, FieldError, PersonalField, Phone, Source, Stage, MAX_CART_ITEMS};
+use ocart_domain::cart::{
+    cart_id_for_session, session_token_hash, CaptureCart, CartCommand, CartError, Consent,
+};
+use ocart_domain::{
+    CartItem, CartTotals, Currency, Email, FieldError, PersonalField, Phone, Source, Stage,
+    MAX_CART_ITEMS,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -89,7 +94,10 @@ pub struct CaptureReply {
 
 fn check_len(errors: &mut Vec<FieldError>, field: &str, value: &str, max: usize) {
     if value.chars().count() > max {
-        errors.push(FieldError::new(field, format!("must be at most {max} characters")));
+        errors.push(FieldError::new(
+            field,
+            format!("must be at most {max} characters"),
+        ));
     }
 }
 
@@ -110,17 +118,33 @@ struct ValidCapture {
 fn validate(req: CaptureRequest) -> Result<ValidCapture, ApiError> {
     let mut e = Vec::new();
     if let Some(token) = &req.session_token {
-        let ok = (16..=128).contains(&token.len()) && token.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        let ok = (16..=128).contains(&token.len())
+            && token
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
         if !ok {
-            e.push(FieldError::new("session_token", "must be 16 to 128 characters of A-Z, a-z, 0-9, - and _"));
+            e.push(FieldError::new(
+                "session_token",
+                "must be 16 to 128 characters of A-Z, a-z, 0-9, - and _",
+            ));
         }
     }
-    let email = Email::parse("email", &req.email).map_err(|err| e.push(err)).ok();
-    let phone = match req.phone.as_deref().map(str::trim).filter(|p| !p.is_empty()) {
+    let email = Email::parse("email", &req.email)
+        .map_err(|err| e.push(err))
+        .ok();
+    let phone = match req
+        .phone
+        .as_deref()
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
         Some(raw) => Phone::parse("phone", raw).map_err(|err| e.push(err)).ok(),
         None => None,
     };
-    let name = req.name.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty());
+    let name = req
+        .name
+        .map(|n| n.trim().to_owned())
+        .filter(|n| !n.is_empty());
     if let Some(name) = &name {
         check_len(&mut e, "name", name, 200);
     }
@@ -133,7 +157,10 @@ fn validate(req: CaptureRequest) -> Result<ValidCapture, ApiError> {
         "hosted" => Some(Source::Hosted),
         "api" => Some(Source::Api),
         other => {
-            e.push(FieldError::new("source", format!("must be classic, block, hosted or api, not {other:?}")));
+            e.push(FieldError::new(
+                "source",
+                format!("must be classic, block, hosted or api, not {other:?}"),
+            ));
             None
         }
     };
@@ -141,25 +168,42 @@ fn validate(req: CaptureRequest) -> Result<ValidCapture, ApiError> {
         "cart" => Some(Stage::Cart),
         "checkout" => Some(Stage::Checkout),
         other => {
-            e.push(FieldError::new("stage", format!("must be cart or checkout, not {other:?}")));
+            e.push(FieldError::new(
+                "stage",
+                format!("must be cart or checkout, not {other:?}"),
+            ));
             None
         }
     };
-    let currency = Currency::parse("currency", &req.currency).map_err(|err| e.push(err)).ok();
+    let currency = Currency::parse("currency", &req.currency)
+        .map_err(|err| e.push(err))
+        .ok();
     if req.items.is_empty() {
         e.push(FieldError::new("items", "must hold at least one item"));
     }
     if req.items.len() > MAX_CART_ITEMS {
-        e.push(FieldError::new("items", format!("must hold at most {MAX_CART_ITEMS} items, got {}", req.items.len())));
+        e.push(FieldError::new(
+            "items",
+            format!(
+                "must hold at most {MAX_CART_ITEMS} items, got {}",
+                req.items.len()
+            ),
+        ));
     }
     let mut items = Vec::with_capacity(req.items.len().min(MAX_CART_ITEMS));
     for (i, item) in req.items.into_iter().enumerate().take(MAX_CART_ITEMS) {
         let at = |f: &str| format!("items[{i}].{f}");
         if item.quantity <= 0 || item.quantity > 10_000 {
-            e.push(FieldError::new(at("quantity"), format!("must be between 1 and 10000, got {}", item.quantity)));
+            e.push(FieldError::new(
+                at("quantity"),
+                format!("must be between 1 and 10000, got {}", item.quantity),
+            ));
         }
         if item.unit_price < 0 {
-            e.push(FieldError::new(at("unit_price"), format!("must not be negative, got {}", item.unit_price)));
+            e.push(FieldError::new(
+                at("unit_price"),
+                format!("must not be negative, got {}", item.unit_price),
+            ));
         }
         if item.name.trim().is_empty() {
             e.push(FieldError::new(at("name"), "must not be empty"));
@@ -169,10 +213,18 @@ fn validate(req: CaptureRequest) -> Result<ValidCapture, ApiError> {
             check_len(&mut e, &at("sku"), sku, 100);
         }
         if item.categories.len() > 20 {
-            e.push(FieldError::new(at("categories"), "must hold at most 20 categories"));
+            e.push(FieldError::new(
+                at("categories"),
+                "must hold at most 20 categories",
+            ));
         }
         for (j, category) in item.categories.iter().enumerate() {
-            check_len(&mut e, &format!("items[{i}].categories[{j}]"), category, 100);
+            check_len(
+                &mut e,
+                &format!("items[{i}].categories[{j}]"),
+                category,
+                100,
+            );
         }
         if let Some(url) = &item.image_url {
             check_len(&mut e, &at("image_url"), url, 2048);
@@ -193,9 +245,18 @@ fn validate(req: CaptureRequest) -> Result<ValidCapture, ApiError> {
     }
     let totals = match req.totals {
         Some(t) => {
-            for (field, value) in [("subtotal", t.subtotal), ("discount", t.discount), ("shipping", t.shipping), ("tax", t.tax), ("total", t.total)] {
+            for (field, value) in [
+                ("subtotal", t.subtotal),
+                ("discount", t.discount),
+                ("shipping", t.shipping),
+                ("tax", t.tax),
+                ("total", t.total),
+            ] {
                 if value < 0 {
-                    e.push(FieldError::new(format!("totals.{field}"), format!("must not be negative, got {value}")));
+                    e.push(FieldError::new(
+                        format!("totals.{field}"),
+                        format!("must not be negative, got {value}"),
+                    ));
                 }
             }
             CartTotals {
@@ -219,21 +280,23 @@ fn validate(req: CaptureRequest) -> Result<ValidCapture, ApiError> {
         }
     };
     match (email, source, stage, currency) {
-        (Some(email), Some(source), Some(stage), Some(currency)) if e.is_empty() => Ok(ValidCapture {
-            session_token: req.session_token,
-            email,
-            phone,
-            name,
-            consent: Consent {
-                given: req.consent,
-                text: req.consent_text,
-            },
-            source,
-            stage,
-            currency,
-            items,
-            totals,
-        }),
+        (Some(email), Some(source), Some(stage), Some(currency)) if e.is_empty() => {
+            Ok(ValidCapture {
+                session_token: req.session_token,
+                email,
+                phone,
+                name,
+                consent: Consent {
+                    given: req.consent,
+                    text: req.consent_text,
+                },
+                source,
+                stage,
+                currency,
+                items,
+                totals,
+            })
+        }
         _ => Err(ApiError::Validation(e)),
     }
 }
@@ -257,11 +320,15 @@ pub async fn capture(
 ) -> Result<(StatusCode, Json<CaptureReply>), ApiError> {
     let input = validate(request)?;
     let settings = state.core.settings().await?;
-    let session_token = input.session_token.clone().unwrap_or_else(|| random_secret(""));
+    let session_token = input
+        .session_token
+        .clone()
+        .unwrap_or_else(|| random_secret(""));
     let cart_id = cart_id_for_session(&session_token).to_string();
     let vault = &state.core.vault;
     let email_subject = vault.subject_for_email(&input.email);
-    let wants_capture = input.consent.given == Some(true) || (input.consent.given.is_none() && !settings.recovery.consent_required);
+    let wants_capture = input.consent.given == Some(true)
+        || (input.consent.given.is_none() && !settings.recovery.consent_required);
     let command = if wants_capture {
         let email = PersonalField {
             sealed: vault.seal(&email_subject, input.email.as_str()).await?,
@@ -278,7 +345,10 @@ pub async fn capture(
             None => None,
         };
         let (name, name_hash) = match &input.name {
-            Some(name) => (Some(vault.seal(&email_subject, name).await?), Some(vault.fingerprint(name))),
+            Some(name) => (
+                Some(vault.seal(&email_subject, name).await?),
+                Some(vault.fingerprint(name)),
+            ),
             None => (None, None),
         };
         CartCommand::Capture(Box::new(CaptureCart {
@@ -297,7 +367,9 @@ pub async fn capture(
             at: state.core.clock.now(),
         }))
     } else if input.consent.given == Some(false) {
-        CartCommand::WithdrawConsent { at: state.core.clock.now() }
+        CartCommand::WithdrawConsent {
+            at: state.core.clock.now(),
+        }
     } else {
         // No consent and none required to be withdrawn: nothing is kept.
         return Ok((
@@ -313,12 +385,19 @@ pub async fn capture(
     };
     let withdrawing = matches!(command, CartCommand::WithdrawConsent { .. });
     let meta = ctx.meta("public:checkout".into(), &state);
-    let outcome = state.core.carts.execute(&cart_id, command, &meta).await.map_err(|err| {
-        command_error(err, |e| match e {
-            CartError::Closed(status) => ApiError::Conflict(format!("the cart is {status}; start a new checkout session")),
-            other => ApiError::Conflict(other.to_string()),
-        })
-    })?;
+    let outcome = state
+        .core
+        .carts
+        .execute(&cart_id, command, &meta)
+        .await
+        .map_err(|err| {
+            command_error(err, |e| match e {
+                CartError::Closed(status) => ApiError::Conflict(format!(
+                    "the cart is {status}; start a new checkout session"
+                )),
+                other => ApiError::Conflict(other.to_string()),
+            })
+        })?;
     if withdrawing && !outcome.events.is_empty() {
         // Withdrawal erases: the data keys go, so what the log holds becomes unreadable.
         for event in &outcome.events {

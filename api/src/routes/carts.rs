@@ -24,7 +24,11 @@ pub fn router() -> Router<AppState> {
         .route("/ocart/v1/carts/{id}/convert", post(convert))
 }
 
-const READ: &[Capability] = &[Capability::OcartViewReports, Capability::OcartManage, Capability::OcartManageRecovery];
+const READ: &[Capability] = &[
+    Capability::OcartViewReports,
+    Capability::OcartManage,
+    Capability::OcartManageRecovery,
+];
 const WRITE: &[Capability] = &[Capability::OcartManage];
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -65,32 +69,51 @@ pub fn parse_since(raw: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
 }
 
 fn encode_cursor(row: &CartRow) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{}|{}", row.updated_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true), row.cart_id))
+    URL_SAFE_NO_PAD.encode(format!(
+        "{}|{}",
+        row.updated_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        row.cart_id
+    ))
 }
 
 fn decode_cursor(raw: &str) -> Option<(DateTime<Utc>, String)> {
     let text = String::from_utf8(URL_SAFE_NO_PAD.decode(raw).ok()?).ok()?;
     let (at, id) = text.split_once('|')?;
-    Some((DateTime::parse_from_rfc3339(at).ok()?.with_timezone(&Utc), id.to_owned()))
+    Some((
+        DateTime::parse_from_rfc3339(at).ok()?.with_timezone(&Utc),
+        id.to_owned(),
+    ))
 }
 
 /// Carts, newest activity first, with keyset pagination.
 #[utoipa::path(get, path = "/ocart/v1/carts", tag = "carts", params(ListQuery),
     responses((status = 200, body = CartPage), (status = 401, body = crate::error::Problem), (status = 403, body = crate::error::Problem), (status = 422, body = crate::error::Problem)),
     security(("bearer" = [])))]
-pub async fn list(State(state): State<AppState>, caller: Caller, ctx: RequestContext, Query(q): Query<ListQuery>) -> Result<Json<CartPage>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    ctx: RequestContext,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<CartPage>, ApiError> {
     caller.require(READ)?;
     let mut errors = Vec::new();
     if let Some(status) = &q.status {
         if !["active", "abandoned", "converted", "expired"].contains(&status.as_str()) {
-            errors.push(ocart_domain::FieldError::new("status", "must be active, abandoned, converted or expired"));
+            errors.push(ocart_domain::FieldError::new(
+                "status",
+                "must be active, abandoned, converted or expired",
+            ));
         }
     }
     let since = match &q.since {
         Some(raw) => match parse_since(raw, state.core.clock.now()) {
             Some(at) => Some(at),
             None => {
-                errors.push(ocart_domain::FieldError::new("since", "must be an RFC 3339 time or an age such as 24h, 7d, 30m"));
+                errors.push(ocart_domain::FieldError::new(
+                    "since",
+                    "must be an RFC 3339 time or an age such as 24h, 7d, 30m",
+                ));
                 None
             }
         },
@@ -98,13 +121,19 @@ pub async fn list(State(state): State<AppState>, caller: Caller, ctx: RequestCon
     };
     let limit = q.limit.unwrap_or(50);
     if !(1..=200).contains(&limit) {
-        errors.push(ocart_domain::FieldError::new("limit", "must be between 1 and 200"));
+        errors.push(ocart_domain::FieldError::new(
+            "limit",
+            "must be between 1 and 200",
+        ));
     }
     let after = match &q.cursor {
         Some(raw) => match decode_cursor(raw) {
             Some(after) => Some(after),
             None => {
-                errors.push(ocart_domain::FieldError::new("cursor", "is not a cursor this API issued"));
+                errors.push(ocart_domain::FieldError::new(
+                    "cursor",
+                    "is not a cursor this API issued",
+                ));
                 None
             }
         },
@@ -113,8 +142,19 @@ pub async fn list(State(state): State<AppState>, caller: Caller, ctx: RequestCon
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
-    state.read_your_writes("carts", ctx.min_position.or(q.min_position)).await?;
-    let carts = queries::list_carts(&state.core.db, &CartFilter { status: q.status, since, after, limit: limit + 1 }).await?;
+    state
+        .read_your_writes("carts", ctx.min_position.or(q.min_position))
+        .await?;
+    let carts = queries::list_carts(
+        &state.core.db,
+        &CartFilter {
+            status: q.status,
+            since,
+            after,
+            limit: limit + 1,
+        },
+    )
+    .await?;
     let mut carts = carts;
     let next_cursor = if carts.len() as i64 > limit {
         carts.truncate(limit as usize);
@@ -128,10 +168,18 @@ pub async fn list(State(state): State<AppState>, caller: Caller, ctx: RequestCon
 /// One cart.
 #[utoipa::path(get, path = "/ocart/v1/carts/{id}", tag = "carts", params(("id" = String, Path, description = "Cart id")),
     responses((status = 200, body = CartRow), (status = 404, body = crate::error::Problem)), security(("bearer" = [])))]
-pub async fn show(State(state): State<AppState>, caller: Caller, ctx: RequestContext, Path(id): Path<String>) -> Result<Json<CartRow>, ApiError> {
+pub async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    ctx: RequestContext,
+    Path(id): Path<String>,
+) -> Result<Json<CartRow>, ApiError> {
     caller.require(READ)?;
     state.read_your_writes("carts", ctx.min_position).await?;
-    queries::get_cart(&state.core.db, &id).await?.map(Json).ok_or_else(|| ApiError::NotFound(format!("cart {id}")))
+    queries::get_cart(&state.core.db, &id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("cart {id}")))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -152,13 +200,31 @@ fn cart_rejection(e: CartError) -> ApiError {
 /// Marks an active cart abandoned now, whatever its inactivity.
 #[utoipa::path(post, path = "/ocart/v1/carts/{id}/abandon", tag = "carts", params(("id" = String, Path, description = "Cart id")),
     responses((status = 200, body = CommandReply), (status = 404, body = crate::error::Problem), (status = 409, body = crate::error::Problem)), security(("bearer" = [])))]
-pub async fn abandon(State(state): State<AppState>, caller: Caller, ctx: RequestContext, Path(id): Path<String>) -> Result<Json<CommandReply>, ApiError> {
+pub async fn abandon(
+    State(state): State<AppState>,
+    caller: Caller,
+    ctx: RequestContext,
+    Path(id): Path<String>,
+) -> Result<Json<CommandReply>, ApiError> {
     caller.require(WRITE)?;
     let settings = state.core.settings().await?;
     let meta = ctx.meta(caller.actor(), &state);
-    let command = CartCommand::MarkAbandoned { at: meta.at, threshold_min: settings.recovery.abandoned_threshold_min, forced: true };
-    let outcome = state.core.carts.execute(&id, command, &meta).await.map_err(|e| command_error(e, cart_rejection))?;
-    Ok(Json(CommandReply { id, status: outcome.aggregate.status().as_str().into(), position: outcome.last_position() }))
+    let command = CartCommand::MarkAbandoned {
+        at: meta.at,
+        threshold_min: settings.recovery.abandoned_threshold_min,
+        forced: true,
+    };
+    let outcome = state
+        .core
+        .carts
+        .execute(&id, command, &meta)
+        .await
+        .map_err(|e| command_error(e, cart_rejection))?;
+    Ok(Json(CommandReply {
+        id,
+        status: outcome.aggregate.status().as_str().into(),
+        position: outcome.last_position(),
+    }))
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -179,15 +245,35 @@ pub async fn convert(
     body: axum::body::Bytes,
 ) -> Result<Json<CommandReply>, ApiError> {
     caller.require(WRITE)?;
-    let request: ConvertRequest = if body.iter().all(u8::is_ascii_whitespace) { ConvertRequest::default() } else { crate::json::parse(&body)? };
+    let request: ConvertRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        ConvertRequest::default()
+    } else {
+        crate::json::parse(&body)?
+    };
     if request.revenue.is_some_and(|r| r < 0) {
         return Err(ApiError::validation("revenue", "must not be negative"));
     }
     if request.order_id.as_ref().is_some_and(|o| o.len() > 100) {
-        return Err(ApiError::validation("order_id", "must be at most 100 characters"));
+        return Err(ApiError::validation(
+            "order_id",
+            "must be at most 100 characters",
+        ));
     }
     let meta = ctx.meta(caller.actor(), &state);
-    let command = CartCommand::MarkConverted { at: meta.at, order_id: request.order_id, revenue: request.revenue };
-    let outcome = state.core.carts.execute(&id, command, &meta).await.map_err(|e| command_error(e, cart_rejection))?;
-    Ok(Json(CommandReply { id, status: outcome.aggregate.status().as_str().into(), position: outcome.last_position() }))
+    let command = CartCommand::MarkConverted {
+        at: meta.at,
+        order_id: request.order_id,
+        revenue: request.revenue,
+    };
+    let outcome = state
+        .core
+        .carts
+        .execute(&id, command, &meta)
+        .await
+        .map_err(|e| command_error(e, cart_rejection))?;
+    Ok(Json(CommandReply {
+        id,
+        status: outcome.aggregate.status().as_str().into(),
+        position: outcome.last_position(),
+    }))
 }

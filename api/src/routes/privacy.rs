@@ -46,21 +46,46 @@ pub async fn erase(
     caller.require(&[Capability::OcartManage])?;
     let vault = &state.core.vault;
     let subject = match (&req.email, &req.phone) {
-        (Some(email), None) => vault.subject_for_email(&Email::parse("email", email).map_err(|e| ApiError::Validation(vec![e]))?),
-        (None, Some(phone)) => vault.subject_for_phone(&Phone::parse("phone", phone).map_err(|e| ApiError::Validation(vec![e]))?),
-        _ => return Err(ApiError::validation("email", "give exactly one of email or phone")),
+        (Some(email), None) => vault.subject_for_email(
+            &Email::parse("email", email).map_err(|e| ApiError::Validation(vec![e]))?,
+        ),
+        (None, Some(phone)) => vault.subject_for_phone(
+            &Phone::parse("phone", phone).map_err(|e| ApiError::Validation(vec![e]))?,
+        ),
+        _ => {
+            return Err(ApiError::validation(
+                "email",
+                "give exactly one of email or phone",
+            ))
+        }
     };
     let reason = req.reason.unwrap_or_else(|| "request".into());
     if reason.chars().count() > 500 {
-        return Err(ApiError::validation("reason", "must be at most 500 characters"));
+        return Err(ApiError::validation(
+            "reason",
+            "must be at most 500 characters",
+        ));
     }
     vault.erase(&subject).await?;
     let meta = ctx.meta(caller.actor(), &state);
     let outcome = state
         .core
         .subjects
-        .execute(subject.as_str(), (subject.clone(), SubjectCommand::Erase { at: meta.at, reason }), &meta)
+        .execute(
+            subject.as_str(),
+            (
+                subject.clone(),
+                SubjectCommand::Erase {
+                    at: meta.at,
+                    reason,
+                },
+            ),
+            &meta,
+        )
         .await
         .map_err(|e| command_error(e, |e| ApiError::Internal(e.into())))?;
-    Ok(Json(EraseReply { subject: subject.to_string(), position: outcome.last_position() }))
+    Ok(Json(EraseReply {
+        subject: subject.to_string(),
+        position: outcome.last_position(),
+    }))
 }

@@ -29,11 +29,19 @@ pub struct SettingsReply {
 /// The settings in force, by group.
 #[utoipa::path(get, path = "/ocart/v1/settings", tag = "settings",
     responses((status = 200, body = SettingsReply), (status = 401, body = crate::error::Problem), (status = 403, body = crate::error::Problem)), security(("bearer" = [])))]
-pub async fn show(State(state): State<AppState>, caller: Caller, ctx: RequestContext) -> Result<Json<SettingsReply>, ApiError> {
+pub async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    ctx: RequestContext,
+) -> Result<Json<SettingsReply>, ApiError> {
     caller.require(&[Capability::OcartManage])?;
     state.read_your_writes("settings", ctx.min_position).await?;
     let (settings, _) = ocart_projections::queries::current_settings(&state.core.db).await?;
-    Ok(Json(SettingsReply { settings, changed: Vec::new(), position: None }))
+    Ok(Json(SettingsReply {
+        settings,
+        changed: Vec::new(),
+        position: None,
+    }))
 }
 
 /// Changes some settings: a partial document such as `{"recovery": {"abandoned_threshold_min": 45}}`.
@@ -51,7 +59,11 @@ pub async fn update(
     let outcome = state
         .core
         .settings
-        .execute(SETTINGS_ID, SettingsCommand::Update { patch, at: meta.at }, &meta)
+        .execute(
+            SETTINGS_ID,
+            SettingsCommand::Update { patch, at: meta.at },
+            &meta,
+        )
         .await
         .map_err(|e| command_error(e, |e| ApiError::Validation(e.0)))?;
     state.core.forget_settings();
@@ -63,5 +75,9 @@ pub async fn update(
             changes.iter().map(|c| c.key.clone())
         })
         .collect();
-    Ok(Json(SettingsReply { settings: outcome.aggregate.values().clone(), changed, position: outcome.last_position() }))
+    Ok(Json(SettingsReply {
+        settings: outcome.aggregate.values().clone(),
+        changed,
+        position: outcome.last_position(),
+    }))
 }

@@ -59,8 +59,16 @@ pub async fn info(State(state): State<AppState>, caller: Caller) -> Result<Json<
     let (events, head) = state.core.log.stats().await?;
     let mut projections = Vec::new();
     let stored: std::collections::HashMap<String, ocart_projections::Checkpoint> =
-        ocart_projections::queries::checkpoints(db).await?.into_iter().collect();
-    let mut names: Vec<String> = state.core.projectors().iter().map(|p| p.name().to_owned()).collect();
+        ocart_projections::queries::checkpoints(db)
+            .await?
+            .into_iter()
+            .collect();
+    let mut names: Vec<String> = state
+        .core
+        .projectors()
+        .iter()
+        .map(|p| p.name().to_owned())
+        .collect();
     names.push("sweeper".into());
     if state.nats_enabled {
         names.push("nats_relay".into());
@@ -68,7 +76,11 @@ pub async fn info(State(state): State<AppState>, caller: Caller) -> Result<Json<
     for name in names {
         let at = stored.get(&name).copied().unwrap_or_default();
         let lag = ocart_projections::queries::lag_after(db, at).await?;
-        projections.push(ProjectionInfo { name, position: at.position, lag });
+        projections.push(ProjectionInfo {
+            name,
+            position: at.position,
+            lag,
+        });
     }
     Ok(Json(Info {
         version: env!("CARGO_PKG_VERSION").into(),
@@ -92,9 +104,13 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     if let Ok(checkpoints) = ocart_projections::queries::checkpoints(&state.core.db).await {
         for (name, at) in checkpoints {
             if let Ok(lag) = ocart_projections::queries::lag_after(&state.core.db, at).await {
-                metrics::gauge!("ocart_projection_lag_events", "projection" => name).set(lag as f64);
+                metrics::gauge!("ocart_projection_lag_events", "projection" => name)
+                    .set(lag as f64);
             }
         }
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
 }

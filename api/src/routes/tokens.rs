@@ -50,11 +50,17 @@ pub fn parse_capabilities(field: &str, names: &[String]) -> Result<Vec<Capabilit
     for (i, name) in names.iter().enumerate() {
         match Capability::parse(name) {
             Some(cap) => caps.push(cap),
-            None => errors.push(ocart_domain::FieldError::new(format!("{field}[{i}]"), format!("{name:?} is not a capability"))),
+            None => errors.push(ocart_domain::FieldError::new(
+                format!("{field}[{i}]"),
+                format!("{name:?} is not a capability"),
+            )),
         }
     }
     if caps.is_empty() && errors.is_empty() {
-        errors.push(ocart_domain::FieldError::new(field, "must name at least one capability"));
+        errors.push(ocart_domain::FieldError::new(
+            field,
+            "must name at least one capability",
+        ));
     }
     if errors.is_empty() {
         Ok(caps)
@@ -84,25 +90,49 @@ pub async fn create(
     caller.require(&[Capability::OcartManage])?;
     let caps = parse_capabilities("capabilities", &req.capabilities)?;
     let meta = ctx.meta(caller.actor(), &state);
-    let created = state.core.create_token(&req.name, caps, &meta).await.map_err(|e| match e.downcast::<ocart_projections::CommandError<TokenError>>() {
-        Ok(err) => command_error(err, token_rejection),
-        Err(other) => ApiError::Internal(other),
-    })?;
-    Ok((StatusCode::CREATED, Json(CreatedToken { token_id: created.token_id, token: created.secret, position: created.position })))
+    let created = state
+        .core
+        .create_token(&req.name, caps, &meta)
+        .await
+        .map_err(
+            |e| match e.downcast::<ocart_projections::CommandError<TokenError>>() {
+                Ok(err) => command_error(err, token_rejection),
+                Err(other) => ApiError::Internal(other),
+            },
+        )?;
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedToken {
+            token_id: created.token_id,
+            token: created.secret,
+            position: created.position,
+        }),
+    ))
 }
 
 /// Every token (never the secrets).
 #[utoipa::path(get, path = "/ocart/v1/tokens", tag = "tokens", responses((status = 200, body = Vec<TokenInfo>)), security(("bearer" = [])))]
-pub async fn list(State(state): State<AppState>, caller: Caller, ctx: RequestContext) -> Result<Json<Vec<TokenInfo>>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    ctx: RequestContext,
+) -> Result<Json<Vec<TokenInfo>>, ApiError> {
     caller.require(&[Capability::OcartManage])?;
-    state.read_your_writes("api_tokens", ctx.min_position).await?;
+    state
+        .read_your_writes("api_tokens", ctx.min_position)
+        .await?;
     let rows = ocart_projections::queries::list_tokens(&state.core.db).await?;
     Ok(Json(
         rows.into_iter()
             .map(|r| TokenInfo {
                 token_id: r.token_id,
                 name: r.name,
-                capabilities: r.capabilities.0.iter().map(|c| c.as_str().to_owned()).collect(),
+                capabilities: r
+                    .capabilities
+                    .0
+                    .iter()
+                    .map(|c| c.as_str().to_owned())
+                    .collect(),
                 created_at: r.created_at,
                 revoked_at: r.revoked_at,
             })
@@ -113,9 +143,23 @@ pub async fn list(State(state): State<AppState>, caller: Caller, ctx: RequestCon
 /// Revokes a token: from the next request on it is refused with 401.
 #[utoipa::path(delete, path = "/ocart/v1/tokens/{id}", tag = "tokens", params(("id" = String, Path, description = "Token id")),
     responses((status = 200, body = crate::routes::carts::CommandReply), (status = 404, body = crate::error::Problem)), security(("bearer" = [])))]
-pub async fn revoke(State(state): State<AppState>, caller: Caller, ctx: RequestContext, Path(id): Path<String>) -> Result<Json<crate::routes::carts::CommandReply>, ApiError> {
+pub async fn revoke(
+    State(state): State<AppState>,
+    caller: Caller,
+    ctx: RequestContext,
+    Path(id): Path<String>,
+) -> Result<Json<crate::routes::carts::CommandReply>, ApiError> {
     caller.require(&[Capability::OcartManage])?;
     let meta = ctx.meta(caller.actor(), &state);
-    let outcome = state.core.tokens.execute(&id, TokenCommand::Revoke { at: meta.at }, &meta).await.map_err(|e| command_error(e, token_rejection))?;
-    Ok(Json(crate::routes::carts::CommandReply { id, status: "revoked".into(), position: outcome.last_position() }))
+    let outcome = state
+        .core
+        .tokens
+        .execute(&id, TokenCommand::Revoke { at: meta.at }, &meta)
+        .await
+        .map_err(|e| command_error(e, token_rejection))?;
+    Ok(Json(crate::routes::carts::CommandReply {
+        id,
+        status: "revoked".into(),
+        position: outcome.last_position(),
+    }))
 }

@@ -137,7 +137,12 @@ impl Cart {
         }
     }
 
-    fn abandon(&self, at: DateTime<Utc>, threshold_min: u32, forced: bool) -> Result<CartEvent, CartError> {
+    fn abandon(
+        &self,
+        at: DateTime<Utc>,
+        threshold_min: u32,
+        forced: bool,
+    ) -> Result<CartEvent, CartError> {
         match self.status {
             CartStatus::Active => {}
             CartStatus::New => return Err(CartError::NotFound),
@@ -185,8 +190,16 @@ impl Aggregate for Cart {
                 threshold_min,
                 forced,
             } => Some(self.abandon(at, threshold_min, forced)?),
-            CartCommand::MarkConverted { at, order_id, revenue } => match self.status {
-                CartStatus::Active | CartStatus::Abandoned => Some(CartEvent::Converted { at, order_id, revenue }),
+            CartCommand::MarkConverted {
+                at,
+                order_id,
+                revenue,
+            } => match self.status {
+                CartStatus::Active | CartStatus::Abandoned => Some(CartEvent::Converted {
+                    at,
+                    order_id,
+                    revenue,
+                }),
                 CartStatus::New | CartStatus::Withdrawn => return Err(CartError::NotFound),
                 other => return Err(CartError::Closed(other.as_str())),
             },
@@ -235,7 +248,10 @@ mod tests {
     type CartTest = TestFramework<Cart>;
 
     fn t(minutes: i64) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339("2026-01-01T10:00:00Z").unwrap().with_timezone(&Utc) + Duration::minutes(minutes)
+        DateTime::parse_from_rfc3339("2026-01-01T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
+            + Duration::minutes(minutes)
     }
 
     fn capture(at: DateTime<Utc>, quantity: u32, consent: Option<bool>) -> CaptureCart {
@@ -243,12 +259,18 @@ mod tests {
             session_token_hash: "tok".into(),
             email: PersonalField {
                 subject: SubjectHash::from_hex("s1"),
-                sealed: Sealed { key: "k".into(), ct: "c".into() },
+                sealed: Sealed {
+                    key: "k".into(),
+                    ct: "c".into(),
+                },
             },
             phone: None,
             name: None,
             name_hash: None,
-            consent: Consent { given: consent, text: Some("Email me my cart".into()) },
+            consent: Consent {
+                given: consent,
+                text: Some("Email me my cart".into()),
+            },
             consent_required: true,
             source: Source::Classic,
             stage: Stage::Checkout,
@@ -263,7 +285,11 @@ mod tests {
                 categories: vec![],
                 image_url: None,
             }],
-            totals: CartTotals { subtotal: 1200 * i64::from(quantity), total: 1200 * i64::from(quantity), ..Default::default() },
+            totals: CartTotals {
+                subtotal: 1200 * i64::from(quantity),
+                total: 1200 * i64::from(quantity),
+                ..Default::default()
+            },
             at,
         }
     }
@@ -295,7 +321,11 @@ mod tests {
     fn a_repeated_capture_within_a_minute_emits_nothing() {
         CartTest::with(())
             .given(vec![created(t(0))])
-            .when(CartCommand::Capture(Box::new(capture(t(0) + Duration::seconds(30), 1, Some(true)))))
+            .when(CartCommand::Capture(Box::new(capture(
+                t(0) + Duration::seconds(30),
+                1,
+                Some(true),
+            ))))
             .then_expect_events(vec![]);
     }
 
@@ -303,7 +333,11 @@ mod tests {
     fn a_changed_quantity_updates_the_cart() {
         let result = CartTest::with(())
             .given(vec![created(t(0))])
-            .when(CartCommand::Capture(Box::new(capture(t(0) + Duration::seconds(30), 2, Some(true)))))
+            .when(CartCommand::Capture(Box::new(capture(
+                t(0) + Duration::seconds(30),
+                2,
+                Some(true),
+            ))))
             .inspect_result();
         let events = result.unwrap();
         assert!(matches!(events.as_slice(), [CartEvent::Updated(_)]));
@@ -313,23 +347,41 @@ mod tests {
     fn consent_false_withdraws_a_captured_cart() {
         CartTest::with(())
             .given(vec![created(t(0))])
-            .when(CartCommand::Capture(Box::new(capture(t(1), 1, Some(false)))))
-            .then_expect_events(vec![CartEvent::ConsentWithdrawn { at: t(1), subjects: vec![SubjectHash::from_hex("s1")] }]);
+            .when(CartCommand::Capture(Box::new(capture(
+                t(1),
+                1,
+                Some(false),
+            ))))
+            .then_expect_events(vec![CartEvent::ConsentWithdrawn {
+                at: t(1),
+                subjects: vec![SubjectHash::from_hex("s1")],
+            }]);
     }
 
     #[test]
     fn a_cart_is_not_abandoned_before_the_threshold() {
         CartTest::with(())
             .given(vec![created(t(0))])
-            .when(CartCommand::MarkAbandoned { at: t(29), threshold_min: 30, forced: false })
-            .then_expect_error(CartError::StillActive { last_activity_at: t(0), abandoned_at: t(30) });
+            .when(CartCommand::MarkAbandoned {
+                at: t(29),
+                threshold_min: 30,
+                forced: false,
+            })
+            .then_expect_error(CartError::StillActive {
+                last_activity_at: t(0),
+                abandoned_at: t(30),
+            });
     }
 
     #[test]
     fn a_checkout_stage_cart_is_checkout_abandoned_after_the_threshold() {
         CartTest::with(())
             .given(vec![created(t(0))])
-            .when(CartCommand::MarkAbandoned { at: t(30), threshold_min: 30, forced: false })
+            .when(CartCommand::MarkAbandoned {
+                at: t(30),
+                threshold_min: 30,
+                forced: false,
+            })
             .then_expect_events(vec![CartEvent::Abandoned {
                 at: t(30),
                 kind: AbandonmentKind::CheckoutAbandoned,
@@ -341,7 +393,14 @@ mod tests {
     #[test]
     fn a_converted_cart_cannot_be_captured_again() {
         CartTest::with(())
-            .given(vec![created(t(0)), CartEvent::Converted { at: t(5), order_id: Some("1".into()), revenue: Some(1200) }])
+            .given(vec![
+                created(t(0)),
+                CartEvent::Converted {
+                    at: t(5),
+                    order_id: Some("1".into()),
+                    revenue: Some(1200),
+                },
+            ])
             .when(CartCommand::Capture(Box::new(capture(t(6), 2, Some(true)))))
             .then_expect_error(CartError::Closed("converted"));
     }

@@ -86,7 +86,9 @@ pub enum CartError {
     Closed(&'static str),
     #[error("the cart is {0}, not active")]
     NotActive(&'static str),
-    #[error("the cart was active at {last_activity_at}; it is not abandoned before {abandoned_at}")]
+    #[error(
+        "the cart was active at {last_activity_at}; it is not abandoned before {abandoned_at}"
+    )]
     StillActive {
         last_activity_at: DateTime<Utc>,
         abandoned_at: DateTime<Utc>,

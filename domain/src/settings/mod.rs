@@ -127,13 +127,19 @@ pub struct SettingChange {
 
 fn check_range(errors: &mut Vec<FieldError>, key: &str, value: f64, min: f64, max: f64) {
     if !(min..=max).contains(&value) {
-        errors.push(FieldError::new(key, format!("must be between {min} and {max}, got {value}")));
+        errors.push(FieldError::new(
+            key,
+            format!("must be between {min} and {max}, got {value}"),
+        ));
     }
 }
 
 fn check_one_of(errors: &mut Vec<FieldError>, key: &str, value: &str, allowed: &[&str]) {
     if !allowed.contains(&value) {
-        errors.push(FieldError::new(key, format!("must be one of {}, got {value:?}", allowed.join(", "))));
+        errors.push(FieldError::new(
+            key,
+            format!("must be one of {}, got {value:?}", allowed.join(", ")),
+        ));
     }
 }
 
@@ -141,7 +147,12 @@ impl SettingsValues {
     /// The range and enumeration rules of every key.
     pub fn validate(&self) -> Result<(), Vec<FieldError>> {
         let mut e = Vec::new();
-        check_one_of(&mut e, "general.log_level", &self.general.log_level, &["debug", "info", "warning", "error"]);
+        check_one_of(
+            &mut e,
+            "general.log_level",
+            &self.general.log_level,
+            &["debug", "info", "warning", "error"],
+        );
         for (i, origin) in self.general.allowed_origins.iter().enumerate() {
             let ok = (origin.starts_with("https://") || origin.starts_with("http://"))
                 && !origin.ends_with('/')
@@ -155,18 +166,76 @@ impl SettingsValues {
             }
         }
         let r = &self.recovery;
-        check_range(&mut e, "recovery.capture_email_debounce_ms", r.capture_email_debounce_ms.into(), 0.0, 10_000.0);
-        check_range(&mut e, "recovery.abandoned_threshold_min", r.abandoned_threshold_min.into(), 5.0, 1440.0);
-        check_range(&mut e, "recovery.abandonment_scan_interval_min", r.abandonment_scan_interval_min.into(), 1.0, 60.0);
-        check_range(&mut e, "recovery.cart_retention_days", r.cart_retention_days.into(), 1.0, 3650.0);
-        check_range(&mut e, "recovery.test_assignment_days", r.test_assignment_days.into(), 1.0, 3650.0);
-        check_range(&mut e, "recovery.deliverability_days", r.deliverability_days.into(), 1.0, 3650.0);
+        check_range(
+            &mut e,
+            "recovery.capture_email_debounce_ms",
+            r.capture_email_debounce_ms.into(),
+            0.0,
+            10_000.0,
+        );
+        check_range(
+            &mut e,
+            "recovery.abandoned_threshold_min",
+            r.abandoned_threshold_min.into(),
+            5.0,
+            1440.0,
+        );
+        check_range(
+            &mut e,
+            "recovery.abandonment_scan_interval_min",
+            r.abandonment_scan_interval_min.into(),
+            1.0,
+            60.0,
+        );
+        check_range(
+            &mut e,
+            "recovery.cart_retention_days",
+            r.cart_retention_days.into(),
+            1.0,
+            3650.0,
+        );
+        check_range(
+            &mut e,
+            "recovery.test_assignment_days",
+            r.test_assignment_days.into(),
+            1.0,
+            3650.0,
+        );
+        check_range(
+            &mut e,
+            "recovery.deliverability_days",
+            r.deliverability_days.into(),
+            1.0,
+            3650.0,
+        );
         let u = &self.upsells;
-        check_range(&mut e, "upsells.one_click_token_ttl_min", u.one_click_token_ttl_min.into(), 1.0, 1440.0);
-        check_one_of(&mut e, "upsells.order_strategy_default", &u.order_strategy_default, &["A", "B"]);
-        check_range(&mut e, "upsells.merge_cutoff_min", u.merge_cutoff_min.into(), 0.0, 1440.0);
+        check_range(
+            &mut e,
+            "upsells.one_click_token_ttl_min",
+            u.one_click_token_ttl_min.into(),
+            1.0,
+            1440.0,
+        );
+        check_one_of(
+            &mut e,
+            "upsells.order_strategy_default",
+            &u.order_strategy_default,
+            &["A", "B"],
+        );
+        check_range(
+            &mut e,
+            "upsells.merge_cutoff_min",
+            u.merge_cutoff_min.into(),
+            0.0,
+            1440.0,
+        );
         let t = &self.tests;
-        check_one_of(&mut e, "tests.method_default", &t.method_default, &["frequentist", "bayesian", "bandit"]);
+        check_one_of(
+            &mut e,
+            "tests.method_default",
+            &t.method_default,
+            &["frequentist", "bayesian", "bandit"],
+        );
         check_range(&mut e, "tests.mde_relative", t.mde_relative, 0.001, 10.0);
         check_range(&mut e, "tests.power_target", t.power_target, 0.5, 0.999);
         check_range(&mut e, "tests.significance", t.significance, 0.5, 0.999);
@@ -180,29 +249,48 @@ impl SettingsValues {
 
     /// Applies a partial document (`{"recovery": {"abandoned_threshold_min": 45}}`) and
     /// returns the new values with the list of changed keys, or every field that is wrong.
-    pub fn patched(&self, patch: &Value) -> Result<(SettingsValues, Vec<SettingChange>), Vec<FieldError>> {
+    pub fn patched(
+        &self,
+        patch: &Value,
+    ) -> Result<(SettingsValues, Vec<SettingChange>), Vec<FieldError>> {
         let Value::Object(groups) = patch else {
-            return Err(vec![FieldError::new("", "must be a JSON object of setting groups")]);
+            return Err(vec![FieldError::new(
+                "",
+                "must be a JSON object of setting groups",
+            )]);
         };
         let old = serde_json::to_value(self).expect("settings serialise");
         let mut merged = old.clone();
         for (group, keys) in groups {
             let Some(target) = merged.get_mut(group).and_then(Value::as_object_mut) else {
-                return Err(vec![FieldError::new(group.clone(), "is not a settings group (general, recovery, upsells, tests)")]);
+                return Err(vec![FieldError::new(
+                    group.clone(),
+                    "is not a settings group (general, recovery, upsells, tests)",
+                )]);
             };
             let Value::Object(keys) = keys else {
-                return Err(vec![FieldError::new(group.clone(), "must be an object of keys")]);
+                return Err(vec![FieldError::new(
+                    group.clone(),
+                    "must be an object of keys",
+                )]);
             };
             for (key, value) in keys {
                 if !target.contains_key(key) {
-                    return Err(vec![FieldError::new(format!("{group}.{key}"), "is not a known setting")]);
+                    return Err(vec![FieldError::new(
+                        format!("{group}.{key}"),
+                        "is not a known setting",
+                    )]);
                 }
                 target.insert(key.clone(), value.clone());
             }
         }
-        let values: SettingsValues = serde_path_to_error::deserialize(merged.clone()).map_err(|err| {
-            vec![FieldError::new(err.path().to_string(), err.inner().to_string())]
-        })?;
+        let values: SettingsValues =
+            serde_path_to_error::deserialize(merged.clone()).map_err(|err| {
+                vec![FieldError::new(
+                    err.path().to_string(),
+                    err.inner().to_string(),
+                )]
+            })?;
         values.validate()?;
         let new = serde_json::to_value(&values).expect("settings serialise");
         let mut changes = Vec::new();
@@ -269,11 +357,24 @@ impl Aggregate for Settings {
     type Error = SettingsError;
     type Services = ();
 
-    async fn handle(&mut self, command: Self::Command, _: &(), sink: &EventSink<Self>) -> Result<(), Self::Error> {
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        _: &(),
+        sink: &EventSink<Self>,
+    ) -> Result<(), Self::Error> {
         let SettingsCommand::Update { patch, at } = command;
         let (values, changes) = self.values.patched(&patch).map_err(SettingsError)?;
         if !changes.is_empty() {
-            sink.write(SettingsEvent::Changed { changes, values, at }, self).await;
+            sink.write(
+                SettingsEvent::Changed {
+                    changes,
+                    values,
+                    at,
+                },
+                self,
+            )
+            .await;
         }
         Ok(())
     }
@@ -307,17 +408,28 @@ mod tests {
             .patched(&json!({"recovery": {"abandoned_threshold_min": 45}}))
             .unwrap();
         assert_eq!(values.recovery.abandoned_threshold_min, 45);
-        assert_eq!(changes, vec![SettingChange { key: "recovery.abandoned_threshold_min".into(), old: json!(30), new: json!(45) }]);
+        assert_eq!(
+            changes,
+            vec![SettingChange {
+                key: "recovery.abandoned_threshold_min".into(),
+                old: json!(30),
+                new: json!(45)
+            }]
+        );
     }
 
     #[test]
     fn out_of_range_unknown_and_mistyped_keys_are_rejected_by_name() {
         let base = SettingsValues::default();
-        let err = base.patched(&json!({"recovery": {"abandoned_threshold_min": 4}})).unwrap_err();
+        let err = base
+            .patched(&json!({"recovery": {"abandoned_threshold_min": 4}}))
+            .unwrap_err();
         assert_eq!(err[0].field, "recovery.abandoned_threshold_min");
         let err = base.patched(&json!({"recovery": {"nope": 4}})).unwrap_err();
         assert_eq!(err[0].field, "recovery.nope");
-        let err = base.patched(&json!({"recovery": {"consent_required": "yes"}})).unwrap_err();
+        let err = base
+            .patched(&json!({"recovery": {"consent_required": "yes"}}))
+            .unwrap_err();
         assert_eq!(err[0].field, "recovery.consent_required");
     }
 }

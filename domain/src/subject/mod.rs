@@ -50,9 +50,22 @@ impl Aggregate for Subject {
     type Error = SubjectError;
     type Services = ();
 
-    async fn handle(&mut self, command: Self::Command, _: &(), sink: &EventSink<Self>) -> Result<(), Self::Error> {
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        _: &(),
+        sink: &EventSink<Self>,
+    ) -> Result<(), Self::Error> {
         let (subject, SubjectCommand::Erase { at, reason }) = command;
-        sink.write(SubjectEvent::Erased { subject, reason, at }, self).await;
+        sink.write(
+            SubjectEvent::Erased {
+                subject,
+                reason,
+                at,
+            },
+            self,
+        )
+        .await;
         Ok(())
     }
 

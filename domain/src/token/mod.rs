@@ -111,9 +111,19 @@ impl Aggregate for ApiToken {
     type Error = TokenError;
     type Services = ();
 
-    async fn handle(&mut self, command: Self::Command, _: &(), sink: &EventSink<Self>) -> Result<(), Self::Error> {
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        _: &(),
+        sink: &EventSink<Self>,
+    ) -> Result<(), Self::Error> {
         let event = match command {
-            TokenCommand::Create { name, mut capabilities, token_hash, at } => {
+            TokenCommand::Create {
+                name,
+                mut capabilities,
+                token_hash,
+                at,
+            } => {
                 if self.created {
                     return Err(TokenError::AlreadyExists);
                 }
@@ -126,7 +136,12 @@ impl Aggregate for ApiToken {
                 if capabilities.is_empty() {
                     return Err(TokenError::NoCapability);
                 }
-                TokenEvent::Created { name, capabilities, token_hash, at }
+                TokenEvent::Created {
+                    name,
+                    capabilities,
+                    token_hash,
+                    at,
+                }
             }
             TokenCommand::Revoke { at } => {
                 if !self.created {

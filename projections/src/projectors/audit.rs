@@ -19,7 +19,9 @@ pub fn is_admin_actor(actor: &str) -> bool {
 
 fn diff_of(event: &StoredEvent) -> Value {
     match event.event_type.as_str() {
-        "settings/changed" => json!({ "changes": event.payload.get("changes").cloned().unwrap_or(Value::Null) }),
+        "settings/changed" => {
+            json!({ "changes": event.payload.get("changes").cloned().unwrap_or(Value::Null) })
+        }
         "token/created" => json!({
             "name": event.payload.get("name").cloned().unwrap_or(Value::Null),
             "capabilities": event.payload.get("capabilities").cloned().unwrap_or(Value::Null),

@@ -21,7 +21,13 @@ impl CartsProjector {
         Self { vault }
     }
 
-    async fn upsert(&self, tx: &mut Tx, cart_id: &str, c: &CartContent, position: i64) -> anyhow::Result<()> {
+    async fn upsert(
+        &self,
+        tx: &mut Tx,
+        cart_id: &str,
+        c: &CartContent,
+        position: i64,
+    ) -> anyhow::Result<()> {
         let email = self.vault.unseal(&c.email.sealed).await?;
         let phone = match &c.phone {
             Some(p) => self.vault.unseal(&p.sealed).await?,
@@ -32,8 +38,14 @@ impl CartsProjector {
             None => None,
         };
         let erased = email.is_none();
-        let stage = serde_json::to_value(c.stage)?.as_str().unwrap_or_default().to_owned();
-        let source = serde_json::to_value(c.source)?.as_str().unwrap_or_default().to_owned();
+        let stage = serde_json::to_value(c.stage)?
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let source = serde_json::to_value(c.source)?
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         exec_tx!(
             tx,
             "INSERT INTO carts (cart_id, session_token, email, email_hash, phone, phone_hash, name, erased, \
@@ -70,7 +82,13 @@ impl CartsProjector {
     }
 }
 
-async fn set_status(tx: &mut Tx, cart_id: &str, status: &str, at: DateTime<Utc>, position: i64) -> anyhow::Result<()> {
+async fn set_status(
+    tx: &mut Tx,
+    cart_id: &str,
+    status: &str,
+    at: DateTime<Utc>,
+    position: i64,
+) -> anyhow::Result<()> {
     exec_tx!(
         tx,
         "UPDATE carts SET status = $2, updated_at = $3, last_position = $4 WHERE cart_id = $1 AND last_position < $4",
@@ -78,6 +96,22 @@ async fn set_status(tx: &mut Tx, cart_id: &str, status: &str, at: DateTime<Utc>,
         status,
         at,
         position
+    )?;
+    Ok(())
+}
+
+/// Blanks what was sealed under an erased subject's key: the email and the name sealed with
+/// it, or the phone. Exactly what a rebuild (which finds no key) shows.
+async fn blank_subject(tx: &mut Tx, subject: &str) -> anyhow::Result<()> {
+    exec_tx!(
+        tx,
+        "UPDATE carts SET email = NULL, name = NULL, erased = true WHERE email_hash = $1",
+        subject
+    )?;
+    exec_tx!(
+        tx,
+        "UPDATE carts SET phone = NULL WHERE phone_hash = $1",
+        subject
     )?;
     Ok(())
 }
@@ -98,9 +132,16 @@ impl Projector for CartsProjector {
             let id = event.aggregate_id.as_str();
             match event.aggregate_type.as_str() {
                 "cart" => match decode_event::<CartEvent>(&event.event_type, &event.payload)? {
-                    CartEvent::Created(content) | CartEvent::Updated(content) => self.upsert(tx, id, &content, position).await?,
-                    CartEvent::ConsentWithdrawn { .. } => {
+                    CartEvent::Created(content) | CartEvent::Updated(content) => {
+                        self.upsert(tx, id, &content, position).await?
+                    }
+                    CartEvent::ConsentWithdrawn { subjects, .. } => {
+                        // Withdrawal erases the shopper's keys: blank them wherever they appear.
                         exec_tx!(tx, "DELETE FROM carts WHERE cart_id = $1", id)?;
+                        for subject in &subjects {
+                            self.vault.forget(subject);
+                            blank_subject(tx, subject.as_str()).await?;
+                        }
                     }
                     CartEvent::Abandoned { at, kind, .. } => {
                         let kind = match kind {
@@ -117,7 +158,11 @@ impl Projector for CartsProjector {
                             position
                         )?;
                     }
-                    CartEvent::Converted { at, order_id, revenue } => {
+                    CartEvent::Converted {
+                        at,
+                        order_id,
+                        revenue,
+                    } => {
                         exec_tx!(
                             tx,
                             "UPDATE carts SET status = 'converted', converted_at = $2, updated_at = $2, order_id = $3, \
@@ -129,17 +174,15 @@ impl Projector for CartsProjector {
                             position
                         )?;
                     }
-                    CartEvent::Expired { at } => set_status(tx, id, "expired", at, position).await?,
+                    CartEvent::Expired { at } => {
+                        set_status(tx, id, "expired", at, position).await?
+                    }
                 },
                 "subject" => {
-                    let SubjectEvent::Erased { subject, .. } = decode_event::<SubjectEvent>(&event.event_type, &event.payload)?;
+                    let SubjectEvent::Erased { subject, .. } =
+                        decode_event::<SubjectEvent>(&event.event_type, &event.payload)?;
                     self.vault.forget(&subject);
-                    exec_tx!(
-                        tx,
-                        "UPDATE carts SET email = NULL, phone = NULL, name = NULL, erased = true \
-                         WHERE email_hash = $1 OR phone_hash = $1",
-                        subject.as_str()
-                    )?;
+                    blank_subject(tx, subject.as_str()).await?;
                 }
                 _ => {}
             }

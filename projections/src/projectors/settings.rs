@@ -23,7 +23,8 @@ impl Projector for SettingsProjector {
 
     async fn apply(&self, tx: &mut Tx, events: &[StoredEvent]) -> anyhow::Result<()> {
         for event in events.iter().filter(|e| e.aggregate_type == "settings") {
-            let SettingsEvent::Changed { values, .. } = decode_event::<SettingsEvent>(&event.event_type, &event.payload)?;
+            let SettingsEvent::Changed { values, .. } =
+                decode_event::<SettingsEvent>(&event.event_type, &event.payload)?;
             exec_tx!(
                 tx,
                 "INSERT INTO settings_current (id, doc, position) VALUES ($1, $2, $3) \

@@ -24,7 +24,12 @@ impl Projector for TokensProjector {
     async fn apply(&self, tx: &mut Tx, events: &[StoredEvent]) -> anyhow::Result<()> {
         for event in events.iter().filter(|e| e.aggregate_type == "token") {
             match decode_event::<TokenEvent>(&event.event_type, &event.payload)? {
-                TokenEvent::Created { name, capabilities, token_hash, at } => {
+                TokenEvent::Created {
+                    name,
+                    capabilities,
+                    token_hash,
+                    at,
+                } => {
                     exec_tx!(
                         tx,
                         "INSERT INTO api_tokens (token_id, name, token_hash, capabilities, created_at) VALUES ($1, $2, $3, $4, $5) \

@@ -161,7 +161,11 @@ impl EventLog {
     }
 
     /// Every event of one aggregate, in sequence order.
-    pub async fn load(&self, aggregate_type: &str, aggregate_id: &str) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    pub async fn load(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Result<Vec<StoredEvent>, sqlx::Error> {
         match &self.inner.db {
             Db::Pg(pool) => pg::load(pool, aggregate_type, aggregate_id).await,
             Db::Lite(pool) => sqlite::load(pool, aggregate_type, aggregate_id).await,
@@ -170,7 +174,11 @@ impl EventLog {
 
     /// Up to `limit` committed events after `after`, in the one global order. Never skips an
     /// event that commits later with a smaller position (see ADR 0003).
-    pub async fn read_after(&self, after: Checkpoint, limit: i64) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    pub async fn read_after(
+        &self,
+        after: Checkpoint,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>, sqlx::Error> {
         let events = match &self.inner.db {
             Db::Pg(pool) => pg::read_after(pool, after, limit).await?,
             Db::Lite(pool) => sqlite::read_after(pool, after, limit).await?,
@@ -184,8 +192,16 @@ impl EventLog {
     /// The number of events in the log and the highest position.
     pub async fn stats(&self) -> Result<(i64, i64), sqlx::Error> {
         match &self.inner.db {
-            Db::Pg(pool) => sqlx::query_as("SELECT count(*), coalesce(max(global_position), 0) FROM events").fetch_one(pool).await,
-            Db::Lite(pool) => sqlx::query_as("SELECT count(*), coalesce(max(global_position), 0) FROM events").fetch_one(pool).await,
+            Db::Pg(pool) => {
+                sqlx::query_as("SELECT count(*), coalesce(max(global_position), 0) FROM events")
+                    .fetch_one(pool)
+                    .await
+            }
+            Db::Lite(pool) => {
+                sqlx::query_as("SELECT count(*), coalesce(max(global_position), 0) FROM events")
+                    .fetch_one(pool)
+                    .await
+            }
         }
     }
 
@@ -260,7 +276,12 @@ async fn writer_loop(
         for (job, result) in batch.into_iter().zip(results) {
             if let Ok(committed) = &result {
                 appended += committed.len() as u64;
-                top = committed.iter().map(|c| c.global_position).max().unwrap_or(0).max(top);
+                top = committed
+                    .iter()
+                    .map(|c| c.global_position)
+                    .max()
+                    .unwrap_or(0)
+                    .max(top);
             }
             let _ = job.reply.send(result);
         }
@@ -275,14 +296,22 @@ async fn writer_loop(
 }
 
 /// Splits a batch result: jobs whose events were all inserted, and the rest.
-fn sort_out(batch: &[AppendJob], inserted: &std::collections::HashMap<Uuid, i64>) -> Vec<Result<Vec<Committed>, AppendError>> {
+fn sort_out(
+    batch: &[AppendJob],
+    inserted: &std::collections::HashMap<Uuid, i64>,
+) -> Vec<Result<Vec<Committed>, AppendError>> {
     batch
         .iter()
         .map(|job| {
             let committed: Vec<Committed> = job
                 .events
                 .iter()
-                .filter_map(|e| inserted.get(&e.event_id).map(|&p| Committed { event_id: e.event_id, global_position: p }))
+                .filter_map(|e| {
+                    inserted.get(&e.event_id).map(|&p| Committed {
+                        event_id: e.event_id,
+                        global_position: p,
+                    })
+                })
                 .collect();
             if committed.len() == job.events.len() {
                 Ok(committed)

@@ -46,19 +46,32 @@ impl From<Row> for StoredEvent {
     }
 }
 
-const COLUMNS: &str = "event_id, aggregate_type, aggregate_id, sequence, event_type, event_version, \
+const COLUMNS: &str =
+    "event_id, aggregate_type, aggregate_id, sequence, event_type, event_version, \
     payload, metadata, recorded_at, global_position, transaction_id::text::bigint AS tx";
 
-pub(super) async fn load(pool: &PgPool, aggregate_type: &str, aggregate_id: &str) -> Result<Vec<StoredEvent>, sqlx::Error> {
+pub(super) async fn load(
+    pool: &PgPool,
+    aggregate_type: &str,
+    aggregate_id: &str,
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
     let sql = format!("SELECT {COLUMNS} FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence");
-    let rows: Vec<Row> = sqlx::query_as(&sql).bind(aggregate_type).bind(aggregate_id).fetch_all(pool).await?;
+    let rows: Vec<Row> = sqlx::query_as(&sql)
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .fetch_all(pool)
+        .await?;
     Ok(rows.into_iter().map(StoredEvent::from).collect())
 }
 
 /// Only transactions older than every transaction still running are read
 /// (`transaction_id < pg_snapshot_xmin(pg_current_snapshot())`), so an event that commits
 /// later can never land behind the reader's checkpoint.
-pub(super) async fn read_after(pool: &PgPool, after: Checkpoint, limit: i64) -> Result<Vec<StoredEvent>, sqlx::Error> {
+pub(super) async fn read_after(
+    pool: &PgPool,
+    after: Checkpoint,
+    limit: i64,
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
     let sql = format!(
         "SELECT {COLUMNS} FROM events \
          WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
@@ -85,8 +98,12 @@ const INSERT: &str = "INSERT INTO events \
 
 /// Commits as many jobs as possible in one transaction. A job whose sequence is taken is
 /// answered with a conflict and the rest are committed without it.
-pub(super) async fn commit_batch(pool: &PgPool, batch: &[AppendJob]) -> Vec<Result<Vec<Committed>, AppendError>> {
-    let mut results: Vec<Option<Result<Vec<Committed>, AppendError>>> = (0..batch.len()).map(|_| None).collect();
+pub(super) async fn commit_batch(
+    pool: &PgPool,
+    batch: &[AppendJob],
+) -> Vec<Result<Vec<Committed>, AppendError>> {
+    let mut results: Vec<Option<Result<Vec<Committed>, AppendError>>> =
+        (0..batch.len()).map(|_| None).collect();
     let mut pending: Vec<usize> = (0..batch.len()).collect();
     while !pending.is_empty() {
         match try_commit(pool, batch, &pending).await {
@@ -110,11 +127,18 @@ pub(super) async fn commit_batch(pool: &PgPool, batch: &[AppendJob]) -> Vec<Resu
             }
         }
     }
-    results.into_iter().map(|r| r.unwrap_or(Err(AppendError::Closed))).collect()
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or(Err(AppendError::Closed)))
+        .collect()
 }
 
 /// One attempt: inserts every pending job; commits only if none conflicted.
-async fn try_commit(pool: &PgPool, batch: &[AppendJob], pending: &[usize]) -> Result<Vec<Result<Vec<Committed>, AppendError>>, sqlx::Error> {
+async fn try_commit(
+    pool: &PgPool,
+    batch: &[AppendJob],
+    pending: &[usize],
+) -> Result<Vec<Result<Vec<Committed>, AppendError>>, sqlx::Error> {
     let count: usize = pending.iter().map(|&i| batch[i].events.len()).sum();
     let mut ids = Vec::with_capacity(count);
     let mut types = Vec::with_capacity(count);
@@ -126,8 +150,17 @@ async fn try_commit(pool: &PgPool, batch: &[AppendJob], pending: &[usize]) -> Re
     let mut metas = Vec::with_capacity(count);
     // Rows go in key order, so two writers inserting overlapping aggregates lock them in the
     // same order and cannot deadlock.
-    let mut rows: Vec<&super::NewEvent> = pending.iter().flat_map(|&i| batch[i].events.iter()).collect();
-    rows.sort_by(|a, b| (&a.aggregate_type, &a.aggregate_id, a.sequence).cmp(&(&b.aggregate_type, &b.aggregate_id, b.sequence)));
+    let mut rows: Vec<&super::NewEvent> = pending
+        .iter()
+        .flat_map(|&i| batch[i].events.iter())
+        .collect();
+    rows.sort_by(|a, b| {
+        (&a.aggregate_type, &a.aggregate_id, a.sequence).cmp(&(
+            &b.aggregate_type,
+            &b.aggregate_id,
+            b.sequence,
+        ))
+    });
     {
         for e in rows {
             ids.push(e.event_id);
@@ -163,8 +196,13 @@ async fn try_commit(pool: &PgPool, batch: &[AppendJob], pending: &[usize]) -> Re
     Ok(outcome)
 }
 
-fn sort_out_refs(jobs: &[&AppendJob], inserted: &HashMap<Uuid, i64>) -> Vec<Result<Vec<Committed>, AppendError>> {
-    jobs.iter().map(|job| sort_out(std::slice::from_ref(*job), inserted).remove(0)).collect()
+fn sort_out_refs(
+    jobs: &[&AppendJob],
+    inserted: &HashMap<Uuid, i64>,
+) -> Vec<Result<Vec<Committed>, AppendError>> {
+    jobs.iter()
+        .map(|job| sort_out(std::slice::from_ref(*job), inserted).remove(0))
+        .collect()
 }
 
 /// Wakes this process's readers when any process appends (LISTEN ocart_events).

@@ -42,20 +42,39 @@ impl From<Row> for StoredEvent {
     }
 }
 
-const COLUMNS: &str = "event_id, aggregate_type, aggregate_id, sequence, event_type, event_version, \
+const COLUMNS: &str =
+    "event_id, aggregate_type, aggregate_id, sequence, event_type, event_version, \
     payload, metadata, recorded_at, global_position";
 
-pub(super) async fn load(pool: &SqlitePool, aggregate_type: &str, aggregate_id: &str) -> Result<Vec<StoredEvent>, sqlx::Error> {
+pub(super) async fn load(
+    pool: &SqlitePool,
+    aggregate_type: &str,
+    aggregate_id: &str,
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
     let sql = format!("SELECT {COLUMNS} FROM events WHERE aggregate_type = ?1 AND aggregate_id = ?2 ORDER BY sequence");
-    let rows: Vec<Row> = sqlx::query_as(&sql).bind(aggregate_type).bind(aggregate_id).fetch_all(pool).await?;
+    let rows: Vec<Row> = sqlx::query_as(&sql)
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .fetch_all(pool)
+        .await?;
     Ok(rows.into_iter().map(StoredEvent::from).collect())
 }
 
 /// One writer at a time commits, so rowid order is commit order and a plain position scan is
 /// gap-free.
-pub(super) async fn read_after(pool: &SqlitePool, after: Checkpoint, limit: i64) -> Result<Vec<StoredEvent>, sqlx::Error> {
-    let sql = format!("SELECT {COLUMNS} FROM events WHERE global_position > ?1 ORDER BY global_position LIMIT ?2");
-    let rows: Vec<Row> = sqlx::query_as(&sql).bind(after.position).bind(limit).fetch_all(pool).await?;
+pub(super) async fn read_after(
+    pool: &SqlitePool,
+    after: Checkpoint,
+    limit: i64,
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM events WHERE global_position > ?1 ORDER BY global_position LIMIT ?2"
+    );
+    let rows: Vec<Row> = sqlx::query_as(&sql)
+        .bind(after.position)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?;
     Ok(rows.into_iter().map(StoredEvent::from).collect())
 }
 
@@ -63,14 +82,23 @@ const INSERT: &str = "INSERT INTO events \
     (event_id, aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING global_position";
 
-pub(super) async fn commit_batch(conn: &mut SqliteConnection, batch: &[AppendJob]) -> Vec<Result<Vec<Committed>, AppendError>> {
+pub(super) async fn commit_batch(
+    conn: &mut SqliteConnection,
+    batch: &[AppendJob],
+) -> Vec<Result<Vec<Committed>, AppendError>> {
     match try_commit(conn, batch).await {
         Ok(results) => results,
-        Err(err) => batch.iter().map(|_| Err(AppendError::Database(err.to_string()))).collect(),
+        Err(err) => batch
+            .iter()
+            .map(|_| Err(AppendError::Database(err.to_string())))
+            .collect(),
     }
 }
 
-async fn try_commit(conn: &mut SqliteConnection, batch: &[AppendJob]) -> Result<Vec<Result<Vec<Committed>, AppendError>>, sqlx::Error> {
+async fn try_commit(
+    conn: &mut SqliteConnection,
+    batch: &[AppendJob],
+) -> Result<Vec<Result<Vec<Committed>, AppendError>>, sqlx::Error> {
     let mut tx = conn.begin().await?;
     let mut inserted: HashMap<Uuid, i64> = HashMap::new();
     for job in batch {
@@ -99,11 +127,15 @@ async fn try_commit(conn: &mut SqliteConnection, batch: &[AppendJob]) -> Result<
             }
         }
         if conflict {
-            sqlx::query("ROLLBACK TO SAVEPOINT job").execute(&mut *tx).await?;
+            sqlx::query("ROLLBACK TO SAVEPOINT job")
+                .execute(&mut *tx)
+                .await?;
         } else {
             inserted.extend(positions);
         }
-        sqlx::query("RELEASE SAVEPOINT job").execute(&mut *tx).await?;
+        sqlx::query("RELEASE SAVEPOINT job")
+            .execute(&mut *tx)
+            .await?;
     }
     tx.commit().await?;
     Ok(sort_out(batch, &inserted))

@@ -1,1 +1,9 @@
+//! End-to-end tests through HTTP, the CLI and NATS against real PostgreSQL, SQLite and NATS.
+//! One binary; each test gets a fresh database.
 
+mod capture;
+mod cli;
+mod conformance;
+mod platform;
+mod processors;
+mod relay;

@@ -66,9 +66,14 @@ struct Received {
 
 /// Reads everything on `ocart.test.>` with a new durable pull consumer, acking each message.
 async fn consume_all(nats_url: &str, durable: &str) -> Vec<Received> {
-    let client = async_nats::connect(nats_url).await.expect("connect to NATS");
+    let client = async_nats::connect(nats_url)
+        .await
+        .expect("connect to NATS");
     let js = jetstream::new(client);
-    let stream = js.get_stream(STREAM_NAME).await.expect("the relay created the stream");
+    let stream = js
+        .get_stream(STREAM_NAME)
+        .await
+        .expect("the relay created the stream");
     let consumer: consumer::PullConsumer = stream
         .create_consumer(consumer::pull::Config {
             durable_name: Some(durable.to_owned()),
@@ -109,12 +114,17 @@ async fn consume_all(nats_url: &str, durable: &str) -> Vec<Received> {
 }
 
 fn event_id_of(received: &Received) -> Uuid {
-    received.body["event_id"].as_str().and_then(|s| s.parse().ok()).expect("event_id in the envelope")
+    received.body["event_id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .expect("event_id in the envelope")
 }
 
 /// Whether the relay has published everything now in the log (per its stored checkpoint).
 async fn relay_caught_up(log: &EventLog) -> bool {
-    let at = load_checkpoint(log.db(), "nats_relay").await.expect("checkpoint");
+    let at = load_checkpoint(log.db(), "nats_relay")
+        .await
+        .expect("checkpoint");
     log.read_after(at, 1).await.expect("read").is_empty()
 }
 
@@ -127,17 +137,24 @@ async fn durable_consumer_receives_every_event_once(kind: Kind) {
     let appended = append_concurrently(&log, 50, 10).await;
     assert_eq!(appended.len(), 500);
 
-    let relay = Relay::connect(log.clone(), &nats.url()).await.expect("relay connects").with_batch_size(64);
+    let relay = Relay::connect(log.clone(), &nats.url())
+        .await
+        .expect("relay connects")
+        .with_batch_size(64);
     let mut published = 0;
-    loop {
-        match relay.try_handle_next().await.expect("relay step") {
-            Outcome::Processed(n) => published += n,
-            Outcome::Idle => break,
-        }
+    // Drive the relay by hand until it finds nothing new.
+    while let Outcome::Processed(n) = relay.try_handle_next().await.expect("relay step") {
+        published += n;
     }
     assert_eq!(published, 500);
-    assert!(relay_caught_up(&log).await, "the stored checkpoint is at the end of the log");
-    assert_eq!(relay.checkpoint(), load_checkpoint(&db, "nats_relay").await.unwrap());
+    assert!(
+        relay_caught_up(&log).await,
+        "the stored checkpoint is at the end of the log"
+    );
+    assert_eq!(
+        relay.checkpoint(),
+        load_checkpoint(&db, "nats_relay").await.unwrap()
+    );
     // Nothing is published twice by the relay itself: another step finds nothing.
     assert_eq!(relay.try_handle_next().await.unwrap(), Outcome::Idle);
 
@@ -147,14 +164,27 @@ async fn durable_consumer_receives_every_event_once(kind: Kind) {
     assert_eq!(ids, appended.iter().copied().collect::<HashSet<_>>());
     for message in &received {
         assert_eq!(message.subject, "ocart.test.ping");
-        assert_eq!(message.msg_id.as_deref(), message.body["event_id"].as_str(), "Nats-Msg-Id is the event id");
+        assert_eq!(
+            message.msg_id.as_deref(),
+            message.body["event_id"].as_str(),
+            "Nats-Msg-Id is the event id"
+        );
         assert_eq!(message.body["type"], "test/ping");
         assert_eq!(message.body["version"], "1");
         assert_eq!(message.body["aggregate_type"], "test");
-        assert!(message.body["sequence"].as_i64().is_some_and(|s| (1..=10).contains(&s)));
-        assert!(message.body["global_position"].as_i64().is_some_and(|p| p > 0));
-        assert!(message.body["occurred_at"].as_str().is_some_and(|s| !s.is_empty()));
-        assert_eq!(message.body["occurred_at"], message.body["metadata"]["occurred_at"]);
+        assert!(message.body["sequence"]
+            .as_i64()
+            .is_some_and(|s| (1..=10).contains(&s)));
+        assert!(message.body["global_position"]
+            .as_i64()
+            .is_some_and(|p| p > 0));
+        assert!(message.body["occurred_at"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty()));
+        assert_eq!(
+            message.body["occurred_at"],
+            message.body["metadata"]["occurred_at"]
+        );
         assert!(message.body["payload"]["n"].is_number());
     }
     drop(log);
@@ -177,7 +207,11 @@ async fn events_survive_a_nats_outage(kind: Kind) {
     let db = fresh.connect().await;
     let log = EventLog::open(db.clone()).await.expect("open the log");
 
-    let relay = Relay::connect(log.clone(), &nats.url()).await.expect("relay connects").with_batch_size(32);
+    let relay = Relay::connect(log.clone(), &nats.url())
+        .await
+        .expect("relay connects")
+        .with_batch_size(32);
+    let relayed = relay.watch();
     let (stop_tx, stop) = watch::channel(false);
     let running = tokio::spawn(relay.run(stop, Duration::from_millis(200)));
 
@@ -191,23 +225,40 @@ async fn events_survive_a_nats_outage(kind: Kind) {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before_outage = log.stats().await.unwrap().0;
     tokio::task::block_in_place(|| nats.stop());
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stalled_at = *relayed.borrow();
+    tokio::time::sleep(Duration::from_millis(700)).await;
     let during_outage = log.stats().await.unwrap().0;
+    // Without acks the relay cannot move its checkpoint.
+    assert_eq!(
+        *relayed.borrow(),
+        stalled_at,
+        "the checkpoint stays put while NATS is down"
+    );
     tokio::task::block_in_place(|| nats.restart());
     let mut appended = Vec::new();
     for writer in writers {
         appended.extend(writer.await.expect("writer"));
     }
     assert_eq!(appended.len(), 600);
-    assert!(during_outage > before_outage, "events were appended while NATS was down");
+    assert!(
+        during_outage > before_outage,
+        "events were appended while NATS was down"
+    );
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while !relay_caught_up(&log).await {
-        assert!(tokio::time::Instant::now() < deadline, "the relay did not catch up within 30 s after the outage");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the relay did not catch up within 30 s after the outage"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     stop_tx.send_replace(true);
-    tokio::time::timeout(Duration::from_secs(10), running).await.expect("the relay stops").expect("relay task");
+    tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .expect("the relay stops")
+        .expect("relay task");
 
     let received = consume_all(&nats.url(), "relay_test_b").await;
     let raw = received.len();
@@ -215,16 +266,22 @@ async fn events_survive_a_nats_outage(kind: Kind) {
     let expected: HashSet<Uuid> = appended.iter().copied().collect();
     let missing = expected.difference(&unique).count();
     println!(
-        "{kind:?}: appended {} ({} before the outage, {} by its end), received {raw} messages, {} unique, {missing} missing",
+        "{kind:?}: appended {} ({} before the outage, {} by its end; relay stalled at position {}), \
+         received {raw} messages, {} unique, {missing} missing",
         expected.len(),
         before_outage,
         during_outage,
+        stalled_at.position,
         unique.len()
     );
     assert_eq!(missing, 0, "no event is lost");
     assert_eq!(unique, expected);
     assert_eq!(unique.len(), appended.len());
-    assert_eq!(raw, unique.len(), "Nats-Msg-Id de-duplication leaves no event twice on the stream");
+    assert_eq!(
+        raw,
+        unique.len(),
+        "Nats-Msg-Id de-duplication leaves no event twice on the stream"
+    );
     for message in &received {
         assert_eq!(message.msg_id.as_deref(), message.body["event_id"].as_str());
     }
@@ -247,30 +304,56 @@ async fn only_one_instance_holds_a_lease(kind: Kind) {
     let db: Db = fresh.connect().await;
     let name = format!("processors-{}", Uuid::new_v4().simple());
 
-    let first = ocart_processors::try_acquire(&db, &name, "instance-a").await.unwrap().expect("the first instance takes the lease");
+    let first = ocart_processors::try_acquire(&db, &name, "instance-a")
+        .await
+        .unwrap()
+        .expect("the first instance takes the lease");
     assert!(first.is_held());
     assert!(
-        ocart_processors::try_acquire(&db, &name, "instance-b").await.unwrap().is_none(),
+        ocart_processors::try_acquire(&db, &name, "instance-b")
+            .await
+            .unwrap()
+            .is_none(),
         "a second instance cannot take a held lease"
     );
     // Another lease name is independent.
-    let other = ocart_processors::try_acquire(&db, &format!("{name}-other"), "instance-b").await.unwrap();
+    let other = ocart_processors::try_acquire(&db, &format!("{name}-other"), "instance-b")
+        .await
+        .unwrap();
     assert!(other.is_some());
 
     first.release().await;
-    let second = ocart_processors::try_acquire(&db, &name, "instance-b").await.unwrap().expect("free after release");
+    let second = ocart_processors::try_acquire(&db, &name, "instance-b")
+        .await
+        .unwrap()
+        .expect("free after release");
     assert!(second.is_held());
-    assert!(ocart_processors::try_acquire(&db, &name, "instance-a").await.unwrap().is_none());
+    assert!(ocart_processors::try_acquire(&db, &name, "instance-a")
+        .await
+        .unwrap()
+        .is_none());
 
     // Dropping the guard frees the lease too; a waiting instance then gets it.
     let (_stop_tx, stop) = watch::channel(false);
     let waiter = {
         let db = db.clone();
         let name = name.clone();
-        tokio::spawn(async move { ocart_processors::wait_acquire(&db, &name, "instance-c", stop, Duration::from_millis(50)).await })
+        tokio::spawn(async move {
+            ocart_processors::wait_acquire(
+                &db,
+                &name,
+                "instance-c",
+                stop,
+                Duration::from_millis(50),
+            )
+            .await
+        })
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(!waiter.is_finished(), "the waiter waits while the lease is held");
+    assert!(
+        !waiter.is_finished(),
+        "the waiter waits while the lease is held"
+    );
     drop(second);
     let third = tokio::time::timeout(Duration::from_secs(5), waiter)
         .await
@@ -284,10 +367,23 @@ async fn only_one_instance_holds_a_lease(kind: Kind) {
     let waiter = {
         let db = db.clone();
         let name = name.clone();
-        tokio::spawn(async move { ocart_processors::wait_acquire(&db, &name, "instance-d", stop, Duration::from_millis(50)).await })
+        tokio::spawn(async move {
+            ocart_processors::wait_acquire(
+                &db,
+                &name,
+                "instance-d",
+                stop,
+                Duration::from_millis(50),
+            )
+            .await
+        })
     };
     stop_tx.send_replace(true);
-    assert!(tokio::time::timeout(Duration::from_secs(5), waiter).await.unwrap().unwrap().is_none());
+    assert!(tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .unwrap()
+        .unwrap()
+        .is_none());
 
     third.release().await;
     if let Some(other) = other {

@@ -1,0 +1,393 @@
+//! Cart capture through HTTP: read-your-writes, validation, consent, sealing, erasure, rate
+//! limits and CORS.
+
+use ocart_projections::Db;
+use ocart_tests::{capture_body, session, spawn_app, spawn_app_with, Kind, TestApp};
+use serde_json::{json, Value};
+
+async fn event_count(app: &TestApp) -> i64 {
+    app.core.log.stats().await.unwrap().0
+}
+
+async fn a_capture_is_readable_at_once(kind: Kind) {
+    let app = spawn_app(kind).await;
+    let s = session();
+    let (status, reply) = app.capture(&capture_body(&s, "Ann@Example.com", 2)).await;
+    assert_eq!(status, 202, "{reply}");
+    assert_eq!(reply["captured"], true);
+    assert_eq!(reply["session_token"], s.as_str());
+    let position = reply["position"].as_i64().expect("a position");
+    let cart_id = reply["cart_id"].as_str().unwrap();
+    let resp = app
+        .client
+        .get(app.url(&format!("/ocart/v1/carts/{cart_id}")))
+        .bearer_auth(&app.admin)
+        .header("OCart-Position", position.to_string())
+        .send()
+        .await
+        .unwrap();
+    let (status, cart) = ocart_tests::read(resp).await;
+    assert_eq!(status, 200, "{cart}");
+    assert_eq!(cart["email"], "ann@example.com");
+    assert_eq!(cart["phone"], "+14155550123");
+    assert_eq!(cart["name"], "Ann Example");
+    assert_eq!(cart["status"], "active");
+    assert_eq!(cart["stage"], "checkout");
+    assert_eq!(cart["currency"], "EUR");
+    assert_eq!(cart["total_minor"], 2500);
+    assert_eq!(cart["items"][0]["quantity"], 2);
+    assert_eq!(cart["consent_text"], "Email me a reminder about my cart");
+    // The same session addresses the same cart; a material change updates it.
+    let (_, again) = app.capture(&capture_body(&s, "ann@example.com", 3)).await;
+    assert_eq!(again["cart_id"], reply["cart_id"]);
+    assert!(again["position"].as_i64().unwrap() > position);
+    let page = app
+        .eventually("/ocart/v1/carts?status=active", |b| {
+            b["carts"][0]["total_minor"] == 3750
+        })
+        .await;
+    assert_eq!(page["carts"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn postgres_a_capture_is_readable_at_once() {
+    a_capture_is_readable_at_once(Kind::Postgres).await;
+}
+
+#[tokio::test]
+async fn sqlite_a_capture_is_readable_at_once() {
+    a_capture_is_readable_at_once(Kind::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_capture_without_a_session_token_is_issued_one() {
+    let app = spawn_app(Kind::Sqlite).await;
+    let mut body = capture_body("x", "bo@example.com", 1);
+    body.as_object_mut().unwrap().remove("session_token");
+    let (status, reply) = app.capture(&body).await;
+    assert_eq!(status, 202);
+    assert!(reply["session_token"].as_str().unwrap().len() >= 32);
+}
+
+#[tokio::test]
+async fn a_repeated_capture_within_a_minute_emits_no_event() {
+    let app = spawn_app(Kind::Sqlite).await;
+    let s = session();
+    app.capture(&capture_body(&s, "cy@example.com", 1)).await;
+    let before = event_count(&app).await;
+    let (status, reply) = app.capture(&capture_body(&s, "cy@example.com", 1)).await;
+    assert_eq!(status, 202);
+    assert_eq!(reply["position"], Value::Null);
+    assert_eq!(event_count(&app).await, before);
+    app.clock.advance(chrono::Duration::seconds(61));
+    let (_, reply) = app.capture(&capture_body(&s, "cy@example.com", 1)).await;
+    assert!(
+        reply["position"].is_i64(),
+        "after a minute the activity is recorded"
+    );
+    assert_eq!(event_count(&app).await, before + 1);
+}
+
+async fn invalid_input_is_refused_by_field_and_nothing_is_written(kind: Kind) {
+    let app = spawn_app(kind).await;
+    let before = event_count(&app).await;
+    let s = session();
+    let with = |f: &dyn Fn(&mut Value)| {
+        let mut body = capture_body(&s, "ok@example.com", 1);
+        f(&mut body);
+        body
+    };
+    let cases: Vec<(Value, &str)> = vec![
+        (with(&|b| b["email"] = json!("not-an-email")), "email"),
+        (with(&|b| b["phone"] = json!("555-0123")), "phone"),
+        (with(&|b| b["currency"] = json!("EURO")), "currency"),
+        (
+            with(&|b| b["items"][0]["quantity"] = json!(0)),
+            "items[0].quantity",
+        ),
+        (
+            with(&|b| b["items"][0]["quantity"] = json!(-2)),
+            "items[0].quantity",
+        ),
+        (
+            with(&|b| b["items"][0]["unit_price"] = json!(-1)),
+            "items[0].unit_price",
+        ),
+        (
+            with(&|b| b["items"][0]["quantity"] = json!("two")),
+            "items[0].quantity",
+        ),
+        (
+            with(&|b| b["items"][0]["name"] = json!("x".repeat(201))),
+            "items[0].name",
+        ),
+        (with(&|b| b["source"] = json!("fax")), "source"),
+        (with(&|b| b["stage"] = json!("paid")), "stage"),
+        (with(&|b| b["totals"]["total"] = json!(-5)), "totals.total"),
+        (
+            with(&|b| b["session_token"] = json!("short")),
+            "session_token",
+        ),
+        (with(&|b| b["items"] = json!([])), "items"),
+        (with(&|b| b["email"] = json!(12)), "email"),
+        (
+            with(&|b| {
+                b.as_object_mut().unwrap().remove("currency");
+            }),
+            "currency",
+        ),
+    ];
+    for (body, field) in cases {
+        let (status, problem) = app.capture(&body).await;
+        assert_eq!(status, 422, "{field}: {problem}");
+        assert_eq!(problem["status"], 422);
+        let fields: Vec<&str> = problem["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["field"].as_str().unwrap())
+            .collect();
+        assert!(fields.contains(&field), "{field} not named in {problem}");
+    }
+    let too_many: Vec<Value> = (0..501)
+        .map(|i| json!({"product_id": i, "name": "x", "quantity": 1, "unit_price": 1}))
+        .collect();
+    let (status, problem) = app
+        .capture(&with(&|b| b["items"] = json!(too_many.clone())))
+        .await;
+    assert_eq!(status, 422, "{problem}");
+    assert_eq!(problem["errors"][0]["field"], "items");
+    // Malformed JSON and an oversized body.
+    let resp = app
+        .client
+        .post(app.url("/ocart/v1/checkout/capture"))
+        .header("content-type", "application/json")
+        .body("{\"email\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    assert_eq!(resp.headers()["content-type"], "application/problem+json");
+    let big = json!({"email": "a@example.com", "currency": "EUR", "items": [], "pad": "x".repeat(70 * 1024)});
+    let resp = app
+        .client
+        .post(app.url("/ocart/v1/checkout/capture"))
+        .json(&big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+    assert_eq!(
+        event_count(&app).await,
+        before,
+        "no event appended for bad input"
+    );
+    let (status, _) = app.admin_get("/ocart/v1/ping").await;
+    assert_eq!(status, 200, "the server stays up");
+}
+
+#[tokio::test]
+async fn postgres_invalid_input_is_refused_by_field_and_nothing_is_written() {
+    invalid_input_is_refused_by_field_and_nothing_is_written(Kind::Postgres).await;
+}
+
+#[tokio::test]
+async fn sqlite_invalid_input_is_refused_by_field_and_nothing_is_written() {
+    invalid_input_is_refused_by_field_and_nothing_is_written(Kind::Sqlite).await;
+}
+
+#[tokio::test]
+async fn nothing_is_captured_without_consent_and_withdrawal_erases_the_cart() {
+    let app = spawn_app(Kind::Postgres).await;
+    let before = event_count(&app).await;
+    let s = session();
+    let mut body = capture_body(&s, "dee@example.com", 1);
+    body.as_object_mut().unwrap().remove("consent");
+    let (status, reply) = app.capture(&body).await;
+    assert_eq!(status, 202);
+    assert_eq!(reply["captured"], false);
+    assert_eq!(event_count(&app).await, before, "no consent, no event");
+
+    let (_, reply) = app.capture(&capture_body(&s, "dee@example.com", 1)).await;
+    let cart_id = reply["cart_id"].as_str().unwrap().to_owned();
+    app.eventually(&format!("/ocart/v1/carts/{cart_id}"), |c| {
+        c["email"] == "dee@example.com"
+    })
+    .await;
+    let mut withdraw = capture_body(&s, "dee@example.com", 1);
+    withdraw["consent"] = json!(false);
+    let (status, reply) = app.capture(&withdraw).await;
+    assert_eq!(status, 202);
+    assert_eq!(reply["captured"], false);
+    let resp = app
+        .client
+        .get(app.url(&format!("/ocart/v1/carts/{cart_id}")))
+        .bearer_auth(&app.admin)
+        .header(
+            "OCart-Position",
+            reply["position"].as_i64().unwrap().to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404, "a withdrawn cart leaves the read table");
+}
+
+#[tokio::test]
+async fn personal_data_is_sealed_in_the_log_and_erasure_blanks_it_even_after_a_rebuild() {
+    let app = spawn_app(Kind::Postgres).await;
+    let s = session();
+    let (_, reply) = app
+        .capture(&capture_body(&s, "erin.secret@example.com", 1))
+        .await;
+    let cart_id = reply["cart_id"].as_str().unwrap().to_owned();
+    let Db::Pg(pool) = &app.core.db else {
+        unreachable!()
+    };
+    let raw: Vec<(String, String)> =
+        sqlx::query_as("SELECT payload::text, metadata::text FROM events")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    assert!(!raw.is_empty());
+    for (payload, metadata) in &raw {
+        for needle in ["erin.secret", "Ann Example", "4155550123"] {
+            assert!(
+                !payload.contains(needle) && !metadata.contains(needle),
+                "clear text {needle} in the log: {payload}"
+            );
+        }
+    }
+    app.eventually(&format!("/ocart/v1/carts/{cart_id}"), |c| {
+        c["email"] == "erin.secret@example.com"
+    })
+    .await;
+    let (status, erased) = app
+        .post(
+            "/ocart/v1/privacy/erase",
+            Some(&app.admin),
+            &json!({"email": "Erin.Secret@example.com"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{erased}");
+    let cart = app
+        .eventually(&format!("/ocart/v1/carts/{cart_id}"), |c| {
+            c["erased"] == true
+        })
+        .await;
+    assert_eq!(cart["email"], Value::Null);
+    assert_eq!(cart["name"], Value::Null);
+    // A rebuild from the log shows the same: the key is gone.
+    let runners = app.core.runners().await.unwrap();
+    let carts = runners.iter().find(|r| r.name() == "carts").unwrap();
+    carts.rebuild(|_| {}).await.unwrap();
+    let row = ocart_projections::queries::get_cart(&app.core.db, &cart_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(row.erased);
+    assert_eq!(row.email, None);
+    assert_eq!(row.name, None);
+}
+
+#[tokio::test]
+async fn public_endpoints_are_rate_limited_per_client_ip() {
+    let app = spawn_app_with(Kind::Sqlite, |c| {
+        c.rate_limit.public_requests = 3;
+        c.rate_limit.window_secs = 600;
+        c.rate_limit.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+    })
+    .await;
+    let send = |ip: &'static str| {
+        let app = &app;
+        async move {
+            app.client
+                .post(app.url("/ocart/v1/checkout/capture"))
+                .header("x-forwarded-for", ip)
+                .json(&capture_body(&session(), "rl@example.com", 1))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    for _ in 0..3 {
+        assert_eq!(send("203.0.113.7").await.status(), 202);
+    }
+    let limited = send("203.0.113.7").await;
+    assert_eq!(limited.status(), 429);
+    let retry: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry > 0 && retry <= 600);
+    assert_eq!(
+        send("203.0.113.8").await.status(),
+        202,
+        "another client has its own budget"
+    );
+}
+
+#[tokio::test]
+async fn forwarded_for_is_ignored_from_an_untrusted_peer() {
+    let app = spawn_app_with(Kind::Sqlite, |c| {
+        c.rate_limit.public_requests = 2;
+    })
+    .await;
+    for (i, ip) in ["198.51.100.1", "198.51.100.2", "198.51.100.3"]
+        .iter()
+        .enumerate()
+    {
+        let resp = app
+            .client
+            .post(app.url("/ocart/v1/checkout/capture"))
+            .header("x-forwarded-for", *ip)
+            .json(&capture_body(&session(), "rl@example.com", 1))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), if i < 2 { 202 } else { 429 });
+    }
+}
+
+#[tokio::test]
+async fn cors_allows_only_the_configured_store_origins() {
+    let app = spawn_app(Kind::Sqlite).await;
+    let resp = app
+        .client
+        .patch(app.url("/ocart/v1/settings"))
+        .bearer_auth(&app.admin)
+        .json(&json!({"general": {"allowed_origins": ["https://shop.example.com"]}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let preflight = |origin: &'static str| {
+        let app = &app;
+        async move {
+            app.client
+                .request(
+                    reqwest::Method::OPTIONS,
+                    app.url("/ocart/v1/checkout/capture"),
+                )
+                .header("origin", origin)
+                .header("access-control-request-method", "POST")
+                .header("access-control-request-headers", "content-type")
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let mut allowed = None;
+    for _ in 0..40 {
+        let resp = preflight("https://shop.example.com").await;
+        if let Some(v) = resp.headers().get("access-control-allow-origin") {
+            allowed = Some(v.to_str().unwrap().to_owned());
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(allowed.as_deref(), Some("https://shop.example.com"));
+    let other = preflight("https://evil.example.net").await;
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+}

@@ -1,0 +1,208 @@
+//! The `ocart` command line against the same store a server uses.
+
+use ocart_projections::Db;
+use ocart_tests::{capture_body, ocart, session, spawn_app, Kind};
+use serde_json::Value;
+
+async fn a_token_created_by_the_cli_works_on_the_running_server(kind: Kind) {
+    let app = spawn_app(kind).await;
+    let (code, out, err) = ocart(
+        &app.db,
+        &[
+            "token",
+            "create",
+            "--name",
+            "reports",
+            "--cap",
+            "ocart_view_reports",
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    let created: Value = serde_json::from_str(&out).unwrap();
+    let token = created["token"].as_str().unwrap().to_owned();
+    assert!(token.starts_with("ocart_"));
+    let mut ok = false;
+    for _ in 0..50 {
+        let (status, _) = app.get("/ocart/v1/carts", &token).await;
+        if status == 200 {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(ok, "the server accepts the CLI's token");
+    let (code, out, _) = ocart(&app.db, &["token", "list", "--json"]).await;
+    assert_eq!(code, 0);
+    assert!(!out.contains(&token), "the secret is never listed");
+    let (code, _, err) = ocart(
+        &app.db,
+        &[
+            "token",
+            "create",
+            "--name",
+            "x",
+            "--cap",
+            "ocart_everything",
+        ],
+    )
+    .await;
+    assert_ne!(code, 0);
+    assert!(err.contains("not a capability"), "{err}");
+}
+
+#[tokio::test]
+async fn postgres_a_token_created_by_the_cli_works_on_the_running_server() {
+    a_token_created_by_the_cli_works_on_the_running_server(Kind::Postgres).await;
+}
+
+#[tokio::test]
+async fn sqlite_a_token_created_by_the_cli_works_on_the_running_server() {
+    a_token_created_by_the_cli_works_on_the_running_server(Kind::Sqlite).await;
+}
+
+async fn audit_verify_reports_a_tampered_event(kind: Kind) {
+    let app = spawn_app(kind).await;
+    let s = session();
+    app.capture(&capture_body(&s, "t1@example.com", 1)).await;
+    let (_, reply) = app.capture(&capture_body(&s, "t1@example.com", 2)).await;
+    let cart_id = reply["cart_id"].as_str().unwrap().to_owned();
+    let (code, out, err) = ocart(&app.db, &["audit", "verify", "--json"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert!(report["events"].as_u64().unwrap() >= 2);
+    assert_eq!(report["broken"], serde_json::json!([]));
+    // Tamper with the first capture's totals, as someone with database access might.
+    match &app.core.db {
+        Db::Pg(pool) => {
+            let mut conn = pool.acquire().await.unwrap();
+            sqlx::query("SET session_replication_role = replica")
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+            sqlx::query("UPDATE events SET payload = jsonb_set(payload, '{totals,total}', '1') WHERE aggregate_id = $1 AND sequence = 1")
+                .bind(&cart_id)
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+            sqlx::query("SET session_replication_role = origin")
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+        }
+        Db::Lite(pool) => {
+            sqlx::query("DROP TRIGGER events_no_update")
+                .execute(pool)
+                .await
+                .unwrap();
+            sqlx::query("UPDATE events SET payload = json_set(payload, '$.totals.total', 1) WHERE aggregate_id = ?1 AND sequence = 1")
+                .bind(&cart_id)
+                .execute(pool)
+                .await
+                .unwrap();
+        }
+    }
+    let (code, out, _) = ocart(&app.db, &["audit", "verify", "--json"]).await;
+    assert_eq!(code, 1, "a broken chain fails the command: {out}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    let broken = report["broken"].as_array().unwrap();
+    assert_eq!(broken.len(), 1, "{report}");
+    assert_eq!(broken[0]["aggregate_id"], cart_id.as_str());
+    assert_eq!(broken[0]["sequence"], 1);
+    let (code, out, _) = ocart(&app.db, &["audit", "verify"]).await;
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("do not verify") && out.contains(&cart_id),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn postgres_audit_verify_reports_a_tampered_event() {
+    audit_verify_reports_a_tampered_event(Kind::Postgres).await;
+}
+
+#[tokio::test]
+async fn sqlite_audit_verify_reports_a_tampered_event() {
+    audit_verify_reports_a_tampered_event(Kind::Sqlite).await;
+}
+
+#[tokio::test]
+async fn carts_settings_and_events_from_the_cli() {
+    let app = spawn_app(Kind::Postgres).await;
+    let (_, reply) = app
+        .capture(&capture_body(&session(), "cli@example.com", 1))
+        .await;
+    let id = reply["cart_id"].as_str().unwrap().to_owned();
+    app.eventually(&format!("/ocart/v1/carts/{id}"), |c| {
+        c["status"] == "active"
+    })
+    .await;
+    let (code, out, err) = ocart(
+        &app.db,
+        &[
+            "cart",
+            "list",
+            "--status",
+            "active",
+            "--since",
+            "2026-01-01T00:00:00Z",
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let rows: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(rows[0]["cart_id"], id.as_str());
+    let (code, out, _) = ocart(&app.db, &["cart", "list", "--status", "active"]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("cli@example.com"), "{out}");
+    let (code, out, err) = ocart(
+        &app.db,
+        &[
+            "cart",
+            "mark-converted",
+            &id,
+            "--order-id",
+            "77",
+            "--revenue",
+            "1250",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("converted"));
+    app.eventually(&format!("/ocart/v1/carts/{id}"), |c| {
+        c["status"] == "converted"
+    })
+    .await;
+    let (code, _, err) = ocart(&app.db, &["cart", "mark-abandoned", "no-such-cart"]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("no cart"), "{err}");
+    let (code, out, _) = ocart(&app.db, &["settings", "get", "recovery.consent_required"]).await;
+    assert_eq!(code, 0);
+    assert_eq!(out.trim(), "true");
+    let (code, _, err) = ocart(
+        &app.db,
+        &["settings", "set", "recovery.abandoned_threshold_min", "2"],
+    )
+    .await;
+    assert_eq!(code, 1);
+    assert!(err.contains("recovery.abandoned_threshold_min"), "{err}");
+    let (code, out, _) = ocart(&app.db, &["events", "export"]).await;
+    assert_eq!(code, 0);
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let (count, _) = app.core.log.stats().await.unwrap();
+    assert_eq!(lines.len() as i64, count);
+    assert!(lines
+        .iter()
+        .any(|l| l["type"] == "cart/converted" && l["aggregate_id"] == id.as_str()));
+    assert!(
+        !out.contains("cli@example.com"),
+        "exports keep personal data sealed"
+    );
+}

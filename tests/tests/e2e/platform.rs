@@ -1,0 +1,265 @@
+//! Auth, settings, the audit log, OpenAPI, info, metrics and the domain's no-IO rule.
+
+use ocart_tests::{capture_body, session, spawn_app, Kind};
+use serde_json::json;
+
+#[tokio::test]
+async fn tokens_are_checked_for_presence_capability_and_revocation() {
+    let app = spawn_app(Kind::Postgres).await;
+    let resp = app
+        .client
+        .get(app.url("/ocart/v1/carts"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    assert_eq!(resp.headers()["content-type"], "application/problem+json");
+    let (status, _) = app.get("/ocart/v1/carts", "ocart_not-a-real-token").await;
+    assert_eq!(status, 401);
+
+    let (id, reports) = app.token_with(&["ocart_view_reports"]).await;
+    let (status, body) = app.get("/ocart/v1/carts", &reports).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, problem) = app.get("/ocart/v1/settings", &reports).await;
+    assert_eq!(status, 403);
+    assert!(problem["detail"].as_str().unwrap().contains("ocart_manage"));
+
+    let resp = app
+        .client
+        .delete(app.url(&format!("/ocart/v1/tokens/{id}")))
+        .bearer_auth(&app.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let (status, _) = app.get("/ocart/v1/carts", &reports).await;
+    assert_eq!(status, 401, "a revoked token is refused at once");
+
+    // Only hashes are stored.
+    let ocart_projections::Db::Pg(pool) = &app.core.db else {
+        unreachable!()
+    };
+    let (count,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM events WHERE payload::text LIKE '%' || $1 || '%'")
+            .bind(&reports)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert_eq!(count, 0, "a token secret is never stored");
+}
+
+#[tokio::test]
+async fn settings_follow_the_reference_and_changes_are_validated_and_audited() {
+    let app = spawn_app(Kind::Sqlite).await;
+    let (status, body) = app.admin_get("/ocart/v1/settings").await;
+    assert_eq!(status, 200);
+    let s = &body["settings"];
+    assert_eq!(s["general"]["enabled"], true);
+    assert_eq!(s["recovery"]["consent_required"], true);
+    assert_eq!(s["recovery"]["abandoned_threshold_min"], 30);
+    assert_eq!(s["recovery"]["cart_retention_days"], 90);
+    assert_eq!(s["recovery"]["deliverability_days"], 180);
+    assert_eq!(s["upsells"]["one_click_token_ttl_min"], 30);
+    assert_eq!(s["tests"]["method_default"], "bayesian");
+
+    for (patch, field) in [
+        (
+            json!({"recovery": {"abandoned_threshold_min": 4}}),
+            "recovery.abandoned_threshold_min",
+        ),
+        (
+            json!({"recovery": {"abandoned_threshold_min": 1441}}),
+            "recovery.abandoned_threshold_min",
+        ),
+        (
+            json!({"recovery": {"no_such_key": 1}}),
+            "recovery.no_such_key",
+        ),
+        (json!({"nope": {}}), "nope"),
+        (
+            json!({"general": {"log_level": "loud"}}),
+            "general.log_level",
+        ),
+        (
+            json!({"recovery": {"consent_required": "yes"}}),
+            "recovery.consent_required",
+        ),
+    ] {
+        let resp = app
+            .client
+            .patch(app.url("/ocart/v1/settings"))
+            .bearer_auth(&app.admin)
+            .json(&patch)
+            .send()
+            .await
+            .unwrap();
+        let (status, problem) = ocart_tests::read(resp).await;
+        assert_eq!(status, 422, "{patch}: {problem}");
+        assert_eq!(problem["errors"][0]["field"], field, "{problem}");
+    }
+    let resp = app
+        .client
+        .patch(app.url("/ocart/v1/settings"))
+        .bearer_auth(&app.admin)
+        .json(&json!({"recovery": {"abandoned_threshold_min": 45}}))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = ocart_tests::read(resp).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["changed"], json!(["recovery.abandoned_threshold_min"]));
+    let (_, body) = app.admin_get("/ocart/v1/settings").await;
+    assert_eq!(body["settings"]["recovery"]["abandoned_threshold_min"], 45);
+    let audit = app
+        .eventually("/ocart/v1/audit", |rows| {
+            rows.as_array()
+                .is_some_and(|r| r.iter().any(|row| row["action"] == "settings/changed"))
+        })
+        .await;
+    let row = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["action"] == "settings/changed")
+        .unwrap();
+    assert!(row["actor"].as_str().unwrap().starts_with("token:"));
+    assert_eq!(
+        row["diff"]["changes"][0],
+        json!({"key": "recovery.abandoned_threshold_min", "old": 30, "new": 45})
+    );
+    assert_eq!(row["ip"], "127.0.0.1");
+}
+
+#[tokio::test]
+async fn the_openapi_document_covers_every_route() {
+    let app = spawn_app(Kind::Sqlite).await;
+    let resp = app
+        .client
+        .get(app.url("/ocart/v1/openapi"))
+        .send()
+        .await
+        .unwrap();
+    let doc: serde_json::Value = resp.json().await.unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+    let paths = doc["paths"].as_object().unwrap();
+    for (path, method) in [
+        ("/ocart/v1/checkout/capture", "post"),
+        ("/ocart/v1/carts", "get"),
+        ("/ocart/v1/carts/{id}", "get"),
+        ("/ocart/v1/carts/{id}/abandon", "post"),
+        ("/ocart/v1/carts/{id}/convert", "post"),
+        ("/ocart/v1/settings", "get"),
+        ("/ocart/v1/settings", "patch"),
+        ("/ocart/v1/tokens", "get"),
+        ("/ocart/v1/tokens", "post"),
+        ("/ocart/v1/tokens/{id}", "delete"),
+        ("/ocart/v1/privacy/erase", "post"),
+        ("/ocart/v1/audit", "get"),
+        ("/ocart/v1/ping", "get"),
+        ("/ocart/v1/info", "get"),
+        ("/ocart/v1/openapi", "get"),
+        ("/metrics", "get"),
+    ] {
+        assert!(
+            paths.get(path).and_then(|p| p.get(method)).is_some(),
+            "{method} {path} missing from OpenAPI"
+        );
+        // And the route really exists (anything but the 404 fallback).
+        let url = app.url(&path.replace("{id}", "x"));
+        let resp = app
+            .client
+            .request(method.to_uppercase().parse().unwrap(), url)
+            .bearer_auth(&app.admin)
+            .send()
+            .await
+            .unwrap();
+        let body = resp.text().await.unwrap();
+        assert!(
+            !body.contains("route /"),
+            "{method} {path} is not routed: {body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn info_and_metrics_report_the_system() {
+    let app = spawn_app(Kind::Postgres).await;
+    app.capture(&capture_body(&session(), "m@example.com", 1))
+        .await;
+    let info = app
+        .eventually("/ocart/v1/info", |i| {
+            i["projections"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|p| p["lag"] == 0)
+        })
+        .await;
+    assert_eq!(info["backend"], "postgres");
+    assert_eq!(info["nats"], false);
+    assert!(info["events"].as_i64().unwrap() >= 2);
+    let names: Vec<&str> = info["projections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    for name in ["carts", "api_tokens", "settings", "audit_log", "sweeper"] {
+        assert!(names.contains(&name), "{name} in {names:?}");
+    }
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("ocart_http_requests_total"), "{text}");
+    assert!(text.contains("route=\"/ocart/v1/checkout/capture\""));
+    assert!(text.contains("ocart_http_request_duration_seconds"));
+    assert!(text.contains("ocart_events_appended_total"));
+    assert!(text.contains("ocart_projection_lag_events"));
+}
+
+#[test]
+fn the_domain_crate_does_no_io() {
+    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml");
+    let out = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args([
+            "tree",
+            "--offline",
+            "-q",
+            "--manifest-path",
+            manifest,
+            "-p",
+            "ocart-domain",
+            "-e",
+            "normal,features",
+            "--prefix",
+            "none",
+        ])
+        .output()
+        .expect("cargo tree");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tree = String::from_utf8_lossy(&out.stdout);
+    for forbidden in ["sqlx", "axum", "async-nats", "reqwest", "hyper ", "mio "] {
+        assert!(
+            !tree.lines().any(|l| l.starts_with(forbidden)),
+            "ocart-domain depends on {forbidden}"
+        );
+    }
+    for feature in [
+        "tokio feature \"net\"",
+        "tokio feature \"fs\"",
+        "tokio feature \"full\"",
+    ] {
+        assert!(!tree.contains(feature), "ocart-domain enables {feature}");
+    }
+    assert!(tree.contains("cqrs-es"), "the tree was read");
+}
