@@ -1,17 +1,437 @@
-//! `ocart bench …`: measured figures for BENCHMARKS.md.
+//! `ocart bench …`: the figures in BENCHMARKS.md. Each bench makes its own stores (a SQLite file
+//! in a temporary folder; a throw-away PostgreSQL database on the server named by `--pg-url`)
+//! and removes them afterwards.
 
-use clap::Subcommand;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use ocart_domain::cart::{cart_id_for_session, session_token_hash, CartContent, CartEvent};
+use ocart_domain::metadata::{chain_hash, GENESIS_HASH};
+use ocart_domain::{CartItem, CartTotals, Currency, Email, PersonalField, Source, Stage, SystemClock};
+use ocart_projections::{Db, EventLog, NewEvent, Vault};
+use serde_json::{json, Value};
+use uuid::Uuid;
 
 use crate::config::Config;
+use crate::Application;
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCmd {
-    /// Events per second appended with 1, 16 and 64 writers, 1 and 5 events per command.
-    Append,
+    /// Events/s appended with 1, 16 and 64 concurrent writers, 1 and 5 events per command,
+    /// on each backend, and pgbench's raw ceiling for comparison.
+    Append(BenchArgs),
+    /// The capture endpoint over HTTP at 64 connections: requests/s, p50 and p99.
+    Capture(CaptureArgs),
+    /// Rebuild of the carts projection from a log of N events: events/s.
+    Replay(ReplayArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Backends to measure.
+    #[arg(long, value_delimiter = ',', default_value = "sqlite,postgres")]
+    pub backends: Vec<String>,
+    /// A PostgreSQL server (any database) on which a throw-away database is created.
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/test")]
+    pub pg_url: String,
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 5)]
+    pub seconds: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct CaptureArgs {
+    #[command(flatten)]
+    pub common: BenchArgs,
+    /// Concurrent HTTP connections.
+    #[arg(long, default_value_t = 64)]
+    pub connections: usize,
+    /// Also run the NATS relay against this server and time how long its lag takes to reach 0.
+    #[arg(long)]
+    pub nats: Option<String>,
+    /// Run without the background processors (projections, sweeper, relay), to see the
+    /// command path alone.
+    #[arg(long)]
+    pub without_processors: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    pub common: BenchArgs,
+    /// Events in the log to rebuild from.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub events: u64,
+}
+
+/// A throw-away store.
+struct BenchStore {
+    url: String,
+    dir: Option<PathBuf>,
+    pg: Option<(String, String)>,
+}
+
+impl BenchStore {
+    async fn new(backend: &str, pg_url: &str) -> anyhow::Result<Self> {
+        match backend {
+            "sqlite" => {
+                let dir = std::env::temp_dir().join(format!("ocart-bench-{}", Uuid::new_v4().simple()));
+                std::fs::create_dir_all(&dir)?;
+                Ok(Self { url: format!("sqlite://{}", dir.join("ocart.db").display()), dir: Some(dir), pg: None })
+            }
+            "postgres" => {
+                let name = format!("ocart_bench_{}", Uuid::new_v4().simple());
+                let pool = sqlx::PgPool::connect(pg_url).await.with_context(|| format!("connecting to {}", ocart_projections::redact(pg_url)))?;
+                sqlx::query(&format!("CREATE DATABASE {name}")).execute(&pool).await?;
+                pool.close().await;
+                let base = pg_url.rsplit_once('/').map(|(b, _)| b.to_owned()).unwrap_or_else(|| pg_url.to_owned());
+                Ok(Self { url: format!("{base}/{name}"), dir: None, pg: Some((pg_url.to_owned(), name)) })
+            }
+            other => anyhow::bail!("unknown backend {other:?}: use sqlite or postgres"),
+        }
+    }
+
+    async fn remove(self) {
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        if let Some((admin, name)) = &self.pg {
+            if let Ok(pool) = sqlx::PgPool::connect(admin).await {
+                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&pool).await;
+                pool.close().await;
+            }
+        }
+    }
 }
 
 pub async fn run(cmd: BenchCmd, _config: Config) -> anyhow::Result<()> {
     match cmd {
-        BenchCmd::Append => anyhow::bail!("not yet"),
+        BenchCmd::Append(args) => append(args).await,
+        BenchCmd::Capture(args) => capture(args).await,
+        BenchCmd::Replay(args) => replay(args).await,
     }
+}
+
+fn machine() -> String {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
+        .unwrap_or_else(|| "unknown cpu".into());
+    format!("{cores} cores, {model}")
+}
+
+async fn append(args: BenchArgs) -> anyhow::Result<()> {
+    println!("# ocart bench append — {}; {} s per figure", machine(), args.seconds);
+    let ceiling = pgbench_ceiling(&args.pg_url, args.seconds).await;
+    match &ceiling {
+        Ok(tps) => println!("pgbench ceiling: one-row INSERT transactions, 16 clients: {tps:.0} rows/s"),
+        Err(err) => println!("pgbench ceiling: not measured ({err:#})"),
+    }
+    println!("| backend | writers | events/command | events/s | commands/s | vs pgbench |");
+    println!("|---|---|---|---|---|---|");
+    for backend in &args.backends {
+        for writers in [1usize, 16, 64] {
+            for per in [1usize, 5] {
+                let store = BenchStore::new(backend, &args.pg_url).await?;
+                let db = Db::connect(&store.url, 16).await?;
+                db.migrate().await?;
+                let log = EventLog::open(db.clone()).await?;
+                let events = run_appends(&log, writers, per, Duration::from_secs(args.seconds)).await?;
+                let rate = events as f64 / args.seconds as f64;
+                let ratio = ceiling.as_ref().map(|c| format!("{:.2}×", rate / c)).unwrap_or_else(|_| "—".into());
+                println!("| {backend} | {writers} | {per} | {rate:.0} | {:.0} | {ratio} |", rate / per as f64);
+                db.close().await;
+                store.remove().await;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn probe(aggregate: &str, sequence: i64) -> NewEvent {
+    let payload = json!({"n": sequence, "items": [{"product_id": 42, "quantity": 1, "unit_price": 1250}]});
+    NewEvent {
+        event_id: Uuid::now_v7(),
+        aggregate_type: "bench".into(),
+        aggregate_id: aggregate.into(),
+        sequence,
+        event_type: "bench/appended".into(),
+        event_version: "1".into(),
+        metadata: json!({"actor": "bench", "hash": chain_hash(GENESIS_HASH, "bench/appended", &payload)}),
+        payload,
+    }
+}
+
+async fn run_appends(log: &EventLog, writers: usize, per: usize, span: Duration) -> anyhow::Result<u64> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let (log, stop, count) = (log.clone(), stop.clone(), count.clone());
+        tasks.push(tokio::spawn(async move {
+            let aggregate = format!("writer-{w}-{}", Uuid::new_v4().simple());
+            let mut sequence = 0i64;
+            while !stop.load(Ordering::Relaxed) {
+                let batch: Vec<NewEvent> = (0..per).map(|i| probe(&aggregate, sequence + 1 + i as i64)).collect();
+                log.append(batch).await?;
+                sequence += per as i64;
+                count.fetch_add(per as u64, Ordering::Relaxed);
+            }
+            anyhow::Ok(())
+        }));
+    }
+    tokio::time::sleep(span).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await??;
+    }
+    Ok(count.load(Ordering::Relaxed))
+}
+
+/// pgbench, 16 clients, one INSERT per transaction into a table shaped like `events`.
+async fn pgbench_ceiling(pg_url: &str, seconds: u64) -> anyhow::Result<f64> {
+    let store = BenchStore::new("postgres", pg_url).await?;
+    let pool = sqlx::PgPool::connect(&store.url).await?;
+    sqlx::query(
+        "CREATE TABLE events_shape (aggregate_type text NOT NULL, aggregate_id text NOT NULL, sequence bigint NOT NULL, \
+         event_type text NOT NULL, event_version text NOT NULL, payload jsonb NOT NULL, metadata jsonb NOT NULL, \
+         event_id uuid NOT NULL UNIQUE, recorded_at timestamptz NOT NULL DEFAULT now(), \
+         global_position bigint GENERATED ALWAYS AS IDENTITY UNIQUE, transaction_id xid8 NOT NULL DEFAULT pg_current_xact_id(), \
+         PRIMARY KEY (aggregate_type, aggregate_id, sequence))",
+    )
+    .execute(&pool)
+    .await?;
+    pool.close().await;
+    let script = std::env::temp_dir().join(format!("ocart-pgbench-{}.sql", Uuid::new_v4().simple()));
+    std::fs::write(
+        &script,
+        "INSERT INTO events_shape (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, event_id) \
+         VALUES ('bench', gen_random_uuid()::text, 1, 'bench/appended', '1', \
+         '{\"n\": 1, \"items\": [{\"product_id\": 42, \"quantity\": 1, \"unit_price\": 1250}]}', '{\"actor\": \"bench\"}', gen_random_uuid());\n",
+    )?;
+    let out = tokio::process::Command::new("pgbench")
+        .args(["-n", "-c", "16", "-j", "2", "-T", &seconds.to_string(), "-f"])
+        .arg(&script)
+        .arg(&store.url)
+        .output()
+        .await
+        .context("running pgbench (install postgresql-client)")?;
+    let _ = std::fs::remove_file(&script);
+    store.remove().await;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    text.lines()
+        .find(|l| l.starts_with("tps = "))
+        .and_then(|l| l.trim_start_matches("tps = ").split_whitespace().next().and_then(|n| n.parse().ok()))
+        .with_context(|| format!("pgbench printed no tps: {text}"))
+}
+
+fn capture_payload(i: u64) -> Value {
+    json!({
+        "session_token": format!("bench-session-{i:012}-{}", i % 7),
+        "email": format!("shopper{}@example.com", i % 5000),
+        "consent": true,
+        "source": "block",
+        "stage": if i % 2 == 0 { "checkout" } else { "cart" },
+        "currency": "EUR",
+        "items": [
+            {"product_id": 42, "name": "Mug", "quantity": 1 + i % 3, "unit_price": 1250, "categories": ["kitchen"]},
+            {"product_id": 7, "name": "Tea", "quantity": 2, "unit_price": 450}
+        ]
+    })
+}
+
+async fn capture(args: CaptureArgs) -> anyhow::Result<()> {
+    println!("# ocart bench capture — {}; {} connections, {} s", machine(), args.connections, args.common.seconds);
+    println!("| backend | requests | requests/s | p50 ms | p99 ms | non-2xx | relay lag → 0 after the end |");
+    println!("|---|---|---|---|---|---|---|");
+    for backend in &args.common.backends {
+        let store = BenchStore::new(backend, &args.common.pg_url).await?;
+        let mut config = Config::default();
+        config.database_url = Some(store.url.clone());
+        config.data_dir = store.dir.clone().unwrap_or_else(std::env::temp_dir);
+        config.bind = "127.0.0.1:0".parse()?;
+        config.rate_limit.public_requests = u32::MAX;
+        config.nats_url = args.nats.clone();
+        config.processors.enabled = !args.without_processors;
+        let app = Application::build(config, Arc::new(SystemClock)).await?;
+        let port = app.port();
+        let core = app.core();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(app.run_until_stopped(async move {
+            let _ = stop_rx.await;
+        }));
+        let url = format!("http://127.0.0.1:{port}/ocart/v1/checkout/capture");
+        let client = reqwest::Client::builder().pool_max_idle_per_host(args.connections).build()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let next = Arc::new(AtomicU64::new(0));
+        let errors = Arc::new(AtomicU64::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..args.connections {
+            let (client, url, stop, next, errors) = (client.clone(), url.clone(), stop.clone(), next.clone(), errors.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(100_000);
+                while !stop.load(Ordering::Relaxed) {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let body = capture_payload(i);
+                    let started = Instant::now();
+                    match client.post(&url).json(&body).send().await {
+                        Ok(resp) if resp.status().is_success() => {
+                            let _ = resp.bytes().await;
+                        }
+                        _ => {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    latencies.push(started.elapsed().as_micros() as u64);
+                }
+                latencies
+            }));
+        }
+        let started = Instant::now();
+        tokio::time::sleep(Duration::from_secs(args.common.seconds)).await;
+        stop.store(true, Ordering::Relaxed);
+        let mut latencies = Vec::new();
+        for t in tasks {
+            latencies.extend(t.await?);
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        latencies.sort_unstable();
+        let pick = |q: f64| latencies.get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1))).copied().unwrap_or(0) as f64 / 1000.0;
+        let relay = if args.nats.is_some() {
+            let end = Instant::now();
+            let mut caught_up = None;
+            while end.elapsed() < Duration::from_secs(60) {
+                let at = ocart_projections::load_checkpoint(&core.db, "nats_relay").await?;
+                if ocart_projections::queries::lag_after(&core.db, at).await? == 0 {
+                    caught_up = Some(end.elapsed().as_secs_f64());
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            caught_up.map(|s| format!("{s:.2} s")).unwrap_or_else(|| "> 60 s".into())
+        } else {
+            "relay off".into()
+        };
+        println!(
+            "| {backend} | {} | {:.0} | {:.1} | {:.1} | {} | {relay} |",
+            latencies.len(),
+            latencies.len() as f64 / elapsed,
+            pick(0.50),
+            pick(0.99),
+            errors.load(Ordering::Relaxed)
+        );
+        let _ = stop_tx.send(());
+        let _ = server.await;
+        core.db.close().await;
+        store.remove().await;
+    }
+    Ok(())
+}
+
+async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
+    println!("# ocart bench replay — {}; carts projection rebuilt from {} events", machine(), args.events);
+    println!("| backend | events | seconds | events/s |");
+    println!("|---|---|---|---|");
+    for backend in &args.common.backends {
+        let store = BenchStore::new(backend, &args.common.pg_url).await?;
+        let db = Db::connect(&store.url, 16).await?;
+        db.migrate().await?;
+        let log = EventLog::open(db.clone()).await?;
+        let vault = Vault::open(db.clone(), None).await?;
+        fill_log(&log, &vault, args.events).await?;
+        let runner = ocart_projections::ProjectionRunner::new(log.clone(), Arc::new(ocart_projections::CartsProjector::new(vault.clone())), 2000).await?;
+        let started = Instant::now();
+        let applied = runner.rebuild(|_| {}).await?;
+        let secs = started.elapsed().as_secs_f64();
+        println!("| {backend} | {applied} | {secs:.2} | {:.0} |", applied as f64 / secs);
+        db.close().await;
+        store.remove().await;
+    }
+    Ok(())
+}
+
+/// Writes `total` cart events: carts of 5 events each (created, 3 updates, abandoned), 10,000
+/// distinct shoppers, personal data sealed as in production.
+async fn fill_log(log: &EventLog, vault: &Vault, total: u64) -> anyhow::Result<()> {
+    let currency = Currency::parse("currency", "EUR").map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut sealed = Vec::new();
+    for s in 0..10_000u64 {
+        let email = Email::parse("email", &format!("shopper{s}@example.com")).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let subject = vault.subject_for_email(&email);
+        sealed.push(PersonalField { sealed: vault.seal(&subject, email.as_str()).await?, subject });
+    }
+    let carts = total.div_ceil(5);
+    let at = chrono::Utc::now();
+    let mut pending = Vec::new();
+    let mut written = 0u64;
+    for c in 0..carts {
+        let token = format!("replay-{c}");
+        let cart_id = cart_id_for_session(&token).to_string();
+        let mut prev = GENESIS_HASH.to_owned();
+        for seq in 1..=5i64 {
+            if written >= total {
+                break;
+            }
+            let event = if seq == 5 {
+                CartEvent::Abandoned { at, kind: ocart_domain::cart::AbandonmentKind::CheckoutAbandoned, last_activity_at: at, forced: false }
+            } else {
+                let content = Box::new(CartContent {
+                    session_token_hash: session_token_hash(&token),
+                    email: sealed[(c % 10_000) as usize].clone(),
+                    phone: None,
+                    name: None,
+                    consent_text: Some("Email me my cart".into()),
+                    source: Source::Block,
+                    stage: Stage::Checkout,
+                    currency,
+                    items: vec![CartItem { product_id: 42, variation_id: None, sku: None, name: "Mug".into(), quantity: seq as u32, unit_price: 1250, categories: vec![], image_url: None }],
+                    totals: CartTotals { subtotal: 1250 * seq, total: 1250 * seq, ..CartTotals::default() },
+                    fingerprint: format!("{c}-{seq}"),
+                    captured_at: at,
+                });
+                if seq == 1 { CartEvent::Created(content) } else { CartEvent::Updated(content) }
+            };
+            let mut value = serde_json::to_value(&event)?;
+            let event_type = value["type"].as_str().unwrap_or_default().to_owned();
+            let payload = value.get_mut("data").map(Value::take).unwrap_or(Value::Null);
+            let hash = chain_hash(&prev, &event_type, &payload);
+            pending.push(NewEvent {
+                event_id: Uuid::now_v7(),
+                aggregate_type: "cart".into(),
+                aggregate_id: cart_id.clone(),
+                sequence: seq,
+                event_type,
+                event_version: "1".into(),
+                payload,
+                metadata: json!({"actor": "bench", "prev_hash": prev, "hash": hash}),
+            });
+            prev = hash;
+            written += 1;
+        }
+        if pending.len() >= 5000 {
+            append_parallel(log, std::mem::take(&mut pending)).await?;
+        }
+    }
+    append_parallel(log, pending).await?;
+    Ok(())
+}
+
+async fn append_parallel(log: &EventLog, events: Vec<NewEvent>) -> anyhow::Result<()> {
+    let mut by_aggregate: Vec<Vec<NewEvent>> = Vec::new();
+    for e in events {
+        match by_aggregate.last_mut() {
+            Some(last) if last[0].aggregate_id == e.aggregate_id => last.push(e),
+            _ => by_aggregate.push(vec![e]),
+        }
+    }
+    let results = futures::future::join_all(by_aggregate.into_iter().map(|batch| log.append(batch))).await;
+    for r in results {
+        r?;
+    }
+    Ok(())
 }
