@@ -174,9 +174,12 @@ async fn run_processors(core: Arc<Core>, stop: watch::Receiver<bool>) {
     let mut tasks = JoinSet::new();
     match core.runners().await {
         Ok(runners) => {
-            for runner in runners {
-                tasks.spawn(runner.run(inner_stop.clone(), poll));
-            }
+            let group = ocart_projections::ProjectionGroup::new(
+                core.log.clone(),
+                runners,
+                core.config.processors.batch_size,
+            );
+            tasks.spawn(group.run(inner_stop.clone(), poll));
         }
         Err(err) => tracing::error!(error = %err, "cannot start projections"),
     }

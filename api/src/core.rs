@@ -72,7 +72,7 @@ impl Core {
         )
         .await?;
         Ok(Arc::new(Core {
-            carts: Commands::new(log.clone(), ()),
+            carts: Commands::new(log.clone(), ()).with_cache(100_000),
             settings: Commands::new(log.clone(), ()),
             tokens: Commands::new(log.clone(), ()),
             subjects: Commands::new(log.clone(), ()),

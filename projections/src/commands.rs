@@ -90,7 +90,22 @@ pub const MAX_ATTEMPTS: usize = 5;
 pub struct Commands<A: Aggregate> {
     log: EventLog,
     services: A::Services,
+    /// Optional optimistic state cache (see [`Commands::with_cache`]).
+    cache: Option<StateCache<A>>,
     _a: PhantomData<fn() -> A>,
+}
+
+/// Recently seen aggregate states: (state, last sequence, last hash).
+struct StateCache<A> {
+    capacity: usize,
+    entries: std::sync::Mutex<HashMap<String, (A, i64, String)>>,
+}
+
+/// Where the state a command was handled against came from.
+#[derive(PartialEq)]
+enum Source {
+    Store,
+    Cache,
 }
 
 /// Rebuilds a typed event from its stored form (`{"type", "data"}` is how our events are tagged).
@@ -111,14 +126,64 @@ fn encode_event<E: DomainEvent>(event: &E) -> Result<Value, serde_json::Error> {
 
 impl<A> Commands<A>
 where
-    A: Aggregate,
+    A: Aggregate + Clone,
     A::Command: Clone,
 {
     pub fn new(log: EventLog, services: A::Services) -> Self {
         Self {
             log,
             services,
+            cache: None,
             _a: PhantomData,
+        }
+    }
+
+    /// Keeps up to `capacity` aggregate states in memory, and treats an aggregate not in the
+    /// cache as new. This is safe because the state is only trusted when the append succeeds:
+    /// a stale or wrongly-new state always collides with an existing sequence (a conflict, then
+    /// a reload from the store), and a command that emits nothing or is refused on a cached
+    /// state is handled again on the stored state before the answer is given.
+    pub fn with_cache(mut self, capacity: usize) -> Self {
+        self.cache = Some(StateCache {
+            capacity,
+            entries: std::sync::Mutex::new(HashMap::new()),
+        });
+        self
+    }
+
+    fn cached(&self, id: &str) -> Option<(A, i64, String)>
+    where
+        A: Clone,
+    {
+        let cache = self.cache.as_ref()?;
+        let entries = cache.entries.lock().expect("state cache");
+        Some(
+            entries
+                .get(id)
+                .cloned()
+                .unwrap_or_else(|| (A::default(), 0, GENESIS_HASH.to_owned())),
+        )
+    }
+
+    fn remember(&self, id: &str, state: &A, sequence: i64, hash: &str)
+    where
+        A: Clone,
+    {
+        if let Some(cache) = &self.cache {
+            let mut entries = cache.entries.lock().expect("state cache");
+            if entries.len() >= cache.capacity && !entries.contains_key(id) {
+                // Cheap eviction: drop an arbitrary entry (the cache is only a shortcut).
+                if let Some(key) = entries.keys().next().cloned() {
+                    entries.remove(&key);
+                }
+            }
+            entries.insert(id.to_owned(), (state.clone(), sequence, hash.to_owned()));
+        }
+    }
+
+    fn forget(&self, id: &str) {
+        if let Some(cache) = &self.cache {
+            cache.entries.lock().expect("state cache").remove(id);
         }
     }
 
@@ -155,14 +220,24 @@ where
         command: A::Command,
         meta: &CommandMeta,
     ) -> Result<Outcome<A>, CommandError<A::Error>> {
+        let mut use_cache = self.cache.is_some();
         for _ in 0..MAX_ATTEMPTS {
-            let (mut aggregate, sequence, mut prev_hash) = self.load(id).await?;
+            let (source, (mut aggregate, sequence, mut prev_hash)) =
+                match self.cached(id).filter(|_| use_cache) {
+                    Some(state) => (Source::Cache, state),
+                    None => (Source::Store, self.load(id).await?),
+                };
             let sink = EventSink::<A>::default();
-            aggregate
+            let handled = aggregate
                 .handle(command.clone(), &self.services, &sink)
-                .await
-                .map_err(CommandError::Rejected)?;
+                .await;
             let events = sink.collect().await;
+            if source == Source::Cache && (handled.is_err() || events.is_empty()) {
+                // Only a successful append validates a cached state: decide again on the store's.
+                use_cache = false;
+                continue;
+            }
+            handled.map_err(CommandError::Rejected)?;
             if events.is_empty() {
                 return Ok(Outcome {
                     events: Vec::new(),
@@ -191,6 +266,8 @@ where
             }
             match self.log.append(new_events.clone()).await {
                 Ok(committed) => {
+                    let last = new_events.last().map(|e| e.sequence).unwrap_or(sequence);
+                    self.remember(id, &aggregate, last, &prev_hash);
                     let emitted = events
                         .into_iter()
                         .zip(new_events)
@@ -208,6 +285,8 @@ where
                     });
                 }
                 Err(AppendError::Conflict) => {
+                    self.forget(id);
+                    use_cache = false;
                     metrics::counter!("ocart_command_conflicts_total", "aggregate" => A::TYPE)
                         .increment(1);
                     continue;

@@ -25,8 +25,8 @@ pub use commands::{
 };
 pub use projectors::{AuditProjector, CartsProjector, SettingsProjector, TokensProjector};
 pub use runner::{
-    checkpoint_of, load_checkpoint, save_checkpoint, wait_for_position, Outcome, ProjectionRunner,
-    Projector,
+    checkpoint_of, load_checkpoint, save_checkpoint, wait_for_position, Outcome, ProjectionGroup,
+    ProjectionRunner, Projector,
 };
 pub use vault::{Vault, VaultError};
 /// Hash-chain verification of the whole log (`ocart audit verify`).

@@ -98,21 +98,45 @@ impl ProjectionRunner {
     pub async fn try_handle_next(&self) -> anyhow::Result<Outcome> {
         let at = self.checkpoint();
         let events = self.log.read_after(at, self.batch_size).await?;
-        let Some(last) = events.last() else {
+        if events.is_empty() {
             return Ok(Outcome::Idle);
-        };
-        let next = last.checkpoint();
+        }
         let mut tx = self.log.db().begin().await?;
-        self.projector.apply(&mut tx, &events).await?;
-        save_checkpoint(&mut tx, self.projector.name(), next).await?;
+        let next = self.apply_in(&mut tx, &events).await?;
         tx.commit().await?;
+        if let Some(next) = next {
+            self.committed(next, &events);
+        }
+        Ok(Outcome::Processed(events.len()))
+    }
+
+    /// Applies `events` (already read in global order) that lie past this runner's checkpoint,
+    /// inside `tx`, and moves the checkpoint there. Returns the new checkpoint, to be published
+    /// with [`Self::committed`] once `tx` commits.
+    async fn apply_in(
+        &self,
+        tx: &mut Tx,
+        events: &[StoredEvent],
+    ) -> anyhow::Result<Option<Checkpoint>> {
+        let at = self.checkpoint();
+        let start = events.partition_point(|e| e.checkpoint() <= at);
+        let fresh = &events[start..];
+        let Some(last) = fresh.last() else {
+            return Ok(None);
+        };
+        self.projector.apply(tx, fresh).await?;
+        let next = last.checkpoint();
+        save_checkpoint(tx, self.projector.name(), next).await?;
+        Ok(Some(next))
+    }
+
+    fn committed(&self, next: Checkpoint, events: &[StoredEvent]) {
         self.checkpoint.send_replace(next);
         let top = events.iter().map(|e| e.global_position).max().unwrap_or(0);
         self.max_seen
             .fetch_max(top, std::sync::atomic::Ordering::Relaxed);
         metrics::counter!("ocart_projected_events_total", "projection" => self.projector.name())
             .increment(events.len() as u64);
-        Ok(Outcome::Processed(events.len()))
     }
 
     /// Applies everything currently in the log.
@@ -178,6 +202,88 @@ impl ProjectionRunner {
             progress(total);
         }
         Ok(total)
+    }
+}
+
+/// Several projectors fed from one read of the log: each batch is read once, and every
+/// projector applies the part past its own checkpoint; all of them and their checkpoints
+/// commit in one transaction.
+pub struct ProjectionGroup {
+    log: EventLog,
+    runners: Vec<ProjectionRunner>,
+    batch_size: i64,
+    max_seen: std::sync::atomic::AtomicI64,
+}
+
+impl ProjectionGroup {
+    pub fn new(log: EventLog, runners: Vec<ProjectionRunner>, batch_size: i64) -> Self {
+        let max_seen = runners
+            .iter()
+            .map(|r| r.checkpoint().position)
+            .min()
+            .unwrap_or(0);
+        Self {
+            log,
+            runners,
+            batch_size,
+            max_seen: std::sync::atomic::AtomicI64::new(max_seen),
+        }
+    }
+
+    pub async fn try_handle_next(&self) -> anyhow::Result<Outcome> {
+        let Some(from) = self.runners.iter().map(ProjectionRunner::checkpoint).min() else {
+            return Ok(Outcome::Idle);
+        };
+        let events = self.log.read_after(from, self.batch_size).await?;
+        if events.is_empty() {
+            return Ok(Outcome::Idle);
+        }
+        let mut tx = self.log.db().begin().await?;
+        let mut moved = Vec::with_capacity(self.runners.len());
+        for runner in &self.runners {
+            moved.push(runner.apply_in(&mut tx, &events).await?);
+        }
+        tx.commit().await?;
+        for (runner, next) in self.runners.iter().zip(moved) {
+            if let Some(next) = next {
+                runner.committed(next, &events);
+            }
+        }
+        let top = events.iter().map(|e| e.global_position).max().unwrap_or(0);
+        self.max_seen
+            .fetch_max(top, std::sync::atomic::Ordering::Relaxed);
+        Ok(Outcome::Processed(events.len()))
+    }
+
+    /// Runs until `stop` turns true (see [`ProjectionRunner::run`]).
+    pub async fn run(self, mut stop: watch::Receiver<bool>, poll: Duration) {
+        let mut wake = self.log.watch();
+        let mut backoff = Duration::from_millis(100);
+        while !*stop.borrow() {
+            match self.try_handle_next().await {
+                Ok(Outcome::Processed(_)) => backoff = Duration::from_millis(100),
+                Ok(Outcome::Idle)
+                    if self.log.head()
+                        > self.max_seen.load(std::sync::atomic::Ordering::Relaxed) =>
+                {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Ok(Outcome::Idle) => {
+                    tokio::select! {
+                        _ = self.log.wait_for_new(&mut wake, poll) => {}
+                        _ = stop.changed() => {}
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "projection step failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = stop.changed() => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
     }
 }
 

@@ -11,7 +11,9 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use ocart_domain::cart::{cart_id_for_session, session_token_hash, CartContent, CartEvent};
 use ocart_domain::metadata::{chain_hash, GENESIS_HASH};
-use ocart_domain::{CartItem, CartTotals, Currency, Email, PersonalField, Source, Stage, SystemClock};
+use ocart_domain::{
+    CartItem, CartTotals, Currency, Email, PersonalField, Source, Stage, SystemClock,
+};
 use ocart_projections::{Db, EventLog, NewEvent, Vault};
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -79,17 +81,33 @@ impl BenchStore {
     async fn new(backend: &str, pg_url: &str) -> anyhow::Result<Self> {
         match backend {
             "sqlite" => {
-                let dir = std::env::temp_dir().join(format!("ocart-bench-{}", Uuid::new_v4().simple()));
+                let dir =
+                    std::env::temp_dir().join(format!("ocart-bench-{}", Uuid::new_v4().simple()));
                 std::fs::create_dir_all(&dir)?;
-                Ok(Self { url: format!("sqlite://{}", dir.join("ocart.db").display()), dir: Some(dir), pg: None })
+                Ok(Self {
+                    url: format!("sqlite://{}", dir.join("ocart.db").display()),
+                    dir: Some(dir),
+                    pg: None,
+                })
             }
             "postgres" => {
                 let name = format!("ocart_bench_{}", Uuid::new_v4().simple());
-                let pool = sqlx::PgPool::connect(pg_url).await.with_context(|| format!("connecting to {}", ocart_projections::redact(pg_url)))?;
-                sqlx::query(&format!("CREATE DATABASE {name}")).execute(&pool).await?;
+                let pool = sqlx::PgPool::connect(pg_url).await.with_context(|| {
+                    format!("connecting to {}", ocart_projections::redact(pg_url))
+                })?;
+                sqlx::query(&format!("CREATE DATABASE {name}"))
+                    .execute(&pool)
+                    .await?;
                 pool.close().await;
-                let base = pg_url.rsplit_once('/').map(|(b, _)| b.to_owned()).unwrap_or_else(|| pg_url.to_owned());
-                Ok(Self { url: format!("{base}/{name}"), dir: None, pg: Some((pg_url.to_owned(), name)) })
+                let base = pg_url
+                    .rsplit_once('/')
+                    .map(|(b, _)| b.to_owned())
+                    .unwrap_or_else(|| pg_url.to_owned());
+                Ok(Self {
+                    url: format!("{base}/{name}"),
+                    dir: None,
+                    pg: Some((pg_url.to_owned(), name)),
+                })
             }
             other => anyhow::bail!("unknown backend {other:?}: use sqlite or postgres"),
         }
@@ -101,7 +119,9 @@ impl BenchStore {
         }
         if let Some((admin, name)) = &self.pg {
             if let Ok(pool) = sqlx::PgPool::connect(admin).await {
-                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&pool).await;
+                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&pool)
+                    .await;
                 pool.close().await;
             }
         }
@@ -117,19 +137,31 @@ pub async fn run(cmd: BenchCmd, _config: Config) -> anyhow::Result<()> {
 }
 
 fn machine() -> String {
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
         .unwrap_or_else(|| "unknown cpu".into());
     format!("{cores} cores, {model}")
 }
 
 async fn append(args: BenchArgs) -> anyhow::Result<()> {
-    println!("# ocart bench append — {}; {} s per figure", machine(), args.seconds);
+    println!(
+        "# ocart bench append — {}; {} s per figure",
+        machine(),
+        args.seconds
+    );
     let ceiling = pgbench_ceiling(&args.pg_url, args.seconds).await;
     match &ceiling {
-        Ok(tps) => println!("pgbench ceiling: one-row INSERT transactions, 16 clients: {tps:.0} rows/s"),
+        Ok(tps) => {
+            println!("pgbench ceiling: one-row INSERT transactions, 16 clients: {tps:.0} rows/s")
+        }
         Err(err) => println!("pgbench ceiling: not measured ({err:#})"),
     }
     println!("| backend | writers | events/command | events/s | commands/s | vs pgbench |");
@@ -141,10 +173,17 @@ async fn append(args: BenchArgs) -> anyhow::Result<()> {
                 let db = Db::connect(&store.url, 16).await?;
                 db.migrate().await?;
                 let log = EventLog::open(db.clone()).await?;
-                let events = run_appends(&log, writers, per, Duration::from_secs(args.seconds)).await?;
+                let events =
+                    run_appends(&log, writers, per, Duration::from_secs(args.seconds)).await?;
                 let rate = events as f64 / args.seconds as f64;
-                let ratio = ceiling.as_ref().map(|c| format!("{:.2}×", rate / c)).unwrap_or_else(|_| "—".into());
-                println!("| {backend} | {writers} | {per} | {rate:.0} | {:.0} | {ratio} |", rate / per as f64);
+                let ratio = ceiling
+                    .as_ref()
+                    .map(|c| format!("{:.2}×", rate / c))
+                    .unwrap_or_else(|_| "—".into());
+                println!(
+                    "| {backend} | {writers} | {per} | {rate:.0} | {:.0} | {ratio} |",
+                    rate / per as f64
+                );
                 db.close().await;
                 store.remove().await;
             }
@@ -154,7 +193,8 @@ async fn append(args: BenchArgs) -> anyhow::Result<()> {
 }
 
 fn probe(aggregate: &str, sequence: i64) -> NewEvent {
-    let payload = json!({"n": sequence, "items": [{"product_id": 42, "quantity": 1, "unit_price": 1250}]});
+    let payload =
+        json!({"n": sequence, "items": [{"product_id": 42, "quantity": 1, "unit_price": 1250}]});
     NewEvent {
         event_id: Uuid::now_v7(),
         aggregate_type: "bench".into(),
@@ -167,7 +207,12 @@ fn probe(aggregate: &str, sequence: i64) -> NewEvent {
     }
 }
 
-async fn run_appends(log: &EventLog, writers: usize, per: usize, span: Duration) -> anyhow::Result<u64> {
+async fn run_appends(
+    log: &EventLog,
+    writers: usize,
+    per: usize,
+    span: Duration,
+) -> anyhow::Result<u64> {
     let stop = Arc::new(AtomicBool::new(false));
     let count = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
@@ -177,7 +222,9 @@ async fn run_appends(log: &EventLog, writers: usize, per: usize, span: Duration)
             let aggregate = format!("writer-{w}-{}", Uuid::new_v4().simple());
             let mut sequence = 0i64;
             while !stop.load(Ordering::Relaxed) {
-                let batch: Vec<NewEvent> = (0..per).map(|i| probe(&aggregate, sequence + 1 + i as i64)).collect();
+                let batch: Vec<NewEvent> = (0..per)
+                    .map(|i| probe(&aggregate, sequence + 1 + i as i64))
+                    .collect();
                 log.append(batch).await?;
                 sequence += per as i64;
                 count.fetch_add(per as u64, Ordering::Relaxed);
@@ -207,7 +254,8 @@ async fn pgbench_ceiling(pg_url: &str, seconds: u64) -> anyhow::Result<f64> {
     .execute(&pool)
     .await?;
     pool.close().await;
-    let script = std::env::temp_dir().join(format!("ocart-pgbench-{}.sql", Uuid::new_v4().simple()));
+    let script =
+        std::env::temp_dir().join(format!("ocart-pgbench-{}.sql", Uuid::new_v4().simple()));
     std::fs::write(
         &script,
         "INSERT INTO events_shape (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, event_id) \
@@ -215,7 +263,16 @@ async fn pgbench_ceiling(pg_url: &str, seconds: u64) -> anyhow::Result<f64> {
          '{\"n\": 1, \"items\": [{\"product_id\": 42, \"quantity\": 1, \"unit_price\": 1250}]}', '{\"actor\": \"bench\"}', gen_random_uuid());\n",
     )?;
     let out = tokio::process::Command::new("pgbench")
-        .args(["-n", "-c", "16", "-j", "2", "-T", &seconds.to_string(), "-f"])
+        .args([
+            "-n",
+            "-c",
+            "16",
+            "-j",
+            "2",
+            "-T",
+            &seconds.to_string(),
+            "-f",
+        ])
         .arg(&script)
         .arg(&store.url)
         .output()
@@ -223,10 +280,16 @@ async fn pgbench_ceiling(pg_url: &str, seconds: u64) -> anyhow::Result<f64> {
         .context("running pgbench (install postgresql-client)")?;
     let _ = std::fs::remove_file(&script);
     store.remove().await;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     text.lines()
         .find(|l| l.starts_with("tps = "))
-        .and_then(|l| l.trim_start_matches("tps = ").split_whitespace().next().and_then(|n| n.parse().ok()))
+        .and_then(|l| {
+            l.trim_start_matches("tps = ")
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse().ok())
+        })
         .with_context(|| format!("pgbench printed no tps: {text}"))
 }
 
@@ -246,7 +309,12 @@ fn capture_payload(i: u64) -> Value {
 }
 
 async fn capture(args: CaptureArgs) -> anyhow::Result<()> {
-    println!("# ocart bench capture — {}; {} connections, {} s", machine(), args.connections, args.common.seconds);
+    println!(
+        "# ocart bench capture — {}; {} connections, {} s",
+        machine(),
+        args.connections,
+        args.common.seconds
+    );
     println!("| backend | requests | requests/s | p50 ms | p99 ms | non-2xx | relay lag → 0 after the end |");
     println!("|---|---|---|---|---|---|---|");
     for backend in &args.common.backends {
@@ -266,13 +334,21 @@ async fn capture(args: CaptureArgs) -> anyhow::Result<()> {
             let _ = stop_rx.await;
         }));
         let url = format!("http://127.0.0.1:{port}/ocart/v1/checkout/capture");
-        let client = reqwest::Client::builder().pool_max_idle_per_host(args.connections).build()?;
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(args.connections)
+            .build()?;
         let stop = Arc::new(AtomicBool::new(false));
         let next = Arc::new(AtomicU64::new(0));
         let errors = Arc::new(AtomicU64::new(0));
         let mut tasks = Vec::new();
         for _ in 0..args.connections {
-            let (client, url, stop, next, errors) = (client.clone(), url.clone(), stop.clone(), next.clone(), errors.clone());
+            let (client, url, stop, next, errors) = (
+                client.clone(),
+                url.clone(),
+                stop.clone(),
+                next.clone(),
+                errors.clone(),
+            );
             tasks.push(tokio::spawn(async move {
                 let mut latencies = Vec::with_capacity(100_000);
                 while !stop.load(Ordering::Relaxed) {
@@ -301,7 +377,13 @@ async fn capture(args: CaptureArgs) -> anyhow::Result<()> {
         }
         let elapsed = started.elapsed().as_secs_f64();
         latencies.sort_unstable();
-        let pick = |q: f64| latencies.get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1))).copied().unwrap_or(0) as f64 / 1000.0;
+        let pick = |q: f64| {
+            latencies
+                .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or(0) as f64
+                / 1000.0
+        };
         let relay = if args.nats.is_some() {
             let end = Instant::now();
             let mut caught_up = None;
@@ -313,7 +395,9 @@ async fn capture(args: CaptureArgs) -> anyhow::Result<()> {
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            caught_up.map(|s| format!("{s:.2} s")).unwrap_or_else(|| "> 60 s".into())
+            caught_up
+                .map(|s| format!("{s:.2} s"))
+                .unwrap_or_else(|| "> 60 s".into())
         } else {
             "relay off".into()
         };
@@ -334,7 +418,11 @@ async fn capture(args: CaptureArgs) -> anyhow::Result<()> {
 }
 
 async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
-    println!("# ocart bench replay — {}; carts projection rebuilt from {} events", machine(), args.events);
+    println!(
+        "# ocart bench replay — {}; carts projection rebuilt from {} events",
+        machine(),
+        args.events
+    );
     println!("| backend | events | seconds | events/s |");
     println!("|---|---|---|---|");
     for backend in &args.common.backends {
@@ -344,11 +432,19 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
         let log = EventLog::open(db.clone()).await?;
         let vault = Vault::open(db.clone(), None).await?;
         fill_log(&log, &vault, args.events).await?;
-        let runner = ocart_projections::ProjectionRunner::new(log.clone(), Arc::new(ocart_projections::CartsProjector::new(vault.clone())), 2000).await?;
+        let runner = ocart_projections::ProjectionRunner::new(
+            log.clone(),
+            Arc::new(ocart_projections::CartsProjector::new(vault.clone())),
+            2000,
+        )
+        .await?;
         let started = Instant::now();
         let applied = runner.rebuild(|_| {}).await?;
         let secs = started.elapsed().as_secs_f64();
-        println!("| {backend} | {applied} | {secs:.2} | {:.0} |", applied as f64 / secs);
+        println!(
+            "| {backend} | {applied} | {secs:.2} | {:.0} |",
+            applied as f64 / secs
+        );
         db.close().await;
         store.remove().await;
     }
@@ -361,9 +457,13 @@ async fn fill_log(log: &EventLog, vault: &Vault, total: u64) -> anyhow::Result<(
     let currency = Currency::parse("currency", "EUR").map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut sealed = Vec::new();
     for s in 0..10_000u64 {
-        let email = Email::parse("email", &format!("shopper{s}@example.com")).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let email = Email::parse("email", &format!("shopper{s}@example.com"))
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         let subject = vault.subject_for_email(&email);
-        sealed.push(PersonalField { sealed: vault.seal(&subject, email.as_str()).await?, subject });
+        sealed.push(PersonalField {
+            sealed: vault.seal(&subject, email.as_str()).await?,
+            subject,
+        });
     }
     let carts = total.div_ceil(5);
     let at = chrono::Utc::now();
@@ -378,7 +478,12 @@ async fn fill_log(log: &EventLog, vault: &Vault, total: u64) -> anyhow::Result<(
                 break;
             }
             let event = if seq == 5 {
-                CartEvent::Abandoned { at, kind: ocart_domain::cart::AbandonmentKind::CheckoutAbandoned, last_activity_at: at, forced: false }
+                CartEvent::Abandoned {
+                    at,
+                    kind: ocart_domain::cart::AbandonmentKind::CheckoutAbandoned,
+                    last_activity_at: at,
+                    forced: false,
+                }
             } else {
                 let content = Box::new(CartContent {
                     session_token_hash: session_token_hash(&token),
@@ -389,16 +494,36 @@ async fn fill_log(log: &EventLog, vault: &Vault, total: u64) -> anyhow::Result<(
                     source: Source::Block,
                     stage: Stage::Checkout,
                     currency,
-                    items: vec![CartItem { product_id: 42, variation_id: None, sku: None, name: "Mug".into(), quantity: seq as u32, unit_price: 1250, categories: vec![], image_url: None }],
-                    totals: CartTotals { subtotal: 1250 * seq, total: 1250 * seq, ..CartTotals::default() },
+                    items: vec![CartItem {
+                        product_id: 42,
+                        variation_id: None,
+                        sku: None,
+                        name: "Mug".into(),
+                        quantity: seq as u32,
+                        unit_price: 1250,
+                        categories: vec![],
+                        image_url: None,
+                    }],
+                    totals: CartTotals {
+                        subtotal: 1250 * seq,
+                        total: 1250 * seq,
+                        ..CartTotals::default()
+                    },
                     fingerprint: format!("{c}-{seq}"),
                     captured_at: at,
                 });
-                if seq == 1 { CartEvent::Created(content) } else { CartEvent::Updated(content) }
+                if seq == 1 {
+                    CartEvent::Created(content)
+                } else {
+                    CartEvent::Updated(content)
+                }
             };
             let mut value = serde_json::to_value(&event)?;
             let event_type = value["type"].as_str().unwrap_or_default().to_owned();
-            let payload = value.get_mut("data").map(Value::take).unwrap_or(Value::Null);
+            let payload = value
+                .get_mut("data")
+                .map(Value::take)
+                .unwrap_or(Value::Null);
             let hash = chain_hash(&prev, &event_type, &payload);
             pending.push(NewEvent {
                 event_id: Uuid::now_v7(),
@@ -429,7 +554,8 @@ async fn append_parallel(log: &EventLog, events: Vec<NewEvent>) -> anyhow::Resul
             _ => by_aggregate.push(vec![e]),
         }
     }
-    let results = futures::future::join_all(by_aggregate.into_iter().map(|batch| log.append(batch))).await;
+    let results =
+        futures::future::join_all(by_aggregate.into_iter().map(|batch| log.append(batch))).await;
     for r in results {
         r?;
     }
