@@ -299,7 +299,7 @@ fn capture_payload(i: u64) -> Value {
         "email": format!("shopper{}@example.com", i % 5000),
         "consent": true,
         "source": "block",
-        "stage": if i % 2 == 0 { "checkout" } else { "cart" },
+        "stage": if i.is_multiple_of(2) { "checkout" } else { "cart" },
         "currency": "EUR",
         "items": [
             {"product_id": 42, "name": "Mug", "quantity": 1 + i % 3, "unit_price": 1250, "categories": ["kitchen"]},
@@ -319,10 +319,12 @@ async fn capture(args: CaptureArgs) -> anyhow::Result<()> {
     println!("|---|---|---|---|---|---|---|");
     for backend in &args.common.backends {
         let store = BenchStore::new(backend, &args.common.pg_url).await?;
-        let mut config = Config::default();
-        config.database_url = Some(store.url.clone());
-        config.data_dir = store.dir.clone().unwrap_or_else(std::env::temp_dir);
-        config.bind = "127.0.0.1:0".parse()?;
+        let mut config = Config {
+            database_url: Some(store.url.clone()),
+            data_dir: store.dir.clone().unwrap_or_else(std::env::temp_dir),
+            bind: "127.0.0.1:0".parse()?,
+            ..Config::default()
+        };
         config.rate_limit.public_requests = u32::MAX;
         config.nats_url = args.nats.clone();
         config.processors.enabled = !args.without_processors;
@@ -438,6 +440,17 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
             2000,
         )
         .await?;
+        let read_started = Instant::now();
+        let mut at = ocart_projections::Checkpoint::default();
+        let mut read = 0u64;
+        loop {
+            let events = log.read_after(at, 2000).await?;
+            let Some(last) = events.last() else { break };
+            at = last.checkpoint();
+            read += events.len() as u64;
+        }
+        let read_secs = read_started.elapsed().as_secs_f64();
+        eprintln!("{backend}: reading the {read} events alone took {read_secs:.2} s");
         let started = Instant::now();
         let applied = runner.rebuild(|_| {}).await?;
         let secs = started.elapsed().as_secs_f64();

@@ -1,3 +1,5 @@
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use ocart_domain::cart::{AbandonmentKind, CartContent, CartEvent};
@@ -21,13 +23,8 @@ impl CartsProjector {
         Self { vault }
     }
 
-    async fn upsert(
-        &self,
-        tx: &mut Tx,
-        cart_id: &str,
-        c: &CartContent,
-        position: i64,
-    ) -> anyhow::Result<()> {
+    /// The full row a capture makes (created_at is kept by the upsert when the row exists).
+    async fn row_from(&self, cart_id: &str, c: &CartContent, position: i64) -> anyhow::Result<Row> {
         let email = self.vault.unseal(&c.email.sealed).await?;
         let phone = match &c.phone {
             Some(p) => self.vault.unseal(&p.sealed).await?,
@@ -37,66 +34,199 @@ impl CartsProjector {
             Some(n) => self.vault.unseal(n).await?,
             None => None,
         };
-        let erased = email.is_none();
-        let stage = serde_json::to_value(c.stage)?
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        let source = serde_json::to_value(c.source)?
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        exec_tx!(
-            tx,
-            "INSERT INTO carts (cart_id, session_token, email, email_hash, phone, phone_hash, name, erased, \
-               status, stage, source, currency, items, totals, total_minor, consent_text, consent_at, \
-               created_at, updated_at, last_activity_at, last_position) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'active', $9, $10, $11, $12, $13, $14, $15, $16, $16, $16, $16, $17) \
-             ON CONFLICT (cart_id) DO UPDATE SET email = excluded.email, email_hash = excluded.email_hash, \
-               phone = excluded.phone, phone_hash = excluded.phone_hash, name = excluded.name, erased = excluded.erased, \
-               status = 'active', stage = excluded.stage, source = excluded.source, currency = excluded.currency, \
-               items = excluded.items, totals = excluded.totals, total_minor = excluded.total_minor, \
-               consent_text = excluded.consent_text, consent_at = excluded.consent_at, \
-               updated_at = excluded.updated_at, last_activity_at = excluded.last_activity_at, \
-               abandoned_at = NULL, abandonment_kind = NULL, last_position = excluded.last_position \
-             WHERE carts.last_position < excluded.last_position",
-            cart_id,
-            &c.session_token_hash,
+        Ok(Row {
+            cart_id: cart_id.to_owned(),
+            session_token: c.session_token_hash.clone(),
+            erased: email.is_none(),
             email,
-            c.email.subject.as_str(),
+            email_hash: c.email.subject.as_str().to_owned(),
             phone,
-            c.phone.as_ref().map(|p| p.subject.as_str().to_owned()),
+            phone_hash: c.phone.as_ref().map(|p| p.subject.as_str().to_owned()),
             name,
-            erased,
-            stage,
-            source,
-            c.currency.as_str(),
-            Json(&c.items),
-            Json(&c.totals),
-            c.totals.total,
-            &c.consent_text,
-            c.captured_at,
-            position
-        )?;
+            status: "active".into(),
+            stage: serde_json::to_value(c.stage)?
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            abandonment_kind: None,
+            source: serde_json::to_value(c.source)?
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            currency: c.currency.as_str().to_owned(),
+            items: serde_json::to_value(&c.items)?,
+            totals: serde_json::to_value(&c.totals)?,
+            total_minor: c.totals.total,
+            consent_text: c.consent_text.clone(),
+            consent_at: c.captured_at,
+            order_id: None,
+            revenue_minor: None,
+            created_at: c.captured_at,
+            updated_at: c.captured_at,
+            last_activity_at: c.captured_at,
+            abandoned_at: None,
+            converted_at: None,
+            last_position: position,
+        })
+    }
+}
+
+/// A `carts` row being built in memory for one batch.
+#[derive(Debug, Clone)]
+struct Row {
+    cart_id: String,
+    session_token: String,
+    email: Option<String>,
+    email_hash: String,
+    phone: Option<String>,
+    phone_hash: Option<String>,
+    name: Option<String>,
+    erased: bool,
+    status: String,
+    stage: String,
+    abandonment_kind: Option<String>,
+    source: String,
+    currency: String,
+    items: serde_json::Value,
+    totals: serde_json::Value,
+    total_minor: i64,
+    consent_text: Option<String>,
+    consent_at: DateTime<Utc>,
+    order_id: Option<String>,
+    revenue_minor: Option<i64>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    last_activity_at: DateTime<Utc>,
+    abandoned_at: Option<DateTime<Utc>>,
+    converted_at: Option<DateTime<Utc>>,
+    last_position: i64,
+}
+
+/// What a batch will do to a cart's row.
+enum Pending {
+    Upsert(Box<Row>),
+    Delete,
+}
+
+/// The batch's pending writes, in first-touched order.
+#[derive(Default)]
+struct Batch {
+    order: Vec<String>,
+    rows: HashMap<String, Pending>,
+}
+
+impl Batch {
+    fn put(&mut self, cart_id: &str, pending: Pending) {
+        if self.rows.insert(cart_id.to_owned(), pending).is_none() {
+            self.order.push(cart_id.to_owned());
+        }
+    }
+
+    fn row_mut(&mut self, cart_id: &str) -> Option<&mut Row> {
+        match self.rows.get_mut(cart_id) {
+            Some(Pending::Upsert(row)) => Some(row),
+            _ => None,
+        }
+    }
+
+    /// Writes everything pending: one multi-row upsert per chunk, and the deletes.
+    async fn flush(&mut self, tx: &mut Tx) -> anyhow::Result<()> {
+        let mut upserts = Vec::new();
+        for cart_id in std::mem::take(&mut self.order) {
+            match self.rows.remove(&cart_id) {
+                Some(Pending::Upsert(row)) => upserts.push(*row),
+                Some(Pending::Delete) => {
+                    exec_tx!(tx, "DELETE FROM carts WHERE cart_id = $1", &cart_id)?;
+                }
+                None => {}
+            }
+        }
+        for chunk in upserts.chunks(UPSERT_CHUNK) {
+            upsert_rows(tx, chunk).await?;
+        }
         Ok(())
     }
 }
 
-async fn set_status(
-    tx: &mut Tx,
-    cart_id: &str,
-    status: &str,
-    at: DateTime<Utc>,
-    position: i64,
-) -> anyhow::Result<()> {
-    exec_tx!(
-        tx,
-        "UPDATE carts SET status = $2, updated_at = $3, last_position = $4 WHERE cart_id = $1 AND last_position < $4",
-        cart_id,
-        status,
-        at,
-        position
-    )?;
+/// Rows per upsert statement (26 parameters each, under SQLite's and PostgreSQL's limits).
+const UPSERT_CHUNK: usize = 500;
+
+const UPSERT_COLUMNS: &str = "cart_id, session_token, email, email_hash, phone, phone_hash, name, erased, status, stage, \
+    abandonment_kind, source, currency, items, totals, total_minor, consent_text, consent_at, order_id, revenue_minor, \
+    created_at, updated_at, last_activity_at, abandoned_at, converted_at, last_position";
+
+const UPSERT_CONFLICT: &str = " ON CONFLICT (cart_id) DO UPDATE SET email = excluded.email, email_hash = excluded.email_hash, \
+    phone = excluded.phone, phone_hash = excluded.phone_hash, name = excluded.name, erased = excluded.erased, \
+    status = excluded.status, stage = excluded.stage, abandonment_kind = excluded.abandonment_kind, source = excluded.source, \
+    currency = excluded.currency, items = excluded.items, totals = excluded.totals, total_minor = excluded.total_minor, \
+    consent_text = excluded.consent_text, consent_at = excluded.consent_at, order_id = excluded.order_id, \
+    revenue_minor = excluded.revenue_minor, updated_at = excluded.updated_at, last_activity_at = excluded.last_activity_at, \
+    abandoned_at = excluded.abandoned_at, converted_at = excluded.converted_at, last_position = excluded.last_position \
+    WHERE carts.last_position < excluded.last_position";
+
+macro_rules! bind_row {
+    ($query:expr, $r:expr) => {
+        $query
+            .bind(&$r.cart_id)
+            .bind(&$r.session_token)
+            .bind(&$r.email)
+            .bind(&$r.email_hash)
+            .bind(&$r.phone)
+            .bind(&$r.phone_hash)
+            .bind(&$r.name)
+            .bind($r.erased)
+            .bind(&$r.status)
+            .bind(&$r.stage)
+            .bind(&$r.abandonment_kind)
+            .bind(&$r.source)
+            .bind(&$r.currency)
+            .bind(Json(&$r.items))
+            .bind(Json(&$r.totals))
+            .bind($r.total_minor)
+            .bind(&$r.consent_text)
+            .bind($r.consent_at)
+            .bind(&$r.order_id)
+            .bind($r.revenue_minor)
+            .bind($r.created_at)
+            .bind($r.updated_at)
+            .bind($r.last_activity_at)
+            .bind($r.abandoned_at)
+            .bind($r.converted_at)
+            .bind($r.last_position)
+    };
+}
+
+async fn upsert_rows(tx: &mut Tx, rows: &[Row]) -> anyhow::Result<()> {
+    const PER_ROW: usize = 26;
+    let mut sql = format!("INSERT INTO carts ({UPSERT_COLUMNS}) VALUES ");
+    for i in 0..rows.len() {
+        sql.push_str(if i == 0 { "(" } else { ", (" });
+        for j in 0..PER_ROW {
+            if j > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("${}", i * PER_ROW + j + 1));
+        }
+        sql.push(')');
+    }
+    sql.push_str(UPSERT_CONFLICT);
+    match tx {
+        Tx::Pg(t) => {
+            let mut query = sqlx::query(&sql);
+            for r in rows {
+                query = bind_row!(query, r);
+            }
+            query.execute(&mut **t).await?;
+        }
+        Tx::Lite(t) => {
+            let lite = crate::db::lite_sql(&sql);
+            let mut query = sqlx::query(&lite);
+            for r in rows {
+                query = bind_row!(query, r);
+            }
+            query.execute(&mut **t).await?;
+        }
+    }
     Ok(())
 }
 
@@ -127,17 +257,25 @@ impl Projector for CartsProjector {
     }
 
     async fn apply(&self, tx: &mut Tx, events: &[StoredEvent]) -> anyhow::Result<()> {
+        // Events fold into rows in memory; the batch is written with a few multi-row
+        // statements. Erasures flush first, so they see (and blank) every earlier row.
+        let mut batch = Batch::default();
         for event in events {
             let position = event.global_position;
             let id = event.aggregate_id.as_str();
             match event.aggregate_type.as_str() {
                 "cart" => match decode_event::<CartEvent>(&event.event_type, &event.payload)? {
                     CartEvent::Created(content) | CartEvent::Updated(content) => {
-                        self.upsert(tx, id, &content, position).await?
+                        let mut row = self.row_from(id, &content, position).await?;
+                        if let Some(existing) = batch.row_mut(id) {
+                            row.created_at = existing.created_at;
+                        }
+                        batch.put(id, Pending::Upsert(Box::new(row)));
                     }
                     CartEvent::ConsentWithdrawn { subjects, .. } => {
                         // Withdrawal erases the shopper's keys: blank them wherever they appear.
-                        exec_tx!(tx, "DELETE FROM carts WHERE cart_id = $1", id)?;
+                        batch.put(id, Pending::Delete);
+                        batch.flush(tx).await?;
                         for subject in &subjects {
                             self.vault.forget(subject);
                             blank_subject(tx, subject.as_str()).await?;
@@ -148,45 +286,76 @@ impl Projector for CartsProjector {
                             AbandonmentKind::CartAbandoned => "cart_abandoned",
                             AbandonmentKind::CheckoutAbandoned => "checkout_abandoned",
                         };
-                        exec_tx!(
-                            tx,
-                            "UPDATE carts SET status = 'abandoned', abandonment_kind = $2, abandoned_at = $3, updated_at = $3, \
-                             last_position = $4 WHERE cart_id = $1 AND last_position < $4",
-                            id,
-                            kind,
-                            at,
-                            position
-                        )?;
+                        if let Some(row) = batch.row_mut(id) {
+                            row.status = "abandoned".into();
+                            row.abandonment_kind = Some(kind.into());
+                            row.abandoned_at = Some(at);
+                            row.updated_at = at;
+                            row.last_position = position;
+                        } else {
+                            exec_tx!(
+                                tx,
+                                "UPDATE carts SET status = 'abandoned', abandonment_kind = $2, abandoned_at = $3, updated_at = $3, \
+                                 last_position = $4 WHERE cart_id = $1 AND last_position < $4",
+                                id,
+                                kind,
+                                at,
+                                position
+                            )?;
+                        }
                     }
                     CartEvent::Converted {
                         at,
                         order_id,
                         revenue,
                     } => {
-                        exec_tx!(
-                            tx,
-                            "UPDATE carts SET status = 'converted', converted_at = $2, updated_at = $2, order_id = $3, \
-                             revenue_minor = $4, last_position = $5 WHERE cart_id = $1 AND last_position < $5",
-                            id,
-                            at,
-                            order_id,
-                            revenue,
-                            position
-                        )?;
+                        if let Some(row) = batch.row_mut(id) {
+                            row.status = "converted".into();
+                            row.converted_at = Some(at);
+                            row.updated_at = at;
+                            row.order_id = order_id;
+                            row.revenue_minor = revenue;
+                            row.last_position = position;
+                        } else {
+                            exec_tx!(
+                                tx,
+                                "UPDATE carts SET status = 'converted', converted_at = $2, updated_at = $2, order_id = $3, \
+                                 revenue_minor = $4, last_position = $5 WHERE cart_id = $1 AND last_position < $5",
+                                id,
+                                at,
+                                order_id,
+                                revenue,
+                                position
+                            )?;
+                        }
                     }
                     CartEvent::Expired { at } => {
-                        set_status(tx, id, "expired", at, position).await?
+                        if let Some(row) = batch.row_mut(id) {
+                            row.status = "expired".into();
+                            row.updated_at = at;
+                            row.last_position = position;
+                        } else {
+                            exec_tx!(
+                                tx,
+                                "UPDATE carts SET status = 'expired', updated_at = $2, last_position = $3 \
+                                 WHERE cart_id = $1 AND last_position < $3",
+                                id,
+                                at,
+                                position
+                            )?;
+                        }
                     }
                 },
                 "subject" => {
                     let SubjectEvent::Erased { subject, .. } =
                         decode_event::<SubjectEvent>(&event.event_type, &event.payload)?;
                     self.vault.forget(&subject);
+                    batch.flush(tx).await?;
                     blank_subject(tx, subject.as_str()).await?;
                 }
                 _ => {}
             }
         }
-        Ok(())
+        batch.flush(tx).await
     }
 }

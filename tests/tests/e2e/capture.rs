@@ -391,3 +391,54 @@ async fn cors_allows_only_the_configured_store_origins() {
     let other = preflight("https://evil.example.net").await;
     assert!(other.headers().get("access-control-allow-origin").is_none());
 }
+
+async fn concurrent_captures_of_one_cart_lose_no_update(kind: Kind) {
+    let app = spawn_app(kind).await;
+    let s = session();
+    let mut tasks = Vec::new();
+    for q in 1..=12 {
+        let client = app.client.clone();
+        let url = app.url("/ocart/v1/checkout/capture");
+        let body = capture_body(&s, "race@example.com", q);
+        tasks.push(tokio::spawn(async move {
+            ocart_tests::read(client.post(url).json(&body).send().await.unwrap()).await
+        }));
+    }
+    let mut written = 0;
+    let mut cart_id = String::new();
+    for t in tasks {
+        let (status, reply) = t.await.unwrap();
+        if let Some(id) = reply["cart_id"].as_str() {
+            cart_id = id.to_owned();
+        }
+        assert!(status == 202 || status == 409, "{status} {reply}");
+        if status == 202 && reply["position"].is_i64() {
+            written += 1;
+        }
+        if status == 409 {
+            assert_eq!(reply["status"], 409);
+        }
+    }
+    let events = app.core.log.load("cart", &cart_id).await.unwrap();
+    let sequences: Vec<i64> = events.iter().map(|e| e.sequence).collect();
+    assert_eq!(
+        sequences,
+        (1..=events.len() as i64).collect::<Vec<_>>(),
+        "one history, no gaps, no forks"
+    );
+    assert_eq!(
+        events.len(),
+        written,
+        "every accepted capture is exactly one event"
+    );
+}
+
+#[tokio::test]
+async fn postgres_concurrent_captures_of_one_cart_lose_no_update() {
+    concurrent_captures_of_one_cart_lose_no_update(Kind::Postgres).await;
+}
+
+#[tokio::test]
+async fn sqlite_concurrent_captures_of_one_cart_lose_no_update() {
+    concurrent_captures_of_one_cart_lose_no_update(Kind::Sqlite).await;
+}

@@ -206,3 +206,82 @@ async fn carts_settings_and_events_from_the_cli() {
         "exports keep personal data sealed"
     );
 }
+
+#[tokio::test]
+async fn serve_runs_on_the_embedded_default_and_stops_gracefully_on_sigterm() {
+    let db = ocart_tests::FreshDb::sqlite();
+    let dir = db.dir().unwrap().clone();
+    let port = ocart_tests::free_port();
+    let bin = tokio::task::spawn_blocking(ocart_tests::ocart_bin)
+        .await
+        .unwrap();
+    let start = || {
+        tokio::process::Command::new(&bin)
+            .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+            .current_dir(&dir)
+            .env_remove("OCART_DATABASE_URL")
+            .env_remove("OCART_DATA_DIR")
+            .env_remove("OCART_NATS_URL")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let client = reqwest::Client::new();
+    let wait_up = || async {
+        for _ in 0..100 {
+            if client
+                .get(format!("http://127.0.0.1:{port}/ocart/v1/ping"))
+                .send()
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("ocart serve did not come up");
+    };
+    let child = start();
+    wait_up().await;
+    let resp = client
+        .post(format!("http://127.0.0.1:{port}/ocart/v1/checkout/capture"))
+        .json(&capture_body(&session(), "sig@example.com", 1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    assert!(
+        dir.join("ocart.db").exists(),
+        "the embedded default is ocart.db in the current directory"
+    );
+    let pid = child.id().unwrap();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(20), child.wait_with_output())
+        .await
+        .expect("stops within 20 s")
+        .unwrap();
+    assert!(out.status.success(), "exit status {:?}", out.status);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("admin token"),
+        "the first start shows the admin token: {stderr}"
+    );
+    assert!(stderr.contains("shutting down"), "{stderr}");
+    // A restart resumes on the same file, and does not mint a second admin token.
+    let child = start();
+    wait_up().await;
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().unwrap().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().await.unwrap();
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("admin token was created"));
+    let pool = db.connect().await;
+    let carts = ocart_projections::queries::all_carts(&pool).await.unwrap();
+    assert_eq!(carts.len(), 1);
+    assert_eq!(carts[0].email.as_deref(), Some("sig@example.com"));
+}
