@@ -285,3 +285,35 @@ async fn serve_runs_on_the_embedded_default_and_stops_gracefully_on_sigterm() {
     assert_eq!(carts.len(), 1);
     assert_eq!(carts[0].email.as_deref(), Some("sig@example.com"));
 }
+
+#[tokio::test]
+async fn events_tail_follows_the_log_as_json_lines() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let app = spawn_app(Kind::Postgres).await;
+    let bin = tokio::task::spawn_blocking(ocart_tests::ocart_bin)
+        .await
+        .unwrap();
+    let mut child = tokio::process::Command::new(bin)
+        .args(["events", "tail"])
+        .env("OCART_DATABASE_URL", &app.db.url)
+        .env_remove("OCART_NATS_URL")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    // Give tail a moment to reach the end of the log, then write something new.
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    let (_, reply) = app
+        .capture(&capture_body(&session(), "tail@example.com", 1))
+        .await;
+    let line = tokio::time::timeout(std::time::Duration::from_secs(10), lines.next_line())
+        .await
+        .expect("a line within 10 s")
+        .unwrap()
+        .unwrap();
+    let event: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(event["type"], "cart/created");
+    assert_eq!(event["aggregate_id"], reply["cart_id"]);
+    child.kill().await.unwrap();
+}

@@ -66,6 +66,11 @@ struct Received {
 
 /// Reads everything on `ocart.test.>` with a new durable pull consumer, acking each message.
 async fn consume_all(nats_url: &str, durable: &str) -> Vec<Received> {
+    consume_subject(nats_url, durable, "ocart.test.>").await
+}
+
+/// Reads everything on `filter` with a new durable pull consumer, acking each message.
+async fn consume_subject(nats_url: &str, durable: &str, filter: &str) -> Vec<Received> {
     let client = async_nats::connect(nats_url)
         .await
         .expect("connect to NATS");
@@ -77,7 +82,7 @@ async fn consume_all(nats_url: &str, durable: &str) -> Vec<Received> {
     let consumer: consumer::PullConsumer = stream
         .create_consumer(consumer::pull::Config {
             durable_name: Some(durable.to_owned()),
-            filter_subject: "ocart.test.>".into(),
+            filter_subject: filter.into(),
             ack_policy: consumer::AckPolicy::Explicit,
             ..Default::default()
         })
@@ -400,4 +405,47 @@ async fn only_one_instance_holds_a_lease_postgres() {
 #[tokio::test]
 async fn only_one_instance_holds_a_lease_sqlite() {
     only_one_instance_holds_a_lease(Kind::Sqlite).await;
+}
+
+/// The whole server with NATS configured: a capture reaches a durable consumer as
+/// `ocart.cart.created`, de-duplicable by `Nats-Msg-Id`, with personal data still sealed.
+#[tokio::test]
+async fn the_server_streams_its_events_to_jetstream() {
+    let nats = NatsServer::start();
+    let url = nats.url();
+    let app = ocart_tests::spawn_app_with(Kind::Postgres, |c| c.nats_url = Some(url.clone())).await;
+    let (status, reply) = app
+        .capture(&ocart_tests::capture_body(
+            &ocart_tests::session(),
+            "stream@example.com",
+            2,
+        ))
+        .await;
+    assert_eq!(status, 202);
+    let cart_id = reply["cart_id"].as_str().unwrap().to_owned();
+    let info = app
+        .eventually("/ocart/v1/info", |i| {
+            i["nats"] == true
+                && i["projections"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|p| p["name"] == "nats_relay" && p["lag"] == 0)
+        })
+        .await;
+    assert_eq!(info["nats"], true);
+    let received = consume_subject(&url, "app-test", "ocart.cart.>").await;
+    assert_eq!(received.len(), 1, "one cart event");
+    let message = &received[0];
+    assert_eq!(message.subject, "ocart.cart.created");
+    assert_eq!(message.body["type"], "cart/created");
+    assert_eq!(message.body["aggregate_id"], cart_id.as_str());
+    assert_eq!(message.msg_id.as_deref(), message.body["event_id"].as_str());
+    assert!(message.body["global_position"].as_i64().unwrap() > 0);
+    assert!(message.body["metadata"]["hash"].is_string());
+    assert!(
+        !message.body.to_string().contains("stream@example.com"),
+        "personal data stays sealed on the stream"
+    );
+    assert!(message.body["payload"]["email"]["sealed"]["ct"].is_string());
 }
