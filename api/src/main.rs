@@ -1,4 +1,8 @@
 use clap::Parser;
+
+/// mimalloc: the event and JSON paths allocate heavily; see ADR 0006 for the measurement.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
 use ocart_domain::metadata::{self, chain_hash, GENESIS_HASH};
-use serde_json::{json, Value};
+use serde_json::Value;
 use uuid::Uuid;
 
 use crate::store::{AppendError, EventLog, NewEvent, StoredEvent};
@@ -108,12 +108,83 @@ enum Source {
     Cache,
 }
 
-/// Rebuilds a typed event from its stored form (`{"type", "data"}` is how our events are tagged).
+/// Rebuilds a typed event from its stored form: our events are tagged `{"type", "data"}`, and the
+/// log keeps the tag in `event_type` and the data as the payload. The pair is presented to serde
+/// as that map without copying the payload (the tag first, so serde decodes the data straight
+/// into the variant instead of buffering it).
 pub fn decode_event<E: DomainEvent>(
     event_type: &str,
     payload: &Value,
 ) -> Result<E, serde_json::Error> {
-    serde_json::from_value(json!({ "type": event_type, "data": payload }))
+    E::deserialize(tagged::Tagged {
+        event_type,
+        payload,
+    })
+}
+
+mod tagged {
+    use serde::de::value::BorrowedStrDeserializer;
+    use serde::de::{DeserializeSeed, MapAccess, Visitor};
+    use serde::forward_to_deserialize_any;
+    use serde_json::Value;
+
+    /// `{"type": event_type, "data": payload}`, borrowed.
+    pub(super) struct Tagged<'a> {
+        pub event_type: &'a str,
+        pub payload: &'a Value,
+    }
+
+    impl<'de> serde::Deserializer<'de> for Tagged<'de> {
+        type Error = serde_json::Error;
+
+        fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+            visitor.visit_map(TaggedMap {
+                step: 0,
+                tagged: self,
+            })
+        }
+
+        forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf option
+            unit unit_struct newtype_struct seq tuple tuple_struct map struct enum identifier ignored_any
+        }
+    }
+
+    struct TaggedMap<'de> {
+        step: u8,
+        tagged: Tagged<'de>,
+    }
+
+    impl<'de> MapAccess<'de> for TaggedMap<'de> {
+        type Error = serde_json::Error;
+
+        fn next_key_seed<K: DeserializeSeed<'de>>(
+            &mut self,
+            seed: K,
+        ) -> Result<Option<K::Value>, Self::Error> {
+            let key = match self.step {
+                0 => "type",
+                1 => "data",
+                _ => return Ok(None),
+            };
+            seed.deserialize(BorrowedStrDeserializer::<serde_json::Error>::new(key))
+                .map(Some)
+        }
+
+        fn next_value_seed<V: DeserializeSeed<'de>>(
+            &mut self,
+            seed: V,
+        ) -> Result<V::Value, Self::Error> {
+            self.step += 1;
+            if self.step == 1 {
+                seed.deserialize(BorrowedStrDeserializer::<serde_json::Error>::new(
+                    self.tagged.event_type,
+                ))
+            } else {
+                seed.deserialize(self.tagged.payload)
+            }
+        }
+    }
 }
 
 fn encode_event<E: DomainEvent>(event: &E) -> Result<Value, serde_json::Error> {
@@ -319,4 +390,34 @@ fn metadata_for(meta: &CommandMeta, event_id: Uuid, prev_hash: &str, hash: &str)
     map.insert(metadata::PREV_HASH, prev_hash.into());
     map.insert(metadata::HASH, hash.into());
     serde_json::to_value(map).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ocart_domain::cart::{AbandonmentKind, CartEvent};
+
+    #[test]
+    fn stored_events_decode_back_to_the_typed_event() {
+        let at = chrono::DateTime::parse_from_rfc3339("2026-01-01T10:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let event = CartEvent::Abandoned {
+            at,
+            kind: AbandonmentKind::CheckoutAbandoned,
+            last_activity_at: at,
+            forced: false,
+        };
+        let payload = encode_event(&event).unwrap();
+        assert!(
+            payload.get("type").is_none(),
+            "the payload is the data alone: {payload}"
+        );
+        let back: CartEvent = decode_event(&event.event_type(), &payload).unwrap();
+        assert_eq!(back, event);
+        assert!(decode_event::<CartEvent>("cart/nope", &payload).is_err());
+        assert!(
+            decode_event::<CartEvent>("cart/abandoned", &serde_json::json!({"at": 1})).is_err()
+        );
+    }
 }

@@ -24,7 +24,13 @@ impl CartsProjector {
     }
 
     /// The full row a capture makes (created_at is kept by the upsert when the row exists).
-    async fn row_from(&self, cart_id: &str, c: &CartContent, position: i64) -> anyhow::Result<Row> {
+    async fn row_from(
+        &self,
+        cart_id: &str,
+        c: &CartContent,
+        payload: &serde_json::Value,
+        position: i64,
+    ) -> anyhow::Result<Row> {
         let email = self.vault.unseal(&c.email.sealed).await?;
         let phone = match &c.phone {
             Some(p) => self.vault.unseal(&p.sealed).await?,
@@ -54,8 +60,8 @@ impl CartsProjector {
                 .unwrap_or_default()
                 .to_owned(),
             currency: c.currency.as_str().to_owned(),
-            items: serde_json::to_value(&c.items)?,
-            totals: serde_json::to_value(&c.totals)?,
+            items: payload.get("items").cloned().unwrap_or_default(),
+            totals: payload.get("totals").cloned().unwrap_or_default(),
             total_minor: c.totals.total,
             consent_text: c.consent_text.clone(),
             consent_at: c.captured_at,
@@ -266,7 +272,9 @@ impl Projector for CartsProjector {
             match event.aggregate_type.as_str() {
                 "cart" => match decode_event::<CartEvent>(&event.event_type, &event.payload)? {
                     CartEvent::Created(content) | CartEvent::Updated(content) => {
-                        let mut row = self.row_from(id, &content, position).await?;
+                        let mut row = self
+                            .row_from(id, &content, &event.payload, position)
+                            .await?;
                         if let Some(existing) = batch.row_mut(id) {
                             row.created_at = existing.created_at;
                         }
