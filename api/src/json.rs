@@ -14,11 +14,25 @@ pub struct JsonBody<T>(pub T);
 /// Parses `bytes` as JSON into `T`: syntax errors are 400, wrong or missing fields are 422 with
 /// the JSON path of the field.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let value: serde_json::Value =
-        serde_json::from_slice(bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
-    serde_path_to_error::deserialize(value).map_err(|err| {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
         let path = err.path().to_string();
-        let message = err.inner().to_string();
+        let inner = err.into_inner();
+        if matches!(
+            inner.classify(),
+            serde_json::error::Category::Syntax
+                | serde_json::error::Category::Eof
+                | serde_json::error::Category::Io
+        ) {
+            return ApiError::MalformedJson(inner.to_string());
+        }
+        let message = inner.to_string();
+        // serde_json appends " at line L column C"; the path says where.
+        let message = message
+            .split(" at line ")
+            .next()
+            .unwrap_or(&message)
+            .to_owned();
         let path = if path == "." { String::new() } else { path };
         // "missing field `email`" is reported at the parent; name the field itself.
         let field = match message
@@ -31,7 +45,11 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             None => path,
         };
         ApiError::validation(field, message)
-    })
+    })?;
+    deserializer
+        .end()
+        .map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    Ok(value)
 }
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {

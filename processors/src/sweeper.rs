@@ -9,13 +9,20 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use ocart_domain::cart::{Cart, CartCommand, CartError, CartEvent};
+use ocart_domain::cart::{Cart, CartCommand, CartError};
 use ocart_domain::Clock;
 use ocart_projections::{
-    decode_event, load_checkpoint, queries, save_checkpoint, Checkpoint, CommandError, CommandMeta,
-    Commands, EventLog, Outcome,
+    load_checkpoint, queries, save_checkpoint, Checkpoint, CommandError, CommandMeta, Commands,
+    EventLog, Outcome,
 };
+use serde::Deserialize;
 use tokio::sync::watch;
+
+/// The part of a `cart/created` or `cart/updated` payload the sweeper reads.
+#[derive(serde::Deserialize)]
+struct Activity {
+    captured_at: DateTime<Utc>,
+}
 
 /// The sweeper's checkpoint name.
 pub const SWEEPER_CHECKPOINT: &str = "sweeper";
@@ -131,9 +138,11 @@ impl Sweeper {
             let mut timers = self.timers.lock().expect("timers");
             for event in events.iter().filter(|e| e.aggregate_type == "cart") {
                 seen += 1;
-                match decode_event::<CartEvent>(&event.event_type, &event.payload)? {
-                    CartEvent::Created(c) | CartEvent::Updated(c) => {
-                        timers.set(&event.aggregate_id, c.captured_at + threshold)
+                match event.event_type.as_str() {
+                    // Only the activity time matters here: read just that field.
+                    "cart/created" | "cart/updated" => {
+                        let activity = Activity::deserialize(&event.payload)?;
+                        timers.set(&event.aggregate_id, activity.captured_at + threshold);
                     }
                     _ => timers.clear(&event.aggregate_id),
                 }

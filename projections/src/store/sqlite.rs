@@ -1,5 +1,6 @@
-//! The event log on SQLite: one writer connection, one transaction per group commit with a
-//! savepoint per command, so a conflicting command is rolled back alone.
+//! The event log on SQLite: one writer connection, one transaction per group commit. One-event
+//! commands go in multi-row inserts that skip a taken sequence; larger commands get a savepoint
+//! each, so a conflicting command is rolled back alone.
 
 use std::collections::HashMap;
 
@@ -8,7 +9,7 @@ use sqlx::types::Json;
 use sqlx::{Connection, SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
-use super::{sort_out, AppendError, AppendJob, Checkpoint, Committed, StoredEvent};
+use super::{sort_out, AppendError, AppendJob, Checkpoint, Committed, NewEvent, StoredEvent};
 
 #[derive(sqlx::FromRow)]
 struct Row {
@@ -101,7 +102,55 @@ async fn try_commit(
 ) -> Result<Vec<Result<Vec<Committed>, AppendError>>, sqlx::Error> {
     let mut tx = conn.begin().await?;
     let mut inserted: HashMap<Uuid, i64> = HashMap::new();
-    for job in batch {
+    // Commands of one event go in multi-row statements: a taken sequence skips that row alone
+    // (ON CONFLICT DO NOTHING), which is exactly that command's conflict.
+    let singles: Vec<&NewEvent> = batch
+        .iter()
+        .filter(|j| j.events.len() == 1)
+        .map(|j| &j.events[0])
+        .collect();
+    for chunk in singles.chunks(SINGLES_PER_STATEMENT) {
+        let mut sql = String::from(
+            "INSERT INTO events (event_id, aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) VALUES ",
+        );
+        for i in 0..chunk.len() {
+            let b = i * 8;
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!(
+                "(?{}, ?{}, ?{}, ?{}, ?{}, ?{}, ?{}, ?{})",
+                b + 1,
+                b + 2,
+                b + 3,
+                b + 4,
+                b + 5,
+                b + 6,
+                b + 7,
+                b + 8
+            ));
+        }
+        sql.push_str(" ON CONFLICT (aggregate_type, aggregate_id, sequence) DO NOTHING RETURNING event_id, global_position");
+        let mut query = sqlx::query_as::<_, (String, i64)>(&sql);
+        for e in chunk {
+            query = query
+                .bind(e.event_id.to_string())
+                .bind(&e.aggregate_type)
+                .bind(&e.aggregate_id)
+                .bind(e.sequence)
+                .bind(&e.event_type)
+                .bind(&e.event_version)
+                .bind(e.payload.to_string())
+                .bind(e.metadata.to_string());
+        }
+        for (id, position) in query.fetch_all(&mut *tx).await? {
+            if let Ok(id) = Uuid::parse_str(&id) {
+                inserted.insert(id, position);
+            }
+        }
+    }
+    // Commands of several events: a savepoint each, so a conflict undoes that command alone.
+    for job in batch.iter().filter(|j| j.events.len() > 1) {
         sqlx::query("SAVEPOINT job").execute(&mut *tx).await?;
         let mut conflict = false;
         let mut positions = Vec::with_capacity(job.events.len());
@@ -140,3 +189,6 @@ async fn try_commit(
     tx.commit().await?;
     Ok(sort_out(batch, &inserted))
 }
+
+/// One-event commands per INSERT statement (8 parameters each).
+const SINGLES_PER_STATEMENT: usize = 400;

@@ -81,6 +81,27 @@ async fn racing_writers_never_both_commit(kind: Kind) {
     assert_eq!(ok, 1, "exactly one racing command commits");
     let loaded = log.load("probe", "race").await.unwrap();
     assert_eq!(loaded.len(), 3, "no half-written command");
+    // One-event commands racing for the same sequence (the group-commit fast path).
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let log = log.clone();
+        tasks.push(tokio::spawn(async move {
+            log.append(vec![event("race", 4)]).await
+        }));
+    }
+    let mut ok = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(committed) => {
+                assert_eq!(committed.len(), 1);
+                ok += 1;
+            }
+            Err(AppendError::Conflict) => {}
+            Err(other) => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(ok, 1, "exactly one racing one-event command commits");
+    assert_eq!(log.load("probe", "race").await.unwrap().len(), 4);
 }
 
 #[tokio::test]
