@@ -5,7 +5,7 @@ use ocart_domain::metadata::{self, chain_hash, GENESIS_HASH};
 use serde::Serialize;
 
 use crate::db::Db;
-use crate::store::StoredEvent;
+use crate::store::scan_by_aggregate;
 
 /// One event that does not verify.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -27,100 +27,6 @@ pub struct ChainReport {
 
 type Key = (String, String, i64);
 
-async fn page(db: &Db, after: &Key, limit: i64) -> Result<Vec<StoredEvent>, sqlx::Error> {
-    // Keyset scan over the primary key (aggregate_type, aggregate_id, sequence).
-    let sql = "SELECT event_id, aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, \
-               recorded_at, global_position FROM events \
-               WHERE (aggregate_type, aggregate_id, sequence) > ($1, $2, $3) \
-               ORDER BY aggregate_type, aggregate_id, sequence LIMIT $4";
-    Ok(match db {
-        Db::Pg(pool) => {
-            let rows: Vec<PgRow> = sqlx::query_as(sql)
-                .bind(&after.0)
-                .bind(&after.1)
-                .bind(after.2)
-                .bind(limit)
-                .fetch_all(pool)
-                .await?;
-            rows.into_iter().map(Into::into).collect()
-        }
-        Db::Lite(pool) => {
-            let rows: Vec<LiteRow> = sqlx::query_as(&crate::db::lite_sql(sql))
-                .bind(&after.0)
-                .bind(&after.1)
-                .bind(after.2)
-                .bind(limit)
-                .fetch_all(pool)
-                .await?;
-            rows.into_iter().map(Into::into).collect()
-        }
-    })
-}
-
-#[derive(sqlx::FromRow)]
-struct PgRow {
-    event_id: uuid::Uuid,
-    aggregate_type: String,
-    aggregate_id: String,
-    sequence: i64,
-    event_type: String,
-    event_version: String,
-    payload: sqlx::types::Json<serde_json::Value>,
-    metadata: sqlx::types::Json<serde_json::Value>,
-    recorded_at: chrono::DateTime<chrono::Utc>,
-    global_position: i64,
-}
-
-#[derive(sqlx::FromRow)]
-struct LiteRow {
-    event_id: String,
-    aggregate_type: String,
-    aggregate_id: String,
-    sequence: i64,
-    event_type: String,
-    event_version: String,
-    payload: sqlx::types::Json<serde_json::Value>,
-    metadata: sqlx::types::Json<serde_json::Value>,
-    recorded_at: chrono::DateTime<chrono::Utc>,
-    global_position: i64,
-}
-
-impl From<PgRow> for StoredEvent {
-    fn from(r: PgRow) -> Self {
-        StoredEvent {
-            event_id: r.event_id,
-            aggregate_type: r.aggregate_type,
-            aggregate_id: r.aggregate_id,
-            sequence: r.sequence,
-            event_type: r.event_type,
-            event_version: r.event_version,
-            payload: r.payload.0,
-            metadata: r.metadata.0,
-            recorded_at: r.recorded_at,
-            global_position: r.global_position,
-            transaction_id: 0,
-        }
-    }
-}
-
-impl From<LiteRow> for StoredEvent {
-    fn from(r: LiteRow) -> Self {
-        StoredEvent {
-            event_id: uuid::Uuid::parse_str(&r.event_id).unwrap_or_default(),
-            aggregate_type: r.aggregate_type,
-            aggregate_id: r.aggregate_id,
-            sequence: r.sequence,
-            event_type: r.event_type,
-            event_version: r.event_version,
-            payload: r.payload.0,
-            metadata: r.metadata.0,
-            recorded_at: r.recorded_at,
-            global_position: r.global_position,
-            transaction_id: 0,
-        }
-    }
-}
-
 /// Verifies every event in the log.
 pub async fn verify_chain(db: &Db) -> Result<ChainReport, sqlx::Error> {
     let mut report = ChainReport::default();
@@ -129,7 +35,7 @@ pub async fn verify_chain(db: &Db) -> Result<ChainReport, sqlx::Error> {
     let mut prev_hash = GENESIS_HASH.to_owned();
     let mut prev_sequence = 0i64;
     loop {
-        let events = page(db, &after, 2000).await?;
+        let events = scan_by_aggregate(db, (&after.0, &after.1, after.2), 2000).await?;
         let Some(last) = events.last() else { break };
         after = (
             last.aggregate_type.clone(),

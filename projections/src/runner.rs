@@ -148,39 +148,6 @@ impl ProjectionRunner {
         Ok(total)
     }
 
-    /// Runs until `stop` turns true, sleeping on the log's wake-ups (or `poll`) when idle.
-    pub async fn run(self, mut stop: watch::Receiver<bool>, poll: Duration) {
-        let mut wake = self.log.watch();
-        let mut backoff = Duration::from_millis(100);
-        while !*stop.borrow() {
-            match self.try_handle_next().await {
-                Ok(Outcome::Processed(_)) => backoff = Duration::from_millis(100),
-                Ok(Outcome::Idle)
-                    if self.log.head()
-                        > self.max_seen.load(std::sync::atomic::Ordering::Relaxed) =>
-                {
-                    // Committed but not yet readable (an older transaction is still open on
-                    // PostgreSQL): look again shortly rather than waiting for the next wake-up.
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                Ok(Outcome::Idle) => {
-                    tokio::select! {
-                        _ = self.log.wait_for_new(&mut wake, poll) => {}
-                        _ = stop.changed() => {}
-                    }
-                }
-                Err(err) => {
-                    tracing::warn!(projection = self.projector.name(), error = %err, "projection step failed; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = stop.changed() => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
-                }
-            }
-        }
-    }
-
     /// Empties the projector's tables and its checkpoint, then rebuilds from the start of the
     /// log, reporting progress after each batch.
     pub async fn rebuild(&self, mut progress: impl FnMut(u64)) -> anyhow::Result<u64> {
@@ -255,7 +222,7 @@ impl ProjectionGroup {
         Ok(Outcome::Processed(events.len()))
     }
 
-    /// Runs until `stop` turns true (see [`ProjectionRunner::run`]).
+    /// Runs until `stop` turns true, sleeping on the log's wake-ups (or `poll`) when idle.
     pub async fn run(self, mut stop: watch::Receiver<bool>, poll: Duration) {
         let mut wake = self.log.watch();
         let mut backoff = Duration::from_millis(100);

@@ -295,6 +295,19 @@ async fn writer_loop(
     }
 }
 
+/// Events in primary-key order after `after` = (aggregate_type, aggregate_id, sequence): how
+/// `ocart audit verify` walks each aggregate's chain.
+pub async fn scan_by_aggregate(
+    db: &Db,
+    after: (&str, &str, i64),
+    limit: i64,
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    match db {
+        Db::Pg(pool) => pg::scan_by_aggregate(pool, after, limit).await,
+        Db::Lite(pool) => sqlite::scan_by_aggregate(pool, after, limit).await,
+    }
+}
+
 /// Splits a batch result: jobs whose events were all inserted, and the rest.
 fn sort_out(
     batch: &[AppendJob],

@@ -240,3 +240,23 @@ pub(super) fn spawn_listener(pool: PgPool, inner: Weak<Inner>) {
         }
     });
 }
+
+/// Events in primary-key order (aggregate_type, aggregate_id, sequence) after `after`.
+pub(super) async fn scan_by_aggregate(
+    pool: &PgPool,
+    after: (&str, &str, i64),
+    limit: i64,
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM events WHERE (aggregate_type, aggregate_id, sequence) > ($1, $2, $3) \
+         ORDER BY aggregate_type, aggregate_id, sequence LIMIT $4"
+    );
+    let rows: Vec<Row> = sqlx::query_as(&sql)
+        .bind(after.0)
+        .bind(after.1)
+        .bind(after.2)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?;
+    Ok(rows.into_iter().map(StoredEvent::from).collect())
+}

@@ -79,6 +79,26 @@ pub(super) async fn read_after(
     Ok(rows.into_iter().map(StoredEvent::from).collect())
 }
 
+/// Events in primary-key order (aggregate_type, aggregate_id, sequence) after `after`.
+pub(super) async fn scan_by_aggregate(
+    pool: &SqlitePool,
+    after: (&str, &str, i64),
+    limit: i64,
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM events WHERE (aggregate_type, aggregate_id, sequence) > (?1, ?2, ?3) \
+         ORDER BY aggregate_type, aggregate_id, sequence LIMIT ?4"
+    );
+    let rows: Vec<Row> = sqlx::query_as(&sql)
+        .bind(after.0)
+        .bind(after.1)
+        .bind(after.2)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?;
+    Ok(rows.into_iter().map(StoredEvent::from).collect())
+}
+
 const INSERT: &str = "INSERT INTO events \
     (event_id, aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING global_position";
