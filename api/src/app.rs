@@ -183,11 +183,7 @@ async fn run_processors(core: Arc<Core>, stop: watch::Receiver<bool>) {
         }
         Err(err) => tracing::error!(error = %err, "cannot start projections"),
     }
-    let sweeper = ocart_processors::Sweeper::new(
-        core.log.clone(),
-        core.clock.clone(),
-        core.config.processors.batch_size,
-    );
+    let sweeper = ocart_processors::Sweeper::new(core.log.clone(), core.clock.clone());
     tasks.spawn(sweeper.run(inner_stop.clone(), poll));
     if let Some(url) = core.config.nats_url.clone() {
         let log = core.log.clone();

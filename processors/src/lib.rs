@@ -14,4 +14,4 @@ pub use relay::{
     connect, envelope, subject_for, Relay, DEFAULT_BATCH_SIZE, DUPLICATE_WINDOW, RELAY_CHECKPOINT,
     STREAM_NAME, STREAM_SUBJECTS,
 };
-pub use sweeper::{Sweeper, SWEEPER_CHECKPOINT};
+pub use sweeper::{Sweeper, SWEEPER};

@@ -94,6 +94,16 @@ pub async fn carts_inactive_since(
     )
 }
 
+/// The oldest last activity of any active cart: when the next abandonment falls due.
+pub async fn earliest_active_activity(db: &Db) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    let row: Option<(DateTime<Utc>,)> = fetch_optional_db!(
+        db,
+        (DateTime<Utc>,),
+        "SELECT last_activity_at FROM carts WHERE status = 'active' ORDER BY last_activity_at LIMIT 1"
+    )?;
+    Ok(row.map(|(at,)| at))
+}
+
 /// Every row of `carts`, in id order: what a rebuild is compared against.
 pub async fn all_carts(db: &Db) -> Result<Vec<CartRow>, sqlx::Error> {
     let sql = format!("SELECT {CART_COLUMNS} FROM carts ORDER BY cart_id");

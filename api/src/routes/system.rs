@@ -69,7 +69,6 @@ pub async fn info(State(state): State<AppState>, caller: Caller) -> Result<Json<
         .iter()
         .map(|p| p.name().to_owned())
         .collect();
-    names.push("sweeper".into());
     if state.nats_enabled {
         names.push("nats_relay".into());
     }

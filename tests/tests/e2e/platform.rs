@@ -204,7 +204,7 @@ async fn info_and_metrics_report_the_system() {
         .iter()
         .map(|p| p["name"].as_str().unwrap())
         .collect();
-    for name in ["carts", "api_tokens", "settings", "audit_log", "sweeper"] {
+    for name in ["carts", "api_tokens", "settings", "audit_log"] {
         assert!(names.contains(&name), "{name} in {names:?}");
     }
     let text = app
