@@ -101,9 +101,11 @@ impl ProjectionRunner {
         if events.is_empty() {
             return Ok(Outcome::Idle);
         }
+        let _turn = self.log.write_turn().await;
         let mut tx = self.log.db().begin().await?;
         let next = self.apply_in(&mut tx, &events).await?;
         tx.commit().await?;
+        drop(_turn);
         if let Some(next) = next {
             self.committed(next, &events);
         }
@@ -208,12 +210,14 @@ impl ProjectionGroup {
         if events.is_empty() {
             return Ok(Outcome::Idle);
         }
+        let _turn = self.log.write_turn().await;
         let mut tx = self.log.db().begin().await?;
         let mut moved = Vec::with_capacity(self.runners.len());
         for runner in &self.runners {
             moved.push(runner.apply_in(&mut tx, &events).await?);
         }
         tx.commit().await?;
+        drop(_turn);
         for (runner, next) in self.runners.iter().zip(moved) {
             if let Some(next) = next {
                 runner.committed(next, &events);

@@ -147,7 +147,11 @@ impl Batch {
                 None => {}
             }
         }
-        for chunk in upserts.chunks(UPSERT_CHUNK) {
+        let chunk_rows = match tx {
+            Tx::Pg(_) => UPSERT_CHUNK_PG,
+            Tx::Lite(_) => UPSERT_CHUNK_SQLITE,
+        };
+        for chunk in upserts.chunks(chunk_rows) {
             upsert_rows(tx, chunk).await?;
         }
         Ok(())
@@ -155,7 +159,10 @@ impl Batch {
 }
 
 /// Rows per upsert statement (26 parameters each, under SQLite's and PostgreSQL's limits).
-const UPSERT_CHUNK: usize = 500;
+const UPSERT_CHUNK_PG: usize = 500;
+/// SQLite looks bound parameters up by a linear scan (`sqlite3_bind_parameter_name`), so a
+/// statement's binding cost grows with the square of its parameters: keep statements small.
+const UPSERT_CHUNK_SQLITE: usize = 24;
 
 const UPSERT_COLUMNS: &str = "cart_id, session_token, email, email_hash, phone, phone_hash, name, erased, status, stage, \
     abandonment_kind, source, currency, items, totals, total_minor, consent_text, consent_at, order_id, revenue_minor, \

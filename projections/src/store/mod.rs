@@ -99,6 +99,9 @@ pub struct EventLog {
 
 struct Inner {
     db: Db,
+    /// SQLite allows one writer at a time: this process's writers (the appender and the
+    /// projections) take turns here instead of colliding and sleeping in SQLite's busy handler.
+    write_gate: Option<Arc<Mutex<()>>>,
     jobs: mpsc::Sender<AppendJob>,
     /// The highest position this process has committed or heard of; readers wait on it.
     head: watch::Sender<i64>,
@@ -110,7 +113,12 @@ impl EventLog {
     pub async fn open(db: Db) -> anyhow::Result<Self> {
         let (jobs, rx) = mpsc::channel::<AppendJob>(8192);
         let head = watch::Sender::new(0);
+        let write_gate = match db.backend() {
+            Backend::Sqlite => Some(Arc::new(Mutex::new(()))),
+            Backend::Postgres => None,
+        };
         let inner = Arc::new(Inner {
+            write_gate,
             db: db.clone(),
             jobs,
             head,
@@ -205,6 +213,15 @@ impl EventLog {
         }
     }
 
+    /// Waits for this process's turn to write (SQLite); a no-op on PostgreSQL. Hold the guard
+    /// for the whole write transaction.
+    pub async fn write_turn(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        match &self.inner.write_gate {
+            Some(gate) => Some(gate.clone().lock_owned().await),
+            None => None,
+        }
+    }
+
     /// The highest position this process knows was committed.
     pub fn head(&self) -> i64 {
         *self.inner.head.borrow()
@@ -266,6 +283,11 @@ async fn writer_loop(
             }
         }
         metrics::histogram!("ocart_append_batch_size").record(batch.len() as f64);
+        let gate = inner.upgrade().and_then(|i| i.write_gate.clone());
+        let _turn = match &gate {
+            Some(gate) => Some(gate.lock().await),
+            None => None,
+        };
         let results = match (&db, lite_conn.as_mut()) {
             (Db::Pg(pool), _) => pg::commit_batch(pool, &batch).await,
             (Db::Lite(_), Some(conn)) => sqlite::commit_batch(conn, &batch).await,
@@ -285,6 +307,7 @@ async fn writer_loop(
             }
             let _ = job.reply.send(result);
         }
+        drop(_turn);
         metrics::counter!("ocart_events_appended_total").increment(appended);
         if top > 0 {
             match inner.upgrade() {

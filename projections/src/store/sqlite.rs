@@ -210,5 +210,7 @@ async fn try_commit(
     Ok(sort_out(batch, &inserted))
 }
 
-/// One-event commands per INSERT statement (8 parameters each).
-const SINGLES_PER_STATEMENT: usize = 400;
+/// One-event commands per INSERT statement (8 parameters each). SQLite looks bound parameters
+/// up by a linear scan, so binding grows with the square of a statement's parameters: a
+/// profile showed `sqlite3_bind_parameter_name` at 12 % of CPU with 400 rows per statement.
+const SINGLES_PER_STATEMENT: usize = 64;
