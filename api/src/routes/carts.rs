@@ -190,6 +190,26 @@ pub struct CommandReply {
     pub position: Option<i64>,
 }
 
+/// Runs an admin command on a cart and replies with its new status and position.
+async fn cart_command(
+    state: &AppState,
+    id: String,
+    command: CartCommand,
+    meta: &ocart_projections::CommandMeta,
+) -> Result<Json<CommandReply>, ApiError> {
+    let outcome = state
+        .core
+        .carts
+        .execute(&id, command, meta)
+        .await
+        .map_err(|e| command_error(e, cart_rejection))?;
+    Ok(Json(CommandReply {
+        id,
+        status: outcome.aggregate.status().as_str().into(),
+        position: outcome.last_position(),
+    }))
+}
+
 fn cart_rejection(e: CartError) -> ApiError {
     match e {
         CartError::NotFound => ApiError::NotFound("cart".into()),
@@ -214,17 +234,7 @@ pub async fn abandon(
         threshold_min: settings.recovery.abandoned_threshold_min,
         forced: true,
     };
-    let outcome = state
-        .core
-        .carts
-        .execute(&id, command, &meta)
-        .await
-        .map_err(|e| command_error(e, cart_rejection))?;
-    Ok(Json(CommandReply {
-        id,
-        status: outcome.aggregate.status().as_str().into(),
-        position: outcome.last_position(),
-    }))
+    cart_command(&state, id, command, &meta).await
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -265,15 +275,5 @@ pub async fn convert(
         order_id: request.order_id,
         revenue: request.revenue,
     };
-    let outcome = state
-        .core
-        .carts
-        .execute(&id, command, &meta)
-        .await
-        .map_err(|e| command_error(e, cart_rejection))?;
-    Ok(Json(CommandReply {
-        id,
-        status: outcome.aggregate.status().as_str().into(),
-        position: outcome.last_position(),
-    }))
+    cart_command(&state, id, command, &meta).await
 }
