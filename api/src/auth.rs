@@ -60,7 +60,7 @@ impl FromRequestParts<AppState> for Caller {
                 &state.core.db,
                 "api_tokens",
                 head,
-                Duration::from_millis(500),
+                Duration::from_millis(state.core.config.http.read_your_writes_timeout_ms),
             )
             .await;
         }

@@ -239,6 +239,9 @@ pub fn test_config(db: &FreshDb) -> Config {
     };
     config.rate_limit.public_requests = 100_000;
     config.processors.poll_interval_ms = 100;
+    // Generous bounds: two tests run at once on two cores, and PostgreSQL's global reader waits
+    // for every open transaction on the server, whichever test's database it belongs to.
+    config.http.read_your_writes_timeout_ms = 10_000;
     config
 }
 
@@ -356,7 +359,7 @@ impl TestApp {
     /// Waits until `check` holds for GET `path` (bounded), returning the last body.
     pub async fn eventually(&self, path: &str, check: impl Fn(&Value) -> bool) -> Value {
         let mut last = Value::Null;
-        for _ in 0..100 {
+        for _ in 0..300 {
             let (status, body) = self.admin_get(path).await;
             if status == 200 && check(&body) {
                 return body;
