@@ -7,13 +7,15 @@ use std::time::{Duration, Instant};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use ocart_domain::cart::Cart;
-use ocart_domain::settings::{Settings, SettingsValues};
+use ocart_domain::settings::{
+    Settings, SettingsCommand, SettingsError, SettingsValues, SETTINGS_ID,
+};
 use ocart_domain::subject::Subject;
 use ocart_domain::token::{ApiToken, Capability, TokenCommand};
 use ocart_domain::Clock;
 use ocart_projections::{
-    AuditProjector, CartsProjector, CommandMeta, Commands, Db, EventLog, ProjectionRunner,
-    Projector, SettingsProjector, TokensProjector, Vault,
+    AuditProjector, CartsProjector, CommandError, CommandMeta, CommandOutcome, Commands, Db,
+    EventLog, ProjectionRunner, Projector, SettingsProjector, TokensProjector, Vault,
 };
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -123,8 +125,22 @@ impl Core {
         Ok(values)
     }
 
-    pub fn forget_settings(&self) {
+    /// Applies a partial settings document (validated by the aggregate) and drops the cache.
+    pub async fn update_settings(
+        &self,
+        patch: serde_json::Value,
+        meta: &CommandMeta,
+    ) -> Result<CommandOutcome<Settings>, CommandError<SettingsError>> {
+        let outcome = self
+            .settings
+            .execute(
+                SETTINGS_ID,
+                SettingsCommand::Update { patch, at: meta.at },
+                meta,
+            )
+            .await?;
         *self.settings_cache.write().expect("settings cache") = None;
+        Ok(outcome)
     }
 
     /// Mints a token with `capabilities` and records it in the log.

@@ -335,18 +335,18 @@ where
                     metadata,
                 });
             }
-            match self.log.append(new_events.clone()).await {
+            match self.log.append(new_events).await {
                 Ok(committed) => {
-                    let last = new_events.last().map(|e| e.sequence).unwrap_or(sequence);
+                    let last = sequence + events.len() as i64;
                     self.remember(id, &aggregate, last, &prev_hash);
                     let emitted = events
                         .into_iter()
-                        .zip(new_events)
                         .zip(committed)
-                        .map(|((event, new), c)| Emitted {
+                        .enumerate()
+                        .map(|(offset, (event, c))| Emitted {
                             event,
-                            event_id: new.event_id,
-                            sequence: new.sequence,
+                            event_id: c.event_id,
+                            sequence: sequence + 1 + offset as i64,
                             global_position: c.global_position,
                         })
                         .collect();

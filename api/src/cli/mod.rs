@@ -9,7 +9,6 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use ocart_domain::cart::{CartCommand, CartError};
-use ocart_domain::settings::{SettingsCommand, SETTINGS_ID};
 use ocart_domain::token::{Capability, TokenCommand};
 use ocart_domain::SystemClock;
 use ocart_projections::queries::{self, CartFilter};
@@ -656,12 +655,7 @@ async fn settings(cmd: SettingsCmd, config: Config, json_out: bool) -> anyhow::R
             let patch = json!({ group: { name: parsed } });
             let meta = cli_meta(&core);
             let outcome = core
-                .settings
-                .execute(
-                    SETTINGS_ID,
-                    SettingsCommand::Update { patch, at: meta.at },
-                    &meta,
-                )
+                .update_settings(patch, &meta)
                 .await
                 .map_err(|e| match e {
                     CommandError::Rejected(err) => anyhow::anyhow!("{err}"),

@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
-use ocart_domain::settings::{SettingsCommand, SettingsValues, SETTINGS_ID};
+use ocart_domain::settings::SettingsValues;
 use ocart_domain::token::Capability;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -58,15 +58,9 @@ pub async fn update(
     let meta = ctx.meta(caller.actor(), &state);
     let outcome = state
         .core
-        .settings
-        .execute(
-            SETTINGS_ID,
-            SettingsCommand::Update { patch, at: meta.at },
-            &meta,
-        )
+        .update_settings(patch, &meta)
         .await
         .map_err(|e| command_error(e, |e| ApiError::Validation(e.0)))?;
-    state.core.forget_settings();
     let changed = outcome
         .events
         .iter()
