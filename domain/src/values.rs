@@ -161,12 +161,34 @@ pub enum Source {
     Api,
 }
 
+impl Source {
+    /// The wire name (as serialised).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Classic => "classic",
+            Self::Block => "block",
+            Self::Hosted => "hosted",
+            Self::Api => "api",
+        }
+    }
+}
+
 /// How far the shopper got: it decides `cart_abandoned` vs `checkout_abandoned`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Stage {
     Cart,
     Checkout,
+}
+
+impl Stage {
+    /// The wire name (as serialised).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Cart => "cart",
+            Self::Checkout => "checkout",
+        }
+    }
 }
 
 /// The most items one cart may hold.
@@ -205,6 +227,22 @@ pub struct CartTotals {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn source_and_stage_names_are_their_wire_names() {
+        for source in [Source::Classic, Source::Block, Source::Hosted, Source::Api] {
+            assert_eq!(
+                serde_json::to_value(source).unwrap(),
+                serde_json::Value::from(source.as_str())
+            );
+        }
+        for stage in [Stage::Cart, Stage::Checkout] {
+            assert_eq!(
+                serde_json::to_value(stage).unwrap(),
+                serde_json::Value::from(stage.as_str())
+            );
+        }
+    }
 
     #[test]
     fn emails_are_normalised_and_malformed_ones_rejected() {

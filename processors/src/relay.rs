@@ -11,7 +11,7 @@ use async_nats::HeaderMap;
 use ocart_projections::{
     load_checkpoint, save_checkpoint, Checkpoint, EventLog, Outcome, StoredEvent,
 };
-use serde_json::{json, Value};
+use serde_json::value::RawValue;
 use tokio::sync::{watch, Mutex};
 
 /// The JetStream stream the relay publishes to.
@@ -35,28 +35,51 @@ pub fn subject_for(event_type: &str) -> String {
     format!("ocart.{}", event_type.replace('/', "."))
 }
 
-/// The JSON envelope the relay publishes for an event (ADR 0005).
-pub fn envelope(event: &StoredEvent) -> Value {
+/// The JSON envelope the relay publishes for an event (ADR 0005). Payload and metadata are
+/// the stored JSON text, forwarded verbatim (personal data still sealed).
+#[derive(Debug, serde::Serialize)]
+pub struct Envelope<'a> {
+    pub event_id: uuid::Uuid,
+    #[serde(rename = "type")]
+    pub event_type: &'a str,
+    pub version: &'a str,
+    pub aggregate_type: &'a str,
+    pub aggregate_id: &'a str,
+    pub sequence: i64,
+    pub global_position: i64,
+    pub occurred_at: String,
+    pub metadata: &'a RawValue,
+    pub payload: &'a RawValue,
+}
+
+impl std::fmt::Display for Envelope<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = serde_json::to_string(self).map_err(|_| std::fmt::Error)?;
+        f.write_str(&text)
+    }
+}
+
+/// The envelope of `event`.
+pub fn envelope(event: &StoredEvent) -> Envelope<'_> {
     let occurred_at = event
         .meta(ocart_domain::metadata::OCCURRED_AT)
-        .map(str::to_owned)
         .unwrap_or_else(|| {
             event
                 .recorded_at
                 .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
         });
-    json!({
-        "event_id": event.event_id,
-        "type": event.event_type,
-        "version": event.event_version,
-        "aggregate_type": event.aggregate_type,
-        "aggregate_id": event.aggregate_id,
-        "sequence": event.sequence,
-        "global_position": event.global_position,
-        "occurred_at": occurred_at,
-        "metadata": event.metadata,
-        "payload": event.payload,
-    })
+    Envelope {
+        event_id: event.event_id,
+        event_type: &event.event_type,
+        version: &event.event_version,
+        aggregate_type: &event.aggregate_type,
+        aggregate_id: &event.aggregate_id,
+        sequence: event.sequence,
+        global_position: event.global_position,
+        occurred_at,
+        metadata: &event.metadata,
+        payload: &event.payload,
+    }
 }
 
 /// Publishes the log to NATS JetStream.

@@ -67,19 +67,19 @@ pub async fn verify_chain(db: &Db) -> Result<ChainReport, sqlx::Error> {
                     e.sequence
                 ));
             }
-            let stored_prev = e.meta(metadata::PREV_HASH).unwrap_or("");
+            let stored_prev = e.meta(metadata::PREV_HASH).unwrap_or_default();
             if stored_prev != prev_hash {
                 broken("prev_hash does not match the previous event's hash".into());
             }
-            let expected = chain_hash(stored_prev, &e.event_type, &e.payload);
-            let stored = e.meta(metadata::HASH).unwrap_or("");
+            let expected = chain_hash(&stored_prev, &e.event_type, &e.payload_value());
+            let stored = e.meta(metadata::HASH).unwrap_or_default();
             if stored != expected {
                 broken(
                     "hash does not match the event's type and payload (the event was altered)"
                         .into(),
                 );
             }
-            prev_hash = stored.to_owned();
+            prev_hash = stored;
             prev_sequence = e.sequence;
         }
     }

@@ -18,16 +18,17 @@ pub fn is_admin_actor(actor: &str) -> bool {
 }
 
 fn diff_of(event: &StoredEvent) -> Value {
+    let payload = event.payload_value();
     match event.event_type.as_str() {
         "settings/changed" => {
-            json!({ "changes": event.payload.get("changes").cloned().unwrap_or(Value::Null) })
+            json!({ "changes": payload.get("changes").cloned().unwrap_or(Value::Null) })
         }
         "token/created" => json!({
-            "name": event.payload.get("name").cloned().unwrap_or(Value::Null),
-            "capabilities": event.payload.get("capabilities").cloned().unwrap_or(Value::Null),
+            "name": payload.get("name").cloned().unwrap_or(Value::Null),
+            "capabilities": payload.get("capabilities").cloned().unwrap_or(Value::Null),
         }),
         _ => {
-            let mut payload = event.payload.clone();
+            let mut payload = payload;
             if let Some(map) = payload.as_object_mut() {
                 map.remove("token_hash");
             }
@@ -48,13 +49,13 @@ impl Projector for AuditProjector {
 
     async fn apply(&self, tx: &mut Tx, events: &[StoredEvent]) -> anyhow::Result<()> {
         for event in events {
-            let actor = event.meta(metadata::ACTOR).unwrap_or("");
-            if !is_admin_actor(actor) {
+            let actor = event.meta(metadata::ACTOR).unwrap_or_default();
+            if !is_admin_actor(&actor) {
                 continue;
             }
             let at = event
                 .meta(metadata::OCCURRED_AT)
-                .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+                .and_then(|s| chrono::DateTime::parse_from_rfc3339(&s).ok())
                 .map(|d| d.with_timezone(&chrono::Utc))
                 .unwrap_or(event.recorded_at);
             exec_tx!(

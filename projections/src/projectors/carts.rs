@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use ocart_domain::cart::{AbandonmentKind, CartContent, CartEvent};
 use ocart_domain::subject::SubjectEvent;
+use serde_json::value::RawValue;
 use sqlx::types::Json;
 
 use crate::commands::decode_event;
@@ -24,13 +25,7 @@ impl CartsProjector {
     }
 
     /// The full row a capture makes (created_at is kept by the upsert when the row exists).
-    async fn row_from(
-        &self,
-        cart_id: &str,
-        c: &CartContent,
-        payload: &serde_json::Value,
-        position: i64,
-    ) -> anyhow::Result<Row> {
+    async fn row_from(&self, cart_id: &str, c: &CartContent, position: i64) -> anyhow::Result<Row> {
         let email = self.vault.unseal(&c.email.sealed).await?;
         let phone = match &c.phone {
             Some(p) => self.vault.unseal(&p.sealed).await?,
@@ -49,19 +44,13 @@ impl CartsProjector {
             phone,
             phone_hash: c.phone.as_ref().map(|p| p.subject.as_str().to_owned()),
             name,
-            status: "active".into(),
-            stage: serde_json::to_value(c.stage)?
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
+            status: "active",
+            stage: c.stage.as_str(),
             abandonment_kind: None,
-            source: serde_json::to_value(c.source)?
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
+            source: c.source.as_str(),
             currency: c.currency.as_str().to_owned(),
-            items: payload.get("items").cloned().unwrap_or_default(),
-            totals: payload.get("totals").cloned().unwrap_or_default(),
+            items: serde_json::value::to_raw_value(&c.items)?,
+            totals: serde_json::value::to_raw_value(&c.totals)?,
             total_minor: c.totals.total,
             consent_text: c.consent_text.clone(),
             consent_at: c.captured_at,
@@ -77,7 +66,7 @@ impl CartsProjector {
     }
 }
 
-/// A `carts` row being built in memory for one batch.
+/// A `carts` row, ready to write.
 #[derive(Debug, Clone)]
 struct Row {
     cart_id: String,
@@ -88,13 +77,13 @@ struct Row {
     phone_hash: Option<String>,
     name: Option<String>,
     erased: bool,
-    status: String,
-    stage: String,
-    abandonment_kind: Option<String>,
-    source: String,
+    status: &'static str,
+    stage: &'static str,
+    abandonment_kind: Option<&'static str>,
+    source: &'static str,
     currency: String,
-    items: serde_json::Value,
-    totals: serde_json::Value,
+    items: Box<RawValue>,
+    totals: Box<RawValue>,
     total_minor: i64,
     consent_text: Option<String>,
     consent_at: DateTime<Utc>,
@@ -108,41 +97,118 @@ struct Row {
     last_position: i64,
 }
 
+/// A cart whose row a batch rewrites whole: the last capture in the batch (decoded, unsealed
+/// and turned into a row only when the batch is written, so a cart captured five times in one
+/// batch is decoded once), and what later events of the batch changed on top of it.
+struct Fold<'a> {
+    content: &'a StoredEvent,
+    /// When the batch's first capture of this cart happened (the row's created_at if new).
+    created_at: DateTime<Utc>,
+    after: Vec<Change>,
+}
+
+/// A lifecycle change applied on top of a folded capture.
+enum Change {
+    Abandoned {
+        at: DateTime<Utc>,
+        kind: &'static str,
+        position: i64,
+    },
+    Converted {
+        at: DateTime<Utc>,
+        order_id: Option<String>,
+        revenue: Option<i64>,
+        position: i64,
+    },
+    Expired {
+        at: DateTime<Utc>,
+        position: i64,
+    },
+}
+
+impl Change {
+    fn apply(self, row: &mut Row) {
+        match self {
+            Change::Abandoned { at, kind, position } => {
+                row.status = "abandoned";
+                row.abandonment_kind = Some(kind);
+                row.abandoned_at = Some(at);
+                row.updated_at = at;
+                row.last_position = position;
+            }
+            Change::Converted {
+                at,
+                order_id,
+                revenue,
+                position,
+            } => {
+                row.status = "converted";
+                row.converted_at = Some(at);
+                row.updated_at = at;
+                row.order_id = order_id;
+                row.revenue_minor = revenue;
+                row.last_position = position;
+            }
+            Change::Expired { at, position } => {
+                row.status = "expired";
+                row.updated_at = at;
+                row.last_position = position;
+            }
+        }
+    }
+}
+
 /// What a batch will do to a cart's row.
-enum Pending {
-    Upsert(Box<Row>),
+enum Pending<'a> {
+    Upsert(Fold<'a>),
     Delete,
 }
 
 /// The batch's pending writes, in first-touched order.
 #[derive(Default)]
-struct Batch {
-    order: Vec<String>,
-    rows: HashMap<String, Pending>,
+struct Batch<'a> {
+    order: Vec<&'a str>,
+    rows: HashMap<&'a str, Pending<'a>>,
 }
 
-impl Batch {
-    fn put(&mut self, cart_id: &str, pending: Pending) {
-        if self.rows.insert(cart_id.to_owned(), pending).is_none() {
-            self.order.push(cart_id.to_owned());
+impl<'a> Batch<'a> {
+    fn put(&mut self, cart_id: &'a str, pending: Pending<'a>) {
+        if self.rows.insert(cart_id, pending).is_none() {
+            self.order.push(cart_id);
         }
     }
 
-    fn row_mut(&mut self, cart_id: &str) -> Option<&mut Row> {
+    fn fold_mut(&mut self, cart_id: &str) -> Option<&mut Fold<'a>> {
         match self.rows.get_mut(cart_id) {
-            Some(Pending::Upsert(row)) => Some(row),
+            Some(Pending::Upsert(fold)) => Some(fold),
             _ => None,
         }
     }
 
     /// Writes everything pending: one multi-row upsert per chunk, and the deletes.
-    async fn flush(&mut self, tx: &mut Tx) -> anyhow::Result<()> {
+    async fn flush(&mut self, projector: &CartsProjector, tx: &mut Tx) -> anyhow::Result<()> {
         let mut upserts = Vec::new();
         for cart_id in std::mem::take(&mut self.order) {
-            match self.rows.remove(&cart_id) {
-                Some(Pending::Upsert(row)) => upserts.push(*row),
+            match self.rows.remove(cart_id) {
+                Some(Pending::Upsert(fold)) => {
+                    let content = match decode_event::<CartEvent>(
+                        &fold.content.event_type,
+                        &fold.content.payload,
+                    )? {
+                        CartEvent::Created(content) | CartEvent::Updated(content) => content,
+                        other => anyhow::bail!("a capture was expected, not {other:?}"),
+                    };
+                    let mut row = projector
+                        .row_from(cart_id, &content, fold.content.global_position)
+                        .await?;
+                    row.created_at = fold.created_at;
+                    for change in fold.after {
+                        change.apply(&mut row);
+                    }
+                    upserts.push(row);
+                }
                 Some(Pending::Delete) => {
-                    exec_tx!(tx, "DELETE FROM carts WHERE cart_id = $1", &cart_id)?;
+                    exec_tx!(tx, "DELETE FROM carts WHERE cart_id = $1", cart_id)?;
                 }
                 None => {}
             }
@@ -158,11 +224,19 @@ impl Batch {
     }
 }
 
+/// When a capture happened, read from its payload without decoding the rest.
+fn captured_at(event: &StoredEvent) -> anyhow::Result<DateTime<Utc>> {
+    #[derive(serde::Deserialize)]
+    struct CapturedAt {
+        captured_at: DateTime<Utc>,
+    }
+    Ok(serde_json::from_str::<CapturedAt>(event.payload.get())?.captured_at)
+}
+
 /// Rows per upsert statement (26 parameters each, under SQLite's and PostgreSQL's limits).
 const UPSERT_CHUNK_PG: usize = 500;
-/// SQLite looks bound parameters up by a linear scan (`sqlite3_bind_parameter_name`), so a
-/// statement's binding cost grows with the square of its parameters: keep statements small.
-const UPSERT_CHUNK_SQLITE: usize = 24;
+/// SQLite: the placeholders become anonymous (`lite_sql`), which bind by index.
+const UPSERT_CHUNK_SQLITE: usize = 200;
 
 const UPSERT_COLUMNS: &str = "cart_id, session_token, email, email_hash, phone, phone_hash, name, erased, status, stage, \
     abandonment_kind, source, currency, items, totals, total_minor, consent_text, consent_at, order_id, revenue_minor, \
@@ -188,13 +262,13 @@ macro_rules! bind_row {
             .bind(&$r.phone_hash)
             .bind(&$r.name)
             .bind($r.erased)
-            .bind(&$r.status)
-            .bind(&$r.stage)
-            .bind(&$r.abandonment_kind)
-            .bind(&$r.source)
+            .bind($r.status)
+            .bind($r.stage)
+            .bind($r.abandonment_kind)
+            .bind($r.source)
             .bind(&$r.currency)
-            .bind(Json(&$r.items))
-            .bind(Json(&$r.totals))
+            .bind(Json(&*$r.items))
+            .bind(Json(&*$r.totals))
             .bind($r.total_minor)
             .bind(&$r.consent_text)
             .bind($r.consent_at)
@@ -269,28 +343,57 @@ impl Projector for CartsProjector {
         &["carts"]
     }
 
+    fn indexes(&self) -> &'static [(&'static str, &'static str)] {
+        &[
+            (
+                "carts_status_activity",
+                "CREATE INDEX IF NOT EXISTS carts_status_activity ON carts (status, last_activity_at)",
+            ),
+            (
+                "carts_updated",
+                "CREATE INDEX IF NOT EXISTS carts_updated ON carts (updated_at, cart_id)",
+            ),
+            (
+                "carts_email_hash",
+                "CREATE INDEX IF NOT EXISTS carts_email_hash ON carts (email_hash)",
+            ),
+            (
+                "carts_phone_hash",
+                "CREATE INDEX IF NOT EXISTS carts_phone_hash ON carts (phone_hash)",
+            ),
+        ]
+    }
+
     async fn apply(&self, tx: &mut Tx, events: &[StoredEvent]) -> anyhow::Result<()> {
-        // Events fold into rows in memory; the batch is written with a few multi-row
+        // Events fold per cart in memory; the batch is written with a few multi-row
         // statements. Erasures flush first, so they see (and blank) every earlier row.
         let mut batch = Batch::default();
         for event in events {
             let position = event.global_position;
             let id = event.aggregate_id.as_str();
             match event.aggregate_type.as_str() {
+                "cart" if matches!(event.event_type.as_str(), "cart/created" | "cart/updated") => {
+                    let created_at = match batch.fold_mut(id) {
+                        Some(fold) => fold.created_at,
+                        None => captured_at(event)?,
+                    };
+                    batch.put(
+                        id,
+                        Pending::Upsert(Fold {
+                            content: event,
+                            created_at,
+                            after: Vec::new(),
+                        }),
+                    );
+                }
                 "cart" => match decode_event::<CartEvent>(&event.event_type, &event.payload)? {
-                    CartEvent::Created(content) | CartEvent::Updated(content) => {
-                        let mut row = self
-                            .row_from(id, &content, &event.payload, position)
-                            .await?;
-                        if let Some(existing) = batch.row_mut(id) {
-                            row.created_at = existing.created_at;
-                        }
-                        batch.put(id, Pending::Upsert(Box::new(row)));
+                    CartEvent::Created(_) | CartEvent::Updated(_) => {
+                        unreachable!("captures are folded above")
                     }
                     CartEvent::ConsentWithdrawn { subjects, .. } => {
                         // Withdrawal erases the shopper's keys: blank them wherever they appear.
                         batch.put(id, Pending::Delete);
-                        batch.flush(tx).await?;
+                        batch.flush(self, tx).await?;
                         for subject in &subjects {
                             self.vault.forget(subject);
                             blank_subject(tx, subject.as_str()).await?;
@@ -301,12 +404,8 @@ impl Projector for CartsProjector {
                             AbandonmentKind::CartAbandoned => "cart_abandoned",
                             AbandonmentKind::CheckoutAbandoned => "checkout_abandoned",
                         };
-                        if let Some(row) = batch.row_mut(id) {
-                            row.status = "abandoned".into();
-                            row.abandonment_kind = Some(kind.into());
-                            row.abandoned_at = Some(at);
-                            row.updated_at = at;
-                            row.last_position = position;
+                        if let Some(fold) = batch.fold_mut(id) {
+                            fold.after.push(Change::Abandoned { at, kind, position });
                         } else {
                             exec_tx!(
                                 tx,
@@ -324,13 +423,13 @@ impl Projector for CartsProjector {
                         order_id,
                         revenue,
                     } => {
-                        if let Some(row) = batch.row_mut(id) {
-                            row.status = "converted".into();
-                            row.converted_at = Some(at);
-                            row.updated_at = at;
-                            row.order_id = order_id;
-                            row.revenue_minor = revenue;
-                            row.last_position = position;
+                        if let Some(fold) = batch.fold_mut(id) {
+                            fold.after.push(Change::Converted {
+                                at,
+                                order_id,
+                                revenue,
+                                position,
+                            });
                         } else {
                             exec_tx!(
                                 tx,
@@ -345,10 +444,8 @@ impl Projector for CartsProjector {
                         }
                     }
                     CartEvent::Expired { at } => {
-                        if let Some(row) = batch.row_mut(id) {
-                            row.status = "expired".into();
-                            row.updated_at = at;
-                            row.last_position = position;
+                        if let Some(fold) = batch.fold_mut(id) {
+                            fold.after.push(Change::Expired { at, position });
                         } else {
                             exec_tx!(
                                 tx,
@@ -365,12 +462,12 @@ impl Projector for CartsProjector {
                     let SubjectEvent::Erased { subject, .. } =
                         decode_event::<SubjectEvent>(&event.event_type, &event.payload)?;
                     self.vault.forget(&subject);
-                    batch.flush(tx).await?;
+                    batch.flush(self, tx).await?;
                     blank_subject(tx, subject.as_str()).await?;
                 }
                 _ => {}
             }
         }
-        batch.flush(tx).await
+        batch.flush(self, tx).await
     }
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch, Mutex};
 use uuid::Uuid;
@@ -28,8 +29,9 @@ pub struct NewEvent {
     pub metadata: Value,
 }
 
-/// An event as the log holds it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// An event as the log holds it. Payload and metadata stay raw JSON text: a consumer decodes
+/// what it needs (usually straight into a typed event), and the relay forwards them verbatim.
+#[derive(Debug, Clone, Serialize)]
 pub struct StoredEvent {
     pub event_id: Uuid,
     pub aggregate_type: String,
@@ -37,8 +39,8 @@ pub struct StoredEvent {
     pub sequence: i64,
     pub event_type: String,
     pub event_version: String,
-    pub payload: Value,
-    pub metadata: Value,
+    pub payload: Box<RawValue>,
+    pub metadata: Box<RawValue>,
     pub recorded_at: DateTime<Utc>,
     pub global_position: i64,
     /// The committing transaction (PostgreSQL's xid8); 0 on SQLite.
@@ -53,9 +55,51 @@ impl StoredEvent {
         }
     }
 
-    pub fn meta(&self, key: &str) -> Option<&str> {
-        self.metadata.get(key).and_then(Value::as_str)
+    /// One string entry of the metadata (read without parsing the rest into a tree).
+    pub fn meta(&self, key: &str) -> Option<String> {
+        meta_entry(self.metadata.get(), key)
     }
+
+    /// The payload as a JSON tree (for consumers that pick fields by name).
+    pub fn payload_value(&self) -> Value {
+        serde_json::from_str(self.payload.get()).unwrap_or(Value::Null)
+    }
+}
+
+/// Raw JSON text as read from the store. Both stores only hold valid JSON (PostgreSQL's jsonb,
+/// SQLite's `json_valid` check); anything else reads as `null` rather than failing the reader.
+pub(crate) fn raw_json(text: String) -> Box<RawValue> {
+    RawValue::from_string(text)
+        .unwrap_or_else(|_| RawValue::from_string("null".to_owned()).expect("null is JSON"))
+}
+
+/// Finds `key` in a JSON object's text and returns it if it is a string.
+fn meta_entry(json: &str, key: &str) -> Option<String> {
+    use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+
+    struct Find<'k>(&'k str);
+    impl<'de> Visitor<'de> for Find<'_> {
+        type Value = Option<String>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an object")
+        }
+
+        fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+            // serde_json checks that the whole object was read, so the rest is skipped.
+            let mut found = None;
+            while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                if found.is_none() && key == self.0 {
+                    found = map.next_value::<Value>()?.as_str().map(str::to_owned);
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(found)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(json);
+    de.deserialize_map(Find(key)).ok().flatten()
 }
 
 /// Where a reader has got to: the last (transaction, position) it handled.
@@ -356,4 +400,20 @@ fn sort_out(
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::meta_entry;
+
+    #[test]
+    fn a_metadata_entry_is_found_wherever_it_is() {
+        let json = r#"{"actor": "cli:root", "hash": "abc", "n": {"x": [1, 2]}, "ip": null}"#;
+        assert_eq!(meta_entry(json, "actor").as_deref(), Some("cli:root"));
+        assert_eq!(meta_entry(json, "hash").as_deref(), Some("abc"));
+        assert_eq!(meta_entry(json, "ip"), None);
+        assert_eq!(meta_entry(json, "n"), None);
+        assert_eq!(meta_entry(json, "missing"), None);
+        assert_eq!(meta_entry("not json", "actor"), None);
+    }
 }

@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgListener;
-use sqlx::types::Json;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::{sort_out, AppendError, AppendJob, Checkpoint, Committed, Inner, StoredEvent};
+use super::{
+    raw_json, sort_out, AppendError, AppendJob, Checkpoint, Committed, Inner, StoredEvent,
+};
 
 #[derive(sqlx::FromRow)]
 struct Row {
@@ -21,8 +22,8 @@ struct Row {
     sequence: i64,
     event_type: String,
     event_version: String,
-    payload: Json<serde_json::Value>,
-    metadata: Json<serde_json::Value>,
+    payload: String,
+    metadata: String,
     recorded_at: DateTime<Utc>,
     global_position: i64,
     tx: i64,
@@ -37,8 +38,8 @@ impl From<Row> for StoredEvent {
             sequence: r.sequence,
             event_type: r.event_type,
             event_version: r.event_version,
-            payload: r.payload.0,
-            metadata: r.metadata.0,
+            payload: raw_json(r.payload),
+            metadata: raw_json(r.metadata),
             recorded_at: r.recorded_at,
             global_position: r.global_position,
             transaction_id: r.tx,
@@ -48,7 +49,8 @@ impl From<Row> for StoredEvent {
 
 const COLUMNS: &str =
     "event_id, aggregate_type, aggregate_id, sequence, event_type, event_version, \
-    payload, metadata, recorded_at, global_position, transaction_id::text::bigint AS tx";
+    payload::text AS payload, metadata::text AS metadata, recorded_at, global_position, \
+    transaction_id::text::bigint AS tx";
 
 pub(super) async fn load(
     pool: &PgPool,

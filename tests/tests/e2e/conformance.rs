@@ -44,7 +44,7 @@ async fn appends_load_back_in_order(kind: Kind) {
         vec![1, 2, 3]
     );
     assert_eq!(
-        loaded[0].payload,
+        loaded[0].payload_value(),
         json!({"n": 1, "nested": {"a": 1, "b": 2}})
     );
     assert!(log.load("probe", "missing").await.unwrap().is_empty());

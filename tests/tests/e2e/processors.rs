@@ -3,9 +3,30 @@
 
 use std::time::Duration;
 
-use ocart_projections::queries;
+use ocart_projections::{queries, Db};
 use ocart_tests::{capture_body, session, spawn_app, spawn_on, test_config, FreshDb, Kind};
 use serde_json::json;
+
+/// The indexes on `carts`, sorted by name.
+async fn cart_indexes(db: &Db) -> Vec<String> {
+    let mut names: Vec<String> = match db {
+        Db::Pg(p) => {
+            sqlx::query_scalar("SELECT indexname::text FROM pg_indexes WHERE tablename = 'carts'")
+                .fetch_all(p)
+                .await
+        }
+        Db::Lite(p) => {
+            sqlx::query_scalar(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'carts'",
+            )
+            .fetch_all(p)
+            .await
+        }
+    }
+    .unwrap();
+    names.sort();
+    names
+}
 
 async fn inactive_carts_are_abandoned_by_stage(kind: Kind) {
     let app = spawn_app(kind).await;
@@ -41,7 +62,7 @@ async fn inactive_carts_are_abandoned_by_stage(kind: Kind) {
     let events = app.core.log.load("cart", &a).await.unwrap();
     let last = events.last().unwrap();
     assert_eq!(last.event_type, "cart/abandoned");
-    assert_eq!(last.meta("actor"), Some("system:sweeper"));
+    assert_eq!(last.meta("actor").as_deref(), Some("system:sweeper"));
 }
 
 #[tokio::test]
@@ -134,6 +155,12 @@ async fn a_rebuild_yields_exactly_the_live_rows(kind: Kind) {
     let _ = head;
     let live = queries::all_carts(&app.core.db).await.unwrap();
     assert!(live.len() >= 15, "{}", live.len());
+    let indexes = cart_indexes(&app.core.db).await;
+    assert!(
+        indexes.iter().any(|i| i == "carts_status_activity")
+            && indexes.iter().any(|i| i == "carts_email_hash"),
+        "{indexes:?}"
+    );
     let db = app.stop().await;
     // Rebuild with the CLI, as an operator would.
     let (code, out, err) = ocart_tests::ocart(&db, &["replay", "--all", "--json"]).await;
@@ -147,6 +174,11 @@ async fn a_rebuild_yields_exactly_the_live_rows(kind: Kind) {
     let pool = db.connect().await;
     let rebuilt = queries::all_carts(&pool).await.unwrap();
     assert_eq!(rebuilt, live, "a rebuild gives exactly the live rows");
+    assert_eq!(
+        cart_indexes(&pool).await,
+        indexes,
+        "the rebuild dropped the secondary indexes while loading and made them again"
+    );
 }
 
 #[tokio::test]
