@@ -309,6 +309,82 @@ fn capture_payload(i: u64) -> String {
     )
 }
 
+/// The load generator's side of one keep-alive HTTP/1.1 connection: it writes a request and
+/// reads the response's head and `Content-Length` body, like wrk, so that the client costs
+/// little of the two cores it shares with the server (reqwest took about a third of them).
+struct LoadConnection {
+    stream: tokio::io::BufReader<tokio::net::TcpStream>,
+    request: Vec<u8>,
+    line: String,
+}
+
+impl LoadConnection {
+    async fn open(port: u16) -> std::io::Result<Self> {
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        stream.set_nodelay(true)?;
+        Ok(Self {
+            stream: tokio::io::BufReader::new(stream),
+            request: Vec::with_capacity(1024),
+            line: String::with_capacity(128),
+        })
+    }
+
+    /// POSTs a JSON body and returns the response status.
+    async fn post(&mut self, path: &str, body: &str) -> std::io::Result<u16> {
+        use std::io::Write as _;
+        use std::io::{Error, ErrorKind};
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+
+        self.request.clear();
+        write!(
+            self.request,
+            "POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )?;
+        self.stream.get_mut().write_all(&self.request).await?;
+        let mut status = 0u16;
+        let mut length = 0usize;
+        let mut first = true;
+        loop {
+            self.line.clear();
+            if self.stream.read_line(&mut self.line).await? == 0 {
+                return Err(Error::new(
+                    ErrorKind::UnexpectedEof,
+                    "the server closed the connection",
+                ));
+            }
+            let line = self.line.trim_end();
+            if first {
+                status = line
+                    .split(' ')
+                    .nth(1)
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| Error::new(ErrorKind::InvalidData, "no status line"))?;
+                first = false;
+            } else if line.is_empty() {
+                break;
+            } else if let Some((name, value)) = line.split_once(':') {
+                if name.eq_ignore_ascii_case("content-length") {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+            }
+        }
+        let mut remaining = length;
+        let mut sink = [0u8; 1024];
+        while remaining > 0 {
+            let n = self.stream.read(&mut sink[..remaining.min(1024)]).await?;
+            if n == 0 {
+                return Err(Error::new(
+                    ErrorKind::UnexpectedEof,
+                    "the body was cut short",
+                ));
+            }
+            remaining -= n;
+        }
+        Ok(status)
+    }
+}
+
 async fn capture(args: CaptureArgs) -> anyhow::Result<()> {
     println!(
         "# ocart bench capture — {}; {} connections, {} s",
@@ -336,40 +412,36 @@ async fn capture(args: CaptureArgs) -> anyhow::Result<()> {
         let server = tokio::spawn(app.run_until_stopped(async move {
             let _ = stop_rx.await;
         }));
-        let url = format!("http://127.0.0.1:{port}/ocart/v1/checkout/capture");
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(args.connections)
-            .build()?;
         let stop = Arc::new(AtomicBool::new(false));
         let next = Arc::new(AtomicU64::new(0));
         let errors = Arc::new(AtomicU64::new(0));
         let mut tasks = Vec::new();
         for _ in 0..args.connections {
-            let (client, url, stop, next, errors) = (
-                client.clone(),
-                url.clone(),
-                stop.clone(),
-                next.clone(),
-                errors.clone(),
-            );
+            let (stop, next, errors) = (stop.clone(), next.clone(), errors.clone());
             tasks.push(tokio::spawn(async move {
                 let mut latencies = Vec::with_capacity(100_000);
+                let mut conn = match LoadConnection::open(port).await {
+                    Ok(conn) => conn,
+                    Err(_) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                        return latencies;
+                    }
+                };
                 while !stop.load(Ordering::Relaxed) {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let body = capture_payload(i);
                     let started = Instant::now();
-                    match client
-                        .post(&url)
-                        .header("content-type", "application/json")
-                        .body(body)
-                        .send()
-                        .await
-                    {
-                        Ok(resp) if resp.status().is_success() => {
-                            let _ = resp.bytes().await;
-                        }
-                        _ => {
+                    match conn.post("/ocart/v1/checkout/capture", &body).await {
+                        Ok(status) if (200..300).contains(&status) => {}
+                        Ok(_) => {
                             errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(_) => {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                            match LoadConnection::open(port).await {
+                                Ok(fresh) => conn = fresh,
+                                Err(_) => break,
+                            }
                         }
                     }
                     latencies.push(started.elapsed().as_micros() as u64);
