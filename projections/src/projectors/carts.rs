@@ -233,9 +233,10 @@ fn captured_at(event: &StoredEvent) -> anyhow::Result<DateTime<Utc>> {
     Ok(serde_json::from_str::<CapturedAt>(event.payload.get())?.captured_at)
 }
 
-/// Rows per upsert statement (26 parameters each, under SQLite's and PostgreSQL's limits).
-const UPSERT_CHUNK_PG: usize = 500;
-/// SQLite: the placeholders become anonymous (`lite_sql`), which bind by index.
+/// Rows per upsert statement on PostgreSQL (columns are bound as arrays).
+const UPSERT_CHUNK_PG: usize = 5000;
+/// Rows per upsert statement on SQLite (26 anonymous parameters each: SQLite binds those by
+/// index, while numbered ones cost a linear name lookup each).
 const UPSERT_CHUNK_SQLITE: usize = 200;
 
 const UPSERT_COLUMNS: &str = "cart_id, session_token, email, email_hash, phone, phone_hash, name, erased, status, stage, \
@@ -284,36 +285,80 @@ macro_rules! bind_row {
 }
 
 async fn upsert_rows(tx: &mut Tx, rows: &[Row]) -> anyhow::Result<()> {
-    const PER_ROW: usize = 26;
-    let mut sql = format!("INSERT INTO carts ({UPSERT_COLUMNS}) VALUES ");
-    for i in 0..rows.len() {
-        sql.push_str(if i == 0 { "(" } else { ", (" });
-        for j in 0..PER_ROW {
-            if j > 0 {
-                sql.push_str(", ");
-            }
-            sql.push_str(&format!("${}", i * PER_ROW + j + 1));
-        }
-        sql.push(')');
-    }
-    sql.push_str(UPSERT_CONFLICT);
     match tx {
-        Tx::Pg(t) => {
+        Tx::Pg(t) => upsert_rows_pg(t, rows).await,
+        Tx::Lite(t) => {
+            const PER_ROW: usize = 26;
+            let mut sql = format!("INSERT INTO carts ({UPSERT_COLUMNS}) VALUES ");
+            for i in 0..rows.len() {
+                sql.push_str(if i == 0 { "(" } else { ", (" });
+                for j in 0..PER_ROW {
+                    sql.push_str(if j == 0 { "?" } else { ", ?" });
+                }
+                sql.push(')');
+            }
+            sql.push_str(UPSERT_CONFLICT);
             let mut query = sqlx::query(&sql);
             for r in rows {
                 query = bind_row!(query, r);
             }
             query.execute(&mut **t).await?;
-        }
-        Tx::Lite(t) => {
-            let lite = crate::db::lite_sql(&sql);
-            let mut query = sqlx::query(&lite);
-            for r in rows {
-                query = bind_row!(query, r);
-            }
-            query.execute(&mut **t).await?;
+            Ok(())
         }
     }
+}
+
+/// PostgreSQL: one statement for the whole chunk, each column bound as an array and unnested
+/// (no per-row parameters to parse, plan or bind).
+async fn upsert_rows_pg(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    rows: &[Row],
+) -> anyhow::Result<()> {
+    fn col<'r, T>(rows: &'r [Row], f: impl Fn(&'r Row) -> T) -> Vec<T> {
+        rows.iter().map(f).collect()
+    }
+    let sql = format!(
+        "INSERT INTO carts ({UPSERT_COLUMNS}) \
+         SELECT u.cart_id, u.session_token, u.email, u.email_hash, u.phone, u.phone_hash, u.name, u.erased, \
+                u.status, u.stage, u.abandonment_kind, u.source, u.currency, u.items::jsonb, u.totals::jsonb, \
+                u.total_minor, u.consent_text, u.consent_at, u.order_id, u.revenue_minor, u.created_at, \
+                u.updated_at, u.last_activity_at, u.abandoned_at, u.converted_at, u.last_position \
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], \
+                     $8::bool[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], \
+                     $15::text[], $16::bigint[], $17::text[], $18::timestamptz[], $19::text[], $20::bigint[], \
+                     $21::timestamptz[], $22::timestamptz[], $23::timestamptz[], $24::timestamptz[], \
+                     $25::timestamptz[], $26::bigint[]) \
+              AS u({UPSERT_COLUMNS}){UPSERT_CONFLICT}"
+    );
+    sqlx::query(&sql)
+        .bind(col(rows, |r| r.cart_id.as_str()))
+        .bind(col(rows, |r| r.session_token.as_str()))
+        .bind(col(rows, |r| r.email.as_deref()))
+        .bind(col(rows, |r| r.email_hash.as_str()))
+        .bind(col(rows, |r| r.phone.as_deref()))
+        .bind(col(rows, |r| r.phone_hash.as_deref()))
+        .bind(col(rows, |r| r.name.as_deref()))
+        .bind(col(rows, |r| r.erased))
+        .bind(col(rows, |r| r.status))
+        .bind(col(rows, |r| r.stage))
+        .bind(col(rows, |r| r.abandonment_kind))
+        .bind(col(rows, |r| r.source))
+        .bind(col(rows, |r| r.currency.as_str()))
+        .bind(col(rows, |r| r.items.get()))
+        .bind(col(rows, |r| r.totals.get()))
+        .bind(col(rows, |r| r.total_minor))
+        .bind(col(rows, |r| r.consent_text.as_deref()))
+        .bind(col(rows, |r| r.consent_at))
+        .bind(col(rows, |r| r.order_id.as_deref()))
+        .bind(col(rows, |r| r.revenue_minor))
+        .bind(col(rows, |r| r.created_at))
+        .bind(col(rows, |r| r.updated_at))
+        .bind(col(rows, |r| r.last_activity_at))
+        .bind(col(rows, |r| r.abandoned_at))
+        .bind(col(rows, |r| r.converted_at))
+        .bind(col(rows, |r| r.last_position))
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 

@@ -66,8 +66,9 @@ impl StoredEvent {
     }
 }
 
-/// Raw JSON text as read from the store. Both stores only hold valid JSON (PostgreSQL's jsonb,
-/// SQLite's `json_valid` check); anything else reads as `null` rather than failing the reader.
+/// Raw JSON text as read from the store. The stores only hold JSON OCart wrote (serde_json's
+/// output; PostgreSQL also checks it is JSON); anything else reads as `null` rather than
+/// failing the reader.
 pub(crate) fn raw_json(text: String) -> Box<RawValue> {
     RawValue::from_string(text)
         .unwrap_or_else(|_| RawValue::from_string("null".to_owned()).expect("null is JSON"))
