@@ -246,7 +246,7 @@ async fn pgbench_ceiling(pg_url: &str, seconds: u64) -> anyhow::Result<f64> {
     let pool = sqlx::PgPool::connect(&store.url).await?;
     sqlx::query(
         "CREATE TABLE events_shape (aggregate_type text NOT NULL, aggregate_id text NOT NULL, sequence bigint NOT NULL, \
-         event_type text NOT NULL, event_version text NOT NULL, payload json NOT NULL, metadata json NOT NULL, \
+         event_type text NOT NULL, event_version text NOT NULL, payload jsonb NOT NULL, metadata jsonb NOT NULL, \
          event_id uuid NOT NULL UNIQUE, recorded_at timestamptz NOT NULL DEFAULT now(), \
          global_position bigint GENERATED ALWAYS AS IDENTITY UNIQUE, transaction_id xid8 NOT NULL DEFAULT pg_current_xact_id(), \
          PRIMARY KEY (aggregate_type, aggregate_id, sequence))",

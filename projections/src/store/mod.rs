@@ -67,7 +67,7 @@ impl StoredEvent {
 }
 
 /// Raw JSON text as read from the store. The stores only hold JSON OCart wrote (serde_json's
-/// output; PostgreSQL also checks it is JSON); anything else reads as `null` rather than
+/// output; PostgreSQL also checks it as jsonb); anything else reads as `null` rather than
 /// failing the reader.
 pub(crate) fn raw_json(text: String) -> Box<RawValue> {
     RawValue::from_string(text)

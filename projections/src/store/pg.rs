@@ -92,7 +92,7 @@ pub(super) async fn read_after(
 const INSERT: &str = "INSERT INTO events \
     (event_id, aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
     SELECT e.event_id, e.aggregate_type, e.aggregate_id, e.sequence, e.event_type, e.event_version, \
-           e.payload::json, e.metadata::json \
+           e.payload::jsonb, e.metadata::jsonb \
     FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::text[]) \
          AS e(event_id, aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
     ON CONFLICT (aggregate_type, aggregate_id, sequence) DO NOTHING \

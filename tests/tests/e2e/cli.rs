@@ -81,7 +81,7 @@ async fn audit_verify_reports_a_tampered_event(kind: Kind) {
                 .execute(&mut *conn)
                 .await
                 .unwrap();
-            sqlx::query("UPDATE events SET payload = jsonb_set(payload::jsonb, '{totals,total}', '1')::json WHERE aggregate_id = $1 AND sequence = 1")
+            sqlx::query("UPDATE events SET payload = jsonb_set(payload, '{totals,total}', '1') WHERE aggregate_id = $1 AND sequence = 1")
                 .bind(&cart_id)
                 .execute(&mut *conn)
                 .await
