@@ -12,6 +12,8 @@ mod clock;
 pub mod metadata;
 /// Sealed personal data and data-subject hashes (the crypto itself lives outside the domain).
 mod privacy;
+/// Abandoned-cart recovery: sequence steps and their timing rules.
+pub mod recovery;
 /// The `Settings` aggregate: the groups and defaults of OCart's settings reference.
 pub mod settings;
 /// The `Subject` aggregate: erasure of one data subject.
