@@ -1,8 +1,13 @@
-//! Abandoned-cart recovery (issue 3). So far: sequence steps, their timing rules and the
-//! default sequence. The `RecoverySequence` and `RecoveryRun` aggregates build on these.
+//! Abandoned-cart recovery (issue 3). So far: sequence steps, their timing rules, the default
+//! sequence and the `RecoverySequence` aggregate. `RecoveryRun` is still to come.
 
+mod sequence;
 mod steps;
 
+pub use sequence::{
+    RecoverySequence, SequenceCommand, SequenceDefinition, SequenceError, SequenceEvent,
+    MAX_NAME_LEN,
+};
 pub use steps::{
     default_steps, normalise, Channel, Step, TriggerType, MAX_DELAY_MIN, MAX_STEPS, MIN_DELAY_MIN,
 };
