@@ -80,9 +80,7 @@ impl ProjectionRunner {
         batch_size: i64,
     ) -> Result<Self, sqlx::Error> {
         let at = load_checkpoint(log.db(), projector.name()).await?;
-        for (_, create) in projector.indexes() {
-            crate::exec_db!(log.db(), create)?;
-        }
+        create_indexes(log.db(), projector.as_ref()).await?;
         Ok(Self {
             log,
             projector,
@@ -117,7 +115,7 @@ impl ProjectionRunner {
         tx.commit().await?;
         drop(_turn);
         if let Some(next) = next {
-            self.committed(next, &events);
+            self.committed(next, events.len() as u64, top_position(&events));
         }
         Ok(Outcome::Processed(events.len()))
     }
@@ -142,13 +140,13 @@ impl ProjectionRunner {
         Ok(Some(next))
     }
 
-    fn committed(&self, next: Checkpoint, events: &[StoredEvent]) {
+    /// Publishes a committed checkpoint: `applied` events up to position `top` are visible.
+    fn committed(&self, next: Checkpoint, applied: u64, top: i64) {
         self.checkpoint.send_replace(next);
-        let top = events.iter().map(|e| e.global_position).max().unwrap_or(0);
         self.max_seen
             .fetch_max(top, std::sync::atomic::Ordering::Relaxed);
         metrics::counter!("ocart_projected_events_total", "projection" => self.projector.name())
-            .increment(events.len() as u64);
+            .increment(applied);
     }
 
     /// Applies everything currently in the log.
@@ -192,6 +190,8 @@ impl ProjectionRunner {
         // The open transaction, this process's write turn (held as long as it is open), and
         // how many events it holds.
         let mut open: Option<(Tx, Option<OwnedMutexGuard<()>>, i64)> = None;
+        // Applied but not yet committed: the checkpoint reached, events, highest position.
+        let mut unpublished: (Option<Checkpoint>, u64, i64) = (None, 0, 0);
         while let Some(last) = events.last() {
             let after = last.checkpoint();
             let (next, applied) = tokio::join!(self.log.read_after(after, batch_size), async {
@@ -212,11 +212,16 @@ impl ProjectionRunner {
                 anyhow::Ok((moved, None))
             });
             let (moved, still_open) = applied?;
-            if let Some(moved) = moved {
-                // Counted as applied now; the stored checkpoint moves with the commit.
-                self.committed(moved, &events);
-            }
+            // What the open transaction holds is published only once it commits.
+            unpublished.0 = moved.or(unpublished.0);
+            unpublished.1 += events.len() as u64;
+            unpublished.2 = unpublished.2.max(top_position(&events));
             open = still_open;
+            if open.is_none() {
+                if let (Some(next), applied, top) = std::mem::take(&mut unpublished) {
+                    self.committed(next, applied, top);
+                }
+            }
             total += events.len() as u64;
             progress(total);
             events = next?;
@@ -224,12 +229,26 @@ impl ProjectionRunner {
         if let Some((tx, turn, _)) = open {
             tx.commit().await?;
             drop(turn);
+            if let (Some(next), applied, top) = unpublished {
+                self.committed(next, applied, top);
+            }
         }
-        for (_, create) in self.projector.indexes() {
-            crate::exec_db!(self.log.db(), create)?;
-        }
+        create_indexes(self.log.db(), self.projector.as_ref()).await?;
         Ok(total)
     }
+}
+
+/// The highest global position in a batch (positions are not monotonic on PostgreSQL).
+fn top_position(events: &[StoredEvent]) -> i64 {
+    events.iter().map(|e| e.global_position).max().unwrap_or(0)
+}
+
+/// Creates the projector's secondary indexes that are missing.
+async fn create_indexes(db: &Db, projector: &dyn Projector) -> Result<(), sqlx::Error> {
+    for (_, create) in projector.indexes() {
+        crate::exec_db!(db, create)?;
+    }
+    Ok(())
 }
 
 /// Events per batch when a projection is rebuilt: more than live batches, because a rebuild
@@ -282,12 +301,12 @@ impl ProjectionGroup {
         }
         tx.commit().await?;
         drop(_turn);
+        let top = top_position(&events);
         for (runner, next) in self.runners.iter().zip(moved) {
             if let Some(next) = next {
-                runner.committed(next, &events);
+                runner.committed(next, events.len() as u64, top);
             }
         }
-        let top = events.iter().map(|e| e.global_position).max().unwrap_or(0);
         self.max_seen
             .fetch_max(top, std::sync::atomic::Ordering::Relaxed);
         Ok(Outcome::Processed(events.len()))

@@ -221,6 +221,21 @@ pub(super) async fn scan_by_aggregate(
     Ok(rows.into_iter().map(StoredEvent::from).collect())
 }
 
+/// Binds an event's eight columns, in `INSERT`'s order.
+macro_rules! bind_event {
+    ($query:expr, $e:expr) => {
+        $query
+            .bind($e.event_id.to_string())
+            .bind(&$e.aggregate_type)
+            .bind(&$e.aggregate_id)
+            .bind($e.sequence)
+            .bind(&$e.event_type)
+            .bind(&$e.event_version)
+            .bind($e.payload.to_string())
+            .bind($e.metadata.to_string())
+    };
+}
+
 const INSERT: &str = "INSERT INTO events \
     (event_id, aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
     VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING global_position";
@@ -265,15 +280,7 @@ async fn try_commit(
         sql.push_str(" ON CONFLICT (aggregate_type, aggregate_id, sequence) DO NOTHING RETURNING event_id, global_position");
         let mut query = sqlx::query_as::<_, (String, i64)>(&sql);
         for e in chunk {
-            query = query
-                .bind(e.event_id.to_string())
-                .bind(&e.aggregate_type)
-                .bind(&e.aggregate_id)
-                .bind(e.sequence)
-                .bind(&e.event_type)
-                .bind(&e.event_version)
-                .bind(e.payload.to_string())
-                .bind(e.metadata.to_string());
+            query = bind_event!(query, e);
         }
         for (id, position) in query.fetch_all(&mut *tx).await? {
             if let Ok(id) = Uuid::parse_str(&id) {
@@ -287,15 +294,7 @@ async fn try_commit(
         let mut conflict = false;
         let mut positions = Vec::with_capacity(job.events.len());
         for e in &job.events {
-            let result = sqlx::query_scalar::<_, i64>(INSERT)
-                .bind(e.event_id.to_string())
-                .bind(&e.aggregate_type)
-                .bind(&e.aggregate_id)
-                .bind(e.sequence)
-                .bind(&e.event_type)
-                .bind(&e.event_version)
-                .bind(e.payload.to_string())
-                .bind(e.metadata.to_string())
+            let result = bind_event!(sqlx::query_scalar::<_, i64>(INSERT), e)
                 .fetch_one(&mut *tx)
                 .await;
             match result {
