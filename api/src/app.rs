@@ -62,6 +62,8 @@ impl Application {
     /// binds the listener. Nothing runs until `run_until_stopped`.
     pub async fn build(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
         let core = Core::open(config.clone(), clock).await?;
+        // Refuse a bad email/SMS configuration at start, not at the first send.
+        core.dispatcher()?;
         let admin_token = first_admin_token(&core).await?;
         let listener = TcpListener::bind(config.bind)
             .await
@@ -139,6 +141,7 @@ async fn first_admin_token(core: &Arc<Core>) -> anyhow::Result<Option<String>> {
         None
     } else {
         let meta = CommandMeta::system("first-start", None, core.clock.now());
+        core.seed_default_sequence(&meta).await?;
         let created = core
             .create_token("admin (first start)", Capability::ALL.to_vec(), &meta)
             .await?;
@@ -185,6 +188,15 @@ async fn run_processors(core: Arc<Core>, stop: watch::Receiver<bool>) {
     }
     let sweeper = ocart_processors::Sweeper::new(core.log.clone(), core.clock.clone());
     tasks.spawn(sweeper.run(inner_stop.clone(), poll));
+    let opener =
+        ocart_processors::recovery::RecoveryOpener::new(core.log.clone(), core.clock.clone());
+    tasks.spawn(opener.run(inner_stop.clone(), poll));
+    match core.dispatcher() {
+        Ok(dispatcher) => {
+            tasks.spawn(dispatcher.run(inner_stop.clone(), poll));
+        }
+        Err(err) => tracing::error!(error = %err, "cannot start the recovery dispatcher"),
+    }
     if let Some(url) = core.config.nats_url.clone() {
         let log = core.log.clone();
         let relay_stop = inner_stop.clone();

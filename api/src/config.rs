@@ -97,6 +97,12 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     pub http: HttpConfig,
     pub processors: ProcessorsConfig,
+    /// Recovery process settings: store name, public URL for links, claim timeout, outbox.
+    pub recovery: ocart_processors::recovery::RecoveryConfig,
+    /// How recovery emails leave: the outbox folder (default) or SMTP, From, DKIM.
+    pub email: ocart_processors::recovery::channels::EmailConfig,
+    /// How recovery SMS leave: the outbox log (default) or a Twilio-compatible API.
+    pub sms: ocart_processors::recovery::channels::SmsConfig,
 }
 
 impl Default for Config {
@@ -110,6 +116,9 @@ impl Default for Config {
             rate_limit: RateLimitConfig::default(),
             http: HttpConfig::default(),
             processors: ProcessorsConfig::default(),
+            recovery: Default::default(),
+            email: Default::default(),
+            sms: Default::default(),
         }
     }
 }
@@ -125,5 +134,20 @@ impl Config {
     /// The database URL in force (`ocart.db` in the data dir by default).
     pub fn effective_database_url(&self) -> String {
         ocart_projections::database_url(self.database_url.as_deref(), &self.data_dir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_file_parses_with_every_section() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/ocart.example.toml");
+        let config = Config::from_file(&path).unwrap();
+        assert_eq!(config.email.transport, "outbox");
+        assert_eq!(config.email.smtp.port, 587);
+        assert_eq!(config.recovery.claim_timeout_secs, 600);
+        assert_eq!(config.sms.transport, "outbox");
     }
 }

@@ -7,6 +7,9 @@ use std::time::{Duration, Instant};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use ocart_domain::cart::Cart;
+use ocart_domain::recovery::{
+    default_steps, RecoveryRun, RecoverySequence, SequenceCommand, SequenceError, TriggerType,
+};
 use ocart_domain::settings::{
     Settings, SettingsCommand, SettingsError, SettingsValues, SETTINGS_ID,
 };
@@ -15,7 +18,8 @@ use ocart_domain::token::{ApiToken, Capability, TokenCommand};
 use ocart_domain::Clock;
 use ocart_projections::{
     AuditProjector, CartsProjector, CommandError, CommandMeta, CommandOutcome, Commands, Db,
-    EventLog, ProjectionRunner, Projector, SettingsProjector, TokensProjector, Vault,
+    EventLog, ProjectionRunner, Projector, RecoveryProjector, SettingsProjector, TokensProjector,
+    Vault,
 };
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -25,6 +29,9 @@ use crate::config::Config;
 
 /// The lease that decides which instance runs projectors, the relay and the sweeper.
 pub const PROCESSORS_LEASE: &str = "processors";
+
+/// The id of the sequence a fresh install starts with.
+pub const DEFAULT_SEQUENCE_ID: &str = "default";
 
 pub struct Core {
     pub config: Config,
@@ -36,6 +43,8 @@ pub struct Core {
     pub settings: Commands<Settings>,
     pub tokens: Commands<ApiToken>,
     pub subjects: Commands<Subject>,
+    pub sequences: Commands<RecoverySequence>,
+    pub runs: Commands<RecoveryRun>,
     settings_cache: RwLock<Option<(Instant, SettingsValues)>>,
 }
 
@@ -78,6 +87,8 @@ impl Core {
             settings: Commands::new(log.clone(), ()),
             tokens: Commands::new(log.clone(), ()),
             subjects: Commands::new(log.clone(), ()),
+            sequences: Commands::new(log.clone(), ()),
+            runs: Commands::new(log.clone(), ()),
             config,
             db,
             log,
@@ -93,6 +104,7 @@ impl Core {
             Arc::new(TokensProjector),
             Arc::new(SettingsProjector),
             Arc::new(CartsProjector::new(self.vault.clone())),
+            Arc::new(RecoveryProjector),
             Arc::new(AuditProjector),
         ]
     }
@@ -201,6 +213,49 @@ impl Core {
             }
         }
         Ok(())
+    }
+
+    /// Creates the default recovery sequence (45 minutes, 24 hours, 72 hours; a coupon on the
+    /// third) unless the log has ever had a sequence: a store owner who archived it does not
+    /// get it back.
+    pub async fn seed_default_sequence(&self, meta: &CommandMeta) -> anyhow::Result<()> {
+        let (count,): (i64,) = ocart_projections::fetch_optional_db!(
+            &self.db,
+            (i64,),
+            "SELECT count(*) FROM events WHERE aggregate_type = 'recovery_sequence'"
+        )?
+        .unwrap_or((0,));
+        if count > 0 {
+            return Ok(());
+        }
+        let command = SequenceCommand::Create {
+            name: "Abandoned cart recovery".into(),
+            trigger: TriggerType::CartAbandoned,
+            steps: default_steps(),
+            active: true,
+            at: meta.at,
+        };
+        match self
+            .sequences
+            .execute(DEFAULT_SEQUENCE_ID, command, meta)
+            .await
+        {
+            Ok(_) | Err(CommandError::Rejected(SequenceError::AlreadyExists)) => Ok(()),
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    /// A dispatcher with the configured channels.
+    pub fn dispatcher(&self) -> anyhow::Result<ocart_processors::recovery::Dispatcher> {
+        ocart_processors::recovery::Dispatcher::from_config(
+            self.log.clone(),
+            self.vault.clone(),
+            self.clock.clone(),
+            self.config.recovery.clone(),
+            &self.config.email,
+            &self.config.sms,
+            &self.config.data_dir,
+        )
     }
 
     /// Whether any token was ever created (first start creates an admin token).

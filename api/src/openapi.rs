@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{audit, capture, carts, privacy, settings, system, tokens};
+use crate::routes::{audit, capture, carts, privacy, recovery, settings, system, tokens};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -14,11 +14,14 @@ use crate::routes::{audit, capture, carts, privacy, settings, system, tokens};
         settings::show, settings::update,
         tokens::create, tokens::list, tokens::revoke,
         privacy::erase,
+        recovery::list_sequences, recovery::create_sequence, recovery::show_sequence,
+        recovery::update_sequence, recovery::archive_sequence,
+        recovery::list_runs, recovery::show_run, recovery::stop_run, recovery::preview_template,
         audit::list,
         system::ping, system::info, system::openapi, system::metrics,
     ),
     modifiers(&BearerAuth),
-    tags((name = "checkout"), (name = "carts"), (name = "settings"), (name = "tokens"), (name = "privacy"), (name = "audit"), (name = "system"))
+    tags((name = "checkout"), (name = "carts"), (name = "settings"), (name = "tokens"), (name = "privacy"), (name = "recovery"), (name = "audit"), (name = "system"))
 )]
 pub struct ApiDoc;
 

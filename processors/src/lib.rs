@@ -4,6 +4,8 @@
 
 /// Processor leases: one instance at a time runs the background work.
 mod lease;
+/// Recovery: the run opener, the dispatcher, channels and templates.
+pub mod recovery;
 /// The outbox relay to NATS JetStream.
 mod relay;
 /// The abandonment sweeper (process manager).

@@ -23,7 +23,9 @@ pub use commands::{
     decode_event, CommandError, CommandMeta, Commands, Emitted, Outcome as CommandOutcome,
     MAX_ATTEMPTS,
 };
-pub use projectors::{AuditProjector, CartsProjector, SettingsProjector, TokensProjector};
+pub use projectors::{
+    AuditProjector, CartsProjector, RecoveryProjector, SettingsProjector, TokensProjector,
+};
 pub use runner::{
     checkpoint_of, load_checkpoint, save_checkpoint, wait_for_position, Outcome, ProjectionGroup,
     ProjectionRunner, Projector,

@@ -1,5 +1,8 @@
 //! Read queries the API and CLI use. Handlers never write SQL; they call these.
 
+/// Recovery sequences, runs, messages and suppression.
+pub mod recovery;
+
 use chrono::{DateTime, Utc};
 use ocart_domain::settings::SettingsValues;
 use ocart_domain::token::Capability;

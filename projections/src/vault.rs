@@ -84,6 +84,16 @@ impl Vault {
         self.hmac("phone", phone.as_str())
     }
 
+    /// The token of a link (`purpose` restore or unsubscribe) in the message `message_key`:
+    /// unguessable without the server secret, and the same if the message is built again
+    /// after a crash. URL-safe base64 of 32 bytes; only its sha256 is ever stored.
+    pub fn link_token(&self, purpose: &str, message_key: &str) -> String {
+        use base64::Engine;
+        let mac = self.hmac(&format!("link:{purpose}"), message_key);
+        let bytes = hex::decode(mac.as_str()).unwrap_or_default();
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    }
+
     /// A keyed hash of a free-text value (a name), to detect changes without keeping it.
     pub fn fingerprint(&self, value: &str) -> String {
         self.hmac("text", &value.trim().to_lowercase())

@@ -83,6 +83,9 @@ pub enum Command {
     /// Settings.
     #[command(subcommand)]
     Settings(SettingsCmd),
+    /// Abandoned-cart recovery: sequences, runs, dispatch, the outbox.
+    #[command(subcommand)]
+    Recovery(crate::cli::recovery::RecoveryCmd),
     /// Benchmarks (figures for BENCHMARKS.md).
     #[command(subcommand)]
     Bench(crate::cli::bench::BenchCmd),
@@ -162,6 +165,7 @@ pub enum SettingsCmd {
 }
 
 pub mod bench;
+pub mod recovery;
 
 impl Global {
     /// Defaults → file → flags/environment.
@@ -242,6 +246,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Migrate => {
             let core = open(config).await?;
+            core.seed_default_sequence(&cli_meta(&core)).await?;
             print(
                 json_out,
                 &json!({"migrated": true, "backend": core.db.backend().as_str()}),
@@ -286,6 +291,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Settings(cmd) => settings(cmd, config, json_out).await,
+        Command::Recovery(cmd) => recovery::run(cmd, config, json_out).await,
         Command::Bench(cmd) => bench::run(cmd, config).await,
     }
 }

@@ -4,6 +4,7 @@ pub mod audit;
 pub mod capture;
 pub mod carts;
 pub mod privacy;
+pub mod recovery;
 pub mod settings;
 pub mod system;
 pub mod tokens;
@@ -19,6 +20,7 @@ pub fn api_router() -> Router<AppState> {
         .merge(settings::router())
         .merge(tokens::router())
         .merge(privacy::router())
+        .merge(recovery::router())
         .merge(audit::router())
         .merge(system::router())
 }

@@ -1,8 +1,15 @@
-//! Abandoned-cart recovery (issue 3). So far: sequence steps, their timing rules, the default
-//! sequence and the `RecoverySequence` aggregate. `RecoveryRun` is still to come.
+//! Abandoned-cart recovery: sequence steps and their timing rules, the default sequence, the
+//! `RecoverySequence` aggregate, and the `RecoveryRun` aggregate (one cart through one
+//! sequence: claims, sends, failures and retries, conversion, stops).
 
+mod run;
 mod sequence;
 mod steps;
+
+pub use run::{
+    message_key, Claim, LinkHashes, RecoveryRun, RunCommand, RunError, RunEvent, RunStart,
+    RunStatus, StopReason, MAX_ATTEMPTS, RETRY_STEP_MIN,
+};
 
 pub use sequence::{
     RecoverySequence, SequenceCommand, SequenceDefinition, SequenceError, SequenceEvent,

@@ -47,6 +47,20 @@ pub struct Recovery {
     pub cart_retention_days: u32,
     pub test_assignment_days: u32,
     pub deliverability_days: u32,
+    /// Master switch of recovery outreach: off still captures and marks abandoned carts, but
+    /// opens no runs (CartBay's "Enable recovery emails").
+    pub enabled: bool,
+    /// A run whose cart was abandoned longer ago than this is stopped, not mailed (1–90).
+    pub max_age_days: u32,
+    /// No run messages a recipient another run messaged within this many hours (0–720), so a
+    /// shopper with three carts gets one sequence.
+    pub quiet_period_hours: u32,
+    /// How far back an order by the same email counts as "already bought" (1–365 days).
+    pub order_lookback_days: u32,
+    /// Gateways whose on-hold or pending orders count as paid (bank transfer, cash on delivery).
+    pub offline_gateways: Vec<String>,
+    /// Test mode: `POST /recovery/test/trigger` makes a dummy cart mailed within 30 seconds.
+    pub test_mode: bool,
 }
 
 impl Default for Recovery {
@@ -59,6 +73,12 @@ impl Default for Recovery {
             cart_retention_days: 90,
             test_assignment_days: 365,
             deliverability_days: 180,
+            enabled: true,
+            max_age_days: 7,
+            quiet_period_hours: 24,
+            order_lookback_days: 30,
+            offline_gateways: vec!["bacs".into(), "cheque".into(), "cod".into()],
+            test_mode: false,
         }
     }
 }
@@ -208,6 +228,40 @@ impl SettingsValues {
             1.0,
             3650.0,
         );
+        check_range(
+            &mut e,
+            "recovery.max_age_days",
+            r.max_age_days.into(),
+            1.0,
+            90.0,
+        );
+        check_range(
+            &mut e,
+            "recovery.quiet_period_hours",
+            r.quiet_period_hours.into(),
+            0.0,
+            720.0,
+        );
+        check_range(
+            &mut e,
+            "recovery.order_lookback_days",
+            r.order_lookback_days.into(),
+            1.0,
+            365.0,
+        );
+        for (i, gateway) in r.offline_gateways.iter().enumerate() {
+            let ok = !gateway.is_empty()
+                && gateway.len() <= 64
+                && gateway
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            if !ok {
+                e.push(FieldError::new(
+                    format!("recovery.offline_gateways[{i}]"),
+                    "must be a payment gateway id such as bacs or cod",
+                ));
+            }
+        }
         let u = &self.upsells;
         check_range(
             &mut e,

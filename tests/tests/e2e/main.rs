@@ -6,4 +6,5 @@ mod cli;
 mod conformance;
 mod platform;
 mod processors;
+mod recovery;
 mod relay;

@@ -1,0 +1,553 @@
+//! How messages leave OCart. Email is built once with lettre (multipart text + HTML, a
+//! Message-ID from the message key, `List-Unsubscribe` with an HTTPS URL and a mailto, and
+//! `List-Unsubscribe-Post: List-Unsubscribe=One-Click` as RFC 8058 asks), optionally DKIM
+//! signed, then either handed to an SMTP server or written as an `.eml` file to the outbox
+//! folder (the embedded default, so `ocart serve` needs no mail server). SMS goes to a
+//! Twilio-compatible REST API or, by default, to a log file in the outbox.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use lettre::message::dkim::{DkimConfig, DkimSigningAlgorithm, DkimSigningKey};
+use lettre::message::header::{HeaderName, HeaderValue};
+use lettre::message::{Mailbox, MultiPart};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use serde::{Deserialize, Serialize};
+
+/// Email settings (`[email]` in the config file).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmailConfig {
+    /// `outbox` (files in `<data_dir>/outbox`) or `smtp`.
+    pub transport: String,
+    pub from: String,
+    pub reply_to: Option<String>,
+    /// Where `mailto:` unsubscribe requests go (default: the From address).
+    pub unsubscribe_mailto: Option<String>,
+    pub smtp: SmtpConfig,
+    pub dkim: Option<DkimSettings>,
+}
+
+impl Default for EmailConfig {
+    fn default() -> Self {
+        Self {
+            transport: "outbox".into(),
+            from: "Store <store@example.com>".into(),
+            reply_to: None,
+            unsubscribe_mailto: None,
+            smtp: SmtpConfig::default(),
+            dkim: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmtpConfig {
+    pub host: String,
+    pub port: u16,
+    /// `none`, `starttls` or `tls` (implicit TLS).
+    pub tls: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub timeout_secs: u64,
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        Self {
+            host: "localhost".into(),
+            port: 587,
+            tls: "starttls".into(),
+            username: None,
+            password: None,
+            timeout_secs: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DkimSettings {
+    pub domain: String,
+    pub selector: String,
+    /// `rsa` (PKCS#1 PEM) or `ed25519` (base64 of the 32-byte seed).
+    #[serde(default = "default_dkim_algorithm")]
+    pub algorithm: String,
+    /// The private key itself, or…
+    pub private_key: Option<String>,
+    /// …a file holding it.
+    pub private_key_file: Option<PathBuf>,
+}
+
+fn default_dkim_algorithm() -> String {
+    "rsa".into()
+}
+
+/// SMS settings (`[sms]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmsConfig {
+    /// `outbox` (a log file in `<data_dir>/outbox`) or `twilio` (any Twilio-compatible API).
+    pub transport: String,
+    pub base_url: String,
+    pub account_sid: String,
+    pub auth_token: String,
+    pub from: String,
+}
+
+impl Default for SmsConfig {
+    fn default() -> Self {
+        Self {
+            transport: "outbox".into(),
+            base_url: "https://api.twilio.com".into(),
+            account_sid: String::new(),
+            auth_token: String::new(),
+            from: String::new(),
+        }
+    }
+}
+
+/// An email ready to go.
+#[derive(Debug, Clone)]
+pub struct OutgoingEmail {
+    pub key: String,
+    pub to: String,
+    pub subject: String,
+    pub html: String,
+    pub text: String,
+    pub unsubscribe_url: String,
+}
+
+/// An SMS ready to go (the unsubscribe instruction already appended).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OutgoingSms {
+    pub key: String,
+    pub to: String,
+    pub body: String,
+}
+
+/// Why a send did not happen. `permanent` failures (a refused recipient) are not retried by
+/// the channel; the run's attempts still count them.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct SendError {
+    pub message: String,
+    pub permanent: bool,
+}
+
+impl SendError {
+    fn transient(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            permanent: false,
+        }
+    }
+}
+
+/// Where emails go.
+#[async_trait]
+pub trait EmailTransport: Send + Sync {
+    async fn send(&self, message: &Message, key: &str) -> Result<(), SendError>;
+    /// Whether the message with this key was already handed over: `None` when the transport
+    /// cannot tell (SMTP), so a resumed claim re-sends under the same Message-ID.
+    async fn was_sent(&self, _key: &str) -> Option<bool> {
+        None
+    }
+}
+
+/// Where SMS go.
+#[async_trait]
+pub trait SmsTransport: Send + Sync {
+    async fn send(&self, sms: &OutgoingSms) -> Result<(), SendError>;
+    async fn was_sent(&self, _key: &str) -> Option<bool> {
+        None
+    }
+}
+
+/// Builds the email: lettre's multipart/alternative with the headers the bulk-sender rules
+/// (Gmail, Yahoo) and RFC 8058 require, signed when a DKIM key is configured.
+pub struct EmailBuilder {
+    from: Mailbox,
+    reply_to: Option<Mailbox>,
+    unsubscribe_mailto: String,
+    dkim: Option<DkimConfig>,
+}
+
+impl EmailBuilder {
+    pub fn new(config: &EmailConfig) -> anyhow::Result<Self> {
+        let from: Mailbox = config
+            .from
+            .parse()
+            .map_err(|e| anyhow::anyhow!("email.from {:?} is not an address: {e}", config.from))?;
+        let reply_to = match &config.reply_to {
+            Some(r) => Some(
+                r.parse()
+                    .map_err(|e| anyhow::anyhow!("email.reply_to {r:?} is not an address: {e}"))?,
+            ),
+            None => None,
+        };
+        let unsubscribe_mailto = config
+            .unsubscribe_mailto
+            .clone()
+            .unwrap_or_else(|| from.email.to_string());
+        let dkim = match &config.dkim {
+            Some(d) => Some(dkim_config(d)?),
+            None => None,
+        };
+        Ok(Self {
+            from,
+            reply_to,
+            unsubscribe_mailto,
+            dkim,
+        })
+    }
+
+    /// The domain of the From address (Message-IDs are made in it).
+    pub fn domain(&self) -> String {
+        self.from.email.domain().to_owned()
+    }
+
+    pub fn build(&self, email: &OutgoingEmail) -> Result<Message, SendError> {
+        let to: Mailbox = email.to.parse().map_err(|e| SendError {
+            message: format!("the recipient address is not valid: {e}"),
+            permanent: true,
+        })?;
+        let mut builder = Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(email.subject.clone())
+            .message_id(Some(format!("<{}@{}>", email.key, self.domain())))
+            .date_now()
+            .raw_header(HeaderValue::new(
+                HeaderName::new_from_ascii_str("List-Unsubscribe"),
+                format!(
+                    "<{}>, <mailto:{}?subject=unsubscribe>",
+                    email.unsubscribe_url, self.unsubscribe_mailto
+                ),
+            ))
+            .raw_header(HeaderValue::new(
+                HeaderName::new_from_ascii_str("List-Unsubscribe-Post"),
+                "List-Unsubscribe=One-Click".into(),
+            ))
+            .raw_header(HeaderValue::new(
+                HeaderName::new_from_ascii_str("X-OCart-Message"),
+                email.key.clone(),
+            ));
+        if let Some(reply_to) = &self.reply_to {
+            builder = builder.reply_to(reply_to.clone());
+        }
+        let mut message = builder
+            .multipart(MultiPart::alternative_plain_html(
+                email.text.clone(),
+                email.html.clone(),
+            ))
+            .map_err(|e| SendError {
+                message: format!("the message cannot be built: {e}"),
+                permanent: true,
+            })?;
+        if let Some(dkim) = &self.dkim {
+            message.sign(dkim);
+        }
+        Ok(message)
+    }
+}
+
+fn dkim_config(d: &DkimSettings) -> anyhow::Result<DkimConfig> {
+    let key = match (&d.private_key, &d.private_key_file) {
+        (Some(key), _) => key.clone(),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("reading the DKIM key {}: {e}", path.display()))?,
+        (None, None) => anyhow::bail!("email.dkim needs private_key or private_key_file"),
+    };
+    let algorithm = match d.algorithm.as_str() {
+        "rsa" => DkimSigningAlgorithm::Rsa,
+        "ed25519" => DkimSigningAlgorithm::Ed25519,
+        other => anyhow::bail!("email.dkim.algorithm {other:?}: use rsa or ed25519"),
+    };
+    let key = DkimSigningKey::new(key.trim(), algorithm)
+        .map_err(|e| anyhow::anyhow!("the DKIM private key cannot be read: {e}"))?;
+    let headers = [
+        "From",
+        "Subject",
+        "To",
+        "Date",
+        "Message-ID",
+        "List-Unsubscribe",
+        "List-Unsubscribe-Post",
+    ]
+    .into_iter()
+    .map(HeaderName::new_from_ascii_str)
+    .collect();
+    Ok(DkimConfig::new(
+        d.selector.clone(),
+        d.domain.clone(),
+        key,
+        headers,
+        lettre::message::dkim::DkimCanonicalization {
+            header: lettre::message::dkim::DkimCanonicalizationType::Relaxed,
+            body: lettre::message::dkim::DkimCanonicalizationType::Relaxed,
+        },
+    ))
+}
+
+/// Emails as `.eml` files and SMS as lines of `sms.log`, under one folder.
+pub struct Outbox {
+    dir: PathBuf,
+    sms_lock: tokio::sync::Mutex<()>,
+}
+
+impl Outbox {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            sms_lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn email_path(&self, key: &str) -> PathBuf {
+        self.dir.join("email").join(format!("{key}.eml"))
+    }
+
+    fn sms_log(&self) -> PathBuf {
+        self.dir.join("sms.log")
+    }
+}
+
+/// A file name safe key (message keys are `<uuid>.s<n>.a<n>`; anything else is refused).
+fn safe_key(key: &str) -> Result<&str, SendError> {
+    if !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_')
+        && !key.starts_with('.')
+    {
+        Ok(key)
+    } else {
+        Err(SendError {
+            message: format!("message key {key:?} is not file-safe"),
+            permanent: true,
+        })
+    }
+}
+
+#[async_trait]
+impl EmailTransport for Outbox {
+    async fn send(&self, message: &Message, key: &str) -> Result<(), SendError> {
+        let path = self.email_path(safe_key(key)?);
+        let dir = path.parent().expect("outbox dir").to_path_buf();
+        let bytes = message.formatted();
+        let tmp = dir.join(format!(".{key}.tmp"));
+        let write = async {
+            tokio::fs::create_dir_all(&dir).await?;
+            tokio::fs::write(&tmp, &bytes).await?;
+            tokio::fs::rename(&tmp, &path).await
+        };
+        write
+            .await
+            .map_err(|e| SendError::transient(format!("writing {}: {e}", path.display())))
+    }
+
+    async fn was_sent(&self, key: &str) -> Option<bool> {
+        let key = safe_key(key).ok()?;
+        Some(tokio::fs::try_exists(self.email_path(key)).await.ok()?)
+    }
+}
+
+#[async_trait]
+impl SmsTransport for Outbox {
+    async fn send(&self, sms: &OutgoingSms) -> Result<(), SendError> {
+        use tokio::io::AsyncWriteExt;
+        let _guard = self.sms_lock.lock().await;
+        let line = serde_json::to_string(sms).map_err(|e| SendError::transient(e.to_string()))?;
+        let write = async {
+            tokio::fs::create_dir_all(&self.dir).await?;
+            let mut file = tokio::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.sms_log())
+                .await?;
+            file.write_all(format!("{line}\n").as_bytes()).await?;
+            file.sync_data().await
+        };
+        write
+            .await
+            .map_err(|e| SendError::transient(format!("writing the SMS log: {e}")))
+    }
+
+    async fn was_sent(&self, key: &str) -> Option<bool> {
+        let text = match tokio::fs::read_to_string(self.sms_log()).await {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Some(false),
+            Err(_) => return None,
+        };
+        Some(
+            text.lines().any(|line| {
+                serde_json::from_str::<OutgoingSms>(line).is_ok_and(|sms| sms.key == key)
+            }),
+        )
+    }
+}
+
+/// What the outbox holds, for `ocart recovery outbox`.
+#[derive(Debug, Clone, Serialize)]
+pub struct OutboxEntry {
+    pub channel: &'static str,
+    pub key: String,
+    pub to: String,
+    pub subject: Option<String>,
+    pub path: String,
+}
+
+impl Outbox {
+    /// Every message in the outbox, emails first (by key), then SMS in the order sent.
+    pub fn list(&self) -> std::io::Result<Vec<OutboxEntry>> {
+        let mut entries = Vec::new();
+        let email_dir = self.dir.join("email");
+        if email_dir.exists() {
+            let mut files: Vec<_> = std::fs::read_dir(&email_dir)?
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+                .collect();
+            files.sort();
+            for path in files {
+                let text = std::fs::read_to_string(&path)?;
+                let header = |name: &str| {
+                    text.lines()
+                        .take_while(|l| !l.is_empty())
+                        .find_map(|l| l.strip_prefix(&format!("{name}: ")).map(str::to_owned))
+                };
+                entries.push(OutboxEntry {
+                    channel: "email",
+                    key: path
+                        .file_stem()
+                        .map(|s| s.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                    to: header("To").unwrap_or_default(),
+                    subject: header("Subject"),
+                    path: path.display().to_string(),
+                });
+            }
+        }
+        if let Ok(text) = std::fs::read_to_string(self.sms_log()) {
+            for sms in text
+                .lines()
+                .filter_map(|l| serde_json::from_str::<OutgoingSms>(l).ok())
+            {
+                entries.push(OutboxEntry {
+                    channel: "sms",
+                    key: sms.key,
+                    to: sms.to,
+                    subject: None,
+                    path: self.sms_log().display().to_string(),
+                });
+            }
+        }
+        Ok(entries)
+    }
+}
+
+/// An SMTP relay, through lettre.
+pub struct Smtp {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+}
+
+impl Smtp {
+    pub fn new(config: &SmtpConfig) -> anyhow::Result<Self> {
+        let tls = match config.tls.as_str() {
+            "none" => Tls::None,
+            "starttls" => Tls::Required(TlsParameters::new(config.host.clone())?),
+            "tls" => Tls::Wrapper(TlsParameters::new(config.host.clone())?),
+            other => anyhow::bail!("email.smtp.tls {other:?}: use none, starttls or tls"),
+        };
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&config.host)
+            .port(config.port)
+            .tls(tls)
+            .timeout(Some(Duration::from_secs(config.timeout_secs)));
+        if let (Some(user), Some(password)) = (&config.username, &config.password) {
+            builder = builder.credentials(Credentials::new(user.clone(), password.clone()));
+        }
+        Ok(Self {
+            transport: builder.build(),
+        })
+    }
+}
+
+#[async_trait]
+impl EmailTransport for Smtp {
+    async fn send(&self, message: &Message, _key: &str) -> Result<(), SendError> {
+        self.transport
+            .send(message.clone())
+            .await
+            .map(|_| ())
+            .map_err(|e| SendError {
+                permanent: e.is_permanent(),
+                message: format!("SMTP: {e}"),
+            })
+    }
+}
+
+/// A Twilio-compatible SMS API: `POST {base}/2010-04-01/Accounts/{sid}/Messages.json`, form
+/// encoded `To`, `From`, `Body`, HTTP basic auth with the account SID and auth token.
+pub struct TwilioSms {
+    client: reqwest::Client,
+    config: SmsConfig,
+}
+
+impl TwilioSms {
+    pub fn new(config: &SmsConfig) -> anyhow::Result<Self> {
+        if config.account_sid.is_empty() || config.auth_token.is_empty() || config.from.is_empty() {
+            anyhow::bail!("sms.transport = \"twilio\" needs account_sid, auth_token and from");
+        }
+        Ok(Self {
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(20))
+                .build()?,
+            config: config.clone(),
+        })
+    }
+}
+
+#[async_trait]
+impl SmsTransport for TwilioSms {
+    async fn send(&self, sms: &OutgoingSms) -> Result<(), SendError> {
+        let url = format!(
+            "{}/2010-04-01/Accounts/{}/Messages.json",
+            self.config.base_url.trim_end_matches('/'),
+            self.config.account_sid
+        );
+        let response = self
+            .client
+            .post(url)
+            .basic_auth(&self.config.account_sid, Some(&self.config.auth_token))
+            .form(&[
+                ("To", sms.to.as_str()),
+                ("From", self.config.from.as_str()),
+                ("Body", sms.body.as_str()),
+            ])
+            .send()
+            .await
+            .map_err(|e| SendError::transient(format!("SMS API: {e}")))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let body = response.text().await.unwrap_or_default();
+        Err(SendError {
+            message: format!(
+                "SMS API answered {status}: {}",
+                body.chars().take(300).collect::<String>()
+            ),
+            // 4xx (bad number, unsubscribed at the carrier) will not work on a retry; 429 might.
+            permanent: status.is_client_error() && status.as_u16() != 429,
+        })
+    }
+}

@@ -1,0 +1,527 @@
+//! The recovery dispatcher, a process manager. Each pass looks at the runs due now (and at
+//! claims a crashed dispatcher left behind), checks the send guards, claims the step on the
+//! run aggregate (an append at the run's next sequence number, so exactly one of several
+//! dispatchers wins), sends the message, and records the outcome. A guard that fails ends
+//! the run with its reason; nothing is sent on a guess.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use ocart_domain::recovery::{
+    Channel, LinkHashes, RecoveryRun, RunCommand, RunError, Step, StopReason,
+};
+use ocart_domain::settings::SettingsValues;
+use ocart_domain::{CartItem, Clock};
+use ocart_projections::queries::recovery::{self as q, CartForSend, RunRow};
+use ocart_projections::{queries, CommandError, CommandMeta, Commands, EventLog, Outcome, Vault};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+
+use super::channels::{
+    EmailBuilder, EmailConfig, EmailTransport, Outbox, OutgoingEmail, OutgoingSms, SendError,
+    SmsConfig, SmsTransport, Smtp, TwilioSms,
+};
+use super::templates::{builtin, format_money, MergeContext, MergeItem};
+
+/// The actor of the dispatcher's commands (`system:dispatcher`).
+pub const DISPATCHER: &str = "dispatcher";
+
+/// Recovery settings of the process (`[recovery]` in the config file); the store owner's
+/// settings (`recovery.*` in the settings API) live in the log.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecoveryConfig {
+    /// The store's name, for merge tags.
+    pub store_name: String,
+    /// The public base URL of this OCart (restore and unsubscribe links point here).
+    pub public_url: String,
+    /// A claim older than this is taken to be a crashed dispatcher's, and taken over.
+    pub claim_timeout_secs: u64,
+    /// Runs looked at per pass.
+    pub batch_size: i64,
+    /// Where the outbox lives (default `<data_dir>/outbox`).
+    pub outbox_dir: Option<std::path::PathBuf>,
+}
+
+impl Default for RecoveryConfig {
+    fn default() -> Self {
+        Self {
+            store_name: "Our store".into(),
+            public_url: "http://127.0.0.1:8080".into(),
+            claim_timeout_secs: 600,
+            batch_size: 200,
+            outbox_dir: None,
+        }
+    }
+}
+
+/// What the dispatcher will do with a due run, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Decision {
+    /// Send step `step` (1-based).
+    Send { step: u32, channel: Channel },
+    /// End the run: a guard failed for good.
+    Stop { reason: StopReason },
+    /// Leave it for now (`why` says what it waits for).
+    Hold { why: String },
+}
+
+/// One line of `ocart recovery dispatch --dry-run`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Planned {
+    pub run_id: String,
+    pub cart_id: String,
+    pub next_due_at: Option<DateTime<Utc>>,
+    #[serde(flatten)]
+    pub decision: Decision,
+}
+
+/// What one pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PassReport {
+    pub sent: usize,
+    pub failed: usize,
+    pub stopped: usize,
+    pub held: usize,
+    /// Lost a race for the claim to another dispatcher.
+    pub skipped: usize,
+}
+
+pub struct Dispatcher {
+    log: EventLog,
+    runs: Commands<RecoveryRun>,
+    vault: Vault,
+    clock: Arc<dyn Clock>,
+    config: RecoveryConfig,
+    builder: EmailBuilder,
+    email: Arc<dyn EmailTransport>,
+    sms: Arc<dyn SmsTransport>,
+}
+
+/// The outbox folder for a data dir and config.
+pub fn outbox_dir(config: &RecoveryConfig, data_dir: &std::path::Path) -> std::path::PathBuf {
+    config
+        .outbox_dir
+        .clone()
+        .unwrap_or_else(|| data_dir.join("outbox"))
+}
+
+impl Dispatcher {
+    /// A dispatcher with the transports the configuration names.
+    pub fn from_config(
+        log: EventLog,
+        vault: Vault,
+        clock: Arc<dyn Clock>,
+        config: RecoveryConfig,
+        email: &EmailConfig,
+        sms: &SmsConfig,
+        data_dir: &std::path::Path,
+    ) -> anyhow::Result<Self> {
+        let outbox = Arc::new(Outbox::new(outbox_dir(&config, data_dir)));
+        let email_transport: Arc<dyn EmailTransport> = match email.transport.as_str() {
+            "outbox" => outbox.clone(),
+            "smtp" => Arc::new(Smtp::new(&email.smtp)?),
+            other => anyhow::bail!("email.transport {other:?}: use outbox or smtp"),
+        };
+        let sms_transport: Arc<dyn SmsTransport> = match sms.transport.as_str() {
+            "outbox" => outbox,
+            "twilio" => Arc::new(TwilioSms::new(sms)?),
+            other => anyhow::bail!("sms.transport {other:?}: use outbox or twilio"),
+        };
+        Ok(Self {
+            runs: Commands::new(log.clone(), ()),
+            log,
+            vault,
+            clock,
+            config,
+            builder: EmailBuilder::new(email)?,
+            email: email_transport,
+            sms: sms_transport,
+        })
+    }
+
+    fn stale_after(&self) -> chrono::Duration {
+        chrono::Duration::seconds(self.config.claim_timeout_secs as i64)
+    }
+
+    /// What a pass would do now, without doing it.
+    pub async fn plan(&self) -> anyhow::Result<Vec<Planned>> {
+        let now = self.clock.now();
+        let (settings, _) = queries::current_settings(self.log.db()).await?;
+        let rows = q::due_runs(
+            self.log.db(),
+            now,
+            now - self.stale_after(),
+            self.config.batch_size,
+        )
+        .await?;
+        let mut planned = Vec::with_capacity(rows.len());
+        for row in rows {
+            let (decision, _) = self.decide(&row, &settings, now).await?;
+            planned.push(Planned {
+                run_id: row.run_id,
+                cart_id: row.cart_id,
+                next_due_at: row.next_due_at,
+                decision,
+            });
+        }
+        Ok(planned)
+    }
+
+    /// The send guards, in order. Answers the decision and the cart (for rendering).
+    async fn decide(
+        &self,
+        row: &RunRow,
+        settings: &SettingsValues,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<(Decision, Option<CartForSend>)> {
+        let db = self.log.db();
+        let stop = |reason| Ok((Decision::Stop { reason }, None));
+        let steps: Vec<Step> = match ocart_projections::fetch_optional_db!(
+            db,
+            (sqlx::types::Json<Vec<Step>>,),
+            "SELECT steps FROM recovery_runs WHERE run_id = $1",
+            &row.run_id
+        )? {
+            Some((steps,)) => steps.0,
+            None => {
+                return Ok((
+                    Decision::Hold {
+                        why: "run not found".into(),
+                    },
+                    None,
+                ))
+            }
+        };
+        // The step due (or, under a stale claim, in flight) is the one after those done.
+        let index = row.current_step as usize;
+        let Some(step) = steps.get(index) else {
+            return stop(StopReason::Completed);
+        };
+        let Some(cart) = q::cart_for_send(db, &row.cart_id).await? else {
+            return stop(StopReason::CartNotAbandoned);
+        };
+        if cart.erased {
+            return stop(StopReason::NoConsent);
+        }
+        match cart.status.as_str() {
+            "abandoned" => {}
+            // The opener converts the run with the order's revenue; never send meanwhile.
+            "converted" => {
+                return Ok((
+                    Decision::Hold {
+                        why: "the cart converted; the run is being credited".into(),
+                    },
+                    None,
+                ))
+            }
+            _ => return stop(StopReason::CartNotAbandoned),
+        }
+        if cart.order_id.is_some() {
+            return stop(StopReason::OrderPlaced);
+        }
+        let max_age = chrono::Duration::days(i64::from(settings.recovery.max_age_days));
+        if row.abandoned_at < now - max_age {
+            return stop(StopReason::TooOld);
+        }
+        let Some(email_hash) = cart.email_hash.clone() else {
+            return stop(StopReason::NoConsent);
+        };
+        let recipient_hash = match step.channel {
+            Channel::Email => Some(email_hash.clone()),
+            Channel::Sms => cart.phone_hash.clone(),
+        };
+        let Some(recipient_hash) = recipient_hash else {
+            return stop(StopReason::NoRecipient);
+        };
+        if q::is_suppressed(db, &email_hash).await? || q::is_suppressed(db, &recipient_hash).await?
+        {
+            return stop(StopReason::Suppressed);
+        }
+        let lookback = chrono::Duration::days(i64::from(settings.recovery.order_lookback_days));
+        if q::recipient_bought_since(db, &email_hash, now - lookback).await? {
+            return stop(StopReason::OrderPlaced);
+        }
+        let quiet = chrono::Duration::hours(i64::from(settings.recovery.quiet_period_hours));
+        if row.current_step == 0 && row.status == "pending" {
+            // Only a run that has not messaged yet yields to another run of the recipient.
+            if q::run_holding_recipient(db, &row.run_id, &email_hash, row.abandoned_at, now - quiet)
+                .await?
+                .is_some()
+            {
+                return stop(StopReason::QuietPeriod);
+            }
+        }
+        let has_address = match step.channel {
+            Channel::Email => cart.email.is_some(),
+            Channel::Sms => cart.phone.is_some(),
+        };
+        if !has_address {
+            return stop(StopReason::NoRecipient);
+        }
+        Ok((
+            Decision::Send {
+                step: index as u32 + 1,
+                channel: step.channel,
+            },
+            Some(cart),
+        ))
+    }
+
+    /// One pass over the runs due now.
+    pub async fn try_handle_next(&self) -> anyhow::Result<(Outcome, PassReport)> {
+        let now = self.clock.now();
+        let (settings, _) = queries::current_settings(self.log.db()).await?;
+        let rows = q::due_runs(
+            self.log.db(),
+            now,
+            now - self.stale_after(),
+            self.config.batch_size,
+        )
+        .await?;
+        let mut report = PassReport::default();
+        for row in &rows {
+            let (decision, cart) = self.decide(row, &settings, now).await?;
+            match decision {
+                Decision::Hold { .. } => report.held += 1,
+                Decision::Stop { reason } => {
+                    let meta = CommandMeta::system(DISPATCHER, None, now);
+                    match self
+                        .runs
+                        .execute(&row.run_id, RunCommand::Stop { reason, at: now }, &meta)
+                        .await
+                    {
+                        // Already ended (the read table had not caught up): nothing done.
+                        Ok(outcome) if outcome.events.is_empty() => report.skipped += 1,
+                        Ok(_) => report.stopped += 1,
+                        Err(CommandError::Rejected(_)) => report.skipped += 1,
+                        Err(other) => return Err(other.into()),
+                    }
+                }
+                Decision::Send { .. } => {
+                    let cart = cart.expect("a send decision carries its cart");
+                    match self.send(row, &cart, now).await? {
+                        SendOutcome::Sent => report.sent += 1,
+                        SendOutcome::Failed => report.failed += 1,
+                        SendOutcome::Lost => report.skipped += 1,
+                    }
+                }
+            }
+        }
+        let acted = report.sent + report.failed + report.stopped;
+        Ok((
+            if acted > 0 {
+                Outcome::Processed(acted)
+            } else {
+                Outcome::Idle
+            },
+            report,
+        ))
+    }
+
+    /// Claims, sends and records one step.
+    async fn send(
+        &self,
+        row: &RunRow,
+        cart: &CartForSend,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<SendOutcome> {
+        let meta = CommandMeta::system(DISPATCHER, None, now);
+        let claim = RunCommand::Claim {
+            at: now,
+            stale_after: self.stale_after(),
+        };
+        let outcome = match self.runs.execute(&row.run_id, claim, &meta).await {
+            Ok(outcome) => outcome,
+            Err(CommandError::Rejected(
+                RunError::Claimed { .. } | RunError::NotDue(_) | RunError::Ended(_),
+            )) => return Ok(SendOutcome::Lost),
+            Err(other) => return Err(other.into()),
+        };
+        let Some(claim) = outcome.aggregate.claim().cloned() else {
+            return Ok(SendOutcome::Lost);
+        };
+        let resumed = outcome.events.iter().any(|e| {
+            matches!(
+                e.event,
+                ocart_domain::recovery::RunEvent::Claimed { resumed: true, .. }
+            )
+        });
+        let start = outcome
+            .aggregate
+            .start()
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("a claimed run has no start"))?;
+        let step = start.steps[claim.step as usize - 1].clone();
+        let key = claim.message_key.clone();
+        let restore = self.vault.link_token("restore", &key);
+        let unsubscribe = self.vault.link_token("unsubscribe", &key);
+        let links = LinkHashes {
+            restore: Some(hex::encode(Sha256::digest(restore.as_bytes()))),
+            unsubscribe: Some(hex::encode(Sha256::digest(unsubscribe.as_bytes()))),
+        };
+        let base = self.config.public_url.trim_end_matches('/');
+        let context = self.context(
+            cart,
+            format!("{base}/r/{restore}"),
+            format!("{base}/u/{unsubscribe}"),
+        );
+        let result = self.deliver(&key, &step, cart, &context, resumed).await;
+        let record = match result {
+            Ok(()) => RunCommand::RecordSent {
+                message_key: key.clone(),
+                links,
+                at: self.clock.now(),
+            },
+            Err(err) => {
+                tracing::warn!(run = %row.run_id, step = claim.step, attempt = claim.attempt, error = %err, "recovery send failed");
+                RunCommand::RecordFailed {
+                    message_key: key.clone(),
+                    error: err.message.clone(),
+                    at: self.clock.now(),
+                }
+            }
+        };
+        let failed = matches!(record, RunCommand::RecordFailed { .. });
+        self.runs.execute(&row.run_id, record, &meta).await?;
+        metrics::counter!("ocart_recovery_messages_total", "outcome" => if failed { "failed" } else { "sent" })
+            .increment(1);
+        Ok(if failed {
+            SendOutcome::Failed
+        } else {
+            SendOutcome::Sent
+        })
+    }
+
+    fn context(
+        &self,
+        cart: &CartForSend,
+        restore_url: String,
+        unsubscribe_url: String,
+    ) -> MergeContext {
+        let items: Vec<CartItem> = serde_json::from_value(cart.items.0.clone()).unwrap_or_default();
+        MergeContext {
+            store_name: self.config.store_name.clone(),
+            customer_first_name: cart
+                .name
+                .as_deref()
+                .and_then(|n| n.split_whitespace().next())
+                .unwrap_or_default()
+                .to_owned(),
+            customer_email: cart.email.clone().unwrap_or_default(),
+            cart_items: items
+                .iter()
+                .map(|i| MergeItem {
+                    name: i.name.clone(),
+                    quantity: i64::from(i.quantity),
+                    price: format_money(i.unit_price * i64::from(i.quantity), &cart.currency),
+                    image: i.image_url.clone(),
+                })
+                .collect(),
+            cart_total: format_money(cart.total_minor, &cart.currency),
+            restore_url,
+            unsubscribe_url,
+            coupon_code: None,
+            coupon_expiry: None,
+        }
+    }
+
+    /// Renders and hands the message to its channel. A resumed claim whose message the
+    /// channel already has is not sent again.
+    async fn deliver(
+        &self,
+        key: &str,
+        step: &Step,
+        cart: &CartForSend,
+        context: &MergeContext,
+        resumed: bool,
+    ) -> Result<(), SendError> {
+        let rendered = builtin(&step.template)
+            .render(context)
+            .map_err(|e| SendError {
+                message: format!("template {}: {e}", step.template),
+                permanent: true,
+            })?;
+        match step.channel {
+            Channel::Email => {
+                if resumed && self.email.was_sent(key).await == Some(true) {
+                    return Ok(());
+                }
+                let email = OutgoingEmail {
+                    key: key.to_owned(),
+                    to: cart.email.clone().unwrap_or_default(),
+                    subject: rendered.subject,
+                    html: rendered.html,
+                    text: rendered.text,
+                    unsubscribe_url: context.unsubscribe_url.clone(),
+                };
+                let message = self.builder.build(&email)?;
+                self.email.send(&message, key).await
+            }
+            Channel::Sms => {
+                if resumed && self.sms.was_sent(key).await == Some(true) {
+                    return Ok(());
+                }
+                let sms = OutgoingSms {
+                    key: key.to_owned(),
+                    to: cart.phone.clone().unwrap_or_default(),
+                    body: format!(
+                        "{} Reply STOP to opt out: {}",
+                        rendered.sms, context.unsubscribe_url
+                    ),
+                };
+                self.sms.send(&sms).await
+            }
+        }
+    }
+
+    /// Passes until nothing is due now.
+    pub async fn catch_up(&self) -> anyhow::Result<PassReport> {
+        let mut total = PassReport::default();
+        loop {
+            let (outcome, report) = self.try_handle_next().await?;
+            total.sent += report.sent;
+            total.failed += report.failed;
+            total.stopped += report.stopped;
+            total.held += report.held;
+            total.skipped += report.skipped;
+            if outcome == Outcome::Idle {
+                return Ok(total);
+            }
+            // Let the runs projection catch up with what this pass recorded.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Runs until `stop` turns true: a pass, then sleep until the next run is due (at most
+    /// `poll`, so a manual clock or another process's writes are noticed).
+    pub async fn run(self, mut stop: watch::Receiver<bool>, poll: Duration) {
+        while !*stop.borrow() {
+            let pause = match self.try_handle_next().await {
+                Ok((Outcome::Processed(_), _)) => Duration::from_millis(20),
+                Ok((Outcome::Idle, _)) => match q::next_due(self.log.db()).await {
+                    Ok(Some(at)) => (at - self.clock.now()).to_std().unwrap_or(poll).min(poll),
+                    _ => poll,
+                },
+                Err(err) => {
+                    tracing::warn!(error = %err, "recovery dispatch failed; retrying");
+                    Duration::from_secs(2)
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(pause.max(Duration::from_millis(10))) => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+}
+
+enum SendOutcome {
+    Sent,
+    Failed,
+    /// Another dispatcher holds the step, or it is no longer due.
+    Lost,
+}

@@ -1,0 +1,17 @@
+//! Abandoned-cart recovery process managers: the opener (follows the log: abandonment opens a
+//! run, conversion credits it, a cart coming back stops it) and the dispatcher (sends due steps
+//! under atomic claims, after the send guards), with their channels and templates.
+
+/// Email (lettre: SMTP or the `.eml` outbox) and SMS (Twilio-compatible or the outbox log).
+pub mod channels;
+/// Due runs → guards → claim → send → record.
+mod dispatcher;
+/// Log follower that opens, converts and stops runs.
+mod opener;
+/// minijinja templates and merge tags.
+pub mod templates;
+
+pub use dispatcher::{
+    outbox_dir, Decision, Dispatcher, PassReport, Planned, RecoveryConfig, DISPATCHER,
+};
+pub use opener::{opener_checkpoint, run_id_for, RecoveryOpener, OPENER};

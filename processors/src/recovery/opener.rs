@@ -1,0 +1,231 @@
+//! The recovery process manager that follows the log: `cart/abandoned` opens a run on the
+//! matching active sequence (unless `recovery.enabled` is off); a cart captured again, expired
+//! or withdrawn stops its open runs; `cart/converted` converts them with the revenue.
+//!
+//! It reads the log after its own checkpoint, but only up to what the `carts` and `recovery`
+//! projections have applied, so the read tables it consults are never older than the event it
+//! handles. Every command it issues is idempotent (the run id derives from the abandonment
+//! event), so a crash before the checkpoint is saved only repeats no-ops.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ocart_domain::cart::CartEvent;
+use ocart_domain::recovery::{
+    RecoveryRun, RunCommand, RunError, RunStart, Step, StopReason, TriggerType,
+};
+use ocart_domain::Clock;
+use ocart_projections::queries::recovery as q;
+use ocart_projections::{
+    decode_event, load_checkpoint, queries, save_checkpoint, Checkpoint, CommandError, CommandMeta,
+    Commands, EventLog, Outcome, StoredEvent,
+};
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+/// The opener's checkpoint name, and its actor (`system:recovery`).
+pub const OPENER: &str = "recovery_opener";
+const ACTOR: &str = "recovery";
+
+/// The id of the run an abandonment opens: stable, so a replayed event opens nothing new.
+pub fn run_id_for(cart_id: &str, abandoned_event: &Uuid) -> String {
+    let digest = Sha256::digest(format!("ocart:run:{cart_id}:{abandoned_event}").as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    Uuid::new_v8(bytes).to_string()
+}
+
+pub struct RecoveryOpener {
+    log: EventLog,
+    runs: Commands<RecoveryRun>,
+    clock: Arc<dyn Clock>,
+    batch_size: i64,
+}
+
+impl RecoveryOpener {
+    pub fn new(log: EventLog, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            runs: Commands::new(log.clone(), ()),
+            log,
+            clock,
+            batch_size: 200,
+        }
+    }
+
+    /// Handles the next batch of events the projections have already applied.
+    pub async fn try_handle_next(&self) -> anyhow::Result<Outcome> {
+        let db = self.log.db();
+        let at = load_checkpoint(db, OPENER).await?;
+        let carts = load_checkpoint(db, "carts").await?;
+        let recovery = load_checkpoint(db, "recovery").await?;
+        let horizon = carts.min(recovery);
+        if horizon <= at {
+            return Ok(Outcome::Idle);
+        }
+        let events = self.log.read_after(at, self.batch_size).await?;
+        let mut last = at;
+        let mut handled = 0;
+        for event in &events {
+            if event.checkpoint() > horizon {
+                break;
+            }
+            if event.aggregate_type == "cart" {
+                self.handle(event).await?;
+            }
+            last = event.checkpoint();
+            handled += 1;
+        }
+        if handled == 0 {
+            return Ok(Outcome::Idle);
+        }
+        let mut tx = db.begin().await?;
+        save_checkpoint(&mut tx, OPENER, last).await?;
+        tx.commit().await?;
+        Ok(Outcome::Processed(handled))
+    }
+
+    async fn handle(&self, event: &StoredEvent) -> anyhow::Result<()> {
+        let cart_id = event.aggregate_id.as_str();
+        match event.event_type.as_str() {
+            "cart/abandoned" => {
+                if let CartEvent::Abandoned { at, kind, .. } =
+                    decode_event::<CartEvent>(&event.event_type, &event.payload)?
+                {
+                    self.open(event, cart_id, at, kind).await?;
+                }
+            }
+            "cart/converted" => {
+                if let CartEvent::Converted {
+                    at,
+                    order_id,
+                    revenue,
+                } = decode_event::<CartEvent>(&event.event_type, &event.payload)?
+                {
+                    for run in q::open_runs_of_cart(self.log.db(), cart_id).await? {
+                        let command = RunCommand::Convert {
+                            order_id: order_id.clone(),
+                            revenue,
+                            at,
+                        };
+                        self.run_command(&run, command, event).await?;
+                    }
+                }
+            }
+            "cart/updated" | "cart/expired" | "cart/consent_withdrawn" => {
+                let reason = if event.event_type == "cart/consent_withdrawn" {
+                    StopReason::NoConsent
+                } else {
+                    StopReason::CartNotAbandoned
+                };
+                for run in q::open_runs_of_cart(self.log.db(), cart_id).await? {
+                    let command = RunCommand::Stop {
+                        reason,
+                        at: self.clock.now(),
+                    };
+                    self.run_command(&run, command, event).await?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    async fn open(
+        &self,
+        event: &StoredEvent,
+        cart_id: &str,
+        abandoned_at: chrono::DateTime<chrono::Utc>,
+        kind: ocart_domain::cart::AbandonmentKind,
+    ) -> anyhow::Result<()> {
+        let db = self.log.db();
+        let (settings, _) = queries::current_settings(db).await?;
+        if !settings.recovery.enabled {
+            return Ok(());
+        }
+        let trigger = match kind {
+            ocart_domain::cart::AbandonmentKind::CartAbandoned => TriggerType::CartAbandoned,
+            ocart_domain::cart::AbandonmentKind::CheckoutAbandoned => {
+                TriggerType::CheckoutAbandoned
+            }
+        };
+        let trigger_name = serde_json::to_value(trigger)?
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let Some(sequence) = q::sequence_for_trigger(db, &trigger_name).await? else {
+            return Ok(());
+        };
+        let Some(cart) = q::cart_for_send(db, cart_id).await? else {
+            return Ok(());
+        };
+        let steps: Vec<Step> = serde_json::from_value(sequence.steps.0.clone())?;
+        let run_id = run_id_for(cart_id, &event.event_id);
+        let start = RunStart {
+            run_id: run_id.clone(),
+            cart_id: cart_id.to_owned(),
+            sequence_id: sequence.sequence_id,
+            steps,
+            abandoned_at,
+            email_hash: cart.email_hash,
+            phone_hash: cart.phone_hash,
+        };
+        let command = RunCommand::Start {
+            start: Box::new(start),
+            at: self.clock.now(),
+        };
+        self.run_command(&run_id, command, event).await
+    }
+
+    async fn run_command(
+        &self,
+        run_id: &str,
+        command: RunCommand,
+        cause: &StoredEvent,
+    ) -> anyhow::Result<()> {
+        let meta = CommandMeta::system(ACTOR, Some(cause), self.clock.now());
+        match self.runs.execute(run_id, command, &meta).await {
+            Ok(_) => Ok(()),
+            Err(CommandError::Rejected(RunError::NotFound | RunError::NoSteps)) => Ok(()),
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    /// Handles everything there is now.
+    pub async fn catch_up(&self) -> anyhow::Result<usize> {
+        let mut total = 0;
+        while let Outcome::Processed(n) = self.try_handle_next().await? {
+            total += n;
+        }
+        Ok(total)
+    }
+
+    /// Runs until `stop` turns true, woken by new events (or every `poll`).
+    pub async fn run(self, mut stop: watch::Receiver<bool>, poll: Duration) {
+        let mut seen = self.log.watch();
+        while !*stop.borrow() {
+            match self.try_handle_next().await {
+                Ok(Outcome::Processed(_)) => continue,
+                Ok(Outcome::Idle) => {}
+                Err(err) => {
+                    tracing::warn!(error = %err, "recovery opener step failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+            // The projections move just after the log does: wake on new events, then look
+            // again shortly after, when they have applied them.
+            tokio::select! {
+                _ = self.log.wait_for_new(&mut seen, poll) => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                _ = tokio::time::sleep(Duration::from_millis(100).min(poll)) => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+}
+
+/// The checkpoint the opener has reached.
+pub async fn opener_checkpoint(log: &EventLog) -> anyhow::Result<Checkpoint> {
+    Ok(load_checkpoint(log.db(), OPENER).await?)
+}

@@ -1,0 +1,328 @@
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use ocart_domain::recovery::{RunEvent, SequenceEvent, Step};
+use sqlx::types::Json;
+
+use crate::commands::decode_event;
+use crate::db::Tx;
+use crate::runner::Projector;
+use crate::store::StoredEvent;
+use crate::{exec_tx, fetch_optional_tx};
+
+/// Builds the recovery read tables: `recovery_sequences`, `recovery_runs` and
+/// `recovery_notifications` (one row per message and its lifecycle: queued, attempted, sent,
+/// failed, retry_queued, canceled).
+pub struct RecoveryProjector;
+
+#[async_trait]
+impl Projector for RecoveryProjector {
+    fn name(&self) -> &'static str {
+        "recovery"
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &[
+            "recovery_sequences",
+            "recovery_runs",
+            "recovery_notifications",
+        ]
+    }
+
+    async fn apply(&self, tx: &mut Tx, events: &[StoredEvent]) -> anyhow::Result<()> {
+        for event in events {
+            match event.aggregate_type.as_str() {
+                "recovery_sequence" => sequence(tx, event).await?,
+                "recovery_run" => run(tx, event).await?,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn sequence(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
+    let id = &event.aggregate_id;
+    let position = event.global_position;
+    match decode_event::<SequenceEvent>(&event.event_type, &event.payload)? {
+        SequenceEvent::Created { definition, at } => {
+            exec_tx!(
+                tx,
+                "INSERT INTO recovery_sequences (sequence_id, name, trigger_type, steps, active, \
+                 archived, created_at, updated_at, last_position) \
+                 VALUES ($1, $2, $3, $4, $5, false, $6, $6, $7) ON CONFLICT (sequence_id) DO NOTHING",
+                id,
+                &definition.name,
+                trigger_name(&definition.trigger),
+                Json(&definition.steps),
+                definition.active,
+                at,
+                position
+            )?;
+        }
+        SequenceEvent::Updated { definition, at } => {
+            exec_tx!(
+                tx,
+                "UPDATE recovery_sequences SET name = $2, trigger_type = $3, steps = $4, \
+                 active = $5, updated_at = $6, last_position = $7 \
+                 WHERE sequence_id = $1 AND last_position < $7",
+                id,
+                &definition.name,
+                trigger_name(&definition.trigger),
+                Json(&definition.steps),
+                definition.active,
+                at,
+                position
+            )?;
+        }
+        SequenceEvent::Archived { at } => {
+            exec_tx!(
+                tx,
+                "UPDATE recovery_sequences SET archived = true, active = false, updated_at = $2, \
+                 last_position = $3 WHERE sequence_id = $1 AND last_position < $3",
+                id,
+                at,
+                position
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn trigger_name(trigger: &ocart_domain::recovery::TriggerType) -> String {
+    serde_json::to_value(trigger)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// Queues the message of `step` (1-based) of a run, if the run has that step.
+async fn queue(
+    tx: &mut Tx,
+    run_id: &str,
+    steps: &[Step],
+    (step, attempt): (u32, u32),
+    status: &str,
+    due_at: Option<DateTime<Utc>>,
+    at: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    let Some(definition) = steps.get(step as usize - 1) else {
+        return Ok(());
+    };
+    exec_tx!(
+        tx,
+        "INSERT INTO recovery_notifications (run_id, step, attempt, channel, template, status, \
+         message_key, due_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+         ON CONFLICT (run_id, step, attempt) DO NOTHING",
+        run_id,
+        step as i32,
+        attempt as i32,
+        channel_name(definition),
+        &definition.template,
+        status,
+        ocart_domain::recovery::message_key(run_id, step, attempt),
+        due_at,
+        at
+    )?;
+    Ok(())
+}
+
+fn channel_name(step: &Step) -> &'static str {
+    match step.channel {
+        ocart_domain::recovery::Channel::Email => "email",
+        ocart_domain::recovery::Channel::Sms => "sms",
+    }
+}
+
+async fn notification(
+    tx: &mut Tx,
+    run_id: &str,
+    step: u32,
+    attempt: u32,
+    status: &str,
+    error: Option<&str>,
+    at: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    exec_tx!(
+        tx,
+        "UPDATE recovery_notifications SET status = $4, error = $5, updated_at = $6 \
+         WHERE run_id = $1 AND step = $2 AND attempt = $3",
+        run_id,
+        step as i32,
+        attempt as i32,
+        status,
+        error,
+        at
+    )?;
+    Ok(())
+}
+
+async fn steps_of(tx: &mut Tx, run_id: &str) -> anyhow::Result<Vec<Step>> {
+    let row: Option<(Json<Vec<Step>>,)> = fetch_optional_tx!(
+        tx,
+        (Json<Vec<Step>>,),
+        "SELECT steps FROM recovery_runs WHERE run_id = $1",
+        run_id
+    )?;
+    Ok(row.map(|(steps,)| steps.0).unwrap_or_default())
+}
+
+async fn cancel_queued(tx: &mut Tx, run_id: &str, at: DateTime<Utc>) -> anyhow::Result<()> {
+    exec_tx!(
+        tx,
+        "UPDATE recovery_notifications SET status = 'canceled', updated_at = $2 \
+         WHERE run_id = $1 AND status IN ('queued', 'retry_queued')",
+        run_id,
+        at
+    )?;
+    Ok(())
+}
+
+async fn run(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
+    let id = event.aggregate_id.as_str();
+    let position = event.global_position;
+    match decode_event::<RunEvent>(&event.event_type, &event.payload)? {
+        RunEvent::Started {
+            start,
+            next_due_at,
+            at,
+        } => {
+            exec_tx!(
+                tx,
+                "INSERT INTO recovery_runs (run_id, cart_id, sequence_id, status, current_step, \
+                 total_steps, steps, next_due_at, email_hash, phone_hash, abandoned_at, started_at, \
+                 updated_at, last_position) \
+                 VALUES ($1, $2, $3, 'pending', 0, $4, $5, $6, $7, $8, $9, $10, $10, $11) \
+                 ON CONFLICT (run_id) DO NOTHING",
+                id,
+                &start.cart_id,
+                &start.sequence_id,
+                start.steps.len() as i32,
+                Json(&start.steps),
+                next_due_at,
+                &start.email_hash,
+                &start.phone_hash,
+                start.abandoned_at,
+                at,
+                position
+            )?;
+            queue(
+                tx,
+                id,
+                &start.steps,
+                (1, 1),
+                "queued",
+                Some(next_due_at),
+                at,
+            )
+            .await?;
+        }
+        RunEvent::Claimed {
+            step, attempt, at, ..
+        } => {
+            exec_tx!(
+                tx,
+                "UPDATE recovery_runs SET status = 'running', claimed_at = $2, updated_at = $2, \
+                 last_position = $3 WHERE run_id = $1 AND last_position < $3",
+                id,
+                at,
+                position
+            )?;
+            notification(tx, id, step, attempt, "attempted", None, at).await?;
+        }
+        RunEvent::Dispatched {
+            step,
+            attempt,
+            next_due_at,
+            at,
+            ..
+        } => {
+            exec_tx!(
+                tx,
+                "UPDATE recovery_runs SET status = 'pending', current_step = $2, next_due_at = $3, \
+                 claimed_at = NULL, last_sent_at = $4, updated_at = $4, last_position = $5 \
+                 WHERE run_id = $1 AND last_position < $5",
+                id,
+                step as i32,
+                next_due_at,
+                at,
+                position
+            )?;
+            notification(tx, id, step, attempt, "sent", None, at).await?;
+            if next_due_at.is_some() {
+                let steps = steps_of(tx, id).await?;
+                queue(tx, id, &steps, (step + 1, 1), "queued", next_due_at, at).await?;
+            }
+        }
+        RunEvent::Failed {
+            step,
+            attempt,
+            error,
+            retry_at,
+            next_due_at,
+            at,
+            ..
+        } => {
+            let done = if retry_at.is_some() { step - 1 } else { step };
+            exec_tx!(
+                tx,
+                "UPDATE recovery_runs SET status = 'pending', current_step = $2, next_due_at = $3, \
+                 claimed_at = NULL, updated_at = $4, last_position = $5 \
+                 WHERE run_id = $1 AND last_position < $5",
+                id,
+                done as i32,
+                next_due_at,
+                at,
+                position
+            )?;
+            notification(tx, id, step, attempt, "failed", Some(&error), at).await?;
+            let steps = steps_of(tx, id).await?;
+            if retry_at.is_some() {
+                queue(
+                    tx,
+                    id,
+                    &steps,
+                    (step, attempt + 1),
+                    "retry_queued",
+                    retry_at,
+                    at,
+                )
+                .await?;
+            } else if next_due_at.is_some() {
+                queue(tx, id, &steps, (step + 1, 1), "queued", next_due_at, at).await?;
+            }
+        }
+        RunEvent::Converted {
+            order_id,
+            revenue,
+            at,
+        } => {
+            exec_tx!(
+                tx,
+                "UPDATE recovery_runs SET status = 'converted', stop_reason = NULL, \
+                 next_due_at = NULL, claimed_at = NULL, converted_at = $2, order_id = $3, \
+                 revenue_recovered = $4, updated_at = $2, last_position = $5 \
+                 WHERE run_id = $1 AND last_position < $5",
+                id,
+                at,
+                order_id,
+                revenue.unwrap_or(0),
+                position
+            )?;
+            cancel_queued(tx, id, at).await?;
+        }
+        RunEvent::Stopped { reason, at } => {
+            exec_tx!(
+                tx,
+                "UPDATE recovery_runs SET status = 'stopped', stop_reason = $2, next_due_at = NULL, \
+                 claimed_at = NULL, updated_at = $3, last_position = $4 \
+                 WHERE run_id = $1 AND last_position < $4",
+                id,
+                reason.as_str(),
+                at,
+                position
+            )?;
+            cancel_queued(tx, id, at).await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,292 @@
+//! Reads of the recovery tables: sequences, runs, messages and the suppression list.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::types::Json;
+
+use crate::db::Db;
+use crate::{fetch_all_db, fetch_optional_db};
+
+/// A recovery sequence as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct SequenceRow {
+    pub sequence_id: String,
+    pub name: String,
+    /// cart_abandoned, checkout_abandoned or browse_abandoned
+    pub trigger_type: String,
+    /// The normalised steps.
+    #[schema(value_type = Vec<Object>)]
+    pub steps: Json<Value>,
+    pub active: bool,
+    pub archived: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub last_position: i64,
+}
+
+const SEQUENCE_COLUMNS: &str = "sequence_id, name, trigger_type, steps, active, archived, \
+    created_at, updated_at, last_position";
+
+pub async fn list_sequences(
+    db: &Db,
+    include_archived: bool,
+) -> Result<Vec<SequenceRow>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {SEQUENCE_COLUMNS} FROM recovery_sequences WHERE ($1 OR archived = false) \
+         ORDER BY created_at, sequence_id"
+    );
+    fetch_all_db!(db, SequenceRow, &sql, include_archived)
+}
+
+pub async fn get_sequence(db: &Db, id: &str) -> Result<Option<SequenceRow>, sqlx::Error> {
+    let sql = format!("SELECT {SEQUENCE_COLUMNS} FROM recovery_sequences WHERE sequence_id = $1");
+    fetch_optional_db!(db, SequenceRow, &sql, id)
+}
+
+/// The sequence a trigger opens: the oldest active sequence with exactly that trigger, else
+/// (for a checkout abandonment) the oldest active `cart_abandoned` one.
+pub async fn sequence_for_trigger(
+    db: &Db,
+    trigger: &str,
+) -> Result<Option<SequenceRow>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {SEQUENCE_COLUMNS} FROM recovery_sequences \
+         WHERE active = true AND archived = false AND trigger_type IN ($1, 'cart_abandoned') \
+         ORDER BY CASE WHEN trigger_type = $1 THEN 0 ELSE 1 END, created_at, sequence_id LIMIT 1"
+    );
+    fetch_optional_db!(db, SequenceRow, &sql, trigger)
+}
+
+/// A recovery run as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct RunRow {
+    pub run_id: String,
+    pub cart_id: String,
+    pub sequence_id: String,
+    /// pending, running, converted or stopped
+    pub status: String,
+    /// Why a stopped run stopped (completed, manual, unsubscribed, order_placed, …).
+    pub stop_reason: Option<String>,
+    /// Steps done (sent, or given up after three attempts).
+    pub current_step: i32,
+    pub total_steps: i32,
+    pub next_due_at: Option<DateTime<Utc>>,
+    pub claimed_at: Option<DateTime<Utc>>,
+    pub abandoned_at: DateTime<Utc>,
+    pub started_at: DateTime<Utc>,
+    pub last_sent_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+    pub converted_at: Option<DateTime<Utc>>,
+    pub order_id: Option<String>,
+    /// Revenue of the recovered order, minor units.
+    pub revenue_recovered: i64,
+    pub last_position: i64,
+}
+
+const RUN_COLUMNS: &str = "run_id, cart_id, sequence_id, status, stop_reason, current_step, \
+    total_steps, next_due_at, claimed_at, abandoned_at, started_at, last_sent_at, updated_at, \
+    converted_at, order_id, revenue_recovered, last_position";
+
+/// Filters of `GET /recovery/runs`.
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    pub status: Option<String>,
+    pub cart_id: Option<String>,
+    pub sequence_id: Option<String>,
+    /// (started_at, run_id) of the last row of the previous page.
+    pub after: Option<(DateTime<Utc>, String)>,
+    pub limit: i64,
+}
+
+/// Runs, newest first.
+pub async fn list_runs(db: &Db, f: &RunFilter) -> Result<Vec<RunRow>, sqlx::Error> {
+    let (after_at, after_id) = match &f.after {
+        Some((at, id)) => (Some(*at), Some(id.clone())),
+        None => (None, None),
+    };
+    let sql = format!(
+        "SELECT {RUN_COLUMNS} FROM recovery_runs \
+         WHERE ($1 IS NULL OR status = $1) AND ($2 IS NULL OR cart_id = $2) \
+           AND ($3 IS NULL OR sequence_id = $3) \
+           AND ($4 IS NULL OR started_at < $4 OR (started_at = $4 AND run_id < $5)) \
+         ORDER BY started_at DESC, run_id DESC LIMIT $6"
+    );
+    fetch_all_db!(
+        db,
+        RunRow,
+        &sql,
+        &f.status,
+        &f.cart_id,
+        &f.sequence_id,
+        after_at,
+        after_id,
+        f.limit
+    )
+}
+
+pub async fn get_run(db: &Db, id: &str) -> Result<Option<RunRow>, sqlx::Error> {
+    let sql = format!("SELECT {RUN_COLUMNS} FROM recovery_runs WHERE run_id = $1");
+    fetch_optional_db!(db, RunRow, &sql, id)
+}
+
+/// Runs a dispatcher should look at now: pending ones due by `now`, and running ones whose
+/// claim is older than `stale_before` (a dispatcher died holding it). Oldest due first.
+pub async fn due_runs(
+    db: &Db,
+    now: DateTime<Utc>,
+    stale_before: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<RunRow>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {RUN_COLUMNS} FROM recovery_runs \
+         WHERE (status = 'pending' AND next_due_at <= $1) \
+            OR (status = 'running' AND claimed_at <= $2) \
+         ORDER BY next_due_at, run_id LIMIT $3"
+    );
+    fetch_all_db!(db, RunRow, &sql, now, stale_before, limit)
+}
+
+/// When the earliest pending run falls due.
+pub async fn next_due(db: &Db) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    let row: Option<(DateTime<Utc>,)> = fetch_optional_db!(
+        db,
+        (DateTime<Utc>,),
+        "SELECT next_due_at FROM recovery_runs WHERE status = 'pending' \
+         AND next_due_at IS NOT NULL ORDER BY next_due_at LIMIT 1"
+    )?;
+    Ok(row.map(|(at,)| at))
+}
+
+/// Runs of `cart_id` that can still send.
+pub async fn open_runs_of_cart(db: &Db, cart_id: &str) -> Result<Vec<String>, sqlx::Error> {
+    let rows: Vec<(String,)> = fetch_all_db!(
+        db,
+        (String,),
+        "SELECT run_id FROM recovery_runs WHERE cart_id = $1 AND status IN ('pending', 'running')",
+        cart_id
+    )?;
+    Ok(rows.into_iter().map(|(id,)| id).collect())
+}
+
+/// Runs of a recipient (email subject hash) that can still send.
+pub async fn open_runs_of_recipient(db: &Db, email_hash: &str) -> Result<Vec<String>, sqlx::Error> {
+    let rows: Vec<(String,)> = fetch_all_db!(
+        db,
+        (String,),
+        "SELECT run_id FROM recovery_runs WHERE (email_hash = $1 OR phone_hash = $1) \
+         AND status IN ('pending', 'running')",
+        email_hash
+    )?;
+    Ok(rows.into_iter().map(|(id,)| id).collect())
+}
+
+/// Another run that has the recipient: one still open that started before this run (the
+/// oldest open run of a recipient is the one that messages them), or one that sent to them
+/// after `since` (the quiet period). Answers that run's id.
+pub async fn run_holding_recipient(
+    db: &Db,
+    run_id: &str,
+    email_hash: &str,
+    abandoned_at: DateTime<Utc>,
+    since: DateTime<Utc>,
+) -> Result<Option<String>, sqlx::Error> {
+    let row: Option<(String,)> = fetch_optional_db!(
+        db,
+        (String,),
+        "SELECT run_id FROM recovery_runs WHERE email_hash = $1 AND run_id <> $2 AND ( \
+           (status IN ('pending', 'running') AND (abandoned_at < $3 OR (abandoned_at = $3 AND run_id < $2))) \
+           OR last_sent_at > $4) LIMIT 1",
+        email_hash,
+        run_id,
+        abandoned_at,
+        since
+    )?;
+    Ok(row.map(|(id,)| id))
+}
+
+/// One message of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct NotificationRow {
+    pub run_id: String,
+    pub step: i32,
+    pub attempt: i32,
+    pub channel: String,
+    pub template: String,
+    /// queued, attempted, sent, failed, retry_queued, delivered or canceled
+    pub status: String,
+    pub message_key: String,
+    pub due_at: Option<DateTime<Utc>>,
+    pub error: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+pub async fn notifications_of_run(
+    db: &Db,
+    run_id: &str,
+) -> Result<Vec<NotificationRow>, sqlx::Error> {
+    fetch_all_db!(
+        db,
+        NotificationRow,
+        "SELECT run_id, step, attempt, channel, template, status, message_key, due_at, error, \
+         updated_at FROM recovery_notifications WHERE run_id = $1 ORDER BY step, attempt",
+        run_id
+    )
+}
+
+/// Whether a recipient (email or phone subject hash) is on the suppression list.
+pub async fn is_suppressed(db: &Db, recipient_hash: &str) -> Result<bool, sqlx::Error> {
+    let row: Option<(String,)> = fetch_optional_db!(
+        db,
+        (String,),
+        "SELECT reason FROM suppression WHERE recipient_hash = $1",
+        recipient_hash
+    )?;
+    Ok(row.is_some())
+}
+
+/// The cart facts the send guards need.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct CartForSend {
+    pub cart_id: String,
+    pub status: String,
+    pub erased: bool,
+    pub email: Option<String>,
+    pub email_hash: Option<String>,
+    pub phone: Option<String>,
+    pub phone_hash: Option<String>,
+    pub name: Option<String>,
+    pub currency: String,
+    pub items: Json<Value>,
+    pub total_minor: i64,
+    pub abandoned_at: Option<DateTime<Utc>>,
+    pub order_id: Option<String>,
+}
+
+pub async fn cart_for_send(db: &Db, cart_id: &str) -> Result<Option<CartForSend>, sqlx::Error> {
+    fetch_optional_db!(
+        db,
+        CartForSend,
+        "SELECT cart_id, status, erased, email, email_hash, phone, phone_hash, name, currency, items, \
+         total_minor, abandoned_at, order_id FROM carts WHERE cart_id = $1",
+        cart_id
+    )
+}
+
+/// Whether a cart with this email (subject hash) was converted after `since`: the shopper
+/// bought, through another cart, within the look-back window.
+pub async fn recipient_bought_since(
+    db: &Db,
+    email_hash: &str,
+    since: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    let row: Option<(String,)> = fetch_optional_db!(
+        db,
+        (String,),
+        "SELECT cart_id FROM carts WHERE email_hash = $1 AND status = 'converted' \
+         AND converted_at > $2 LIMIT 1",
+        email_hash,
+        since
+    )?;
+    Ok(row.is_some())
+}
