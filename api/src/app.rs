@@ -297,9 +297,12 @@ pub fn router(state: AppState) -> Router {
     let public = routes::capture::router()
         .layer(middleware::from_fn_with_state(state.clone(), rate_limited))
         .layer(cors);
+    let links =
+        routes::links::router().layer(middleware::from_fn_with_state(state.clone(), rate_limited));
     let timeout = Duration::from_secs(core.config.http.request_timeout_secs);
     Router::new()
         .merge(public)
+        .merge(links)
         .merge(routes::api_router())
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY + 1))

@@ -8,7 +8,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use ocart_domain::cart::Cart;
 use ocart_domain::recovery::{
-    default_steps, RecoveryRun, RecoverySequence, SequenceCommand, SequenceError, TriggerType,
+    default_steps, Channel, RecoveryRun, RecoverySequence, RunCommand, SequenceCommand,
+    SequenceError, StopReason, Suppression, SuppressionCommand, SuppressionReason, TriggerType,
 };
 use ocart_domain::settings::{
     Settings, SettingsCommand, SettingsError, SettingsValues, SETTINGS_ID,
@@ -45,6 +46,7 @@ pub struct Core {
     pub subjects: Commands<Subject>,
     pub sequences: Commands<RecoverySequence>,
     pub runs: Commands<RecoveryRun>,
+    pub suppressions: Commands<Suppression>,
     settings_cache: RwLock<Option<(Instant, SettingsValues)>>,
 }
 
@@ -89,6 +91,7 @@ impl Core {
             subjects: Commands::new(log.clone(), ()),
             sequences: Commands::new(log.clone(), ()),
             runs: Commands::new(log.clone(), ()),
+            suppressions: Commands::new(log.clone(), ()),
             config,
             db,
             log,
@@ -243,6 +246,50 @@ impl Core {
             Ok(_) | Err(CommandError::Rejected(SequenceError::AlreadyExists)) => Ok(()),
             Err(other) => Err(other.into()),
         }
+    }
+
+    /// Suppresses a recipient (subject hash) and stops every open run that messages them, so
+    /// no claim can follow even before the read tables catch up. Answers the position of the
+    /// last event written, if any.
+    pub async fn suppress(
+        &self,
+        recipient_hash: &str,
+        reason: SuppressionReason,
+        channel: Option<Channel>,
+        source: Option<String>,
+        meta: &CommandMeta,
+    ) -> anyhow::Result<Option<i64>> {
+        let command = SuppressionCommand::Suppress {
+            reason,
+            channel,
+            source,
+            at: meta.at,
+        };
+        let outcome = self
+            .suppressions
+            .execute(recipient_hash, command, meta)
+            .await?;
+        let mut position = outcome.last_position();
+        let stop_reason = if reason == SuppressionReason::Unsubscribe {
+            StopReason::Unsubscribed
+        } else {
+            StopReason::Suppressed
+        };
+        for run in
+            ocart_projections::queries::recovery::open_runs_of_recipient(&self.db, recipient_hash)
+                .await?
+        {
+            let stop = RunCommand::Stop {
+                reason: stop_reason,
+                at: meta.at,
+            };
+            match self.runs.execute(&run, stop, meta).await {
+                Ok(outcome) => position = outcome.last_position().or(position),
+                Err(CommandError::Rejected(_)) => {}
+                Err(other) => return Err(other.into()),
+            }
+        }
+        Ok(position)
     }
 
     /// A dispatcher with the configured channels.

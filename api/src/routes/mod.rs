@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod capture;
 pub mod carts;
+pub mod links;
 pub mod privacy;
 pub mod recovery;
 pub mod settings;

@@ -10,7 +10,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use ocart_domain::recovery::{
-    Channel, RunCommand, RunError, SequenceCommand, SequenceError, Step, StopReason, TriggerType,
+    Channel, RunCommand, RunError, SequenceCommand, SequenceError, Step, StopReason,
+    SuppressionCommand, SuppressionReason, TriggerType,
 };
 use ocart_domain::token::Capability;
 use ocart_domain::FieldError;
@@ -42,6 +43,12 @@ pub fn router() -> Router<AppState> {
         .route(
             "/ocart/v1/recovery/templates/{id}/preview",
             post(preview_template),
+        )
+        .route(
+            "/ocart/v1/recovery/suppression",
+            get(list_suppression)
+                .post(add_suppression)
+                .delete(remove_suppression),
         )
 }
 
@@ -531,5 +538,163 @@ pub async fn preview_template(
     Ok(Json(PreviewReply {
         template: id,
         rendered,
+    }))
+}
+
+/// The subject hash of an email address or an E.164 phone number.
+fn recipient_hash(state: &AppState, field: &str, raw: &str) -> Result<String, ApiError> {
+    let raw = raw.trim();
+    if raw.starts_with('+') {
+        let phone =
+            ocart_domain::Phone::parse(field, raw).map_err(|e| ApiError::Validation(vec![e]))?;
+        Ok(state
+            .core
+            .vault
+            .subject_for_phone(&phone)
+            .as_str()
+            .to_owned())
+    } else {
+        let email = ocart_domain::Email::parse(field, raw).map_err(|_| {
+            ApiError::validation(field, "must be an email address or an E.164 phone number")
+        })?;
+        Ok(state
+            .core
+            .vault
+            .subject_for_email(&email)
+            .as_str()
+            .to_owned())
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SuppressionList {
+    pub suppression: Vec<q::SuppressionRow>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct SuppressionQuery {
+    /// 1 to 1000 (default 100).
+    pub limit: Option<i64>,
+}
+
+/// Suppressed recipients (hashes only), newest first.
+#[utoipa::path(get, path = "/ocart/v1/recovery/suppression", tag = "recovery", params(SuppressionQuery),
+    responses((status = 200, body = SuppressionList)), security(("bearer" = [])))]
+pub async fn list_suppression(
+    State(state): State<AppState>,
+    caller: Caller,
+    ctx: RequestContext,
+    Query(query): Query<SuppressionQuery>,
+) -> Result<Json<SuppressionList>, ApiError> {
+    caller.require(READ)?;
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::validation("limit", "must be between 1 and 1000"));
+    }
+    state.read_your_writes("recovery", ctx.min_position).await?;
+    Ok(Json(SuppressionList {
+        suppression: q::list_suppression(&state.core.db, limit).await?,
+    }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddSuppression {
+    /// An email address or an E.164 phone number; only its hash is kept.
+    pub recipient: String,
+    /// manual (default), bounce, complaint, unsubscribe or winback_failed
+    #[schema(value_type = Option<String>)]
+    pub reason: Option<SuppressionReason>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SuppressionReply {
+    pub recipient_hash: String,
+    pub suppressed: bool,
+    pub position: Option<i64>,
+}
+
+/// Suppresses a recipient on every channel and stops their open runs.
+#[utoipa::path(post, path = "/ocart/v1/recovery/suppression", tag = "recovery", request_body = AddSuppression,
+    responses((status = 200, body = SuppressionReply), (status = 422, body = crate::error::Problem)), security(("bearer" = [])))]
+pub async fn add_suppression(
+    State(state): State<AppState>,
+    caller: Caller,
+    ctx: RequestContext,
+    body: axum::body::Bytes,
+) -> Result<Json<SuppressionReply>, ApiError> {
+    caller.require(WRITE)?;
+    let request: AddSuppression = crate::json::parse(&body)?;
+    let hash = recipient_hash(&state, "recipient", &request.recipient)?;
+    let meta = ctx.meta(caller.actor(), &state);
+    let position = state
+        .core
+        .suppress(
+            &hash,
+            request.reason.unwrap_or(SuppressionReason::Manual),
+            None,
+            Some("admin".into()),
+            &meta,
+        )
+        .await
+        .map_err(ApiError::Internal)?;
+    Ok(Json(SuppressionReply {
+        recipient_hash: hash,
+        suppressed: true,
+        position,
+    }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct RemoveSuppressionQuery {
+    /// The email address or E.164 phone number to allow again.
+    pub recipient: Option<String>,
+    /// Or its hash, as the list shows it.
+    pub recipient_hash: Option<String>,
+}
+
+/// Lifts a suppression (runs already stopped stay stopped).
+#[utoipa::path(delete, path = "/ocart/v1/recovery/suppression", tag = "recovery", params(RemoveSuppressionQuery),
+    responses((status = 200, body = SuppressionReply), (status = 404, body = crate::error::Problem), (status = 422, body = crate::error::Problem)), security(("bearer" = [])))]
+pub async fn remove_suppression(
+    State(state): State<AppState>,
+    caller: Caller,
+    ctx: RequestContext,
+    Query(query): Query<RemoveSuppressionQuery>,
+) -> Result<Json<SuppressionReply>, ApiError> {
+    caller.require(WRITE)?;
+    let hash = match (&query.recipient, &query.recipient_hash) {
+        (Some(raw), None) => recipient_hash(&state, "recipient", raw)?,
+        (None, Some(hash)) if hash.len() == 64 && hash.chars().all(|c| c.is_ascii_hexdigit()) => {
+            hash.to_ascii_lowercase()
+        }
+        (None, Some(_)) => {
+            return Err(ApiError::validation(
+                "recipient_hash",
+                "must be the 64-character hex hash the suppression list shows",
+            ))
+        }
+        _ => {
+            return Err(ApiError::validation(
+                "recipient",
+                "give recipient (an email or phone) or recipient_hash, not both",
+            ))
+        }
+    };
+    let meta = ctx.meta(caller.actor(), &state);
+    let outcome = state
+        .core
+        .suppressions
+        .execute(&hash, SuppressionCommand::Lift { at: meta.at }, &meta)
+        .await
+        .map_err(|e| {
+            command_error(e, |_| {
+                ApiError::NotFound("a suppression of this recipient".into())
+            })
+        })?;
+    Ok(Json(SuppressionReply {
+        recipient_hash: hash,
+        suppressed: false,
+        position: outcome.last_position(),
     }))
 }

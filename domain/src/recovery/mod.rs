@@ -5,6 +5,7 @@
 mod run;
 mod sequence;
 mod steps;
+mod suppression;
 
 pub use run::{
     message_key, Claim, LinkHashes, RecoveryRun, RunCommand, RunError, RunEvent, RunStart,
@@ -17,4 +18,7 @@ pub use sequence::{
 };
 pub use steps::{
     default_steps, normalise, Channel, Step, TriggerType, MAX_DELAY_MIN, MAX_STEPS, MIN_DELAY_MIN,
+};
+pub use suppression::{
+    Suppression, SuppressionCommand, SuppressionError, SuppressionEvent, SuppressionReason,
 };

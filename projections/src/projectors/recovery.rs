@@ -1,6 +1,6 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use ocart_domain::recovery::{RunEvent, SequenceEvent, Step};
+use ocart_domain::recovery::{RunEvent, SequenceEvent, Step, SuppressionEvent};
 use sqlx::types::Json;
 
 use crate::commands::decode_event;
@@ -25,6 +25,8 @@ impl Projector for RecoveryProjector {
             "recovery_sequences",
             "recovery_runs",
             "recovery_notifications",
+            "recovery_links",
+            "suppression",
         ]
     }
 
@@ -33,6 +35,7 @@ impl Projector for RecoveryProjector {
             match event.aggregate_type.as_str() {
                 "recovery_sequence" => sequence(tx, event).await?,
                 "recovery_run" => run(tx, event).await?,
+                "suppression" => suppression(tx, event).await?,
                 _ => {}
             }
         }
@@ -232,10 +235,50 @@ async fn run(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
         RunEvent::Dispatched {
             step,
             attempt,
+            message_key,
+            channel,
+            links,
             next_due_at,
             at,
             ..
         } => {
+            let channel = match channel {
+                ocart_domain::recovery::Channel::Email => "email",
+                ocart_domain::recovery::Channel::Sms => "sms",
+            };
+            let run: Option<(String, Option<String>, Option<String>)> = fetch_optional_tx!(
+                tx,
+                (String, Option<String>, Option<String>),
+                "SELECT cart_id, email_hash, phone_hash FROM recovery_runs WHERE run_id = $1",
+                id
+            )?;
+            if let Some((cart_id, email_hash, phone_hash)) = run {
+                let recipient = if channel == "sms" {
+                    phone_hash
+                } else {
+                    email_hash
+                };
+                for (purpose, hash) in [
+                    ("restore", &links.restore),
+                    ("unsubscribe", &links.unsubscribe),
+                ] {
+                    let Some(hash) = hash else { continue };
+                    exec_tx!(
+                        tx,
+                        "INSERT INTO recovery_links (token_hash, purpose, run_id, message_key, \
+                         cart_id, channel, recipient_hash, created_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (token_hash) DO NOTHING",
+                        hash,
+                        purpose,
+                        id,
+                        &message_key,
+                        &cart_id,
+                        channel,
+                        &recipient,
+                        at
+                    )?;
+                }
+            }
             exec_tx!(
                 tx,
                 "UPDATE recovery_runs SET status = 'pending', current_step = $2, next_due_at = $3, \
@@ -324,5 +367,52 @@ async fn run(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
             cancel_queued(tx, id, at).await?;
         }
     }
+    Ok(())
+}
+
+async fn suppression(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
+    let recipient = event.aggregate_id.as_str();
+    let position = event.global_position;
+    let (reason, channel, source, at) =
+        match decode_event::<SuppressionEvent>(&event.event_type, &event.payload)? {
+            SuppressionEvent::Unsubscribed {
+                channel,
+                source,
+                at,
+            } => ("unsubscribe", channel, source, at),
+            SuppressionEvent::Suppressed {
+                reason,
+                channel,
+                source,
+                at,
+            } => (reason.as_str(), channel, source, at),
+            SuppressionEvent::Lifted { .. } => {
+                exec_tx!(
+                    tx,
+                    "DELETE FROM suppression WHERE recipient_hash = $1 AND last_position < $2",
+                    recipient,
+                    position
+                )?;
+                return Ok(());
+            }
+        };
+    let channel = channel.map(|c| match c {
+        ocart_domain::recovery::Channel::Email => "email",
+        ocart_domain::recovery::Channel::Sms => "sms",
+    });
+    exec_tx!(
+        tx,
+        "INSERT INTO suppression (recipient_hash, channel, reason, source, created_at, last_position) \
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (recipient_hash) DO UPDATE SET \
+         channel = excluded.channel, reason = excluded.reason, source = excluded.source, \
+         created_at = excluded.created_at, last_position = excluded.last_position \
+         WHERE suppression.last_position < excluded.last_position",
+        recipient,
+        channel,
+        reason,
+        source,
+        at,
+        position
+    )?;
     Ok(())
 }

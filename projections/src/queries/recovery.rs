@@ -290,3 +290,54 @@ pub async fn recipient_bought_since(
     )?;
     Ok(row.is_some())
 }
+
+/// A link a message carried, found by the sha256 of its token.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct LinkRow {
+    pub token_hash: String,
+    pub purpose: String,
+    pub run_id: String,
+    pub message_key: String,
+    pub cart_id: String,
+    pub channel: String,
+    pub recipient_hash: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+pub async fn link_by_hash(
+    db: &Db,
+    purpose: &str,
+    token_hash: &str,
+) -> Result<Option<LinkRow>, sqlx::Error> {
+    fetch_optional_db!(
+        db,
+        LinkRow,
+        "SELECT token_hash, purpose, run_id, message_key, cart_id, channel, recipient_hash, \
+         created_at FROM recovery_links WHERE token_hash = $1 AND purpose = $2",
+        token_hash,
+        purpose
+    )
+}
+
+/// A suppressed recipient (only its hash is kept).
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct SuppressionRow {
+    pub recipient_hash: String,
+    /// email or sms, when the suppression came through one channel.
+    pub channel: Option<String>,
+    /// bounce, complaint, unsubscribe, manual or winback_failed
+    pub reason: String,
+    /// What caused it: a message key, a webhook, `admin`.
+    pub source: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+pub async fn list_suppression(db: &Db, limit: i64) -> Result<Vec<SuppressionRow>, sqlx::Error> {
+    fetch_all_db!(
+        db,
+        SuppressionRow,
+        "SELECT recipient_hash, channel, reason, source, created_at FROM suppression \
+         ORDER BY created_at DESC, recipient_hash LIMIT $1",
+        limit
+    )
+}

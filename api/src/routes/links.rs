@@ -1,0 +1,116 @@
+//! The links in recovery messages, for shoppers (public, rate limited, HTML): `GET /u/{token}`
+//! shows an unsubscribe confirmation (a GET changes nothing, so link scanners and prefetchers
+//! cannot unsubscribe anyone); `POST /u/{token}` — the form's button, or the RFC 8058 one-click
+//! POST a mail client sends with `List-Unsubscribe=One-Click` — suppresses the recipient and
+//! stops every run that messages them. Unknown or malformed tokens get a friendly page.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use ocart_domain::recovery::{Channel, SuppressionReason};
+use ocart_projections::queries::recovery::{self as q, LinkRow};
+use sha2::{Digest, Sha256};
+
+use crate::error::ApiError;
+use crate::state::{AppState, RequestContext};
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/u/{token}", get(unsubscribe_page).post(unsubscribe))
+}
+
+fn page(status: StatusCode, title: &str, body: &str) -> Response {
+    let html = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width\"><title>{title}</title></head>\
+         <body style=\"font-family:sans-serif;max-width:32rem;margin:3rem auto;padding:0 1rem\">\
+         <h1 style=\"font-size:1.4rem\">{title}</h1>{body}</body></html>"
+    );
+    (status, Html(html)).into_response()
+}
+
+fn not_found() -> Response {
+    page(
+        StatusCode::NOT_FOUND,
+        "This link is not valid",
+        "<p>The link may be incomplete. If you copied it from an email, copy the whole link, \
+         or use the unsubscribe link in the email again.</p>",
+    )
+}
+
+/// The link a token names, if it is one of ours.
+async fn link(state: &AppState, purpose: &str, token: &str) -> Result<Option<LinkRow>, ApiError> {
+    let well_formed = (20..=100).contains(&token.len())
+        && token
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !well_formed {
+        return Ok(None);
+    }
+    let hash = hex::encode(Sha256::digest(token.as_bytes()));
+    Ok(q::link_by_hash(&state.core.db, purpose, &hash).await?)
+}
+
+/// The unsubscribe confirmation page.
+pub async fn unsubscribe_page(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+) -> Result<Response, ApiError> {
+    if link(&state, "unsubscribe", &token).await?.is_none() {
+        return Ok(not_found());
+    }
+    let store = html_escape(&state.core.config.recovery.store_name);
+    Ok(page(
+        StatusCode::OK,
+        "Unsubscribe from cart reminders",
+        &format!(
+            "<p>Stop reminders about your cart from {store}?</p>\
+             <form method=\"post\"><button type=\"submit\" \
+             style=\"padding:.6rem 1.2rem;font-size:1rem\">Unsubscribe</button></form>"
+        ),
+    ))
+}
+
+/// Unsubscribes: the confirmation form's POST or the RFC 8058 one-click POST.
+pub async fn unsubscribe(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    Path(token): Path<String>,
+) -> Result<Response, ApiError> {
+    let Some(link) = link(&state, "unsubscribe", &token).await? else {
+        return Ok(not_found());
+    };
+    let Some(recipient) = link.recipient_hash.as_deref() else {
+        return Ok(not_found());
+    };
+    let meta = ctx.meta("public:unsubscribe".into(), &state);
+    let channel = match link.channel.as_str() {
+        "sms" => Channel::Sms,
+        _ => Channel::Email,
+    };
+    state
+        .core
+        .suppress(
+            recipient,
+            SuppressionReason::Unsubscribe,
+            Some(channel),
+            Some(link.message_key.clone()),
+            &meta,
+        )
+        .await
+        .map_err(ApiError::Internal)?;
+    let store = html_escape(&state.core.config.recovery.store_name);
+    Ok(page(
+        StatusCode::OK,
+        "You are unsubscribed",
+        &format!("<p>You will get no more cart reminders from {store}.</p>"),
+    ))
+}
+
+fn html_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
