@@ -37,6 +37,26 @@ pub enum RecoveryCmd {
     },
     /// The messages in the local outbox (the embedded email and SMS channel).
     Outbox,
+    /// The suppression list: recipients never messaged.
+    #[command(subcommand)]
+    Suppression(SuppressionCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SuppressionCmd {
+    List {
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
+    /// Suppress an email address or E.164 phone number and stop its open runs.
+    Add {
+        recipient: String,
+        /// manual, bounce, complaint, unsubscribe or winback_failed
+        #[arg(long, default_value = "manual")]
+        reason: String,
+    },
+    /// Allow a recipient (email, phone, or the hash the list shows) again.
+    Remove { recipient: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -211,6 +231,7 @@ pub async fn run(cmd: RecoveryCmd, config: Config, json_out: bool) -> anyhow::Re
             Ok(())
         }
         RecoveryCmd::Dispatch { dry_run } => dispatch(&core, dry_run, json_out).await,
+        RecoveryCmd::Suppression(cmd) => suppression(&core, cmd, json_out).await,
         RecoveryCmd::Outbox => {
             let outbox = Outbox::new(outbox_dir(&core.config.recovery, &core.config.data_dir));
             let entries = outbox
@@ -409,5 +430,95 @@ async fn dispatch_with(
             report.sent, report.failed, report.stopped, report.held, report.skipped
         )
     });
+    Ok(())
+}
+
+/// The subject hash of an email, an E.164 phone, or a hash given as such.
+fn recipient_hash(core: &Core, raw: &str) -> anyhow::Result<String> {
+    let raw = raw.trim();
+    if raw.len() == 64 && raw.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Ok(raw.to_ascii_lowercase());
+    }
+    if raw.starts_with('+') {
+        let phone = ocart_domain::Phone::parse("recipient", raw)
+            .map_err(|e| anyhow::anyhow!("{}: {}", e.field, e.message))?;
+        return Ok(core.vault.subject_for_phone(&phone).as_str().to_owned());
+    }
+    let email = ocart_domain::Email::parse("recipient", raw).map_err(|_| {
+        anyhow::anyhow!("{raw:?} is not an email address, an E.164 phone number or a hash")
+    })?;
+    Ok(core.vault.subject_for_email(&email).as_str().to_owned())
+}
+
+async fn suppression(core: &Core, cmd: SuppressionCmd, json_out: bool) -> anyhow::Result<()> {
+    match cmd {
+        SuppressionCmd::List { limit } => {
+            current(core).await?;
+            let rows = q::list_suppression(&core.db, limit.clamp(1, 100_000)).await?;
+            let value = serde_json::to_value(&rows)?;
+            print(json_out, &value, || {
+                if rows.is_empty() {
+                    return "the suppression list is empty".into();
+                }
+                rows.iter()
+                    .map(|r| {
+                        format!(
+                            "{}  {}  {}  {}",
+                            r.recipient_hash,
+                            r.reason,
+                            r.channel.as_deref().unwrap_or("all"),
+                            r.created_at.to_rfc3339()
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
+        SuppressionCmd::Add { recipient, reason } => {
+            let reason: ocart_domain::recovery::SuppressionReason =
+                serde_json::from_value(json!(reason)).map_err(|_| {
+                    anyhow::anyhow!(
+                        "--reason {reason:?}: use manual, bounce, complaint, unsubscribe or winback_failed"
+                    )
+                })?;
+            let hash = recipient_hash(core, &recipient)?;
+            let meta = cli_meta(core);
+            let position = core
+                .suppress(&hash, reason, None, Some("cli".into()), &meta)
+                .await?;
+            if let Some(position) = position {
+                core.ensure_projected(position).await?;
+            }
+            print(
+                json_out,
+                &json!({"recipient_hash": hash, "suppressed": true}),
+                || format!("suppressed {hash} ({})", reason.as_str()),
+            );
+        }
+        SuppressionCmd::Remove { recipient } => {
+            let hash = recipient_hash(core, &recipient)?;
+            let meta = cli_meta(core);
+            let outcome = core
+                .suppressions
+                .execute(
+                    &hash,
+                    ocart_domain::recovery::SuppressionCommand::Lift { at: meta.at },
+                    &meta,
+                )
+                .await
+                .map_err(|e| match e {
+                    CommandError::Rejected(_) => anyhow::anyhow!("{recipient} is not suppressed"),
+                    other => other.into(),
+                })?;
+            if let Some(position) = outcome.last_position() {
+                core.ensure_projected(position).await?;
+            }
+            print(
+                json_out,
+                &json!({"recipient_hash": hash, "suppressed": false}),
+                || format!("{hash} may be messaged again"),
+            );
+        }
+    }
     Ok(())
 }

@@ -874,6 +874,57 @@ async fn the_recovery_cli_lists_dispatches_and_shows_the_outbox() {
         ocart_tests::ocart(&app.db, &["recovery", "runs", "--status", "stopped"]).await;
     assert_eq!(code, 0);
     assert!(out.contains("stopped (quiet_period)"), "{out}");
+
+    // The suppression list: add stops the shopper's open run; remove allows them again.
+    let (code, out, err) = ocart_tests::ocart(
+        &app.db,
+        &[
+            "recovery",
+            "suppression",
+            "add",
+            "Ann@Example.com",
+            "--reason",
+            "complaint",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("suppressed "), "{out}");
+    let (code, out, _) =
+        ocart_tests::ocart(&app.db, &["recovery", "runs", "--status", "pending"]).await;
+    assert_eq!(code, 0);
+    assert_eq!(out.trim(), "no recovery runs", "{out}");
+    let (code, out, _) = ocart_tests::ocart(&app.db, &["recovery", "suppression", "list"]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("complaint"), "{out}");
+    assert!(!out.contains("ann@example.com"), "{out}");
+    let (code, _, err) = ocart_tests::ocart(
+        &app.db,
+        &[
+            "recovery",
+            "suppression",
+            "add",
+            "nobody",
+            "--reason",
+            "manual",
+        ],
+    )
+    .await;
+    assert_eq!(code, 1);
+    assert!(err.contains("not an email address"), "{err}");
+    let (code, _, err) = ocart_tests::ocart(
+        &app.db,
+        &["recovery", "suppression", "remove", "ann@example.com"],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = ocart_tests::ocart(
+        &app.db,
+        &["recovery", "suppression", "remove", "ann@example.com"],
+    )
+    .await;
+    assert_eq!(code, 1);
+    assert!(err.contains("is not suppressed"), "{err}");
 }
 
 /// The unsubscribe link: GET shows a confirmation and changes nothing; the one-click POST
