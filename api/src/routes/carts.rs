@@ -3,8 +3,6 @@
 use axum::extract::{Path, Query, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use chrono::{DateTime, Utc};
 use ocart_domain::cart::{CartCommand, CartError};
 use ocart_domain::token::Capability;
@@ -68,24 +66,6 @@ pub fn parse_since(raw: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     Some(now - span)
 }
 
-fn encode_cursor(row: &CartRow) -> String {
-    URL_SAFE_NO_PAD.encode(format!(
-        "{}|{}",
-        row.updated_at
-            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-        row.cart_id
-    ))
-}
-
-fn decode_cursor(raw: &str) -> Option<(DateTime<Utc>, String)> {
-    let text = String::from_utf8(URL_SAFE_NO_PAD.decode(raw).ok()?).ok()?;
-    let (at, id) = text.split_once('|')?;
-    Some((
-        DateTime::parse_from_rfc3339(at).ok()?.with_timezone(&Utc),
-        id.to_owned(),
-    ))
-}
-
 /// Carts, newest activity first, with keyset pagination.
 #[utoipa::path(get, path = "/ocart/v1/carts", tag = "carts", params(ListQuery),
     responses((status = 200, body = CartPage), (status = 401, body = crate::error::Problem), (status = 403, body = crate::error::Problem), (status = 422, body = crate::error::Problem)),
@@ -127,7 +107,7 @@ pub async fn list(
         ));
     }
     let after = match &q.cursor {
-        Some(raw) => match decode_cursor(raw) {
+        Some(raw) => match super::keyset::decode(raw) {
             Some(after) => Some(after),
             None => {
                 errors.push(ocart_domain::FieldError::new(
@@ -158,7 +138,9 @@ pub async fn list(
     let mut carts = carts;
     let next_cursor = if carts.len() as i64 > limit {
         carts.truncate(limit as usize);
-        carts.last().map(encode_cursor)
+        carts
+            .last()
+            .map(|row| super::keyset::encode(row.updated_at, &row.cart_id))
     } else {
         None
     };

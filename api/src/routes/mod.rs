@@ -11,6 +11,9 @@ pub mod system;
 pub mod tokens;
 
 use axum::Router;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use chrono::{DateTime, Utc};
 
 use crate::state::AppState;
 
@@ -24,4 +27,26 @@ pub fn api_router() -> Router<AppState> {
         .merge(recovery::router())
         .merge(audit::router())
         .merge(system::router())
+}
+
+/// Keyset pagination cursors: URL-safe base64 of `time|id`, the sort key of a page's last row.
+pub mod keyset {
+    use super::*;
+
+    pub fn encode(at: DateTime<Utc>, id: &str) -> String {
+        URL_SAFE_NO_PAD.encode(format!(
+            "{}|{id}",
+            at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+        ))
+    }
+
+    /// `None` for anything this API did not issue.
+    pub fn decode(raw: &str) -> Option<(DateTime<Utc>, String)> {
+        let text = String::from_utf8(URL_SAFE_NO_PAD.decode(raw).ok()?).ok()?;
+        let (at, id) = text.split_once('|')?;
+        Some((
+            DateTime::parse_from_rfc3339(at).ok()?.with_timezone(&Utc),
+            id.to_owned(),
+        ))
+    }
 }

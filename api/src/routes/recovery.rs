@@ -6,9 +6,6 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
-use chrono::{DateTime, Utc};
 use ocart_domain::recovery::{
     Channel, RunCommand, RunError, SequenceCommand, SequenceError, Step, StopReason,
     SuppressionCommand, SuppressionReason, TriggerType,
@@ -344,24 +341,6 @@ pub struct RunPage {
     pub next_cursor: Option<String>,
 }
 
-fn encode_cursor(row: &RunRow) -> String {
-    URL_SAFE_NO_PAD.encode(format!(
-        "{}|{}",
-        row.started_at
-            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-        row.run_id
-    ))
-}
-
-fn decode_cursor(raw: &str) -> Option<(DateTime<Utc>, String)> {
-    let text = String::from_utf8(URL_SAFE_NO_PAD.decode(raw).ok()?).ok()?;
-    let (at, id) = text.split_once('|')?;
-    Some((
-        DateTime::parse_from_rfc3339(at).ok()?.with_timezone(&Utc),
-        id.to_owned(),
-    ))
-}
-
 /// Recovery runs, newest first, with filters and keyset pagination.
 #[utoipa::path(get, path = "/ocart/v1/recovery/runs", tag = "recovery", params(RunQuery),
     responses((status = 200, body = RunPage), (status = 422, body = crate::error::Problem)), security(("bearer" = [])))]
@@ -386,7 +365,7 @@ pub async fn list_runs(
         errors.push(FieldError::new("limit", "must be between 1 and 200"));
     }
     let after = match &query.cursor {
-        Some(raw) => match decode_cursor(raw) {
+        Some(raw) => match super::keyset::decode(raw) {
             Some(after) => Some(after),
             None => {
                 errors.push(FieldError::new("cursor", "is not a cursor this API issued"));
@@ -412,7 +391,8 @@ pub async fn list_runs(
     .await?;
     let next_cursor = if runs.len() as i64 > limit {
         runs.truncate(limit as usize);
-        runs.last().map(encode_cursor)
+        runs.last()
+            .map(|row| super::keyset::encode(row.started_at, &row.run_id))
     } else {
         None
     };
