@@ -30,6 +30,21 @@ pub enum BenchCmd {
     Capture(CaptureArgs),
     /// Rebuild of the carts projection from a log of N events: events/s.
     Replay(ReplayArgs),
+    /// The recovery dispatcher sending N due first steps over SMTP to an in-process SMTP
+    /// sink, with the projections running: messages/s.
+    Dispatch(DispatchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DispatchArgs {
+    #[command(flatten)]
+    pub common: BenchArgs,
+    /// Abandoned carts, each with a run whose first step is due.
+    #[arg(long, default_value_t = 5_000)]
+    pub runs: u64,
+    /// Runs handled at once within a dispatcher pass.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
 }
 
 #[derive(Debug, Args)]
@@ -133,6 +148,7 @@ pub async fn run(cmd: BenchCmd, _config: Config) -> anyhow::Result<()> {
         BenchCmd::Append(args) => append(args).await,
         BenchCmd::Capture(args) => capture(args).await,
         BenchCmd::Replay(args) => replay(args).await,
+        BenchCmd::Dispatch(args) => dispatch(args).await,
     }
 }
 
@@ -650,6 +666,139 @@ async fn append_parallel(log: &EventLog, events: Vec<NewEvent>) -> anyhow::Resul
         futures::future::join_all(by_aggregate.into_iter().map(|batch| log.append(batch))).await;
     for r in results {
         r?;
+    }
+    Ok(())
+}
+
+/// A minimal SMTP server that accepts and counts messages (the far side of the dispatch bench).
+async fn smtp_sink() -> anyhow::Result<(u16, Arc<AtomicU64>)> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let count = Arc::new(AtomicU64::new(0));
+    let counter = count.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let (read, mut write) = socket.into_split();
+                let mut lines = BufReader::new(read);
+                let _ = write.write_all(b"220 sink ESMTP\r\n").await;
+                let mut line = String::new();
+                let mut in_data = false;
+                loop {
+                    line.clear();
+                    if lines.read_line(&mut line).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let reply: &[u8] = if in_data {
+                        if line != ".\r\n" {
+                            continue;
+                        }
+                        in_data = false;
+                        counter.fetch_add(1, Ordering::Relaxed);
+                        b"250 queued\r\n"
+                    } else {
+                        let upper = line.to_ascii_uppercase();
+                        if upper.starts_with("EHLO") {
+                            b"250-sink\r\n250 8BITMIME\r\n"
+                        } else if upper.starts_with("DATA") {
+                            in_data = true;
+                            b"354 go ahead\r\n"
+                        } else if upper.starts_with("QUIT") {
+                            let _ = write.write_all(b"221 bye\r\n").await;
+                            return;
+                        } else {
+                            b"250 ok\r\n"
+                        }
+                    };
+                    if write.write_all(reply).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    Ok((port, count))
+}
+
+async fn dispatch(args: DispatchArgs) -> anyhow::Result<()> {
+    println!(
+        "# ocart bench dispatch — {}; {} due first steps, {} at once, SMTP to an in-process sink, projections running",
+        machine(),
+        args.runs,
+        args.concurrency
+    );
+    println!("| backend | messages | seconds | messages/s |");
+    println!("|---|---|---|---|");
+    for backend in &args.common.backends {
+        let store = BenchStore::new(backend, &args.common.pg_url).await?;
+        let (port, received) = smtp_sink().await?;
+        let data_dir =
+            std::env::temp_dir().join(format!("ocart-bench-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&data_dir)?;
+        let mut config = Config {
+            database_url: Some(store.url.clone()),
+            data_dir: data_dir.clone(),
+            ..Config::default()
+        };
+        config.processors.enabled = false;
+        config.recovery.concurrency = args.concurrency;
+        config.email.transport = "smtp".into();
+        config.email.smtp.host = "127.0.0.1".into();
+        config.email.smtp.port = port;
+        config.email.smtp.tls = "none".into();
+        let clock = Arc::new(ocart_domain::ManualClock::new(chrono::Utc::now()));
+        let core = crate::core::Core::open(config, clock.clone()).await?;
+        let meta = ocart_projections::CommandMeta::system("bench", None, chrono::Utc::now());
+        core.seed_default_sequence(&meta).await?;
+        // Each cart: created, three updates, abandoned (distinct shoppers up to 10,000).
+        fill_log(&core.log, &core.vault, args.runs * 5).await?;
+        let project = || async {
+            for runner in core.runners().await? {
+                runner.catch_up().await?;
+            }
+            anyhow::Ok(())
+        };
+        project().await?;
+        ocart_processors::recovery::RecoveryOpener::new(core.log.clone(), core.clock.clone())
+            .catch_up()
+            .await?;
+        project().await?;
+        clock.advance(chrono::Duration::minutes(46));
+        // The projections run beside the dispatcher, as in a server.
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let group = ocart_projections::ProjectionGroup::new(
+            core.log.clone(),
+            core.runners().await?,
+            core.config.processors.batch_size,
+        );
+        let projections = tokio::spawn(group.run(stop_rx, Duration::from_millis(20)));
+        let dispatcher = core.dispatcher()?;
+        let started = Instant::now();
+        let mut sent = 0u64;
+        while sent < args.runs && started.elapsed() < Duration::from_secs(600) {
+            let (_, report) = dispatcher.try_handle_next().await?;
+            sent += report.sent as u64;
+            if report.sent == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        let secs = started.elapsed().as_secs_f64();
+        let _ = stop_tx.send(true);
+        let _ = projections.await;
+        let at_sink = received.load(Ordering::Relaxed);
+        anyhow::ensure!(
+            at_sink == sent,
+            "the sink received {at_sink} messages for {sent} recorded sends"
+        );
+        println!(
+            "| {backend} | {sent} | {secs:.2} | {:.0} |",
+            sent as f64 / secs
+        );
+        core.db.close().await;
+        store.remove().await;
+        let _ = std::fs::remove_dir_all(&data_dir);
     }
     Ok(())
 }

@@ -471,7 +471,8 @@ impl Smtp {
         let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&config.host)
             .port(config.port)
             .tls(tls)
-            .timeout(Some(Duration::from_secs(config.timeout_secs)));
+            .timeout(Some(Duration::from_secs(config.timeout_secs)))
+            .pool_config(lettre::transport::smtp::PoolConfig::new().max_size(32));
         if let (Some(user), Some(password)) = (&config.username, &config.password) {
             builder = builder.credentials(Credentials::new(user.clone(), password.clone()));
         }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use ocart_domain::recovery::{
     Channel, LinkHashes, RecoveryRun, RunCommand, RunError, Step, StopReason,
 };
@@ -41,6 +42,8 @@ pub struct RecoveryConfig {
     pub claim_timeout_secs: u64,
     /// Runs looked at per pass.
     pub batch_size: i64,
+    /// Runs handled at once within a pass.
+    pub concurrency: usize,
     /// Where the outbox lives (default `<data_dir>/outbox`).
     pub outbox_dir: Option<std::path::PathBuf>,
 }
@@ -52,6 +55,7 @@ impl Default for RecoveryConfig {
             public_url: "http://127.0.0.1:8080".into(),
             claim_timeout_secs: 600,
             batch_size: 200,
+            concurrency: 16,
             outbox_dir: None,
         }
     }
@@ -132,7 +136,9 @@ impl Dispatcher {
             other => anyhow::bail!("sms.transport {other:?}: use outbox or twilio"),
         };
         Ok(Self {
-            runs: Commands::new(log.clone(), ()),
+            // Claim and record follow each other on the same run: the cached state after the
+            // claim saves a load (the append still validates it, ADR 0006).
+            runs: Commands::new(log.clone(), ()).with_cache(10_000),
             log,
             vault,
             clock,
@@ -283,32 +289,21 @@ impl Dispatcher {
         )
         .await?;
         let mut report = PassReport::default();
-        for row in &rows {
-            let (decision, cart) = self.decide(row, &settings, now).await?;
-            match decision {
-                Decision::Hold { .. } => report.held += 1,
-                Decision::Stop { reason } => {
-                    let meta = CommandMeta::system(DISPATCHER, None, now);
-                    match self
-                        .runs
-                        .execute(&row.run_id, RunCommand::Stop { reason, at: now }, &meta)
-                        .await
-                    {
-                        // Already ended (the read table had not caught up): nothing done.
-                        Ok(outcome) if outcome.events.is_empty() => report.skipped += 1,
-                        Ok(_) => report.stopped += 1,
-                        Err(CommandError::Rejected(_)) => report.skipped += 1,
-                        Err(other) => return Err(other.into()),
-                    }
-                }
-                Decision::Send { .. } => {
-                    let cart = cart.expect("a send decision carries its cart");
-                    match self.send(row, &cart, now).await? {
-                        SendOutcome::Sent => report.sent += 1,
-                        SendOutcome::Failed => report.failed += 1,
-                        SendOutcome::Lost => report.skipped += 1,
-                    }
-                }
+        // Runs are independent (each claim is its own append), so several are handled at
+        // once; the guards stay correct because the recipient rule is deterministic.
+        let settings = &settings;
+        let results: Vec<anyhow::Result<Handled>> = futures::stream::iter(rows)
+            .map(|row| async move { self.handle(&row, settings, now).await })
+            .buffer_unordered(self.config.concurrency.max(1))
+            .collect()
+            .await;
+        for result in results {
+            match result? {
+                Handled::Held => report.held += 1,
+                Handled::Stopped => report.stopped += 1,
+                Handled::Sent => report.sent += 1,
+                Handled::Failed => report.failed += 1,
+                Handled::Skipped => report.skipped += 1,
             }
         }
         let acted = report.sent + report.failed + report.stopped;
@@ -320,6 +315,41 @@ impl Dispatcher {
             },
             report,
         ))
+    }
+
+    /// Guards, then stops, holds or sends one due run.
+    async fn handle(
+        &self,
+        row: &RunRow,
+        settings: &SettingsValues,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<Handled> {
+        let (decision, cart) = self.decide(row, settings, now).await?;
+        Ok(match decision {
+            Decision::Hold { .. } => Handled::Held,
+            Decision::Stop { reason } => {
+                let meta = CommandMeta::system(DISPATCHER, None, now);
+                match self
+                    .runs
+                    .execute(&row.run_id, RunCommand::Stop { reason, at: now }, &meta)
+                    .await
+                {
+                    // Already ended (the read table had not caught up): nothing done.
+                    Ok(outcome) if outcome.events.is_empty() => Handled::Skipped,
+                    Ok(_) => Handled::Stopped,
+                    Err(CommandError::Rejected(_)) => Handled::Skipped,
+                    Err(other) => return Err(other.into()),
+                }
+            }
+            Decision::Send { .. } => {
+                let cart = cart.expect("a send decision carries its cart");
+                match self.send(row, &cart, now).await? {
+                    SendOutcome::Sent => Handled::Sent,
+                    SendOutcome::Failed => Handled::Failed,
+                    SendOutcome::Lost => Handled::Skipped,
+                }
+            }
+        })
     }
 
     /// Claims, sends and records one step.
@@ -517,6 +547,14 @@ impl Dispatcher {
             }
         }
     }
+}
+
+enum Handled {
+    Held,
+    Stopped,
+    Sent,
+    Failed,
+    Skipped,
 }
 
 enum SendOutcome {
