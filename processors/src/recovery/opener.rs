@@ -7,6 +7,7 @@
 //! handles. Every command it issues is idempotent (the run id derives from the abandonment
 //! event), so a crash before the checkpoint is saved only repeats no-ops.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +24,14 @@ use ocart_projections::{
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use uuid::Uuid;
+
+/// Cart events that convert or stop a cart's open runs.
+const ENDING: &[&str] = &[
+    "cart/converted",
+    "cart/updated",
+    "cart/expired",
+    "cart/consent_withdrawn",
+];
 
 /// The opener's checkpoint name, and its actor (`system:recovery`).
 pub const OPENER: &str = "recovery_opener";
@@ -64,14 +73,33 @@ impl RecoveryOpener {
             return Ok(Outcome::Idle);
         }
         let events = self.log.read_after(at, self.batch_size).await?;
+        let ready: Vec<&StoredEvent> = events
+            .iter()
+            .take_while(|e| e.checkpoint() <= horizon)
+            .collect();
+        // One query for the open runs of every cart whose events in this batch may end them.
+        let ending: Vec<&str> = ready
+            .iter()
+            .filter(|e| e.aggregate_type == "cart" && ENDING.contains(&e.event_type.as_str()))
+            .map(|e| e.aggregate_id.as_str())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let mut open: HashMap<String, Vec<String>> = HashMap::new();
+        for chunk in ending.chunks(500) {
+            for (cart, run) in q::open_runs_of_carts(db, chunk).await? {
+                open.entry(cart).or_default().push(run);
+            }
+        }
         let mut last = at;
         let mut handled = 0;
-        for event in &events {
-            if event.checkpoint() > horizon {
-                break;
-            }
+        for event in ready {
             if event.aggregate_type == "cart" {
-                self.handle(event).await?;
+                let runs = open
+                    .get(&event.aggregate_id)
+                    .map(Vec::as_slice)
+                    .unwrap_or(&[]);
+                self.handle(event, runs).await?;
             }
             last = event.checkpoint();
             handled += 1;
@@ -85,7 +113,7 @@ impl RecoveryOpener {
         Ok(Outcome::Processed(handled))
     }
 
-    async fn handle(&self, event: &StoredEvent) -> anyhow::Result<()> {
+    async fn handle(&self, event: &StoredEvent, open_runs: &[String]) -> anyhow::Result<()> {
         let cart_id = event.aggregate_id.as_str();
         match event.event_type.as_str() {
             "cart/abandoned" => {
@@ -102,13 +130,13 @@ impl RecoveryOpener {
                     revenue,
                 } = decode_event::<CartEvent>(&event.event_type, &event.payload)?
                 {
-                    for run in q::open_runs_of_cart(self.log.db(), cart_id).await? {
+                    for run in open_runs {
                         let command = RunCommand::Convert {
                             order_id: order_id.clone(),
                             revenue,
                             at,
                         };
-                        self.run_command(&run, command, event).await?;
+                        self.run_command(run, command, event).await?;
                     }
                 }
             }
@@ -118,12 +146,12 @@ impl RecoveryOpener {
                 } else {
                     StopReason::CartNotAbandoned
                 };
-                for run in q::open_runs_of_cart(self.log.db(), cart_id).await? {
+                for run in open_runs {
                     let command = RunCommand::Stop {
                         reason,
                         at: self.clock.now(),
                     };
-                    self.run_command(&run, command, event).await?;
+                    self.run_command(run, command, event).await?;
                 }
             }
             _ => {}

@@ -158,17 +158,6 @@ pub async fn next_due(db: &Db) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
     Ok(row.map(|(at,)| at))
 }
 
-/// Runs of `cart_id` that can still send.
-pub async fn open_runs_of_cart(db: &Db, cart_id: &str) -> Result<Vec<String>, sqlx::Error> {
-    let rows: Vec<(String,)> = fetch_all_db!(
-        db,
-        (String,),
-        "SELECT run_id FROM recovery_runs WHERE cart_id = $1 AND status IN ('pending', 'running')",
-        cart_id
-    )?;
-    Ok(rows.into_iter().map(|(id,)| id).collect())
-}
-
 /// Runs of a recipient (email subject hash) that can still send.
 pub async fn open_runs_of_recipient(db: &Db, email_hash: &str) -> Result<Vec<String>, sqlx::Error> {
     let rows: Vec<(String,)> = fetch_all_db!(
@@ -340,4 +329,38 @@ pub async fn list_suppression(db: &Db, limit: i64) -> Result<Vec<SuppressionRow>
          ORDER BY created_at DESC, recipient_hash LIMIT $1",
         limit
     )
+}
+
+/// The runs that can still send, of each of `cart_ids`, as (cart_id, run_id): one query for a
+/// whole batch of events.
+pub async fn open_runs_of_carts(
+    db: &Db,
+    cart_ids: &[&str],
+) -> Result<Vec<(String, String)>, sqlx::Error> {
+    if cart_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let placeholders: Vec<String> = (1..=cart_ids.len()).map(|i| format!("${i}")).collect();
+    let sql = format!(
+        "SELECT cart_id, run_id FROM recovery_runs WHERE status IN ('pending', 'running') \
+         AND cart_id IN ({})",
+        placeholders.join(", ")
+    );
+    match db {
+        Db::Pg(pool) => {
+            let mut query = sqlx::query_as::<_, (String, String)>(&sql);
+            for id in cart_ids {
+                query = query.bind(*id);
+            }
+            query.fetch_all(pool).await
+        }
+        Db::Lite(pool) => {
+            let sql = crate::lite_sql(&sql);
+            let mut query = sqlx::query_as::<_, (String, String)>(&sql);
+            for id in cart_ids {
+                query = query.bind(*id);
+            }
+            query.fetch_all(pool).await
+        }
+    }
 }
