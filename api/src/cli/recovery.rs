@@ -394,7 +394,7 @@ async fn dispatch_with(
                 .map(|p| {
                     let what = match &p.decision {
                         Decision::Send { step, channel } => {
-                            format!("would send step {step} ({channel:?})").to_lowercase()
+                            format!("would send step {step} ({})", channel.as_str())
                         }
                         Decision::Stop { reason } => format!("would stop: {}", reason.as_str()),
                         Decision::Hold { why } => format!("held back: {why}"),

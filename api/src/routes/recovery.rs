@@ -140,13 +140,6 @@ pub struct SequenceList {
     pub sequences: Vec<SequenceView>,
 }
 
-fn trigger_name(trigger: TriggerType) -> String {
-    serde_json::to_value(trigger)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
-}
-
 fn sequence_rejection(e: SequenceError) -> ApiError {
     match e {
         SequenceError::Invalid(errors) => ApiError::Validation(errors),
@@ -180,7 +173,7 @@ fn view_of_aggregate(
     Ok(SequenceView {
         sequence_id: id.to_owned(),
         name: definition.name.clone(),
-        trigger_type: trigger_name(definition.trigger),
+        trigger_type: definition.trigger.as_str().to_owned(),
         steps: definition.steps.iter().map(StepBody::from).collect(),
         active: definition.active && !sequence.is_archived(),
         archived: sequence.is_archived(),

@@ -22,6 +22,16 @@ pub enum Channel {
     Sms,
 }
 
+impl Channel {
+    /// The name the API, the read tables and the events use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Email => "email",
+            Self::Sms => "sms",
+        }
+    }
+}
+
 /// What opens a run of a sequence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -29,6 +39,17 @@ pub enum TriggerType {
     CartAbandoned,
     CheckoutAbandoned,
     BrowseAbandoned,
+}
+
+impl TriggerType {
+    /// The name the API, the read tables and the events use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::CartAbandoned => "cart_abandoned",
+            Self::CheckoutAbandoned => "checkout_abandoned",
+            Self::BrowseAbandoned => "browse_abandoned",
+        }
+    }
 }
 
 /// One step of a sequence, normalised.
@@ -124,6 +145,20 @@ pub fn default_steps() -> Vec<Step> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_agree_with_the_serialised_form() {
+        for channel in [Channel::Email, Channel::Sms] {
+            assert_eq!(serde_json::to_value(channel).unwrap(), channel.as_str());
+        }
+        for trigger in [
+            TriggerType::CartAbandoned,
+            TriggerType::CheckoutAbandoned,
+            TriggerType::BrowseAbandoned,
+        ] {
+            assert_eq!(serde_json::to_value(trigger).unwrap(), trigger.as_str());
+        }
+    }
 
     fn step(delay_min: i64) -> Step {
         Step {

@@ -177,11 +177,7 @@ impl RecoveryOpener {
                 TriggerType::CheckoutAbandoned
             }
         };
-        let trigger_name = serde_json::to_value(trigger)?
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        let Some(sequence) = q::sequence_for_trigger(db, &trigger_name).await? else {
+        let Some(sequence) = q::sequence_for_trigger(db, trigger.as_str()).await? else {
             return Ok(());
         };
         let Some(cart) = q::cart_for_send(db, cart_id).await? else {

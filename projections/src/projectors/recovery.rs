@@ -55,7 +55,7 @@ async fn sequence(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
                  VALUES ($1, $2, $3, $4, $5, false, $6, $6, $7) ON CONFLICT (sequence_id) DO NOTHING",
                 id,
                 &definition.name,
-                trigger_name(&definition.trigger),
+                definition.trigger.as_str(),
                 Json(&definition.steps),
                 definition.active,
                 at,
@@ -70,7 +70,7 @@ async fn sequence(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
                  WHERE sequence_id = $1 AND last_position < $7",
                 id,
                 &definition.name,
-                trigger_name(&definition.trigger),
+                definition.trigger.as_str(),
                 Json(&definition.steps),
                 definition.active,
                 at,
@@ -89,13 +89,6 @@ async fn sequence(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-fn trigger_name(trigger: &ocart_domain::recovery::TriggerType) -> String {
-    serde_json::to_value(trigger)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
 }
 
 /// Queues the message of `step` (1-based) of a run, if the run has that step.
@@ -119,7 +112,7 @@ async fn queue(
         run_id,
         step as i32,
         attempt as i32,
-        channel_name(definition),
+        definition.channel.as_str(),
         &definition.template,
         status,
         ocart_domain::recovery::message_key(run_id, step, attempt),
@@ -127,13 +120,6 @@ async fn queue(
         at
     )?;
     Ok(())
-}
-
-fn channel_name(step: &Step) -> &'static str {
-    match step.channel {
-        ocart_domain::recovery::Channel::Email => "email",
-        ocart_domain::recovery::Channel::Sms => "sms",
-    }
 }
 
 async fn notification(
@@ -242,10 +228,7 @@ async fn run(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
             at,
             ..
         } => {
-            let channel = match channel {
-                ocart_domain::recovery::Channel::Email => "email",
-                ocart_domain::recovery::Channel::Sms => "sms",
-            };
+            let channel = channel.as_str();
             let run: Option<(String, Option<String>, Option<String>)> = fetch_optional_tx!(
                 tx,
                 (String, Option<String>, Option<String>),
@@ -396,10 +379,7 @@ async fn suppression(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
                 return Ok(());
             }
         };
-    let channel = channel.map(|c| match c {
-        ocart_domain::recovery::Channel::Email => "email",
-        ocart_domain::recovery::Channel::Sms => "sms",
-    });
+    let channel = channel.map(|c| c.as_str());
     exec_tx!(
         tx,
         "INSERT INTO suppression (recipient_hash, channel, reason, source, created_at, last_position) \
