@@ -292,6 +292,29 @@ impl Core {
         Ok(position)
     }
 
+    /// The subject hash of a recipient given as an email address or an E.164 phone number
+    /// (how suppressions are keyed); `field` names the input in the error.
+    pub fn recipient_hash(
+        &self,
+        field: &str,
+        raw: &str,
+    ) -> Result<String, ocart_domain::FieldError> {
+        let raw = raw.trim();
+        let subject = if raw.starts_with('+') {
+            self.vault
+                .subject_for_phone(&ocart_domain::Phone::parse(field, raw)?)
+        } else {
+            let email = ocart_domain::Email::parse(field, raw).map_err(|_| {
+                ocart_domain::FieldError::new(
+                    field,
+                    "must be an email address or an E.164 phone number",
+                )
+            })?;
+            self.vault.subject_for_email(&email)
+        };
+        Ok(subject.as_str().to_owned())
+    }
+
     /// A dispatcher with the configured channels.
     pub fn dispatcher(&self) -> anyhow::Result<ocart_processors::recovery::Dispatcher> {
         ocart_processors::recovery::Dispatcher::from_config(

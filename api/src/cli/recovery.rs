@@ -439,15 +439,13 @@ fn recipient_hash(core: &Core, raw: &str) -> anyhow::Result<String> {
     if raw.len() == 64 && raw.chars().all(|c| c.is_ascii_hexdigit()) {
         return Ok(raw.to_ascii_lowercase());
     }
-    if raw.starts_with('+') {
-        let phone = ocart_domain::Phone::parse("recipient", raw)
-            .map_err(|e| anyhow::anyhow!("{}: {}", e.field, e.message))?;
-        return Ok(core.vault.subject_for_phone(&phone).as_str().to_owned());
-    }
-    let email = ocart_domain::Email::parse("recipient", raw).map_err(|_| {
-        anyhow::anyhow!("{raw:?} is not an email address, an E.164 phone number or a hash")
-    })?;
-    Ok(core.vault.subject_for_email(&email).as_str().to_owned())
+    core.recipient_hash("recipient", raw).map_err(|e| {
+        if raw.starts_with('+') {
+            anyhow::anyhow!("{}: {}", e.field, e.message)
+        } else {
+            anyhow::anyhow!("{raw:?} is not an email address, an E.164 phone number or a hash")
+        }
+    })
 }
 
 async fn suppression(core: &Core, cmd: SuppressionCmd, json_out: bool) -> anyhow::Result<()> {

@@ -514,31 +514,6 @@ pub async fn preview_template(
     }))
 }
 
-/// The subject hash of an email address or an E.164 phone number.
-fn recipient_hash(state: &AppState, field: &str, raw: &str) -> Result<String, ApiError> {
-    let raw = raw.trim();
-    if raw.starts_with('+') {
-        let phone =
-            ocart_domain::Phone::parse(field, raw).map_err(|e| ApiError::Validation(vec![e]))?;
-        Ok(state
-            .core
-            .vault
-            .subject_for_phone(&phone)
-            .as_str()
-            .to_owned())
-    } else {
-        let email = ocart_domain::Email::parse(field, raw).map_err(|_| {
-            ApiError::validation(field, "must be an email address or an E.164 phone number")
-        })?;
-        Ok(state
-            .core
-            .vault
-            .subject_for_email(&email)
-            .as_str()
-            .to_owned())
-    }
-}
-
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SuppressionList {
     pub suppression: Vec<q::SuppressionRow>,
@@ -598,7 +573,10 @@ pub async fn add_suppression(
 ) -> Result<Json<SuppressionReply>, ApiError> {
     caller.require(WRITE)?;
     let request: AddSuppression = crate::json::parse(&body)?;
-    let hash = recipient_hash(&state, "recipient", &request.recipient)?;
+    let hash = state
+        .core
+        .recipient_hash("recipient", &request.recipient)
+        .map_err(|e| ApiError::Validation(vec![e]))?;
     let meta = ctx.meta(caller.actor(), &state);
     let position = state
         .core
@@ -637,7 +615,10 @@ pub async fn remove_suppression(
 ) -> Result<Json<SuppressionReply>, ApiError> {
     caller.require(WRITE)?;
     let hash = match (&query.recipient, &query.recipient_hash) {
-        (Some(raw), None) => recipient_hash(&state, "recipient", raw)?,
+        (Some(raw), None) => state
+            .core
+            .recipient_hash("recipient", raw)
+            .map_err(|e| ApiError::Validation(vec![e]))?,
         (None, Some(hash)) if hash.len() == 64 && hash.chars().all(|c| c.is_ascii_hexdigit()) => {
             hash.to_ascii_lowercase()
         }
