@@ -410,11 +410,9 @@ async fn dispatch_with(
     let mut report = PassReport::default();
     loop {
         let (outcome, pass) = dispatcher.try_handle_next().await?;
-        report.sent += pass.sent;
-        report.failed += pass.failed;
-        report.stopped += pass.stopped;
+        // Held runs are still held at the end: report the last pass's count, not a sum.
+        report += PassReport { held: 0, ..pass };
         report.held = pass.held;
-        report.skipped += pass.skipped;
         if outcome == Outcome::Idle {
             break;
         }

@@ -14,7 +14,7 @@ use ocart_domain::recovery::{
 };
 use ocart_domain::settings::SettingsValues;
 use ocart_domain::{CartItem, Clock};
-use ocart_projections::queries::recovery::{self as q, CartForSend, RunRow};
+use ocart_projections::queries::recovery::{self as q, CartForSend, DueRun, RunRow};
 use ocart_projections::{queries, CommandError, CommandMeta, Commands, EventLog, Outcome, Vault};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -94,6 +94,17 @@ pub struct PassReport {
     pub skipped: usize,
 }
 
+impl std::ops::AddAssign for PassReport {
+    /// Totals over passes (`held` counts a run again each pass it is held).
+    fn add_assign(&mut self, pass: Self) {
+        self.sent += pass.sent;
+        self.failed += pass.failed;
+        self.stopped += pass.stopped;
+        self.held += pass.held;
+        self.skipped += pass.skipped;
+    }
+}
+
 pub struct Dispatcher {
     log: EventLog,
     runs: Commands<RecoveryRun>,
@@ -153,9 +164,8 @@ impl Dispatcher {
         chrono::Duration::seconds(self.config.claim_timeout_secs as i64)
     }
 
-    /// What a pass would do now, without doing it.
-    pub async fn plan(&self) -> anyhow::Result<Vec<Planned>> {
-        let now = self.clock.now();
+    /// The settings in force and the runs due at `now`: what a pass looks at.
+    async fn due(&self, now: DateTime<Utc>) -> anyhow::Result<(SettingsValues, Vec<DueRun>)> {
         let (settings, _) = queries::current_settings(self.log.db()).await?;
         let rows = q::due_runs(
             self.log.db(),
@@ -164,13 +174,20 @@ impl Dispatcher {
             self.config.batch_size,
         )
         .await?;
+        Ok((settings, rows))
+    }
+
+    /// What a pass would do now, without doing it.
+    pub async fn plan(&self) -> anyhow::Result<Vec<Planned>> {
+        let now = self.clock.now();
+        let (settings, rows) = self.due(now).await?;
         let mut planned = Vec::with_capacity(rows.len());
-        for row in rows {
-            let (decision, _) = self.decide(&row, &settings, now).await?;
+        for due in rows {
+            let (decision, _) = self.decide(&due, &settings, now).await?;
             planned.push(Planned {
-                run_id: row.run_id,
-                cart_id: row.cart_id,
-                next_due_at: row.next_due_at,
+                run_id: due.run.run_id,
+                cart_id: due.run.cart_id,
+                next_due_at: due.run.next_due_at,
                 decision,
             });
         }
@@ -180,31 +197,16 @@ impl Dispatcher {
     /// The send guards, in order. Answers the decision and the cart (for rendering).
     async fn decide(
         &self,
-        row: &RunRow,
+        due: &DueRun,
         settings: &SettingsValues,
         now: DateTime<Utc>,
     ) -> anyhow::Result<(Decision, Option<CartForSend>)> {
         let db = self.log.db();
+        let row = &due.run;
         let stop = |reason| Ok((Decision::Stop { reason }, None));
-        let steps: Vec<Step> = match ocart_projections::fetch_optional_db!(
-            db,
-            (sqlx::types::Json<Vec<Step>>,),
-            "SELECT steps FROM recovery_runs WHERE run_id = $1",
-            &row.run_id
-        )? {
-            Some((steps,)) => steps.0,
-            None => {
-                return Ok((
-                    Decision::Hold {
-                        why: "run not found".into(),
-                    },
-                    None,
-                ))
-            }
-        };
         // The step due (or, under a stale claim, in flight) is the one after those done.
         let index = row.current_step as usize;
-        let Some(step) = steps.get(index) else {
+        let Some(step) = due.steps.get(index) else {
             return stop(StopReason::Completed);
         };
         let Some(cart) = q::cart_for_send(db, &row.cart_id).await? else {
@@ -243,7 +245,8 @@ impl Dispatcher {
         let Some(recipient_hash) = recipient_hash else {
             return stop(StopReason::NoRecipient);
         };
-        if q::is_suppressed(db, &email_hash).await? || q::is_suppressed(db, &recipient_hash).await?
+        if q::is_suppressed(db, &email_hash).await?
+            || (recipient_hash != email_hash && q::is_suppressed(db, &recipient_hash).await?)
         {
             return stop(StopReason::Suppressed);
         }
@@ -280,20 +283,13 @@ impl Dispatcher {
     /// One pass over the runs due now.
     pub async fn try_handle_next(&self) -> anyhow::Result<(Outcome, PassReport)> {
         let now = self.clock.now();
-        let (settings, _) = queries::current_settings(self.log.db()).await?;
-        let rows = q::due_runs(
-            self.log.db(),
-            now,
-            now - self.stale_after(),
-            self.config.batch_size,
-        )
-        .await?;
+        let (settings, rows) = self.due(now).await?;
         let mut report = PassReport::default();
         // Runs are independent (each claim is its own append), so several are handled at
         // once; the guards stay correct because the recipient rule is deterministic.
         let settings = &settings;
         let results: Vec<anyhow::Result<Handled>> = futures::stream::iter(rows)
-            .map(|row| async move { self.handle(&row, settings, now).await })
+            .map(|due| async move { self.handle(&due, settings, now).await })
             .buffer_unordered(self.config.concurrency.max(1))
             .collect()
             .await;
@@ -320,11 +316,12 @@ impl Dispatcher {
     /// Guards, then stops, holds or sends one due run.
     async fn handle(
         &self,
-        row: &RunRow,
+        due: &DueRun,
         settings: &SettingsValues,
         now: DateTime<Utc>,
     ) -> anyhow::Result<Handled> {
-        let (decision, cart) = self.decide(row, settings, now).await?;
+        let row = &due.run;
+        let (decision, cart) = self.decide(due, settings, now).await?;
         Ok(match decision {
             Decision::Hold { .. } => Handled::Held,
             Decision::Stop { reason } => {
@@ -505,24 +502,6 @@ impl Dispatcher {
                 };
                 self.sms.send(&sms).await
             }
-        }
-    }
-
-    /// Passes until nothing is due now.
-    pub async fn catch_up(&self) -> anyhow::Result<PassReport> {
-        let mut total = PassReport::default();
-        loop {
-            let (outcome, report) = self.try_handle_next().await?;
-            total.sent += report.sent;
-            total.failed += report.failed;
-            total.stopped += report.stopped;
-            total.held += report.held;
-            total.skipped += report.skipped;
-            if outcome == Outcome::Idle {
-                return Ok(total);
-            }
-            // Let the runs projection catch up with what this pass recorded.
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 

@@ -130,6 +130,14 @@ pub async fn get_run(db: &Db, id: &str) -> Result<Option<RunRow>, sqlx::Error> {
     fetch_optional_db!(db, RunRow, &sql, id)
 }
 
+/// A run a dispatcher looks at, with the steps it started with.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DueRun {
+    #[sqlx(flatten)]
+    pub run: RunRow,
+    pub steps: Json<Vec<ocart_domain::recovery::Step>>,
+}
+
 /// Runs a dispatcher should look at now: pending ones due by `now`, and running ones whose
 /// claim is older than `stale_before` (a dispatcher died holding it). Oldest due first.
 pub async fn due_runs(
@@ -137,14 +145,14 @@ pub async fn due_runs(
     now: DateTime<Utc>,
     stale_before: DateTime<Utc>,
     limit: i64,
-) -> Result<Vec<RunRow>, sqlx::Error> {
+) -> Result<Vec<DueRun>, sqlx::Error> {
     let sql = format!(
-        "SELECT {RUN_COLUMNS} FROM recovery_runs \
+        "SELECT {RUN_COLUMNS}, steps FROM recovery_runs \
          WHERE (status = 'pending' AND next_due_at <= $1) \
             OR (status = 'running' AND claimed_at <= $2) \
          ORDER BY next_due_at, run_id LIMIT $3"
     );
-    fetch_all_db!(db, RunRow, &sql, now, stale_before, limit)
+    fetch_all_db!(db, DueRun, &sql, now, stale_before, limit)
 }
 
 /// When the earliest pending run falls due.

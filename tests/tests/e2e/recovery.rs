@@ -525,9 +525,7 @@ impl Manual {
         loop {
             let (outcome, report) = dispatcher.try_handle_next().await.unwrap();
             self.project().await;
-            total.sent += report.sent;
-            total.stopped += report.stopped;
-            total.failed += report.failed;
+            total += report;
             if outcome == ocart_projections::Outcome::Idle {
                 return total;
             }
