@@ -103,6 +103,9 @@ pub struct Config {
     pub email: ocart_processors::recovery::channels::EmailConfig,
     /// How recovery SMS leave: the outbox log (default) or a Twilio-compatible API.
     pub sms: ocart_processors::recovery::channels::SmsConfig,
+    /// The WooCommerce connector: REST API (product availability, coupons) and the order
+    /// webhooks' secret.
+    pub woocommerce: ocart_processors::store::WooConfig,
 }
 
 impl Default for Config {
@@ -119,6 +122,7 @@ impl Default for Config {
             recovery: Default::default(),
             email: Default::default(),
             sms: Default::default(),
+            woocommerce: Default::default(),
         }
     }
 }
@@ -149,5 +153,10 @@ mod tests {
         assert_eq!(config.email.smtp.port, 587);
         assert_eq!(config.recovery.claim_timeout_secs, 600);
         assert_eq!(config.sms.transport, "outbox");
+        assert!(config.woocommerce.url.is_none());
+        assert_eq!(
+            config.recovery.checkout_url.as_deref(),
+            Some("https://shop.example.com/checkout/")
+        );
     }
 }

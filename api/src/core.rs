@@ -47,6 +47,9 @@ pub struct Core {
     pub sequences: Commands<RecoverySequence>,
     pub runs: Commands<RecoveryRun>,
     pub suppressions: Commands<Suppression>,
+    pub orders: Commands<ocart_domain::order::Order>,
+    /// The WooCommerce connector, when `[woocommerce] url` is set.
+    pub woo: Option<ocart_processors::store::WooCommerce>,
     settings_cache: RwLock<Option<(Instant, SettingsValues)>>,
 }
 
@@ -84,7 +87,10 @@ impl Core {
             config.secret.as_ref().map(|s| s.expose().as_bytes()),
         )
         .await?;
+        let woo = ocart_processors::store::WooCommerce::from_config(&config.woocommerce)?;
         Ok(Arc::new(Core {
+            orders: Commands::new(log.clone(), ()),
+            woo,
             carts: Commands::new(log.clone(), ()).with_cache(100_000),
             settings: Commands::new(log.clone(), ()),
             tokens: Commands::new(log.clone(), ()),
@@ -279,6 +285,7 @@ impl Core {
             ocart_projections::queries::recovery::open_runs_of_recipient(&self.db, recipient_hash)
                 .await?
         {
+            let run = run.run_id;
             let stop = RunCommand::Stop {
                 reason: stop_reason,
                 at: meta.at,

@@ -19,6 +19,9 @@ pub enum ApiError {
     PayloadTooLarge(usize),
     #[error("a valid bearer token is required")]
     Unauthorized,
+    /// A signed delivery (webhook) whose signature is missing or wrong.
+    #[error("{0}")]
+    BadSignature(String),
     #[error("this token lacks the capability {0}")]
     Forbidden(&'static str),
     #[error("{0} not found")]
@@ -59,7 +62,7 @@ impl ApiError {
             Self::MalformedJson(_) | Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Unauthorized | Self::BadSignature(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
@@ -76,6 +79,7 @@ impl ApiError {
             Self::Validation(_) => "validation",
             Self::PayloadTooLarge(_) => "payload-too-large",
             Self::Unauthorized => "unauthorized",
+            Self::BadSignature(_) => "bad-signature",
             Self::Forbidden(_) => "forbidden",
             Self::NotFound(_) => "not-found",
             Self::Conflict(_) => "conflict",

@@ -2,6 +2,8 @@
 
 /// The server and its background processors.
 mod app;
+/// Orders in, carts converted and runs credited; restore links.
+pub mod attribution;
 /// Bearer-token auth and capabilities.
 mod auth;
 /// The `ocart` command line.

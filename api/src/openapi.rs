@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{audit, capture, carts, privacy, recovery, settings, system, tokens};
+use crate::routes::{audit, capture, carts, orders, privacy, recovery, settings, system, tokens};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -18,11 +18,12 @@ use crate::routes::{audit, capture, carts, privacy, recovery, settings, system, 
         recovery::update_sequence, recovery::archive_sequence,
         recovery::list_runs, recovery::show_run, recovery::stop_run, recovery::preview_template,
         recovery::list_suppression, recovery::add_suppression, recovery::remove_suppression,
+        orders::create, orders::list, orders::show,
         audit::list,
         system::ping, system::info, system::openapi, system::metrics,
     ),
     modifiers(&BearerAuth),
-    tags((name = "checkout"), (name = "carts"), (name = "settings"), (name = "tokens"), (name = "privacy"), (name = "recovery"), (name = "audit"), (name = "system"))
+    tags((name = "checkout"), (name = "carts"), (name = "settings"), (name = "tokens"), (name = "privacy"), (name = "recovery"), (name = "orders"), (name = "audit"), (name = "system"))
 )]
 pub struct ApiDoc;
 

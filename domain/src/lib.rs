@@ -10,6 +10,8 @@ pub mod cart;
 mod clock;
 /// Metadata keys every event carries, and the per-aggregate hash chain.
 pub mod metadata;
+/// The `Order` aggregate: store orders and the cart each converted.
+pub mod order;
 /// Sealed personal data and data-subject hashes (the crypto itself lives outside the domain).
 mod privacy;
 /// Abandoned-cart recovery: sequence steps and their timing rules.

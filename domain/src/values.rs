@@ -136,6 +136,49 @@ impl Currency {
     pub fn as_str(&self) -> &str {
         std::str::from_utf8(&self.0).unwrap_or("XXX")
     }
+
+    /// Digits after the decimal point in the currency's minor unit (ISO 4217): 0 for JPY,
+    /// 3 for KWD, 2 for most.
+    pub fn exponent(&self) -> u32 {
+        const ZERO: &str = "BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX VND VUV XAF XOF XPF";
+        const THREE: &str = "BHD IQD JOD KWD LYD OMR TND";
+        let code = self.as_str();
+        if ZERO.split_ascii_whitespace().any(|c| c == code) {
+            0
+        } else if THREE.split_ascii_whitespace().any(|c| c == code) {
+            3
+        } else {
+            2
+        }
+    }
+
+    /// A decimal amount as stores send it (`"39.80"`) in integer minor units of this
+    /// currency; refuses more decimals than the currency has, signs, and exponents.
+    pub fn parse_decimal(&self, field: &str, raw: &str) -> Result<i64, FieldError> {
+        let bad = || {
+            FieldError::new(
+                field,
+                format!(
+                    "{raw:?} is not an amount in {} (digits, at most {} decimals)",
+                    self.as_str(),
+                    self.exponent()
+                ),
+            )
+        };
+        let raw = raw.trim();
+        let (whole, fraction) = raw.split_once('.').unwrap_or((raw, ""));
+        let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+        if whole.is_empty() || !digits(whole) || !digits(fraction) || whole.len() > 15 {
+            return Err(bad());
+        }
+        let exponent = self.exponent() as usize;
+        let fraction = fraction.trim_end_matches('0');
+        if fraction.len() > exponent {
+            return Err(bad());
+        }
+        let scaled = format!("{whole}{fraction:0<exponent$}");
+        scaled.parse::<i64>().map_err(|_| bad())
+    }
 }
 
 impl TryFrom<String> for Currency {
@@ -227,6 +270,25 @@ pub struct CartTotals {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decimal_amounts_become_minor_units_of_their_currency() {
+        let eur = Currency::parse("c", "EUR").unwrap();
+        assert_eq!(eur.parse_decimal("t", "39.80").unwrap(), 3980);
+        assert_eq!(eur.parse_decimal("t", "39.8").unwrap(), 3980);
+        assert_eq!(eur.parse_decimal("t", "39").unwrap(), 3900);
+        assert_eq!(eur.parse_decimal("t", "0.00").unwrap(), 0);
+        assert!(eur.parse_decimal("t", "39.801").is_err());
+        assert!(eur.parse_decimal("t", "-1.00").is_err());
+        assert!(eur.parse_decimal("t", "1e3").is_err());
+        assert!(eur.parse_decimal("t", ".5").is_err());
+        let jpy = Currency::parse("c", "JPY").unwrap();
+        assert_eq!(jpy.parse_decimal("t", "1200").unwrap(), 1200);
+        assert_eq!(jpy.parse_decimal("t", "1200.00").unwrap(), 1200);
+        assert!(jpy.parse_decimal("t", "1200.5").is_err());
+        let kwd = Currency::parse("c", "KWD").unwrap();
+        assert_eq!(kwd.parse_decimal("t", "1.5").unwrap(), 1500);
+    }
 
     #[test]
     fn source_and_stage_names_are_their_wire_names() {

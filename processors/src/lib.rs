@@ -8,6 +8,8 @@ mod lease;
 pub mod recovery;
 /// The outbox relay to NATS JetStream.
 mod relay;
+/// The store connector: restore hand-over and the WooCommerce REST API.
+pub mod store;
 /// The abandonment sweeper (process manager).
 mod sweeper;
 

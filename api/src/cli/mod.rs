@@ -467,6 +467,7 @@ async fn cart(cmd: CartCmd, config: Config, json_out: bool) -> anyhow::Result<()
                 at: meta.at,
                 order_id,
                 revenue,
+                placed_at: None,
             };
             cart_command(&core, &id, command, &meta, json_out).await?;
         }

@@ -256,6 +256,7 @@ pub async fn convert(
         at: meta.at,
         order_id: request.order_id,
         revenue: request.revenue,
+        placed_at: None,
     };
     cart_command(&state, id, command, &meta).await
 }

@@ -1,23 +1,31 @@
-//! The links in recovery messages, for shoppers (public, rate limited, HTML): `GET /u/{token}`
+//! The links in recovery messages, for shoppers (public, rate limited, HTML). `GET /r/{token}`
+//! restores the cart: it records the click and its outcome on the run and redirects (303) to
+//! the store's checkout with the cart rebuilt from the log, in the URL itself, so it works on
+//! any device and needs no cookie; expired, erased or unknown links get a friendly page.
+//! `GET /u/{token}`
 //! shows an unsubscribe confirmation (a GET changes nothing, so link scanners and prefetchers
 //! cannot unsubscribe anyone); `POST /u/{token}` — the form's button, or the RFC 8058 one-click
 //! POST a mail client sends with `List-Unsubscribe=One-Click` — suppresses the recipient and
 //! stops every run that messages them. Unknown or malformed tokens get a friendly page.
 
 use axum::extract::{Path, State};
+use axum::http::header;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use ocart_domain::recovery::{Channel, SuppressionReason};
+use ocart_domain::recovery::{Channel, RestoreFailure, SuppressionReason};
 use ocart_projections::queries::recovery::{self as q, LinkRow};
 use sha2::{Digest, Sha256};
 
+use crate::attribution::Restore;
 use crate::error::ApiError;
 use crate::state::{AppState, RequestContext};
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/u/{token}", get(unsubscribe_page).post(unsubscribe))
+    Router::new()
+        .route("/r/{token}", get(restore))
+        .route("/u/{token}", get(unsubscribe_page).post(unsubscribe))
 }
 
 fn page(status: StatusCode, title: &str, body: &str) -> Response {
@@ -39,13 +47,80 @@ fn not_found() -> Response {
     )
 }
 
-/// The link a token names, if it is one of ours.
-async fn link(state: &AppState, purpose: &str, token: &str) -> Result<Option<LinkRow>, ApiError> {
-    let well_formed = (20..=100).contains(&token.len())
+fn well_formed(token: &str) -> bool {
+    (20..=100).contains(&token.len())
         && token
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    if !well_formed {
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// Restores the cart of a recovery message and sends the shopper to the checkout.
+pub async fn restore(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    Path(token): Path<String>,
+) -> Result<Response, ApiError> {
+    if !well_formed(&token) {
+        metrics::counter!("ocart_restore_failed_total", "reason" => "unknown").increment(1);
+        return Ok(not_found());
+    }
+    let meta = ctx.meta("public:restore".into(), &state);
+    let store = html_escape(&state.core.config.recovery.store_name);
+    let reply = match state
+        .core
+        .restore(&token, &meta)
+        .await
+        .map_err(ApiError::Internal)?
+    {
+        Restore::Redirect { location, .. } => (
+            StatusCode::SEE_OTHER,
+            [
+                (header::LOCATION, location),
+                (header::CACHE_CONTROL, "no-store".to_owned()),
+                (header::REFERRER_POLICY, "no-referrer".to_owned()),
+            ],
+        )
+            .into_response(),
+        Restore::Unknown => not_found(),
+        Restore::Failed(RestoreFailure::Expired) => page(
+            StatusCode::GONE,
+            "This link has expired",
+            &format!(
+                "<p>Links in cart reminders work for a limited time. Your cart at {store} \
+                      may still be waiting: visit the store to pick up where you left off.</p>"
+            ),
+        ),
+        Restore::Failed(RestoreFailure::CartErased) => page(
+            StatusCode::GONE,
+            "This cart is no longer available",
+            &format!(
+                "<p>The cart this link saved has been removed. You are welcome to start \
+                      again at {store}.</p>"
+            ),
+        ),
+        Restore::Failed(RestoreFailure::AlreadyOrdered) => page(
+            StatusCode::OK,
+            "You have already ordered",
+            &format!(
+                "<p>This cart has already become an order. Thank you for shopping at \
+                      {store}!</p>"
+            ),
+        ),
+        Restore::Failed(RestoreFailure::Unavailable) => page(
+            StatusCode::OK,
+            "These items are no longer available",
+            &format!(
+                "<p>Sorry: nothing in this cart is for sale any more. Have a look at \
+                      what else {store} has.</p>"
+            ),
+        ),
+    };
+    Ok(reply)
+}
+
+/// The link a token names, if it is one of ours.
+async fn link(state: &AppState, purpose: &str, token: &str) -> Result<Option<LinkRow>, ApiError> {
+    if !well_formed(token) {
         return Ok(None);
     }
     let hash = hex::encode(Sha256::digest(token.as_bytes()));

@@ -4,6 +4,7 @@ pub mod audit;
 pub mod capture;
 pub mod carts;
 pub mod links;
+pub mod orders;
 pub mod privacy;
 pub mod recovery;
 pub mod settings;
@@ -25,6 +26,7 @@ pub fn api_router() -> Router<AppState> {
         .merge(tokens::router())
         .merge(privacy::router())
         .merge(recovery::router())
+        .merge(orders::router())
         .merge(audit::router())
         .merge(system::router())
 }

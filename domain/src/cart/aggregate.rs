@@ -48,6 +48,12 @@ pub struct Cart {
     fingerprint: Option<String>,
     last_activity_at: Option<DateTime<Utc>>,
     subjects: Vec<SubjectHash>,
+    #[serde(default)]
+    abandoned_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    order_id: Option<String>,
+    #[serde(default)]
+    before_abandonment: bool,
 }
 
 /// The cart id of a session token: a UUID (version 8) from sha256 of the token.
@@ -84,6 +90,41 @@ impl Cart {
 
     pub fn last_activity_at(&self) -> Option<DateTime<Utc>> {
         self.last_activity_at
+    }
+
+    /// The order that converted the cart.
+    pub fn order_id(&self) -> Option<&str> {
+        self.order_id.as_deref()
+    }
+
+    /// Whether the converting order came before abandonment (not a recovery).
+    pub fn converted_before_abandonment(&self) -> bool {
+        self.before_abandonment
+    }
+
+    fn convert(
+        &self,
+        at: DateTime<Utc>,
+        order_id: Option<String>,
+        revenue: Option<i64>,
+        placed_at: Option<DateTime<Utc>>,
+    ) -> Result<Option<CartEvent>, CartError> {
+        let placed_at = placed_at.unwrap_or(at);
+        let before_abandonment = match self.status {
+            CartStatus::Active => true,
+            CartStatus::Abandoned => self.abandoned_at.is_some_and(|a| placed_at < a),
+            CartStatus::Converted if order_id.is_some() && order_id == self.order_id => {
+                return Ok(None)
+            }
+            CartStatus::New | CartStatus::Withdrawn => return Err(CartError::NotFound),
+            other => return Err(CartError::Closed(other.as_str())),
+        };
+        Ok(Some(CartEvent::Converted {
+            at,
+            order_id,
+            revenue,
+            before_abandonment,
+        }))
     }
 
     fn capture(&self, capture: CaptureCart) -> Result<Option<CartEvent>, CartError> {
@@ -194,15 +235,8 @@ impl Aggregate for Cart {
                 at,
                 order_id,
                 revenue,
-            } => match self.status {
-                CartStatus::Active | CartStatus::Abandoned => Some(CartEvent::Converted {
-                    at,
-                    order_id,
-                    revenue,
-                }),
-                CartStatus::New | CartStatus::Withdrawn => return Err(CartError::NotFound),
-                other => return Err(CartError::Closed(other.as_str())),
-            },
+                placed_at,
+            } => self.convert(at, order_id, revenue, placed_at)?,
             CartCommand::Expire { at } => match self.status {
                 CartStatus::Active | CartStatus::Abandoned => Some(CartEvent::Expired { at }),
                 CartStatus::New | CartStatus::Withdrawn => return Err(CartError::NotFound),
@@ -231,8 +265,19 @@ impl Aggregate for Cart {
                 self.fingerprint = None;
                 self.subjects.clear();
             }
-            CartEvent::Abandoned { .. } => self.status = CartStatus::Abandoned,
-            CartEvent::Converted { .. } => self.status = CartStatus::Converted,
+            CartEvent::Abandoned { at, .. } => {
+                self.status = CartStatus::Abandoned;
+                self.abandoned_at = Some(at);
+            }
+            CartEvent::Converted {
+                order_id,
+                before_abandonment,
+                ..
+            } => {
+                self.status = CartStatus::Converted;
+                self.order_id = order_id;
+                self.before_abandonment = before_abandonment;
+            }
             CartEvent::Expired { .. } => self.status = CartStatus::Expired,
         }
     }
@@ -399,9 +444,73 @@ mod tests {
                     at: t(5),
                     order_id: Some("1".into()),
                     revenue: Some(1200),
+                    before_abandonment: true,
                 },
             ])
             .when(CartCommand::Capture(Box::new(capture(t(6), 2, Some(true)))))
+            .then_expect_error(CartError::Closed("converted"));
+    }
+
+    fn abandoned(at: DateTime<Utc>) -> CartEvent {
+        CartEvent::Abandoned {
+            at,
+            kind: AbandonmentKind::CheckoutAbandoned,
+            last_activity_at: t(0),
+            forced: false,
+        }
+    }
+
+    fn convert(order: &str, placed_at: DateTime<Utc>) -> CartCommand {
+        CartCommand::MarkConverted {
+            at: t(120),
+            order_id: Some(order.into()),
+            revenue: Some(1200),
+            placed_at: Some(placed_at),
+        }
+    }
+
+    #[test]
+    fn an_order_after_abandonment_is_a_recovery() {
+        CartTest::with(())
+            .given(vec![created(t(0)), abandoned(t(30))])
+            .when(convert("7", t(90)))
+            .then_expect_events(vec![CartEvent::Converted {
+                at: t(120),
+                order_id: Some("7".into()),
+                revenue: Some(1200),
+                before_abandonment: false,
+            }]);
+    }
+
+    #[test]
+    fn an_order_placed_before_abandonment_is_not_a_recovery() {
+        // Placed at 20 minutes, reported after the cart was marked abandoned at 30.
+        CartTest::with(())
+            .given(vec![created(t(0)), abandoned(t(30))])
+            .when(convert("7", t(20)))
+            .then_expect_events(vec![CartEvent::Converted {
+                at: t(120),
+                order_id: Some("7".into()),
+                revenue: Some(1200),
+                before_abandonment: true,
+            }]);
+    }
+
+    #[test]
+    fn the_same_order_converting_again_changes_nothing_and_another_is_refused() {
+        let converted = CartEvent::Converted {
+            at: t(120),
+            order_id: Some("7".into()),
+            revenue: Some(1200),
+            before_abandonment: false,
+        };
+        CartTest::with(())
+            .given(vec![created(t(0)), abandoned(t(30)), converted.clone()])
+            .when(convert("7", t(90)))
+            .then_expect_events(vec![]);
+        CartTest::with(())
+            .given(vec![created(t(0)), abandoned(t(30)), converted])
+            .when(convert("8", t(90)))
             .then_expect_error(CartError::Closed("converted"));
     }
 

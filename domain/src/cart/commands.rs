@@ -45,10 +45,15 @@ pub enum CartCommand {
         threshold_min: u32,
         forced: bool,
     },
+    /// An order was placed for the cart. Converting again with the same order id changes
+    /// nothing (a replayed order signal).
     MarkConverted {
         at: DateTime<Utc>,
         order_id: Option<String>,
         revenue: Option<i64>,
+        /// When the order was placed, if known (`at` otherwise): an order placed before the
+        /// cart was abandoned is not a recovery.
+        placed_at: Option<DateTime<Utc>>,
     },
     Expire {
         at: DateTime<Utc>,

@@ -55,6 +55,10 @@ pub enum CartEvent {
         at: DateTime<Utc>,
         order_id: Option<String>,
         revenue: Option<i64>,
+        /// The order was placed before the cart was abandoned (CartBay's
+        /// `completed_before_abandonment`): not a recovery.
+        #[serde(default)]
+        before_abandonment: bool,
     },
     #[serde(rename = "cart/expired")]
     Expired { at: DateTime<Utc> },

@@ -8,8 +8,8 @@ mod steps;
 mod suppression;
 
 pub use run::{
-    message_key, Claim, LinkHashes, RecoveryRun, RunCommand, RunError, RunEvent, RunStart,
-    RunStatus, StopReason, MAX_ATTEMPTS, RETRY_STEP_MIN,
+    message_key, Claim, LinkHashes, RecoveryRun, RestoreFailure, RestoreOutcome, RunCommand,
+    RunError, RunEvent, RunStart, RunStatus, StopReason, MAX_ATTEMPTS, RETRY_STEP_MIN,
 };
 
 pub use sequence::{

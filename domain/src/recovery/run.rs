@@ -136,6 +136,12 @@ pub enum RunCommand {
         revenue: Option<i64>,
         at: DateTime<Utc>,
     },
+    /// A restore link of message `message_key` was opened, with this outcome.
+    RecordRestore {
+        message_key: String,
+        outcome: RestoreOutcome,
+        at: DateTime<Utc>,
+    },
     Stop {
         reason: StopReason,
         at: DateTime<Utc>,
@@ -200,6 +206,60 @@ pub enum RunEvent {
         reason: StopReason,
         at: DateTime<Utc>,
     },
+    /// A shopper opened a restore link (CartBay's `restore_clicked`), and what came of it:
+    /// the cart rebuilt, rebuilt without items the store no longer sells, or not at all.
+    #[serde(rename = "recovery/restore_clicked")]
+    RestoreClicked {
+        message_key: String,
+        outcome: RestoreOutcome,
+        at: DateTime<Utc>,
+    },
+}
+
+/// What opening a restore link did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum RestoreOutcome {
+    /// The whole cart was handed to the store's checkout.
+    Restored,
+    /// Some items are no longer available; the rest was handed over.
+    Partial { unavailable: Vec<u64> },
+    /// Nothing was handed over.
+    Failed { reason: RestoreFailure },
+}
+
+impl RestoreOutcome {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Restored => "restored",
+            Self::Partial { .. } => "partial",
+            Self::Failed { .. } => "failed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RestoreFailure {
+    /// The link is older than `recovery.restore_link_days`.
+    Expired,
+    /// The cart's personal data was erased, or the cart is gone.
+    CartErased,
+    /// The cart has already been ordered.
+    AlreadyOrdered,
+    /// No item of the cart is available any more.
+    Unavailable,
+}
+
+impl RestoreFailure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Expired => "expired",
+            Self::CartErased => "cart_erased",
+            Self::AlreadyOrdered => "already_ordered",
+            Self::Unavailable => "unavailable",
+        }
+    }
 }
 
 impl DomainEvent for RunEvent {
@@ -211,6 +271,7 @@ impl DomainEvent for RunEvent {
             Self::Failed { .. } => "recovery/failed",
             Self::Converted { .. } => "recovery/converted",
             Self::Stopped { .. } => "recovery/stopped",
+            Self::RestoreClicked { .. } => "recovery/restore_clicked",
         }
         .into()
     }
@@ -464,6 +525,19 @@ impl Aggregate for RecoveryRun {
                     at,
                 }],
             },
+            // A click is a fact whatever state the run is in (analytics count it).
+            RunCommand::RecordRestore {
+                message_key,
+                outcome,
+                at,
+            } => match self.status {
+                RunStatus::New => return Err(RunError::NotFound),
+                _ => vec![RunEvent::RestoreClicked {
+                    message_key,
+                    outcome,
+                    at,
+                }],
+            },
             RunCommand::Stop { reason, at } => match self.status {
                 RunStatus::New => return Err(RunError::NotFound),
                 RunStatus::Converted | RunStatus::Stopped => return Ok(()),
@@ -534,6 +608,7 @@ impl Aggregate for RecoveryRun {
                 self.next_due_at = None;
                 self.status = RunStatus::Stopped;
             }
+            RunEvent::RestoreClicked { .. } => {}
         }
     }
 }

@@ -59,6 +59,8 @@ pub struct Recovery {
     pub order_lookback_days: u32,
     /// Gateways whose on-hold or pending orders count as paid (bank transfer, cash on delivery).
     pub offline_gateways: Vec<String>,
+    /// How long a restore link in a recovery message works (1–90 days).
+    pub restore_link_days: u32,
     /// Test mode: `POST /recovery/test/trigger` makes a dummy cart mailed within 30 seconds.
     pub test_mode: bool,
 }
@@ -78,6 +80,7 @@ impl Default for Recovery {
             quiet_period_hours: 24,
             order_lookback_days: 30,
             offline_gateways: vec!["bacs".into(), "cheque".into(), "cod".into()],
+            restore_link_days: 30,
             test_mode: false,
         }
     }
@@ -248,6 +251,13 @@ impl SettingsValues {
             r.order_lookback_days.into(),
             1.0,
             365.0,
+        );
+        check_range(
+            &mut e,
+            "recovery.restore_link_days",
+            r.restore_link_days.into(),
+            1.0,
+            90.0,
         );
         for (i, gateway) in r.offline_gateways.iter().enumerate() {
             let ok = !gateway.is_empty()

@@ -46,6 +46,9 @@ pub struct RecoveryConfig {
     pub concurrency: usize,
     /// Where the outbox lives (default `<data_dir>/outbox`).
     pub outbox_dir: Option<std::path::PathBuf>,
+    /// The store's checkout page, where restore links send the shopper (default: the
+    /// WooCommerce store's `/checkout/`, else `<public_url>/checkout/`).
+    pub checkout_url: Option<String>,
 }
 
 impl Default for RecoveryConfig {
@@ -57,6 +60,7 @@ impl Default for RecoveryConfig {
             batch_size: 200,
             concurrency: 16,
             outbox_dir: None,
+            checkout_url: None,
         }
     }
 }

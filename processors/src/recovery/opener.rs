@@ -128,13 +128,23 @@ impl RecoveryOpener {
                     at,
                     order_id,
                     revenue,
+                    before_abandonment,
                 } = decode_event::<CartEvent>(&event.event_type, &event.payload)?
                 {
                     for run in open_runs {
-                        let command = RunCommand::Convert {
-                            order_id: order_id.clone(),
-                            revenue,
-                            at,
+                        // An order placed before abandonment ends the run but is not its
+                        // recovery.
+                        let command = if before_abandonment {
+                            RunCommand::Stop {
+                                reason: StopReason::OrderPlaced,
+                                at,
+                            }
+                        } else {
+                            RunCommand::Convert {
+                                order_id: order_id.clone(),
+                                revenue,
+                                at,
+                            }
                         };
                         self.run_command(run, command, event).await?;
                     }

@@ -223,20 +223,29 @@ pub fn builtin(name: &str) -> TemplateParts {
 
 /// Formats minor units with the currency, for merge tags: `€12.50`, `US$3.00`, `¥500`.
 pub fn format_money(minor: i64, currency: &str) -> String {
-    let (symbol, decimals) = match currency {
-        "EUR" => ("€", 2),
-        "USD" => ("$", 2),
-        "GBP" => ("£", 2),
-        "JPY" => ("¥", 0),
-        "KRW" => ("₩", 0),
-        _ => ("", 2),
+    let symbol = match currency {
+        "EUR" => "€",
+        "USD" => "$",
+        "GBP" => "£",
+        "JPY" => "¥",
+        "KRW" => "₩",
+        _ => "",
     };
+    let decimals = ocart_domain::Currency::parse("currency", currency)
+        .map(|c| c.exponent())
+        .unwrap_or(2);
     let sign = if minor < 0 { "-" } else { "" };
     let minor = minor.unsigned_abs();
     let amount = if decimals == 0 {
         minor.to_string()
     } else {
-        format!("{}.{:02}", minor / 100, minor % 100)
+        let scale = 10u64.pow(decimals);
+        format!(
+            "{}.{:0width$}",
+            minor / scale,
+            minor % scale,
+            width = decimals as usize
+        )
     };
     if symbol.is_empty() {
         format!("{sign}{amount} {currency}")

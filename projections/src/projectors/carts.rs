@@ -467,6 +467,7 @@ impl Projector for CartsProjector {
                         at,
                         order_id,
                         revenue,
+                        ..
                     } => {
                         if let Some(fold) = batch.fold_mut(id) {
                             fold.after.push(Change::Converted {

@@ -1,6 +1,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use ocart_domain::recovery::{RunEvent, SequenceEvent, Step, SuppressionEvent};
+use ocart_domain::order::OrderEvent;
+use ocart_domain::recovery::{RestoreOutcome, RunEvent, SequenceEvent, Step, SuppressionEvent};
 use sqlx::types::Json;
 
 use crate::commands::decode_event;
@@ -26,7 +27,10 @@ impl Projector for RecoveryProjector {
             "recovery_runs",
             "recovery_notifications",
             "recovery_links",
+            "recovery_restores",
             "suppression",
+            "orders",
+            "recovery_coupons",
         ]
     }
 
@@ -36,6 +40,7 @@ impl Projector for RecoveryProjector {
                 "recovery_sequence" => sequence(tx, event).await?,
                 "recovery_run" => run(tx, event).await?,
                 "suppression" => suppression(tx, event).await?,
+                "order" => order(tx, event).await?,
                 _ => {}
             }
         }
@@ -163,6 +168,66 @@ async fn cancel_queued(tx: &mut Tx, run_id: &str, at: DateTime<Utc>) -> anyhow::
         run_id,
         at
     )?;
+    Ok(())
+}
+
+async fn order(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
+    let position = event.global_position;
+    match decode_event::<OrderEvent>(&event.event_type, &event.payload)? {
+        OrderEvent::Recorded {
+            facts,
+            attribution,
+            at,
+        } => {
+            exec_tx!(
+                tx,
+                "INSERT INTO orders (order_id, status, paid, payment_method, currency, total_minor, \
+                 email_hash, placed_at, source, cart_id, matched_by, outcome, created_at, updated_at, \
+                 last_position, order_key) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $14, $15) \
+                 ON CONFLICT (order_id) DO NOTHING",
+                &facts.order_id,
+                &facts.status,
+                facts.paid,
+                &facts.payment_method,
+                facts.currency.as_str(),
+                facts.total,
+                &facts.email_hash,
+                facts.placed_at,
+                &facts.source,
+                attribution.as_ref().map(|a| a.cart_id.as_str()),
+                attribution.as_ref().map(|a| a.matched_by.as_str()),
+                attribution.as_ref().map(|a| a.outcome.as_str()),
+                at,
+                position,
+                &event.aggregate_id
+            )?;
+        }
+        OrderEvent::StatusChanged {
+            status,
+            paid,
+            total,
+            attribution,
+            at,
+        } => {
+            exec_tx!(
+                tx,
+                "UPDATE orders SET status = $2, paid = $3, total_minor = $4, \
+                 cart_id = COALESCE($5, cart_id), matched_by = COALESCE($6, matched_by), \
+                 outcome = COALESCE($7, outcome), updated_at = $8, last_position = $9 \
+                 WHERE order_key = $1 AND last_position < $9",
+                &event.aggregate_id,
+                &status,
+                paid,
+                total,
+                attribution.as_ref().map(|a| a.cart_id.as_str()),
+                attribution.as_ref().map(|a| a.matched_by.as_str()),
+                attribution.as_ref().map(|a| a.outcome.as_str()),
+                at,
+                position
+            )?;
+        }
+    }
     Ok(())
 }
 
@@ -348,6 +413,28 @@ async fn run(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
                 position
             )?;
             cancel_queued(tx, id, at).await?;
+        }
+        RunEvent::RestoreClicked {
+            message_key,
+            outcome,
+            at,
+        } => {
+            let reason = match &outcome {
+                RestoreOutcome::Failed { reason } => Some(reason.as_str()),
+                _ => None,
+            };
+            exec_tx!(
+                tx,
+                "INSERT INTO recovery_restores (position, run_id, cart_id, message_key, outcome, \
+                 reason, clicked_at) SELECT $1, run_id, cart_id, $3, $4, $5, $6 \
+                 FROM recovery_runs WHERE run_id = $2 ON CONFLICT (position) DO NOTHING",
+                position,
+                id,
+                &message_key,
+                outcome.as_str(),
+                reason,
+                at
+            )?;
         }
     }
     Ok(())

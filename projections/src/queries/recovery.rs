@@ -166,16 +166,25 @@ pub async fn next_due(db: &Db) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
     Ok(row.map(|(at,)| at))
 }
 
-/// Runs of a recipient (email subject hash) that can still send.
-pub async fn open_runs_of_recipient(db: &Db, email_hash: &str) -> Result<Vec<String>, sqlx::Error> {
-    let rows: Vec<(String,)> = fetch_all_db!(
+/// A run that can still send, and its cart.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct OpenRun {
+    pub run_id: String,
+    pub cart_id: String,
+}
+
+/// Runs of a recipient (email or phone subject hash) that can still send.
+pub async fn open_runs_of_recipient(
+    db: &Db,
+    recipient_hash: &str,
+) -> Result<Vec<OpenRun>, sqlx::Error> {
+    fetch_all_db!(
         db,
-        (String,),
-        "SELECT run_id FROM recovery_runs WHERE (email_hash = $1 OR phone_hash = $1) \
+        OpenRun,
+        "SELECT run_id, cart_id FROM recovery_runs WHERE (email_hash = $1 OR phone_hash = $1) \
          AND status IN ('pending', 'running')",
-        email_hash
-    )?;
-    Ok(rows.into_iter().map(|(id,)| id).collect())
+        recipient_hash
+    )
 }
 
 /// Another run that has the recipient: one still open that started before this run (the
@@ -270,22 +279,122 @@ pub async fn cart_for_send(db: &Db, cart_id: &str) -> Result<Option<CartForSend>
     )
 }
 
-/// Whether a cart with this email (subject hash) was converted after `since`: the shopper
-/// bought, through another cart, within the look-back window.
+/// Whether the shopper with this email (subject hash) bought after `since`: a paid order
+/// with their email, or a cart of theirs converted (through another cart, or an order OCart
+/// heard of only as a conversion).
 pub async fn recipient_bought_since(
     db: &Db,
     email_hash: &str,
     since: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
-    let row: Option<(String,)> = fetch_optional_db!(
+    let row: Option<(i32,)> = fetch_optional_db!(
         db,
-        (String,),
-        "SELECT cart_id FROM carts WHERE email_hash = $1 AND status = 'converted' \
+        (i32,),
+        "SELECT 1 FROM orders WHERE email_hash = $1 AND paid AND placed_at > $2 \
+         UNION ALL SELECT 1 FROM carts WHERE email_hash = $1 AND status = 'converted' \
          AND converted_at > $2 LIMIT 1",
         email_hash,
         since
     )?;
     Ok(row.is_some())
+}
+
+/// The cart an order by this email (subject hash) most likely came from: the most recently
+/// active open cart of theirs, active within the look-back window and created before the order.
+pub async fn cart_of_buyer(
+    db: &Db,
+    email_hash: &str,
+    since: DateTime<Utc>,
+    placed_at: DateTime<Utc>,
+) -> Result<Option<String>, sqlx::Error> {
+    let row: Option<(String,)> = fetch_optional_db!(
+        db,
+        (String,),
+        "SELECT cart_id FROM carts WHERE email_hash = $1 AND status IN ('active', 'abandoned') \
+         AND last_activity_at >= $2 AND created_at <= $3 \
+         ORDER BY last_activity_at DESC, cart_id LIMIT 1",
+        email_hash,
+        since,
+        placed_at
+    )?;
+    Ok(row.map(|(id,)| id))
+}
+
+/// The cart a recovery coupon was issued for (codes compare case-insensitively).
+pub async fn cart_of_coupon(db: &Db, code: &str) -> Result<Option<String>, sqlx::Error> {
+    let row: Option<(String,)> = fetch_optional_db!(
+        db,
+        (String,),
+        "SELECT cart_id FROM recovery_coupons WHERE code = $1",
+        code.trim().to_ascii_uppercase()
+    )?;
+    Ok(row.map(|(id,)| id))
+}
+
+/// Whether a cart with this id was ever captured (and is still in the read table).
+pub async fn cart_exists(db: &Db, cart_id: &str) -> Result<bool, sqlx::Error> {
+    let row: Option<(String,)> = fetch_optional_db!(
+        db,
+        (String,),
+        "SELECT cart_id FROM carts WHERE cart_id = $1",
+        cart_id
+    )?;
+    Ok(row.is_some())
+}
+
+/// An order as the API shows it (no personal data: the buyer is a subject hash).
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct OrderRow {
+    pub order_id: String,
+    pub status: String,
+    pub paid: bool,
+    pub payment_method: Option<String>,
+    pub currency: String,
+    /// The order total in minor units.
+    pub total_minor: i64,
+    pub placed_at: DateTime<Utc>,
+    /// api or woocommerce
+    pub source: String,
+    /// The cart the order converted, if it matched one.
+    pub cart_id: Option<String>,
+    /// session, restore_token, coupon or email
+    pub matched_by: Option<String>,
+    /// recovered or completed_before_abandonment
+    pub outcome: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+pub async fn get_order(db: &Db, order_id: &str) -> Result<Option<OrderRow>, sqlx::Error> {
+    fetch_optional_db!(
+        db,
+        OrderRow,
+        "SELECT order_id, status, paid, payment_method, currency, total_minor, placed_at, source, \
+         cart_id, matched_by, outcome, updated_at FROM orders WHERE order_id = $1",
+        order_id
+    )
+}
+
+/// Orders, newest first, after the keyset cursor `(placed_at, order_id)`.
+pub async fn list_orders(
+    db: &Db,
+    before: Option<(DateTime<Utc>, String)>,
+    limit: i64,
+) -> Result<Vec<OrderRow>, sqlx::Error> {
+    let (at, id) = match before {
+        Some((at, id)) => (Some(at), Some(id)),
+        None => (None, None),
+    };
+    fetch_all_db!(
+        db,
+        OrderRow,
+        "SELECT order_id, status, paid, payment_method, currency, total_minor, placed_at, source, \
+         cart_id, matched_by, outcome, updated_at FROM orders \
+         WHERE ($1 IS NULL OR placed_at < $1 OR (placed_at = $1 AND order_id < $2)) \
+         ORDER BY placed_at DESC, order_id DESC LIMIT $3",
+        at,
+        id,
+        limit
+    )
 }
 
 /// A link a message carried, found by the sha256 of its token.

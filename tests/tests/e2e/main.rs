@@ -4,6 +4,7 @@
 mod capture;
 mod cli;
 mod conformance;
+mod orders;
 mod platform;
 mod processors;
 mod recovery;

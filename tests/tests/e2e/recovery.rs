@@ -11,14 +11,14 @@ use ocart_tests::{
 use serde_json::{json, Value};
 
 /// Captures a cart for `email` and returns its id.
-async fn capture(app: &TestApp, email: &str) -> String {
+pub(crate) async fn capture(app: &TestApp, email: &str) -> String {
     let (status, reply) = app.capture(&capture_body(&session(), email, 2)).await;
     assert_eq!(status, 202, "{reply}");
     reply["cart_id"].as_str().unwrap().to_owned()
 }
 
 /// Waits for the run of `cart_id` to satisfy `check`; answers it.
-async fn run_of(app: &TestApp, cart_id: &str, check: impl Fn(&Value) -> bool) -> Value {
+pub(crate) async fn run_of(app: &TestApp, cart_id: &str, check: impl Fn(&Value) -> bool) -> Value {
     let page = app
         .eventually(&format!("/ocart/v1/recovery/runs?cart_id={cart_id}"), |b| {
             b["runs"].as_array().is_some_and(|r| r.len() == 1) && check(&b["runs"][0])
@@ -27,7 +27,7 @@ async fn run_of(app: &TestApp, cart_id: &str, check: impl Fn(&Value) -> bool) ->
     page["runs"][0].clone()
 }
 
-async fn wait_for_emails(app: &TestApp, count: usize) -> Vec<(String, String)> {
+pub(crate) async fn wait_for_emails(app: &TestApp, count: usize) -> Vec<(String, String)> {
     for _ in 0..300 {
         let emails = outbox_emails(app);
         if emails.len() >= count {
@@ -42,7 +42,7 @@ async fn wait_for_emails(app: &TestApp, count: usize) -> Vec<(String, String)> {
 }
 
 /// The events of `event_type` in the log.
-async fn events_of(app: &TestApp, event_type: &str) -> Vec<Value> {
+pub(crate) async fn events_of(app: &TestApp, event_type: &str) -> Vec<Value> {
     let events = app
         .core
         .log
@@ -56,7 +56,7 @@ async fn events_of(app: &TestApp, event_type: &str) -> Vec<Value> {
         .collect()
 }
 
-fn header<'a>(eml: &'a str, name: &str) -> Option<&'a str> {
+pub(crate) fn header<'a>(eml: &'a str, name: &str) -> Option<&'a str> {
     eml.split("\r\n\r\n")
         .next()?
         .lines()
@@ -452,14 +452,14 @@ async fn the_master_switch_off_opens_no_runs() {
 }
 
 /// Drives projections, the sweeper, the opener and a dispatcher by hand (processors off).
-struct Manual {
-    app: TestApp,
+pub(crate) struct Manual {
+    pub(crate) app: TestApp,
     /// One projection pass at a time, as the processors lease guarantees in a server.
     projecting: tokio::sync::Mutex<()>,
 }
 
 impl Manual {
-    async fn start(kind: Kind, adjust: impl FnOnce(&mut ocart_api::Config)) -> Self {
+    pub(crate) async fn start(kind: Kind, adjust: impl FnOnce(&mut ocart_api::Config)) -> Self {
         let app = spawn_app_with(kind, |c| {
             c.processors.enabled = false;
             adjust(c);
@@ -474,7 +474,7 @@ impl Manual {
     /// Runs every projection up to the head of the log. (On PostgreSQL the global reader
     /// stops short of transactions still open anywhere on the server, so one pass may not
     /// reach the head: pass again until it does.)
-    async fn project(&self) {
+    pub(crate) async fn project(&self) {
         let _one = self.projecting.lock().await;
         let head = self.app.core.log.head();
         let db = &self.app.core.db;
@@ -503,7 +503,7 @@ impl Manual {
     }
 
     /// Sweeps, projects and opens runs.
-    async fn settle(&self) {
+    pub(crate) async fn settle(&self) {
         let sweeper =
             ocart_processors::Sweeper::new(self.app.core.log.clone(), self.app.clock.clone());
         self.project().await;
@@ -519,7 +519,7 @@ impl Manual {
         self.project().await;
     }
 
-    async fn dispatch(&self) -> ocart_processors::recovery::PassReport {
+    pub(crate) async fn dispatch(&self) -> ocart_processors::recovery::PassReport {
         let dispatcher = self.app.core.dispatcher().unwrap();
         let mut total = ocart_processors::recovery::PassReport::default();
         loop {
@@ -532,7 +532,7 @@ impl Manual {
         }
     }
 
-    async fn only_run(&self, cart: &str) -> Value {
+    pub(crate) async fn only_run(&self, cart: &str) -> Value {
         let (_, page) = self
             .app
             .admin_get(&format!("/ocart/v1/recovery/runs?cart_id={cart}"))

@@ -1,0 +1,325 @@
+//! Orders in, carts converted, runs credited or stopped: what the order API and the
+//! WooCommerce webhook share, and what a restore link does.
+//!
+//! Recording an order is safe to repeat (a webhook retried after a crash, a replayed
+//! delivery): the cart conversion comes first and is idempotent for the same order id, then
+//! the order is recorded with the attribution the conversion answered, then the buyer's other
+//! open runs stop. A repeat finds each step done and changes nothing.
+
+use chrono::{DateTime, Duration, Utc};
+use ocart_domain::cart::{cart_id_for_session, CartCommand, CartError, CartStatus};
+use ocart_domain::order::{
+    is_paid, order_id_for, Attribution, AttributionOutcome, MatchedBy, OrderCommand, OrderFacts,
+};
+use ocart_domain::recovery::{RestoreFailure, RestoreOutcome, RunCommand, StopReason};
+use ocart_domain::{CartItem, Currency, Email};
+use ocart_projections::queries::recovery as q;
+use ocart_projections::{CommandError, CommandMeta};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::core::Core;
+
+/// An order signal, validated at the edge (order API or WooCommerce webhook).
+#[derive(Debug, Clone)]
+pub struct OrderSignal {
+    pub order_id: String,
+    pub status: String,
+    pub payment_method: Option<String>,
+    pub currency: Currency,
+    pub total: i64,
+    pub email: Option<Email>,
+    pub placed_at: DateTime<Utc>,
+    /// `api` or `woocommerce`.
+    pub source: &'static str,
+    /// The cart id, or the checkout session token the cart was captured with.
+    pub cart_id: Option<String>,
+    pub session_token: Option<String>,
+    /// The token of the restore link the shopper came back through.
+    pub restore_token: Option<String>,
+    pub coupon_codes: Vec<String>,
+}
+
+/// What recording an order did.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct RecordedOrder {
+    pub order_id: String,
+    pub paid: bool,
+    /// The cart the order converted (once paid), how it matched, and whether it was a
+    /// recovery or a sale completed before abandonment.
+    #[schema(value_type = Option<Object>)]
+    pub attribution: Option<Attribution>,
+    /// Whether this signal changed anything (a replay does not).
+    pub changed: bool,
+    /// The log position of the last event written, for read-your-writes.
+    pub position: Option<i64>,
+}
+
+/// A restore link's hand-over: where the shopper goes, and what was recorded.
+pub enum Restore {
+    /// Redirect here.
+    Redirect {
+        location: String,
+        outcome: RestoreOutcome,
+    },
+    /// Show a page; nothing to hand over.
+    Failed(RestoreFailure),
+    /// Not a restore link of ours.
+    Unknown,
+}
+
+impl Core {
+    /// The cart an order came from, in CartBay's priority: the checkout session (or cart id),
+    /// the restore token, the recovery coupon, the buyer's email within the look-back window.
+    async fn match_cart(
+        &self,
+        signal: &OrderSignal,
+        email_hash: Option<&str>,
+        lookback_days: u32,
+    ) -> anyhow::Result<Option<(String, MatchedBy)>> {
+        let named = signal.cart_id.iter().cloned().chain(
+            signal
+                .session_token
+                .iter()
+                .map(|t| cart_id_for_session(t).to_string()),
+        );
+        for cart_id in named {
+            let (cart, _, _) = self.carts.load(&cart_id).await?;
+            if cart.status() != CartStatus::New {
+                return Ok(Some((cart_id, MatchedBy::Session)));
+            }
+        }
+        if let Some(token) = &signal.restore_token {
+            let hash = hex::encode(Sha256::digest(token.as_bytes()));
+            if let Some(link) = q::link_by_hash(&self.db, "restore", &hash).await? {
+                return Ok(Some((link.cart_id, MatchedBy::RestoreToken)));
+            }
+        }
+        for code in &signal.coupon_codes {
+            if let Some(cart_id) = q::cart_of_coupon(&self.db, code).await? {
+                return Ok(Some((cart_id, MatchedBy::Coupon)));
+            }
+        }
+        if let Some(hash) = email_hash {
+            let since = signal.placed_at - Duration::days(i64::from(lookback_days));
+            if let Some(cart_id) = q::cart_of_buyer(&self.db, hash, since, signal.placed_at).await?
+            {
+                return Ok(Some((cart_id, MatchedBy::Email)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Records an order signal: converts the cart it matched (once paid), records the order,
+    /// and stops every other open run of the buyer. Safe to repeat.
+    pub async fn record_order(
+        &self,
+        signal: OrderSignal,
+        meta: &CommandMeta,
+    ) -> anyhow::Result<RecordedOrder> {
+        let settings = self.settings().await?;
+        let paid = is_paid(
+            &signal.status,
+            signal.payment_method.as_deref(),
+            &settings.recovery.offline_gateways,
+        );
+        let email_hash = signal
+            .email
+            .as_ref()
+            .map(|e| self.vault.subject_for_email(e).as_str().to_owned());
+        let mut position = None;
+        let mut attribution = None;
+        if paid {
+            let matched = self
+                .match_cart(
+                    &signal,
+                    email_hash.as_deref(),
+                    settings.recovery.order_lookback_days,
+                )
+                .await?;
+            if let Some((cart_id, matched_by)) = matched {
+                let command = CartCommand::MarkConverted {
+                    at: meta.at,
+                    order_id: Some(signal.order_id.clone()),
+                    revenue: Some(signal.total),
+                    placed_at: Some(signal.placed_at),
+                };
+                match self.carts.execute(&cart_id, command, meta).await {
+                    Ok(outcome) => {
+                        position = outcome.last_position();
+                        attribution = Some(Attribution {
+                            cart_id,
+                            matched_by,
+                            outcome: if outcome.aggregate.converted_before_abandonment() {
+                                AttributionOutcome::CompletedBeforeAbandonment
+                            } else {
+                                AttributionOutcome::Recovered
+                            },
+                        });
+                    }
+                    // Converted by another order, expired or erased: this order is not its.
+                    Err(CommandError::Rejected(
+                        CartError::Closed(_) | CartError::NotFound | CartError::NotActive(_),
+                    )) => {}
+                    Err(other) => return Err(other.into()),
+                }
+            }
+        }
+        let facts = OrderFacts {
+            order_id: signal.order_id.clone(),
+            status: signal.status.clone(),
+            paid,
+            payment_method: signal.payment_method.clone(),
+            currency: signal.currency,
+            total: signal.total,
+            email_hash: email_hash.clone(),
+            placed_at: signal.placed_at,
+            source: signal.source.to_owned(),
+        };
+        let command = OrderCommand::Record {
+            facts: Box::new(facts),
+            attribution: attribution.clone(),
+            at: meta.at,
+        };
+        let aggregate_id = order_id_for(&signal.order_id).to_string();
+        let outcome = self.orders.execute(&aggregate_id, command, meta).await?;
+        let changed = !outcome.events.is_empty();
+        position = outcome.last_position().or(position);
+        let attribution = outcome.aggregate.attribution().cloned();
+        if paid {
+            // A buyer who has ordered is never chased: their other open runs stop now (the
+            // matched cart's run is credited by the recovery opener).
+            if let Some(hash) = &email_hash {
+                let matched = attribution.as_ref().map(|a| a.cart_id.as_str());
+                for run in q::open_runs_of_recipient(&self.db, hash).await? {
+                    if Some(run.cart_id.as_str()) == matched {
+                        continue;
+                    }
+                    let stop = RunCommand::Stop {
+                        reason: StopReason::OrderPlaced,
+                        at: meta.at,
+                    };
+                    match self.runs.execute(&run.run_id, stop, meta).await {
+                        Ok(done) => position = done.last_position().or(position),
+                        Err(CommandError::Rejected(_)) => {}
+                        Err(other) => return Err(other.into()),
+                    }
+                }
+            }
+        }
+        Ok(RecordedOrder {
+            order_id: signal.order_id,
+            paid,
+            attribution,
+            changed,
+            position,
+        })
+    }
+
+    /// The checkout page restore links send shoppers to.
+    pub fn checkout_url(&self) -> String {
+        if let Some(url) = &self.config.recovery.checkout_url {
+            return url.clone();
+        }
+        match &self.woo {
+            Some(woo) => woo.checkout_url(),
+            None => format!(
+                "{}/checkout/",
+                self.config.recovery.public_url.trim_end_matches('/')
+            ),
+        }
+    }
+
+    /// Opens the restore link whose token is `token`: checks it, rebuilds the cart from the
+    /// read model of the log, asks the store what is still for sale, records the click and its
+    /// outcome on the run, and answers where to send the shopper.
+    pub async fn restore(&self, token: &str, meta: &CommandMeta) -> anyhow::Result<Restore> {
+        let hash = hex::encode(Sha256::digest(token.as_bytes()));
+        let Some(link) = q::link_by_hash(&self.db, "restore", &hash).await? else {
+            metrics::counter!("ocart_restore_failed_total", "reason" => "unknown").increment(1);
+            return Ok(Restore::Unknown);
+        };
+        let settings = self.settings().await?;
+        let record = |outcome: RestoreOutcome| RunCommand::RecordRestore {
+            message_key: link.message_key.clone(),
+            outcome,
+            at: meta.at,
+        };
+        let expires =
+            link.created_at + Duration::days(i64::from(settings.recovery.restore_link_days));
+        let cart = q::cart_for_send(&self.db, &link.cart_id).await?;
+        let failure = match &cart {
+            _ if meta.at >= expires => Some(RestoreFailure::Expired),
+            None => Some(RestoreFailure::CartErased),
+            Some(c) if c.erased || c.status == "expired" => Some(RestoreFailure::CartErased),
+            Some(c) if c.status == "converted" => Some(RestoreFailure::AlreadyOrdered),
+            Some(_) => None,
+        };
+        let (cart, items) = match (failure, cart) {
+            (None, Some(cart)) => {
+                let items: Vec<CartItem> = serde_json::from_value(cart.items.0.clone())?;
+                (cart, items)
+            }
+            (failure, _) => {
+                let reason = failure.unwrap_or(RestoreFailure::CartErased);
+                let outcome = RestoreOutcome::Failed { reason };
+                self.runs
+                    .execute(&link.run_id, record(outcome), meta)
+                    .await?;
+                metrics::counter!("ocart_restore_failed_total", "reason" => reason.as_str())
+                    .increment(1);
+                return Ok(Restore::Failed(reason));
+            }
+        };
+        let mut ids: Vec<u64> = items.iter().map(|i| i.product_id).collect();
+        ids.dedup();
+        let unavailable = match &self.woo {
+            Some(woo) => match woo.unavailable(&ids).await {
+                Ok(gone) => gone,
+                Err(err) => {
+                    // Fail open: a store that cannot answer still gets its shopper back.
+                    tracing::warn!(error = %err, "cannot check product availability; restoring all items");
+                    Vec::new()
+                }
+            },
+            None => Vec::new(),
+        };
+        let kept: Vec<&CartItem> = items
+            .iter()
+            .filter(|i| !unavailable.contains(&i.product_id))
+            .collect();
+        let outcome = if kept.is_empty() {
+            RestoreOutcome::Failed {
+                reason: RestoreFailure::Unavailable,
+            }
+        } else if unavailable.is_empty() {
+            RestoreOutcome::Restored
+        } else {
+            RestoreOutcome::Partial { unavailable }
+        };
+        self.runs
+            .execute(&link.run_id, record(outcome.clone()), meta)
+            .await?;
+        if kept.is_empty() {
+            return Ok(Restore::Failed(RestoreFailure::Unavailable));
+        }
+        let items = kept
+            .iter()
+            .map(|i| match i.variation_id {
+                Some(v) => format!("{}:{v}x{}", i.product_id, i.quantity),
+                None => format!("{}x{}", i.product_id, i.quantity),
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut location = reqwest::Url::parse(&self.checkout_url())?;
+        location
+            .query_pairs_mut()
+            .append_pair("ocart_restore", token)
+            .append_pair("ocart_cart", &cart.cart_id)
+            .append_pair("ocart_items", &items);
+        Ok(Restore::Redirect {
+            location: location.into(),
+            outcome,
+        })
+    }
+}

@@ -1,0 +1,424 @@
+//! Order signals in: the store-neutral `POST /ocart/v1/orders` (bearer token) and WooCommerce's
+//! order webhooks at `POST /ocart/v1/webhooks/woocommerce` (verified by
+//! `X-WC-Webhook-Signature`, the base64 HMAC-SHA256 of the raw body under the webhook's
+//! secret). Both record the order, convert the cart it came from once it is paid, and stop
+//! the buyer's other runs; both are safe to replay. `GET /ocart/v1/orders` lists what arrived.
+
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use chrono::{DateTime, NaiveDateTime, Utc};
+use hmac::{Hmac, Mac};
+use ocart_domain::token::Capability;
+use ocart_domain::{Currency, Email, FieldError};
+use ocart_projections::queries::recovery::{self as q, OrderRow};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::attribution::{OrderSignal, RecordedOrder};
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::routes::keyset;
+use crate::state::{AppState, RequestContext};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/ocart/v1/orders", get(list).post(create))
+        .route("/ocart/v1/orders/{id}", get(show))
+        .route("/ocart/v1/webhooks/woocommerce", post(woocommerce))
+}
+
+const READ: &[Capability] = &[
+    Capability::OcartManage,
+    Capability::OcartManageRecovery,
+    Capability::OcartViewReports,
+];
+const WRITE: &[Capability] = &[Capability::OcartManage, Capability::OcartManageRecovery];
+
+/// A store order, in store-neutral terms.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrderRequest {
+    /// The store's order id (1–100 characters).
+    pub order_id: String,
+    /// The store's status: `processing` and `completed` are paid; `on-hold` and `pending` are
+    /// paid when `payment_method` is one of `recovery.offline_gateways`; any other is not.
+    pub status: String,
+    /// The payment gateway id (`stripe`, `bacs`, `cod`, …).
+    pub payment_method: Option<String>,
+    /// ISO 4217 code.
+    pub currency: String,
+    /// The order total in minor units (cents).
+    pub total: i64,
+    /// The buyer's email: only its keyed hash is kept, to match carts and to stop runs.
+    pub email: Option<String>,
+    /// When the order was placed (RFC 3339; default now).
+    pub placed_at: Option<DateTime<Utc>>,
+    /// The OCart cart id, if the store kept it (`ocart_cart` of a restore).
+    pub cart_id: Option<String>,
+    /// The checkout session token the cart was captured with.
+    pub session_token: Option<String>,
+    /// The `ocart_restore` token the shopper came back with.
+    pub restore_token: Option<String>,
+    /// Coupon codes applied to the order.
+    #[serde(default)]
+    pub coupon_codes: Vec<String>,
+}
+
+fn short(field: &str, value: Option<String>, max: usize) -> Result<Option<String>, FieldError> {
+    match value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty()) {
+        Some(v) if v.len() > max => Err(FieldError::new(
+            field,
+            format!("must be at most {max} characters"),
+        )),
+        other => Ok(other),
+    }
+}
+
+/// The validated signal, or every field that is wrong.
+fn signal_of(
+    request: OrderRequest,
+    source: &'static str,
+    now: DateTime<Utc>,
+) -> Result<OrderSignal, ApiError> {
+    let mut errors = Vec::new();
+    let mut check = |r: Result<Option<String>, FieldError>| {
+        r.unwrap_or_else(|e| {
+            errors.push(e);
+            None
+        })
+    };
+    let order_id = check(short("order_id", Some(request.order_id), 100));
+    let status = check(short(
+        "status",
+        Some(request.status.to_ascii_lowercase()),
+        40,
+    ));
+    let payment_method = check(short("payment_method", request.payment_method, 64));
+    let cart_id = check(short("cart_id", request.cart_id, 64));
+    let session_token = check(short("session_token", request.session_token, 200));
+    let restore_token = check(short("restore_token", request.restore_token, 100));
+    if order_id.is_none() {
+        errors.push(FieldError::new("order_id", "must not be empty"));
+    }
+    let status = match status {
+        Some(s)
+            if s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') =>
+        {
+            Some(s)
+        }
+        _ => {
+            errors.push(FieldError::new(
+                "status",
+                "must be a status such as processing, completed, on-hold or pending",
+            ));
+            None
+        }
+    };
+    let currency = Currency::parse("currency", &request.currency)
+        .map_err(|e| errors.push(e))
+        .ok();
+    if request.total < 0 {
+        errors.push(FieldError::new(
+            "total",
+            "must be zero or more (minor units)",
+        ));
+    }
+    let email = match request
+        .email
+        .as_deref()
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+    {
+        Some(raw) => Email::parse("email", raw).map_err(|e| errors.push(e)).ok(),
+        None => None,
+    };
+    if request.coupon_codes.len() > 20 || request.coupon_codes.iter().any(|c| c.len() > 64) {
+        errors.push(FieldError::new(
+            "coupon_codes",
+            "at most 20 codes of at most 64 characters",
+        ));
+    }
+    if let Some(placed_at) = request.placed_at {
+        if placed_at > now + chrono::Duration::days(1) {
+            errors.push(FieldError::new("placed_at", "must not be in the future"));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    Ok(OrderSignal {
+        order_id: order_id.unwrap_or_default(),
+        status: status.unwrap_or_default(),
+        payment_method,
+        currency: currency.expect("checked"),
+        total: request.total,
+        email,
+        placed_at: request.placed_at.unwrap_or(now),
+        source,
+        cart_id,
+        session_token,
+        restore_token,
+        coupon_codes: request.coupon_codes,
+    })
+}
+
+/// Records an order signal from the store.
+#[utoipa::path(post, path = "/ocart/v1/orders", tag = "orders", request_body = OrderRequest,
+    responses((status = 200, body = RecordedOrder), (status = 400, body = crate::error::Problem), (status = 422, body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    ctx: RequestContext,
+    body: axum::body::Bytes,
+) -> Result<Json<RecordedOrder>, ApiError> {
+    caller.require(WRITE)?;
+    let request: OrderRequest = crate::json::parse(&body)?;
+    let meta = ctx.meta(caller.actor(), &state);
+    let signal = signal_of(request, "api", meta.at)?;
+    let recorded = state
+        .core
+        .record_order(signal, &meta)
+        .await
+        .map_err(ApiError::Internal)?;
+    Ok(Json(recorded))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct OrderQuery {
+    /// 1 to 200 (default 50).
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrderPage {
+    pub orders: Vec<OrderRow>,
+    pub next_cursor: Option<String>,
+}
+
+/// Orders OCart has heard of, newest first, with the cart each converted.
+#[utoipa::path(get, path = "/ocart/v1/orders", tag = "orders", params(OrderQuery),
+    responses((status = 200, body = OrderPage), (status = 400, body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<OrderQuery>,
+) -> Result<Json<OrderPage>, ApiError> {
+    caller.require(READ)?;
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(ApiError::validation("limit", "must be between 1 and 200"));
+    }
+    let before = match query.cursor.as_deref() {
+        Some(raw) => Some(
+            keyset::decode(raw).ok_or_else(|| ApiError::validation("cursor", "is not a cursor"))?,
+        ),
+        None => None,
+    };
+    let orders = q::list_orders(&state.core.db, before, limit).await?;
+    let next_cursor = (orders.len() as i64 == limit)
+        .then(|| {
+            orders
+                .last()
+                .map(|o| keyset::encode(o.placed_at, &o.order_id))
+        })
+        .flatten();
+    Ok(Json(OrderPage {
+        orders,
+        next_cursor,
+    }))
+}
+
+#[utoipa::path(get, path = "/ocart/v1/orders/{id}", tag = "orders", params(("id" = String, Path, description = "The store's order id")),
+    responses((status = 200, body = OrderRow), (status = 404, body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<OrderRow>, ApiError> {
+    caller.require(READ)?;
+    q::get_order(&state.core.db, &id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("order {id}")))
+}
+
+/// The parts of a WooCommerce order (REST API v3 shape, as order webhooks deliver it) that
+/// OCart reads.
+#[derive(Debug, Deserialize)]
+struct WcOrder {
+    id: u64,
+    status: String,
+    currency: String,
+    total: String,
+    #[serde(default)]
+    date_created_gmt: Option<String>,
+    #[serde(default)]
+    payment_method: Option<String>,
+    #[serde(default)]
+    billing: Option<WcBilling>,
+    #[serde(default)]
+    coupon_lines: Vec<WcCoupon>,
+    #[serde(default)]
+    meta_data: Vec<WcMeta>,
+}
+
+#[derive(Debug, Deserialize)]
+struct WcBilling {
+    #[serde(default)]
+    email: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct WcCoupon {
+    code: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct WcMeta {
+    key: String,
+    #[serde(default)]
+    value: serde_json::Value,
+}
+
+impl WcOrder {
+    fn meta(&self, key: &str) -> Option<String> {
+        self.meta_data
+            .iter()
+            .find(|m| m.key == key)
+            .and_then(|m| m.value.as_str().map(str::to_owned))
+    }
+
+    fn into_request(self) -> Result<OrderRequest, ApiError> {
+        let currency = Currency::parse("currency", &self.currency)
+            .map_err(|e| ApiError::Validation(vec![e]))?;
+        let total = currency
+            .parse_decimal("total", &self.total)
+            .map_err(|e| ApiError::Validation(vec![e]))?;
+        let placed_at = match self.date_created_gmt.as_deref() {
+            Some(raw) => Some(
+                NaiveDateTime::parse_from_str(raw, "%Y-%m-%dT%H:%M:%S")
+                    .map_err(|_| {
+                        ApiError::validation(
+                            "date_created_gmt",
+                            format!("{raw:?} is not a WooCommerce date (YYYY-MM-DDTHH:MM:SS)"),
+                        )
+                    })?
+                    .and_utc(),
+            ),
+            None => None,
+        };
+        Ok(OrderRequest {
+            order_id: self.id.to_string(),
+            cart_id: self.meta("_ocart_cart_id"),
+            session_token: self.meta("_ocart_session"),
+            restore_token: self.meta("_ocart_restore"),
+            status: self.status,
+            payment_method: self.payment_method.filter(|m| !m.is_empty()),
+            currency: self.currency,
+            total,
+            email: self.billing.and_then(|b| b.email),
+            placed_at,
+            coupon_codes: self.coupon_lines.into_iter().map(|c| c.code).collect(),
+        })
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum WebhookReply {
+    Recorded(RecordedOrder),
+    Note { ignored: String },
+}
+
+/// Whether `signature` (base64) is the HMAC-SHA256 of `body` under `secret`.
+fn signed(secret: &str, body: &[u8], signature: &str) -> bool {
+    let Ok(expected) = STANDARD.decode(signature.trim()) else {
+        return false;
+    };
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
+    mac.update(body);
+    mac.verify_slice(&expected).is_ok()
+}
+
+/// WooCommerce order webhooks (topics `order.created`, `order.updated`, `order.restored`).
+/// Creating a webhook in WooCommerce first sends a ping, `webhook_id=N`, which is answered 200
+/// so the store activates it. Other topics are acknowledged and ignored.
+pub async fn woocommerce(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<WebhookReply>, ApiError> {
+    let is_ping = body.starts_with(b"webhook_id=")
+        && body[11..].iter().all(u8::is_ascii_digit)
+        && body.len() > 11;
+    if is_ping {
+        return Ok(Json(WebhookReply::Note {
+            ignored: "ping".into(),
+        }));
+    }
+    let Some(secret) = state.core.config.woocommerce.webhook_secret.as_deref() else {
+        return Err(ApiError::Unavailable(
+            "WooCommerce webhooks are not set up here: set [woocommerce] webhook_secret".into(),
+        ));
+    };
+    let Some(signature) = headers
+        .get("x-wc-webhook-signature")
+        .and_then(|v| v.to_str().ok())
+    else {
+        return Err(ApiError::BadSignature(
+            "the delivery is not signed: X-WC-Webhook-Signature is missing".into(),
+        ));
+    };
+    if !signed(secret, &body, signature) {
+        return Err(ApiError::BadSignature(
+            "X-WC-Webhook-Signature does not match the body under the webhook secret".into(),
+        ));
+    }
+    let topic = headers
+        .get("x-wc-webhook-topic")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !matches!(topic, "order.created" | "order.updated" | "order.restored") {
+        return Ok(Json(WebhookReply::Note {
+            ignored: format!("topic {topic:?}"),
+        }));
+    }
+    let order: WcOrder = crate::json::parse(&body)?;
+    let meta = ctx.meta("webhook:woocommerce".into(), &state);
+    let signal = signal_of(order.into_request()?, "woocommerce", meta.at)?;
+    let recorded = state
+        .core
+        .record_order(signal, &meta)
+        .await
+        .map_err(ApiError::Internal)?;
+    Ok(Json(WebhookReply::Recorded(recorded)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_signature_is_the_base64_hmac_sha256_of_the_raw_body() {
+        let body = br#"{"id":1}"#;
+        let mut mac = Hmac::<Sha256>::new_from_slice(b"s3cret").unwrap();
+        mac.update(body);
+        let good = STANDARD.encode(mac.finalize().into_bytes());
+        assert!(signed("s3cret", body, &good));
+        assert!(!signed("other", body, &good));
+        assert!(!signed("s3cret", br#"{"id":2}"#, &good));
+        assert!(!signed("s3cret", body, "not base64!"));
+    }
+}

@@ -1,0 +1,140 @@
+//! The store connector: where OCart sends a restored cart, and what it asks the store.
+//!
+//! Restore hands the cart to the store's checkout in the redirect URL itself (no cookie, any
+//! device): `ocart_restore` (the link's token, which the store keeps on the order as
+//! `_ocart_restore` for attribution), `ocart_cart` (the cart id, kept as `_ocart_cart_id`),
+//! and `ocart_items` (`product[:variation]xquantity`, comma separated). With the WooCommerce
+//! connector configured, OCart first asks the store which products are still for sale
+//! (`GET /wp-json/wc/v3/products`, basic auth with the REST API key) and leaves out those
+//! that are not: a partial restore.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// `[woocommerce]`: the WooCommerce REST API and webhook secret.
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WooConfig {
+    /// The store's base URL (`https://shop.example`); set, it enables the connector.
+    pub url: Option<String>,
+    /// REST API key (`ck_…`) and secret (`cs_…`) with read/write access.
+    pub consumer_key: Option<String>,
+    pub consumer_secret: Option<String>,
+    /// The secret of the store's order webhooks (`X-WC-Webhook-Signature`).
+    pub webhook_secret: Option<String>,
+    pub timeout_secs: Option<u64>,
+}
+
+impl std::fmt::Debug for WooConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WooConfig")
+            .field("url", &self.url)
+            .field("consumer_key", &self.consumer_key.as_ref().map(|_| "***"))
+            .field(
+                "consumer_secret",
+                &self.consumer_secret.as_ref().map(|_| "***"),
+            )
+            .field(
+                "webhook_secret",
+                &self.webhook_secret.as_ref().map(|_| "***"),
+            )
+            .finish()
+    }
+}
+
+/// A WooCommerce REST API client.
+#[derive(Clone)]
+pub struct WooCommerce {
+    client: reqwest::Client,
+    base: String,
+    key: String,
+    secret: String,
+}
+
+#[derive(Deserialize)]
+struct Product {
+    id: u64,
+    #[serde(default = "yes")]
+    purchasable: bool,
+    #[serde(default)]
+    stock_status: Option<String>,
+    #[serde(default)]
+    status: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl WooCommerce {
+    /// The connector, if `[woocommerce] url` is set (then the key and secret must be too).
+    pub fn from_config(config: &WooConfig) -> anyhow::Result<Option<Self>> {
+        let Some(url) = config.url.as_deref().filter(|u| !u.trim().is_empty()) else {
+            return Ok(None);
+        };
+        let url = url.trim().trim_end_matches('/');
+        if !(url.starts_with("https://") || url.starts_with("http://")) {
+            anyhow::bail!("woocommerce.url must be an http(s) URL, not {url:?}");
+        }
+        let (Some(key), Some(secret)) = (&config.consumer_key, &config.consumer_secret) else {
+            anyhow::bail!("woocommerce.url is set: woocommerce.consumer_key and consumer_secret are needed too");
+        };
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(config.timeout_secs.unwrap_or(10)))
+            .user_agent(concat!("OCart/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Some(Self {
+            client,
+            base: url.to_owned(),
+            key: key.clone(),
+            secret: secret.clone(),
+        }))
+    }
+
+    /// The store's checkout page.
+    pub fn checkout_url(&self) -> String {
+        format!("{}/checkout/", self.base)
+    }
+
+    /// Of `product_ids`, those the store no longer sells: unknown, unpublished, out of stock
+    /// or not purchasable.
+    pub async fn unavailable(&self, product_ids: &[u64]) -> anyhow::Result<Vec<u64>> {
+        if product_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let include = product_ids
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let response = self
+            .client
+            .get(format!("{}/wp-json/wc/v3/products", self.base))
+            .basic_auth(&self.key, Some(&self.secret))
+            .query(&[
+                ("include", include.as_str()),
+                ("per_page", "100"),
+                ("status", "any"),
+            ])
+            .send()
+            .await?;
+        let status = response.status();
+        if !status.is_success() {
+            anyhow::bail!("WooCommerce answered {status} to the product lookup");
+        }
+        let products: Vec<Product> = response.json().await?;
+        Ok(product_ids
+            .iter()
+            .copied()
+            .filter(|id| {
+                !products.iter().any(|p| {
+                    p.id == *id
+                        && p.purchasable
+                        && p.stock_status.as_deref() != Some("outofstock")
+                        && p.status.as_deref().is_none_or(|s| s == "publish")
+                })
+            })
+            .collect())
+    }
+}
