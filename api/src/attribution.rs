@@ -175,6 +175,11 @@ impl Core {
             email_hash: email_hash.clone(),
             placed_at: signal.placed_at,
             source: signal.source.to_owned(),
+            coupon_codes: signal
+                .coupon_codes
+                .iter()
+                .map(|c| c.trim().to_ascii_uppercase())
+                .collect(),
         };
         let command = OrderCommand::Record {
             facts: Box::new(facts),

@@ -333,6 +333,7 @@ impl Core {
             &self.config.sms,
             &self.config.data_dir,
         )
+        .map(|d| d.with_store(self.woo.clone()))
     }
 
     /// Whether any token was ever created (first start creates an admin token).

@@ -3,7 +3,9 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{audit, capture, carts, orders, privacy, recovery, settings, system, tokens};
+use crate::routes::{
+    audit, capture, carts, coupons, orders, privacy, recovery, settings, system, tokens,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -19,6 +21,7 @@ use crate::routes::{audit, capture, carts, orders, privacy, recovery, settings, 
         recovery::list_runs, recovery::show_run, recovery::stop_run, recovery::preview_template,
         recovery::list_suppression, recovery::add_suppression, recovery::remove_suppression,
         orders::create, orders::list, orders::show,
+        coupons::list, coupons::validate,
         audit::list,
         system::ping, system::info, system::openapi, system::metrics,
     ),

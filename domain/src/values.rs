@@ -252,6 +252,9 @@ pub struct CartItem {
     pub categories: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_url: Option<String>,
+    /// A subscription product (WooCommerce Subscriptions): no recovery coupon for its cart.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub subscription: bool,
 }
 
 /// Cart totals in minor units. `total` is what the shopper would pay.

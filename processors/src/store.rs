@@ -138,3 +138,111 @@ impl WooCommerce {
             .collect())
     }
 }
+
+/// A recovery coupon to create in the store.
+pub struct NewCoupon<'a> {
+    pub code: &'a str,
+    /// `fixed_cart` or `percent`.
+    pub kind: &'a str,
+    /// The amount as WooCommerce takes it: a decimal string in the store's currency, or the
+    /// percentage.
+    pub amount: String,
+    /// Restricted to this email (the captured one).
+    pub email: Option<&'a str>,
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+    pub cart_id: &'a str,
+}
+
+#[derive(Deserialize)]
+struct CreatedCoupon {
+    id: u64,
+}
+
+#[derive(Deserialize)]
+struct WcError {
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    message: String,
+}
+
+impl WooCommerce {
+    /// Creates a single-use, individual-use coupon restricted to the shopper's email; answers
+    /// its id. A coupon with the same code already there (a send resumed after a crash) is
+    /// looked up and answered instead.
+    pub async fn create_coupon(&self, coupon: &NewCoupon<'_>) -> anyhow::Result<u64> {
+        let body = serde_json::json!({
+            "code": coupon.code,
+            "discount_type": coupon.kind,
+            "amount": coupon.amount,
+            "individual_use": true,
+            "usage_limit": 1,
+            "usage_limit_per_user": 1,
+            "email_restrictions": coupon.email.map(|e| vec![e]).unwrap_or_default(),
+            "date_expires_gmt": coupon.expires_at.format("%Y-%m-%dT%H:%M:%S").to_string(),
+            "description": format!("OCart recovery coupon for cart {}", coupon.cart_id),
+            "meta_data": [{"key": "_ocart_cart_id", "value": coupon.cart_id}],
+        });
+        let response = self
+            .client
+            .post(format!("{}/wp-json/wc/v3/coupons", self.base))
+            .basic_auth(&self.key, Some(&self.secret))
+            .json(&body)
+            .send()
+            .await?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response.json::<CreatedCoupon>().await?.id);
+        }
+        let error: WcError = response.json().await.unwrap_or(WcError {
+            code: String::new(),
+            message: String::new(),
+        });
+        if error.code == "woocommerce_rest_coupon_code_already_exists" {
+            return self.find_coupon(coupon.code).await;
+        }
+        anyhow::bail!(
+            "WooCommerce refused the coupon ({status}): {} {}",
+            error.code,
+            error.message
+        )
+    }
+
+    async fn find_coupon(&self, code: &str) -> anyhow::Result<u64> {
+        let response = self
+            .client
+            .get(format!("{}/wp-json/wc/v3/coupons", self.base))
+            .basic_auth(&self.key, Some(&self.secret))
+            .query(&[("code", code)])
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            anyhow::bail!(
+                "WooCommerce answered {} to the coupon lookup",
+                response.status()
+            );
+        }
+        let found: Vec<CreatedCoupon> = response.json().await?;
+        found
+            .first()
+            .map(|c| c.id)
+            .ok_or_else(|| anyhow::anyhow!("WooCommerce has coupon {code} and does not show it"))
+    }
+
+    /// Deletes a coupon for good (`force=true`); one already gone is fine.
+    pub async fn delete_coupon(&self, id: u64) -> anyhow::Result<()> {
+        let response = self
+            .client
+            .delete(format!("{}/wp-json/wc/v3/coupons/{id}", self.base))
+            .basic_auth(&self.key, Some(&self.secret))
+            .query(&[("force", "true")])
+            .send()
+            .await?;
+        let status = response.status();
+        if status.is_success() || status == reqwest::StatusCode::NOT_FOUND {
+            Ok(())
+        } else {
+            anyhow::bail!("WooCommerce answered {status} to deleting coupon {id}")
+        }
+    }
+}

@@ -802,10 +802,73 @@ impl FakeWoo {
             coupons.push(created.clone());
             (StatusCode::CREATED, Json(created))
         }
+        async fn delete_coupon(
+            State(state): State<Arc<WooState>>,
+            headers: HeaderMap,
+            axum::extract::Path(id): axum::extract::Path<u64>,
+            Query(query): Query<std::collections::HashMap<String, String>>,
+        ) -> Reply {
+            state
+                .requests
+                .lock()
+                .unwrap()
+                .push(format!("DELETE /wp-json/wc/v3/coupons/{id}"));
+            if let Err(e) = authorised(&headers) {
+                return e;
+            }
+            if query.get("force").map(String::as_str) != Some("true") {
+                return (
+                    StatusCode::NOT_IMPLEMENTED,
+                    Json(
+                        json!({"code": "woocommerce_rest_trash_not_supported", "message": "Resource does not support trashing.", "data": {"status": 501}}),
+                    ),
+                );
+            }
+            let mut coupons = state.coupons.lock().unwrap();
+            match coupons.iter().position(|c| c["id"] == json!(id)) {
+                Some(i) => (StatusCode::OK, Json(coupons.remove(i))),
+                None => (
+                    StatusCode::NOT_FOUND,
+                    Json(
+                        json!({"code": "woocommerce_rest_shop_coupon_invalid_id", "message": "Invalid ID.", "data": {"status": 404}}),
+                    ),
+                ),
+            }
+        }
+        async fn find_coupons(
+            State(state): State<Arc<WooState>>,
+            headers: HeaderMap,
+            Query(query): Query<std::collections::HashMap<String, String>>,
+        ) -> Reply {
+            if let Err(e) = authorised(&headers) {
+                return e;
+            }
+            let code = query
+                .get("code")
+                .cloned()
+                .unwrap_or_default()
+                .to_lowercase();
+            let found: Vec<Value> = state
+                .coupons
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|c| c["code"].as_str() == Some(code.as_str()))
+                .cloned()
+                .collect();
+            (StatusCode::OK, Json(Value::Array(found)))
+        }
         let state = Arc::new(WooState::default());
         let app = axum::Router::new()
             .route("/wp-json/wc/v3/products", get(products))
-            .route("/wp-json/wc/v3/coupons", axum::routing::post(coupons))
+            .route(
+                "/wp-json/wc/v3/coupons",
+                axum::routing::post(coupons).get(find_coupons),
+            )
+            .route(
+                "/wp-json/wc/v3/coupons/{id}",
+                axum::routing::delete(delete_coupon),
+            )
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();

@@ -611,6 +611,7 @@ async fn fill_log(log: &EventLog, vault: &Vault, total: u64) -> anyhow::Result<(
                         unit_price: 1250,
                         categories: vec![],
                         image_url: None,
+                        subscription: false,
                     }],
                     totals: CartTotals {
                         subtotal: 1250 * seq,

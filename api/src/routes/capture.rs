@@ -38,6 +38,9 @@ pub struct ItemRequest {
     pub categories: Vec<String>,
     #[serde(default)]
     pub image_url: Option<String>,
+    /// A subscription product: carts holding one get no recovery coupon.
+    #[serde(default)]
+    pub subscription: bool,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -241,6 +244,7 @@ fn validate(req: CaptureRequest) -> Result<ValidCapture, ApiError> {
             unit_price: item.unit_price,
             categories: item.categories,
             image_url: item.image_url,
+            subscription: item.subscription,
         });
     }
     let totals = match req.totals {

@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod capture;
 pub mod carts;
+pub mod coupons;
 pub mod links;
 pub mod orders;
 pub mod privacy;
@@ -27,6 +28,7 @@ pub fn api_router() -> Router<AppState> {
         .merge(privacy::router())
         .merge(recovery::router())
         .merge(orders::router())
+        .merge(coupons::router())
         .merge(audit::router())
         .merge(system::router())
 }

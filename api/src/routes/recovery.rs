@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use ocart_domain::recovery::{
-    Channel, RunCommand, RunError, SequenceCommand, SequenceError, Step, StopReason,
+    Channel, Discount, RunCommand, RunError, SequenceCommand, SequenceError, Step, StopReason,
     SuppressionCommand, SuppressionReason, TriggerType,
 };
 use ocart_domain::token::Capability;
@@ -71,6 +71,12 @@ pub struct StepBody {
     /// Create a recovery coupon for this step.
     #[serde(default)]
     pub coupon: bool,
+    /// The coupon's terms: `{"type": "fixed_cart" | "percent", "amount", "expiry_days"}`
+    /// (amount in minor units, or a percentage; expiry 1–365 days). Absent: the
+    /// `recovery.coupon_*` settings. Setting it turns the coupon on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub discount: Option<Discount>,
     /// An A/B test this step takes part in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ab_test: Option<String>,
@@ -83,6 +89,7 @@ impl From<StepBody> for Step {
             delay_min: s.delay_min,
             template: s.template,
             coupon: s.coupon,
+            discount: s.discount,
             ab_test: s.ab_test,
         }
     }
@@ -95,6 +102,7 @@ impl From<&Step> for StepBody {
             delay_min: s.delay_min,
             template: s.template.clone(),
             coupon: s.coupon,
+            discount: s.discount,
             ab_test: s.ab_test.clone(),
         }
     }

@@ -329,6 +329,7 @@ mod tests {
                 unit_price: 1200,
                 categories: vec![],
                 image_url: None,
+                subscription: false,
             }],
             totals: CartTotals {
                 subtotal: 1200 * i64::from(quantity),

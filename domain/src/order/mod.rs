@@ -93,6 +93,9 @@ pub struct OrderFacts {
     pub placed_at: DateTime<Utc>,
     /// Where the signal came from: `api` or `woocommerce`.
     pub source: String,
+    /// Coupon codes applied to the order, upper case.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub coupon_codes: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -276,6 +279,7 @@ mod tests {
             email_hash: Some("h".into()),
             placed_at: at(),
             source: "woocommerce".into(),
+            coupon_codes: vec![],
         })
     }
 

@@ -8,8 +8,8 @@ mod steps;
 mod suppression;
 
 pub use run::{
-    message_key, Claim, LinkHashes, RecoveryRun, RestoreFailure, RestoreOutcome, RunCommand,
-    RunError, RunEvent, RunStart, RunStatus, StopReason, MAX_ATTEMPTS, RETRY_STEP_MIN,
+    message_key, Claim, IssuedCoupon, LinkHashes, RecoveryRun, RestoreFailure, RestoreOutcome,
+    RunCommand, RunError, RunEvent, RunStart, RunStatus, StopReason, MAX_ATTEMPTS, RETRY_STEP_MIN,
 };
 
 pub use sequence::{
@@ -17,7 +17,8 @@ pub use sequence::{
     MAX_NAME_LEN,
 };
 pub use steps::{
-    default_steps, normalise, Channel, Step, TriggerType, MAX_DELAY_MIN, MAX_STEPS, MIN_DELAY_MIN,
+    default_steps, normalise, Channel, CouponKind, Discount, Step, TriggerType, MAX_DELAY_MIN,
+    MAX_STEPS, MIN_DELAY_MIN,
 };
 pub use suppression::{
     Suppression, SuppressionCommand, SuppressionError, SuppressionEvent, SuppressionReason,

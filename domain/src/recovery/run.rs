@@ -14,7 +14,7 @@ use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 
-use super::{Channel, Step, MIN_DELAY_MIN};
+use super::{Channel, CouponKind, Step, MIN_DELAY_MIN};
 
 /// Sends of one step, counting the first: CartBay's "retried up to three attempts".
 pub const MAX_ATTEMPTS: u32 = 3;
@@ -119,10 +119,11 @@ pub enum RunCommand {
         at: DateTime<Utc>,
         stale_after: Duration,
     },
-    /// The claimed message was accepted by its channel.
+    /// The claimed message was accepted by its channel (with the coupon it offered).
     RecordSent {
         message_key: String,
         links: LinkHashes,
+        coupon: Option<IssuedCoupon>,
         at: DateTime<Utc>,
     },
     /// The claimed message could not be sent.
@@ -136,6 +137,8 @@ pub enum RunCommand {
         revenue: Option<i64>,
         at: DateTime<Utc>,
     },
+    /// An unused coupon of the run passed its expiry and was removed (from the store too).
+    ExpireCoupon { code: String, at: DateTime<Utc> },
     /// A restore link of message `message_key` was opened, with this outcome.
     RecordRestore {
         message_key: String,
@@ -179,6 +182,9 @@ pub enum RunEvent {
         /// sha256 of the restore and unsubscribe tokens the message carries.
         #[serde(default)]
         links: LinkHashes,
+        /// The recovery coupon the message offered.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        coupon: Option<IssuedCoupon>,
         /// When the next step falls due; `None` after the last step.
         next_due_at: Option<DateTime<Utc>>,
         at: DateTime<Utc>,
@@ -206,6 +212,8 @@ pub enum RunEvent {
         reason: StopReason,
         at: DateTime<Utc>,
     },
+    #[serde(rename = "recovery/coupon_expired")]
+    CouponExpired { code: String, at: DateTime<Utc> },
     /// A shopper opened a restore link (CartBay's `restore_clicked`), and what came of it:
     /// the cart rebuilt, rebuilt without items the store no longer sells, or not at all.
     #[serde(rename = "recovery/restore_clicked")]
@@ -272,6 +280,7 @@ impl DomainEvent for RunEvent {
             Self::Converted { .. } => "recovery/converted",
             Self::Stopped { .. } => "recovery/stopped",
             Self::RestoreClicked { .. } => "recovery/restore_clicked",
+            Self::CouponExpired { .. } => "recovery/coupon_expired",
         }
         .into()
     }
@@ -306,6 +315,21 @@ pub struct LinkHashes {
     pub unsubscribe: Option<String>,
 }
 
+/// A recovery coupon: single use, for the cart's email only, until `expires_at`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssuedCoupon {
+    /// `OCART-…`, upper case.
+    pub code: String,
+    pub kind: CouponKind,
+    /// Minor units (fixed_cart) or a percentage (percent).
+    pub amount: i64,
+    pub currency: String,
+    pub expires_at: DateTime<Utc>,
+    /// The coupon's id in the store, when the store connector created it there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_id: Option<u64>,
+}
+
 /// A claim a dispatcher holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claim {
@@ -326,6 +350,9 @@ pub struct RecoveryRun {
     attempts: u32,
     next_due_at: Option<DateTime<Utc>>,
     claim: Option<Claim>,
+    /// Coupon codes recorded expired.
+    #[serde(default)]
+    expired_coupons: Vec<String>,
 }
 
 /// The message key of (run, step, attempt): stable, so it doubles as the Message-ID.
@@ -456,6 +483,7 @@ impl Aggregate for RecoveryRun {
             RunCommand::RecordSent {
                 message_key,
                 links,
+                coupon,
                 at,
             } => {
                 let claim = self.outstanding(&message_key)?.clone();
@@ -469,6 +497,7 @@ impl Aggregate for RecoveryRun {
                     channel: step.channel,
                     template: step.template.clone(),
                     links,
+                    coupon,
                     next_due_at,
                     at,
                 }];
@@ -524,6 +553,11 @@ impl Aggregate for RecoveryRun {
                     revenue,
                     at,
                 }],
+            },
+            RunCommand::ExpireCoupon { code, at } => match self.status {
+                RunStatus::New => return Err(RunError::NotFound),
+                _ if self.expired_coupons.contains(&code) => return Ok(()),
+                _ => vec![RunEvent::CouponExpired { code, at }],
             },
             // A click is a fact whatever state the run is in (analytics count it).
             RunCommand::RecordRestore {
@@ -608,6 +642,7 @@ impl Aggregate for RecoveryRun {
                 self.next_due_at = None;
                 self.status = RunStatus::Stopped;
             }
+            RunEvent::CouponExpired { code, .. } => self.expired_coupons.push(code),
             RunEvent::RestoreClicked { .. } => {}
         }
     }
@@ -718,6 +753,7 @@ mod tests {
             .when(RunCommand::RecordSent {
                 message_key: message_key("run1", 1, 1),
                 links: LinkHashes::default(),
+                coupon: None,
                 at,
             })
             .then_expect_events(vec![RunEvent::Dispatched {
@@ -727,6 +763,7 @@ mod tests {
                 channel: Channel::Email,
                 template: "recovery_email_1".into(),
                 links: LinkHashes::default(),
+                coupon: None,
                 next_due_at: Some(t0() + Duration::hours(24)),
                 at,
             }]);
@@ -742,6 +779,7 @@ mod tests {
                 channel: Channel::Email,
                 template: format!("recovery_email_{step}"),
                 links: LinkHashes::default(),
+                coupon: None,
                 next_due_at: Some(at + Duration::minutes(15)),
                 at,
             });
@@ -753,6 +791,7 @@ mod tests {
             .when(RunCommand::RecordSent {
                 message_key: message_key("run1", 3, 1),
                 links: LinkHashes::default(),
+                coupon: None,
                 at: third,
             })
             .then_expect_events(vec![
@@ -763,6 +802,7 @@ mod tests {
                     channel: Channel::Email,
                     template: "recovery_email_3".into(),
                     links: LinkHashes::default(),
+                    coupon: None,
                     next_due_at: None,
                     at: third,
                 },
@@ -850,6 +890,7 @@ mod tests {
             .when(RunCommand::RecordSent {
                 message_key: message_key("run1", 1, 2),
                 links: LinkHashes::default(),
+                coupon: None,
                 at,
             })
             .then_expect_error(RunError::NoSuchClaim(message_key("run1", 1, 2)));

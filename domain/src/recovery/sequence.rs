@@ -328,6 +328,7 @@ mod tests {
                     delay_min: 30,
                     template: "sms".into(),
                     coupon: false,
+                    discount: None,
                     ab_test: None,
                 }]),
                 active: None,

@@ -52,6 +52,54 @@ impl TriggerType {
     }
 }
 
+/// How a recovery coupon discounts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CouponKind {
+    /// A fixed amount off the cart, in minor units of the cart's currency.
+    FixedCart,
+    /// A percentage off the cart.
+    Percent,
+}
+
+impl CouponKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::FixedCart => "fixed_cart",
+            Self::Percent => "percent",
+        }
+    }
+}
+
+/// The coupon a step offers: `amount` is minor units (fixed_cart) or a percentage (percent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Discount {
+    #[serde(rename = "type")]
+    pub kind: CouponKind,
+    pub amount: i64,
+    /// Days the coupon stays valid after it is issued (1–365).
+    pub expiry_days: u32,
+}
+
+impl Discount {
+    /// The problems with this discount, as messages.
+    pub fn check(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        match self.kind {
+            CouponKind::Percent if !(1..=100).contains(&self.amount) => {
+                problems.push("a percentage discount is 1 to 100".to_owned())
+            }
+            CouponKind::FixedCart if self.amount < 1 => problems
+                .push("a fixed-cart discount is at least 1 (minor units of the currency)".into()),
+            _ => {}
+        }
+        if !(1..=365).contains(&self.expiry_days) {
+            problems.push("a coupon expires 1 to 365 days after it is issued".to_owned());
+        }
+        problems
+    }
+}
+
 /// One step of a sequence, normalised.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Step {
@@ -63,6 +111,10 @@ pub struct Step {
     /// Whether a recovery coupon is created before this step is sent.
     #[serde(default)]
     pub coupon: bool,
+    /// The coupon's terms; `None` uses the settings (`recovery.coupon_type`, `coupon_amount`,
+    /// `coupon_expiry_days`). Setting a discount turns the coupon on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discount: Option<Discount>,
     /// An A/B test this step takes part in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ab_test: Option<String>,
@@ -114,6 +166,12 @@ pub fn normalise(steps: Vec<Step>) -> Result<Vec<Step>, Vec<FieldError>> {
                 ),
             ));
         }
+        if let Some(discount) = &step.discount {
+            for problem in discount.check() {
+                errors.push(FieldError::new(format!("steps[{i}].discount"), problem));
+            }
+            step.coupon = true;
+        }
         step.delay_min = delay;
         previous = Some(delay);
         out.push(step);
@@ -133,6 +191,7 @@ pub fn default_steps() -> Vec<Step> {
         delay_min,
         template: template.to_owned(),
         coupon,
+        discount: None,
         ab_test: None,
     };
     vec![
@@ -166,6 +225,7 @@ mod tests {
             delay_min,
             template: "t".into(),
             coupon: false,
+            discount: None,
             ab_test: None,
         }
     }
@@ -203,6 +263,15 @@ mod tests {
         assert_eq!(err[0].field, "steps[1].template");
         let err = normalise(vec![step(30); MAX_STEPS + 1]).unwrap_err();
         assert!(err.iter().any(|e| e.field == "steps"));
+        let mut generous = step(60);
+        generous.discount = Some(Discount {
+            kind: CouponKind::Percent,
+            amount: 150,
+            expiry_days: 400,
+        });
+        let err = normalise(vec![generous]).unwrap_err();
+        assert_eq!(err.len(), 2);
+        assert!(err.iter().all(|e| e.field == "steps[0].discount"));
         // Two steps at the 7-day limit cannot be 15 minutes apart.
         let err = normalise(vec![step(MAX_DELAY_MIN), step(MAX_DELAY_MIN)]).unwrap_err();
         assert_eq!(err[0].field, "steps[1].delay_min");

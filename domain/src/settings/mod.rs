@@ -61,8 +61,30 @@ pub struct Recovery {
     pub offline_gateways: Vec<String>,
     /// How long a restore link in a recovery message works (1–90 days).
     pub restore_link_days: u32,
+    /// Recovery coupons on coupon steps without their own discount (CartBay's Offers):
+    /// `fixed_cart` or `percent`.
+    pub coupon_type: String,
+    /// Minor units of the cart's currency (fixed_cart) or a percentage (percent).
+    pub coupon_amount: i64,
+    /// Days a coupon stays valid after it is issued (1–365).
+    pub coupon_expiry_days: u32,
     /// Test mode: `POST /recovery/test/trigger` makes a dummy cart mailed within 30 seconds.
     pub test_mode: bool,
+}
+
+impl Recovery {
+    /// The discount of a coupon step that names none of its own.
+    pub fn default_discount(&self) -> crate::recovery::Discount {
+        crate::recovery::Discount {
+            kind: if self.coupon_type == "percent" {
+                crate::recovery::CouponKind::Percent
+            } else {
+                crate::recovery::CouponKind::FixedCart
+            },
+            amount: self.coupon_amount,
+            expiry_days: self.coupon_expiry_days,
+        }
+    }
 }
 
 impl Default for Recovery {
@@ -81,6 +103,9 @@ impl Default for Recovery {
             order_lookback_days: 30,
             offline_gateways: vec!["bacs".into(), "cheque".into(), "cod".into()],
             restore_link_days: 30,
+            coupon_type: "fixed_cart".into(),
+            coupon_amount: 1000,
+            coupon_expiry_days: 7,
             test_mode: false,
         }
     }
@@ -259,6 +284,32 @@ impl SettingsValues {
             1.0,
             90.0,
         );
+        let coupon_kind = match r.coupon_type.as_str() {
+            "fixed_cart" => Some(crate::recovery::CouponKind::FixedCart),
+            "percent" => Some(crate::recovery::CouponKind::Percent),
+            _ => {
+                e.push(FieldError::new(
+                    "recovery.coupon_type",
+                    "must be fixed_cart or percent",
+                ));
+                None
+            }
+        };
+        if let Some(kind) = coupon_kind {
+            let discount = crate::recovery::Discount {
+                kind,
+                amount: r.coupon_amount,
+                expiry_days: r.coupon_expiry_days,
+            };
+            for problem in discount.check() {
+                let field = if problem.contains("expire") {
+                    "recovery.coupon_expiry_days"
+                } else {
+                    "recovery.coupon_amount"
+                };
+                e.push(FieldError::new(field, problem));
+            }
+        }
         for (i, gateway) in r.offline_gateways.iter().enumerate() {
             let ok = !gateway.is_empty()
                 && gateway.len() <= 64

@@ -96,6 +96,8 @@ pub struct PassReport {
     pub held: usize,
     /// Lost a race for the claim to another dispatcher.
     pub skipped: usize,
+    /// Unused coupons past their expiry, removed.
+    pub coupons_expired: usize,
 }
 
 impl std::ops::AddAssign for PassReport {
@@ -106,6 +108,7 @@ impl std::ops::AddAssign for PassReport {
         self.stopped += pass.stopped;
         self.held += pass.held;
         self.skipped += pass.skipped;
+        self.coupons_expired += pass.coupons_expired;
     }
 }
 
@@ -118,6 +121,7 @@ pub struct Dispatcher {
     builder: EmailBuilder,
     email: Arc<dyn EmailTransport>,
     sms: Arc<dyn SmsTransport>,
+    store: Option<crate::store::WooCommerce>,
 }
 
 /// The outbox folder for a data dir and config.
@@ -161,7 +165,27 @@ impl Dispatcher {
             builder: EmailBuilder::new(email)?,
             email: email_transport,
             sms: sms_transport,
+            store: None,
         })
+    }
+
+    /// Creates recovery coupons in this store too (the WooCommerce connector).
+    pub fn with_store(mut self, store: Option<crate::store::WooCommerce>) -> Self {
+        self.store = store;
+        self
+    }
+
+    pub(crate) fn log(&self) -> &EventLog {
+        &self.log
+    }
+    pub(crate) fn vault(&self) -> &Vault {
+        &self.vault
+    }
+    pub(crate) fn runs(&self) -> &Commands<RecoveryRun> {
+        &self.runs
+    }
+    pub(crate) fn store(&self) -> Option<&crate::store::WooCommerce> {
+        self.store.as_ref()
     }
 
     fn stale_after(&self) -> chrono::Duration {
@@ -306,7 +330,8 @@ impl Dispatcher {
                 Handled::Skipped => report.skipped += 1,
             }
         }
-        let acted = report.sent + report.failed + report.stopped;
+        report.coupons_expired = self.expire_coupons(now).await? as usize;
+        let acted = report.sent + report.failed + report.stopped + report.coupons_expired;
         Ok((
             if acted > 0 {
                 Outcome::Processed(acted)
@@ -344,7 +369,7 @@ impl Dispatcher {
             }
             Decision::Send { .. } => {
                 let cart = cart.expect("a send decision carries its cart");
-                match self.send(row, &cart, now).await? {
+                match self.send(row, &cart, settings, now).await? {
                     SendOutcome::Sent => Handled::Sent,
                     SendOutcome::Failed => Handled::Failed,
                     SendOutcome::Lost => Handled::Skipped,
@@ -358,6 +383,7 @@ impl Dispatcher {
         &self,
         row: &RunRow,
         cart: &CartForSend,
+        settings: &SettingsValues,
         now: DateTime<Utc>,
     ) -> anyhow::Result<SendOutcome> {
         let meta = CommandMeta::system(DISPATCHER, None, now);
@@ -395,16 +421,31 @@ impl Dispatcher {
             unsubscribe: Some(hex::encode(Sha256::digest(unsubscribe.as_bytes()))),
         };
         let base = self.config.public_url.trim_end_matches('/');
-        let context = self.context(
+        let mut context = self.context(
             cart,
             format!("{base}/r/{restore}"),
             format!("{base}/u/{unsubscribe}"),
         );
-        let result = self.deliver(&key, &step, cart, &context, resumed).await;
+        let result = match self
+            .coupon_for(&row.run_id, claim.step, &step, cart, settings, now)
+            .await
+        {
+            Ok(coupon) => {
+                if let Some(c) = &coupon {
+                    context.coupon_code = Some(c.code.clone());
+                    context.coupon_expiry = Some(super::coupons::expiry_label(c.expires_at));
+                }
+                self.deliver(&key, &step, cart, &context, resumed)
+                    .await
+                    .map(|()| coupon)
+            }
+            Err(err) => Err(err),
+        };
         let record = match result {
-            Ok(()) => RunCommand::RecordSent {
+            Ok(coupon) => RunCommand::RecordSent {
                 message_key: key.clone(),
                 links,
+                coupon,
                 at: self.clock.now(),
             },
             Err(err) => {

@@ -4,6 +4,8 @@
 
 /// Email (lettre: SMTP or the `.eml` outbox) and SMS (Twilio-compatible or the outbox log).
 pub mod channels;
+/// Recovery coupons: issued on coupon steps, expired when unused.
+pub mod coupons;
 /// Due runs → guards → claim → send → record.
 mod dispatcher;
 /// Log follower that opens, converts and stops runs.

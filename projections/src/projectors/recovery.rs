@@ -202,6 +202,17 @@ async fn order(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
                 position,
                 &event.aggregate_id
             )?;
+            // A recovery coupon on an order is spent (single use), whatever its status.
+            for code in &facts.coupon_codes {
+                exec_tx!(
+                    tx,
+                    "UPDATE recovery_coupons SET status = 'used', used_order_id = $2, \
+                     last_position = $3 WHERE code = $1 AND status <> 'used'",
+                    code,
+                    &facts.order_id,
+                    position
+                )?;
+            }
         }
         OrderEvent::StatusChanged {
             status,
@@ -289,6 +300,7 @@ async fn run(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
             message_key,
             channel,
             links,
+            coupon,
             next_due_at,
             at,
             ..
@@ -304,7 +316,7 @@ async fn run(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
                 let recipient = if channel == "sms" {
                     phone_hash
                 } else {
-                    email_hash
+                    email_hash.clone()
                 };
                 for (purpose, hash) in [
                     ("restore", &links.restore),
@@ -324,6 +336,28 @@ async fn run(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
                         channel,
                         &recipient,
                         at
+                    )?;
+                }
+                if let Some(c) = &coupon {
+                    // A coupon offered again (one active coupon per cart) is already here.
+                    exec_tx!(
+                        tx,
+                        "INSERT INTO recovery_coupons (code, cart_id, run_id, message_key, email_hash, \
+                         kind, amount, currency, status, issued_at, expires_at, store_id, last_position) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'active', $9, $10, $11, $12) \
+                         ON CONFLICT (code) DO NOTHING",
+                        &c.code,
+                        &cart_id,
+                        id,
+                        &message_key,
+                        &email_hash,
+                        c.kind.as_str(),
+                        c.amount,
+                        &c.currency,
+                        at,
+                        c.expires_at,
+                        c.store_id.map(|i| i as i64),
+                        position
                     )?;
                 }
             }
@@ -413,6 +447,15 @@ async fn run(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
                 position
             )?;
             cancel_queued(tx, id, at).await?;
+        }
+        RunEvent::CouponExpired { code, .. } => {
+            exec_tx!(
+                tx,
+                "UPDATE recovery_coupons SET status = 'expired', last_position = $2 \
+                 WHERE code = $1 AND status = 'active'",
+                &code,
+                position
+            )?;
         }
         RunEvent::RestoreClicked {
             message_key,

@@ -448,8 +448,9 @@ pub async fn list_suppression(db: &Db, limit: i64) -> Result<Vec<SuppressionRow>
     )
 }
 
-/// The runs that can still send, of each of `cart_ids`, as (cart_id, run_id): one query for a
-/// whole batch of events.
+/// The runs of each of `cart_ids` that a cart event can still end or credit, as (cart_id,
+/// run_id): those that can still send, and those that sent every step (an order after the
+/// last message is still that run's recovery). One query for a whole batch of events.
 pub async fn open_runs_of_carts(
     db: &Db,
     cart_ids: &[&str],
@@ -459,8 +460,8 @@ pub async fn open_runs_of_carts(
     }
     let placeholders: Vec<String> = (1..=cart_ids.len()).map(|i| format!("${i}")).collect();
     let sql = format!(
-        "SELECT cart_id, run_id FROM recovery_runs WHERE status IN ('pending', 'running') \
-         AND cart_id IN ({})",
+        "SELECT cart_id, run_id FROM recovery_runs WHERE (status IN ('pending', 'running') \
+         OR (status = 'stopped' AND stop_reason = 'completed')) AND cart_id IN ({})",
         placeholders.join(", ")
     );
     match db {
@@ -480,4 +481,75 @@ pub async fn open_runs_of_carts(
             query.fetch_all(pool).await
         }
     }
+}
+
+/// A recovery coupon as the API shows it (the registry of the embedded mode, and the mirror
+/// of coupons created in the store).
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct CouponRow {
+    pub code: String,
+    pub cart_id: String,
+    pub run_id: String,
+    pub message_key: String,
+    /// fixed_cart or percent
+    pub kind: String,
+    /// Minor units (fixed_cart) or a percentage (percent).
+    pub amount: i64,
+    pub currency: String,
+    /// active, used or expired
+    pub status: String,
+    pub issued_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub used_order_id: Option<String>,
+    /// The coupon's id in the store.
+    pub store_id: Option<i64>,
+    #[serde(skip)]
+    pub email_hash: Option<String>,
+}
+
+const COUPON_COLUMNS: &str = "code, cart_id, run_id, message_key, kind, amount, currency, status, \
+    issued_at, expires_at, used_order_id, store_id, email_hash";
+
+pub async fn coupon_by_code(db: &Db, code: &str) -> Result<Option<CouponRow>, sqlx::Error> {
+    let sql = format!("SELECT {COUPON_COLUMNS} FROM recovery_coupons WHERE code = $1");
+    fetch_optional_db!(db, CouponRow, &sql, code.trim().to_ascii_uppercase())
+}
+
+/// The cart's coupon still usable at `now` (one active coupon per cart).
+pub async fn active_coupon_of_cart(
+    db: &Db,
+    cart_id: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<CouponRow>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {COUPON_COLUMNS} FROM recovery_coupons WHERE cart_id = $1 AND status = 'active' \
+         AND expires_at > $2 ORDER BY issued_at DESC LIMIT 1"
+    );
+    fetch_optional_db!(db, CouponRow, &sql, cart_id, now)
+}
+
+/// Unused coupons past their expiry, oldest first.
+pub async fn expired_coupons(
+    db: &Db,
+    now: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<CouponRow>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {COUPON_COLUMNS} FROM recovery_coupons WHERE status = 'active' \
+         AND expires_at <= $1 ORDER BY expires_at LIMIT $2"
+    );
+    fetch_all_db!(db, CouponRow, &sql, now, limit)
+}
+
+/// Coupons, newest first (`status` filters).
+pub async fn list_coupons(
+    db: &Db,
+    status: Option<&str>,
+    limit: i64,
+) -> Result<Vec<CouponRow>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {COUPON_COLUMNS} FROM recovery_coupons WHERE ($1 IS NULL OR status = $1) \
+         ORDER BY issued_at DESC, code LIMIT $2"
+    );
+    fetch_all_db!(db, CouponRow, &sql, status, limit)
 }

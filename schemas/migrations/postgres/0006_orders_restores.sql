@@ -50,6 +50,7 @@ CREATE TABLE recovery_coupons (
     issued_at     timestamptz   NOT NULL,
     expires_at    timestamptz   NOT NULL,
     used_order_id text,
+    store_id      bigint,      -- the coupon's id in the store (WooCommerce)
     last_position bigint     NOT NULL
 );
 CREATE INDEX recovery_coupons_cart ON recovery_coupons (cart_id);

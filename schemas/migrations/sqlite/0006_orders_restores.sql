@@ -50,6 +50,7 @@ CREATE TABLE recovery_coupons (
     issued_at     TEXT   NOT NULL,
     expires_at    TEXT   NOT NULL,
     used_order_id TEXT,
+    store_id      INTEGER,      -- the coupon's id in the store (WooCommerce)
     last_position INTEGER     NOT NULL
 );
 CREATE INDEX recovery_coupons_cart ON recovery_coupons (cart_id);

@@ -4,6 +4,7 @@
 mod capture;
 mod cli;
 mod conformance;
+mod coupons;
 mod orders;
 mod platform;
 mod processors;

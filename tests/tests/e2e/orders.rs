@@ -37,7 +37,7 @@ fn no_redirects() -> reqwest::Client {
 }
 
 /// The body of a quoted-printable MIME part, decoded (soft line breaks joined, `=XX` bytes).
-fn unquote(qp: &str) -> String {
+pub(crate) fn unquote(qp: &str) -> String {
     let joined = qp.replace("=\r\n", "");
     let bytes = joined.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
