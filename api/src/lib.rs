@@ -24,6 +24,8 @@ mod ratelimit;
 mod routes;
 /// Handler state and request context.
 mod state;
+/// Delivery reports and opens of sent messages.
+pub mod tracking;
 
 pub use app::Application;
 pub use config::Config;

@@ -4,7 +4,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
-    audit, capture, carts, coupons, orders, privacy, recovery, settings, system, tokens,
+    audit, capture, carts, coupons, deliverability, orders, privacy, recovery, settings, system,
+    tokens,
 };
 
 #[derive(OpenApi)]
@@ -21,7 +22,7 @@ use crate::routes::{
         recovery::list_runs, recovery::show_run, recovery::stop_run, recovery::preview_template,
         recovery::list_suppression, recovery::add_suppression, recovery::remove_suppression,
         orders::create, orders::list, orders::show,
-        coupons::list, coupons::validate,
+        coupons::list, coupons::validate, deliverability::feed,
         audit::list,
         system::ping, system::info, system::openapi, system::metrics,
     ),

@@ -333,6 +333,25 @@ pub async fn capture(
     let email_subject = vault.subject_for_email(&input.email);
     let wants_capture = input.consent.given == Some(true)
         || (input.consent.given.is_none() && !settings.recovery.consent_required);
+    // A shopper who unsubscribed, bounced or complained is not tracked again.
+    if wants_capture
+        && ocart_projections::queries::recovery::is_suppressed(
+            &state.core.db,
+            email_subject.as_str(),
+        )
+        .await?
+    {
+        return Ok((
+            StatusCode::ACCEPTED,
+            Json(CaptureReply {
+                cart_id,
+                session_token,
+                captured: false,
+                status: "suppressed".into(),
+                position: None,
+            }),
+        ));
+    }
     let command = if wants_capture {
         let email = PersonalField {
             sealed: vault.seal(&email_subject, input.email.as_str()).await?,

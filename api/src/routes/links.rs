@@ -14,7 +14,9 @@ use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use ocart_domain::recovery::{Channel, RestoreFailure, SuppressionReason};
+use ocart_domain::recovery::{
+    Channel, DeliveryKind, DeliveryReport, RestoreFailure, SuppressionReason,
+};
 use ocart_projections::queries::recovery::{self as q, LinkRow};
 use sha2::{Digest, Sha256};
 
@@ -25,6 +27,7 @@ use crate::state::{AppState, RequestContext};
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/r/{token}", get(restore))
+        .route("/o/{token}", get(open_pixel))
         .route("/u/{token}", get(unsubscribe_page).post(unsubscribe))
 }
 
@@ -116,6 +119,44 @@ pub async fn restore(
         ),
     };
     Ok(reply)
+}
+
+/// A transparent 1×1 GIF.
+const PIXEL: &[u8] = &[
+    0x47, 0x49, 0x46, 0x38, 0x39, 0x61, 0x01, 0x00, 0x01, 0x00, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0xff, 0xff, 0xff, 0x21, 0xf9, 0x04, 0x01, 0x00, 0x00, 0x00, 0x00, 0x2c, 0x00, 0x00, 0x00, 0x00,
+    0x01, 0x00, 0x01, 0x00, 0x00, 0x02, 0x02, 0x44, 0x01, 0x00, 0x3b,
+];
+
+/// The open-tracking pixel of an email: records the first open, always answers the image.
+pub async fn open_pixel(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    Path(token): Path<String>,
+) -> Result<Response, ApiError> {
+    if let Some(link) = link(&state, "open", &token).await? {
+        let meta = ctx.meta("public:open".into(), &state);
+        let report = DeliveryReport {
+            kind: DeliveryKind::Opened,
+            hard: false,
+            provider_id: None,
+            detail: None,
+        };
+        state
+            .core
+            .report_delivery(&link.message_key, report, &meta)
+            .await
+            .map_err(ApiError::Internal)?;
+    }
+    Ok((
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "image/gif"),
+            (header::CACHE_CONTROL, "no-store, max-age=0"),
+        ],
+        PIXEL,
+    )
+        .into_response())
 }
 
 /// The link a token names, if it is one of ours.

@@ -4,6 +4,7 @@ pub mod audit;
 pub mod capture;
 pub mod carts;
 pub mod coupons;
+pub mod deliverability;
 pub mod links;
 pub mod orders;
 pub mod privacy;
@@ -29,6 +30,7 @@ pub fn api_router() -> Router<AppState> {
         .merge(recovery::router())
         .merge(orders::router())
         .merge(coupons::router())
+        .merge(deliverability::router())
         .merge(audit::router())
         .merge(system::router())
 }

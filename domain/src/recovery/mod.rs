@@ -8,8 +8,9 @@ mod steps;
 mod suppression;
 
 pub use run::{
-    message_key, Claim, IssuedCoupon, LinkHashes, RecoveryRun, RestoreFailure, RestoreOutcome,
-    RunCommand, RunError, RunEvent, RunStart, RunStatus, StopReason, MAX_ATTEMPTS, RETRY_STEP_MIN,
+    message_key, Claim, DeliveryKind, DeliveryReport, IssuedCoupon, LinkHashes, RecoveryRun,
+    RestoreFailure, RestoreOutcome, RunCommand, RunError, RunEvent, RunStart, RunStatus,
+    StopReason, MAX_ATTEMPTS, RETRY_STEP_MIN,
 };
 
 pub use sequence::{

@@ -137,6 +137,14 @@ pub enum RunCommand {
         revenue: Option<i64>,
         at: DateTime<Utc>,
     },
+    /// What happened to a sent message downstream: a provider's delivery, bounce or complaint
+    /// report, or an open (tracking pixel). Reports already recorded (by provider id, or the
+    /// first open/delivery of a message) change nothing.
+    ReportDelivery {
+        message_key: String,
+        report: DeliveryReport,
+        at: DateTime<Utc>,
+    },
     /// An unused coupon of the run passed its expiry and was removed (from the store too).
     ExpireCoupon { code: String, at: DateTime<Utc> },
     /// A restore link of message `message_key` was opened, with this outcome.
@@ -212,6 +220,12 @@ pub enum RunEvent {
         reason: StopReason,
         at: DateTime<Utc>,
     },
+    #[serde(rename = "recovery/delivery_reported")]
+    DeliveryReported {
+        message_key: String,
+        report: DeliveryReport,
+        at: DateTime<Utc>,
+    },
     #[serde(rename = "recovery/coupon_expired")]
     CouponExpired { code: String, at: DateTime<Utc> },
     /// A shopper opened a restore link (CartBay's `restore_clicked`), and what came of it:
@@ -222,6 +236,51 @@ pub enum RunEvent {
         outcome: RestoreOutcome,
         at: DateTime<Utc>,
     },
+}
+
+/// What a mail provider (or the open pixel) reported about a sent message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryKind {
+    Delivered,
+    Opened,
+    Bounced,
+    Complained,
+}
+
+impl DeliveryKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Delivered => "delivery",
+            Self::Opened => "open",
+            Self::Bounced => "bounce",
+            Self::Complained => "complaint",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryReport {
+    pub kind: DeliveryKind,
+    /// A permanent bounce (the address does not exist): the recipient is suppressed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hard: bool,
+    /// The provider's id of the report, to recognise its retries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_id: Option<String>,
+    /// The provider's words (a bounce's diagnostic), at most 300 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl DeliveryReport {
+    /// What makes two reports the same report.
+    fn dedupe_key(&self, message_key: &str) -> String {
+        match &self.provider_id {
+            Some(id) => format!("id:{id}"),
+            None => format!("{}:{message_key}", self.kind.as_str()),
+        }
+    }
 }
 
 /// What opening a restore link did.
@@ -281,6 +340,7 @@ impl DomainEvent for RunEvent {
             Self::Stopped { .. } => "recovery/stopped",
             Self::RestoreClicked { .. } => "recovery/restore_clicked",
             Self::CouponExpired { .. } => "recovery/coupon_expired",
+            Self::DeliveryReported { .. } => "recovery/delivery_reported",
         }
         .into()
     }
@@ -313,6 +373,9 @@ pub struct LinkHashes {
     pub restore: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unsubscribe: Option<String>,
+    /// The open-tracking pixel of an email.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open: Option<String>,
 }
 
 /// A recovery coupon: single use, for the cart's email only, until `expires_at`.
@@ -353,6 +416,9 @@ pub struct RecoveryRun {
     /// Coupon codes recorded expired.
     #[serde(default)]
     expired_coupons: Vec<String>,
+    /// Delivery reports recorded (their dedupe keys).
+    #[serde(default)]
+    reports: Vec<String>,
 }
 
 /// The message key of (run, step, attempt): stable, so it doubles as the Message-ID.
@@ -554,6 +620,24 @@ impl Aggregate for RecoveryRun {
                     at,
                 }],
             },
+            RunCommand::ReportDelivery {
+                message_key,
+                mut report,
+                at,
+            } => {
+                if self.status == RunStatus::New {
+                    return Err(RunError::NotFound);
+                }
+                if self.reports.contains(&report.dedupe_key(&message_key)) {
+                    return Ok(());
+                }
+                report.detail = report.detail.map(|d| d.chars().take(300).collect());
+                vec![RunEvent::DeliveryReported {
+                    message_key,
+                    report,
+                    at,
+                }]
+            }
             RunCommand::ExpireCoupon { code, at } => match self.status {
                 RunStatus::New => return Err(RunError::NotFound),
                 _ if self.expired_coupons.contains(&code) => return Ok(()),
@@ -643,6 +727,11 @@ impl Aggregate for RecoveryRun {
                 self.status = RunStatus::Stopped;
             }
             RunEvent::CouponExpired { code, .. } => self.expired_coupons.push(code),
+            RunEvent::DeliveryReported {
+                message_key,
+                report,
+                ..
+            } => self.reports.push(report.dedupe_key(&message_key)),
             RunEvent::RestoreClicked { .. } => {}
         }
     }

@@ -29,6 +29,9 @@ pub struct EmailConfig {
     pub unsubscribe_mailto: Option<String>,
     pub smtp: SmtpConfig,
     pub dkim: Option<DkimSettings>,
+    /// The secret the mail provider signs its delivery webhooks with
+    /// (`POST /ocart/v1/webhooks/deliverability`).
+    pub webhook_secret: Option<String>,
 }
 
 impl Default for EmailConfig {
@@ -40,6 +43,7 @@ impl Default for EmailConfig {
             unsubscribe_mailto: None,
             smtp: SmtpConfig::default(),
             dkim: None,
+            webhook_secret: None,
         }
     }
 }

@@ -416,11 +416,15 @@ impl Dispatcher {
         let key = claim.message_key.clone();
         let restore = self.vault.link_token("restore", &key);
         let unsubscribe = self.vault.link_token("unsubscribe", &key);
+        let hash = |token: &str| Some(hex::encode(Sha256::digest(token.as_bytes())));
+        let open = (step.channel == Channel::Email).then(|| self.vault.link_token("open", &key));
         let links = LinkHashes {
-            restore: Some(hex::encode(Sha256::digest(restore.as_bytes()))),
-            unsubscribe: Some(hex::encode(Sha256::digest(unsubscribe.as_bytes()))),
+            restore: hash(&restore),
+            unsubscribe: hash(&unsubscribe),
+            open: open.as_deref().and_then(hash),
         };
         let base = self.config.public_url.trim_end_matches('/');
+        let pixel = open.map(|t| format!("{base}/o/{t}"));
         let mut context = self.context(
             cart,
             format!("{base}/r/{restore}"),
@@ -435,7 +439,7 @@ impl Dispatcher {
                     context.coupon_code = Some(c.code.clone());
                     context.coupon_expiry = Some(super::coupons::expiry_label(c.expires_at));
                 }
-                self.deliver(&key, &step, cart, &context, resumed)
+                self.deliver(&key, &step, cart, &context, pixel.as_deref(), resumed)
                     .await
                     .map(|()| coupon)
             }
@@ -509,6 +513,7 @@ impl Dispatcher {
         step: &Step,
         cart: &CartForSend,
         context: &MergeContext,
+        pixel: Option<&str>,
         resumed: bool,
     ) -> Result<(), SendError> {
         let rendered = builtin(&step.template)
@@ -522,11 +527,22 @@ impl Dispatcher {
                 if resumed && self.email.was_sent(key).await == Some(true) {
                     return Ok(());
                 }
+                let mut html = rendered.html;
+                if let Some(pixel) = pixel {
+                    // The open pixel goes last in the body (where a layout has one).
+                    let img = format!(
+                        "<img src=\"{pixel}\" width=\"1\" height=\"1\" alt=\"\" style=\"display:block\">"
+                    );
+                    match html.rfind("</body>") {
+                        Some(at) => html.insert_str(at, &img),
+                        None => html.push_str(&img),
+                    }
+                }
                 let email = OutgoingEmail {
                     key: key.to_owned(),
                     to: cart.email.clone().unwrap_or_default(),
                     subject: rendered.subject,
-                    html: rendered.html,
+                    html,
                     text: rendered.text,
                     unsubscribe_url: context.unsubscribe_url.clone(),
                 };

@@ -31,6 +31,7 @@ impl Projector for RecoveryProjector {
             "suppression",
             "orders",
             "recovery_coupons",
+            "deliverability_events",
         ]
     }
 
@@ -169,6 +170,59 @@ async fn cancel_queued(tx: &mut Tx, run_id: &str, at: DateTime<Utc>) -> anyhow::
         at
     )?;
     Ok(())
+}
+
+/// One row of the deliverability feed.
+#[allow(clippy::too_many_arguments)]
+async fn feed(
+    tx: &mut Tx,
+    position: i64,
+    kind: &str,
+    run_id: Option<&str>,
+    message_key: Option<&str>,
+    channel: Option<&str>,
+    recipient_hash: Option<&str>,
+    detail: Option<&str>,
+    at: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    exec_tx!(
+        tx,
+        "INSERT INTO deliverability_events (position, kind, run_id, message_key, channel, \
+         recipient_hash, detail, at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+         ON CONFLICT (position) DO NOTHING",
+        position,
+        kind,
+        run_id,
+        message_key,
+        channel,
+        recipient_hash,
+        detail,
+        at
+    )?;
+    Ok(())
+}
+
+/// The channel and recipient of a run's message (by its message key's notification).
+async fn message_target(
+    tx: &mut Tx,
+    run_id: &str,
+    message_key: &str,
+) -> anyhow::Result<(Option<String>, Option<String>)> {
+    let row: Option<(String, Option<String>, Option<String>)> = fetch_optional_tx!(
+        tx,
+        (String, Option<String>, Option<String>),
+        "SELECT n.channel, r.email_hash, r.phone_hash FROM recovery_notifications n \
+         JOIN recovery_runs r ON r.run_id = n.run_id WHERE n.run_id = $1 AND n.message_key = $2",
+        run_id,
+        message_key
+    )?;
+    Ok(match row {
+        Some((channel, email, phone)) => {
+            let recipient = if channel == "sms" { phone } else { email };
+            (Some(channel), recipient)
+        }
+        None => (None, None),
+    })
 }
 
 async fn order(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
@@ -318,9 +372,22 @@ async fn run(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
                 } else {
                     email_hash.clone()
                 };
+                feed(
+                    tx,
+                    position,
+                    "send",
+                    Some(id),
+                    Some(&message_key),
+                    Some(channel),
+                    recipient.as_deref(),
+                    None,
+                    at,
+                )
+                .await?;
                 for (purpose, hash) in [
                     ("restore", &links.restore),
                     ("unsubscribe", &links.unsubscribe),
+                    ("open", &links.open),
                 ] {
                     let Some(hash) = hash else { continue };
                     exec_tx!(
@@ -448,6 +515,35 @@ async fn run(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
             )?;
             cancel_queued(tx, id, at).await?;
         }
+        RunEvent::DeliveryReported {
+            message_key,
+            report,
+            at,
+        } => {
+            let (channel, recipient) = message_target(tx, id, &message_key).await?;
+            feed(
+                tx,
+                position,
+                report.kind.as_str(),
+                Some(id),
+                Some(&message_key),
+                channel.as_deref(),
+                recipient.as_deref(),
+                report.detail.as_deref(),
+                at,
+            )
+            .await?;
+            if report.kind == ocart_domain::recovery::DeliveryKind::Delivered {
+                exec_tx!(
+                    tx,
+                    "UPDATE recovery_notifications SET status = 'delivered', updated_at = $3 \
+                     WHERE run_id = $1 AND message_key = $2 AND status = 'sent'",
+                    id,
+                    &message_key,
+                    at
+                )?;
+            }
+        }
         RunEvent::CouponExpired { code, .. } => {
             exec_tx!(
                 tx,
@@ -466,6 +562,20 @@ async fn run(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
                 RestoreOutcome::Failed { reason } => Some(reason.as_str()),
                 _ => None,
             };
+            // A restore link is the message's tracked click.
+            let (channel, recipient) = message_target(tx, id, &message_key).await?;
+            feed(
+                tx,
+                position,
+                "click",
+                Some(id),
+                Some(&message_key),
+                channel.as_deref(),
+                recipient.as_deref(),
+                Some(outcome.as_str()),
+                at,
+            )
+            .await?;
             exec_tx!(
                 tx,
                 "INSERT INTO recovery_restores (position, run_id, cart_id, message_key, outcome, \
@@ -510,6 +620,20 @@ async fn suppression(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
             }
         };
     let channel = channel.map(|c| c.as_str());
+    if reason == "unsubscribe" {
+        feed(
+            tx,
+            position,
+            "unsubscribe",
+            None,
+            source.as_deref(),
+            channel,
+            Some(recipient),
+            None,
+            at,
+        )
+        .await?;
+    }
     exec_tx!(
         tx,
         "INSERT INTO suppression (recipient_hash, channel, reason, source, created_at, last_position) \

@@ -553,3 +553,68 @@ pub async fn list_coupons(
     );
     fetch_all_db!(db, CouponRow, &sql, status, limit)
 }
+
+/// A sent message, found by its message key.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct MessageRow {
+    pub run_id: String,
+    pub channel: String,
+    pub email_hash: Option<String>,
+    pub phone_hash: Option<String>,
+}
+
+impl MessageRow {
+    /// The recipient's subject hash on the message's channel.
+    pub fn recipient_hash(&self) -> Option<&str> {
+        if self.channel == "sms" {
+            self.phone_hash.as_deref()
+        } else {
+            self.email_hash.as_deref()
+        }
+    }
+}
+
+pub async fn message_by_key(db: &Db, message_key: &str) -> Result<Option<MessageRow>, sqlx::Error> {
+    fetch_optional_db!(
+        db,
+        MessageRow,
+        "SELECT n.run_id, n.channel, r.email_hash, r.phone_hash FROM recovery_notifications n \
+         JOIN recovery_runs r ON r.run_id = n.run_id WHERE n.message_key = $1 LIMIT 1",
+        message_key
+    )
+}
+
+/// A row of the deliverability feed.
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct DeliverabilityRow {
+    /// The log position of the event it came from (the feed's cursor).
+    pub position: i64,
+    /// send, delivery, open, click, bounce, complaint or unsubscribe
+    pub kind: String,
+    pub run_id: Option<String>,
+    pub message_key: Option<String>,
+    pub channel: Option<String>,
+    /// The recipient's subject hash (never the address).
+    pub recipient_hash: Option<String>,
+    pub detail: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+/// The feed, newest first, before position `before`.
+pub async fn list_deliverability(
+    db: &Db,
+    kind: Option<&str>,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<Vec<DeliverabilityRow>, sqlx::Error> {
+    fetch_all_db!(
+        db,
+        DeliverabilityRow,
+        "SELECT position, kind, run_id, message_key, channel, recipient_hash, detail, at \
+         FROM deliverability_events WHERE ($1 IS NULL OR kind = $1) AND ($2 IS NULL OR position < $2) \
+         ORDER BY position DESC LIMIT $3",
+        kind,
+        before,
+        limit
+    )
+}

@@ -5,6 +5,7 @@ mod capture;
 mod cli;
 mod conformance;
 mod coupons;
+mod deliverability;
 mod orders;
 mod platform;
 mod processors;

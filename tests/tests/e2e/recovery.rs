@@ -963,6 +963,8 @@ async fn unsubscribe(kind: Kind) {
         assert!(body.contains("This link is not valid"), "{body}");
     }
 
+    // A second cart of the shopper, captured before they unsubscribe.
+    let second = capture(app, "ann@example.com").await;
     // The one-click POST a mail client sends.
     for _ in 0..2 {
         let resp = app
@@ -985,16 +987,22 @@ async fn unsubscribe(kind: Kind) {
     assert_eq!(list["suppression"][0]["reason"], "unsubscribe");
     assert_eq!(list["suppression"][0]["channel"], "email");
 
-    // A later cart of the same shopper is not mailed.
-    app.clock.advance(Duration::days(2));
-    let later = capture(app, "ann@example.com").await;
+    // The second cart, abandoned after the unsubscribe, is not mailed: the guard stops it.
     app.clock.advance(Duration::minutes(31));
     m.settle().await;
     app.clock.advance(Duration::minutes(45));
     let report = m.dispatch().await;
     assert_eq!((report.sent, report.stopped), (0, 1));
-    assert_eq!(m.only_run(&later).await["stop_reason"], "suppressed");
+    assert_eq!(m.only_run(&second).await["stop_reason"], "suppressed");
     assert_eq!(outbox_emails(app).len(), 1);
+
+    // And the shopper is not tracked again.
+    let (status, reply) = app
+        .capture(&capture_body(&session(), "ann@example.com", 1))
+        .await;
+    assert_eq!(status, 202);
+    assert_eq!(reply["captured"], false);
+    assert_eq!(reply["status"], "suppressed");
 }
 
 #[tokio::test]

@@ -1,0 +1,70 @@
+//! What happens to a message after it is sent: provider reports (delivery, bounce,
+//! complaint) and opens, recorded on the run; a hard bounce or a complaint suppresses the
+//! recipient on every channel, and stops their runs.
+
+use ocart_domain::recovery::{
+    Channel, DeliveryKind, DeliveryReport, RunCommand, SuppressionReason,
+};
+use ocart_projections::queries::recovery as q;
+use ocart_projections::{CommandError, CommandMeta};
+
+use crate::core::Core;
+
+/// What a report did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reported {
+    /// Recorded (and, for a hard bounce or complaint, the recipient suppressed).
+    Recorded,
+    /// Already recorded: a provider's retry.
+    Repeated,
+    /// No message of ours has this key.
+    Unknown,
+}
+
+impl Core {
+    /// Records `report` about the message `message_key`.
+    pub async fn report_delivery(
+        &self,
+        message_key: &str,
+        report: DeliveryReport,
+        meta: &CommandMeta,
+    ) -> anyhow::Result<Reported> {
+        let Some(message) = q::message_by_key(&self.db, message_key).await? else {
+            return Ok(Reported::Unknown);
+        };
+        let suppress = match report.kind {
+            DeliveryKind::Bounced if report.hard => Some(SuppressionReason::Bounce),
+            DeliveryKind::Complained => Some(SuppressionReason::Complaint),
+            _ => None,
+        };
+        let command = RunCommand::ReportDelivery {
+            message_key: message_key.to_owned(),
+            report,
+            at: meta.at,
+        };
+        let outcome = match self.runs.execute(&message.run_id, command, meta).await {
+            Ok(outcome) => outcome,
+            Err(CommandError::Rejected(_)) => return Ok(Reported::Unknown),
+            Err(other) => return Err(other.into()),
+        };
+        if outcome.events.is_empty() {
+            return Ok(Reported::Repeated);
+        }
+        if let (Some(reason), Some(recipient)) = (suppress, message.recipient_hash()) {
+            let channel = if message.channel == "sms" {
+                Channel::Sms
+            } else {
+                Channel::Email
+            };
+            self.suppress(
+                recipient,
+                reason,
+                Some(channel),
+                Some(message_key.to_owned()),
+                meta,
+            )
+            .await?;
+        }
+        Ok(Reported::Recorded)
+    }
+}
