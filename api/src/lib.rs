@@ -12,6 +12,8 @@ pub mod cli;
 pub mod config;
 /// What HTTP and the CLI share: store, vault, command executors, projectors.
 pub mod core;
+/// SPF, DKIM and DMARC checks of a sending domain.
+pub mod dnscheck;
 /// RFC 9457 problem documents.
 mod error;
 /// The JSON body extractor.

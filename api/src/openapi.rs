@@ -4,8 +4,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
-    audit, capture, carts, coupons, deliverability, orders, privacy, recovery, settings, system,
-    tokens,
+    audit, capture, carts, coupons, deliverability, orders, privacy, recovery, reports, settings,
+    system, tokens,
 };
 
 #[derive(OpenApi)]
@@ -22,12 +22,13 @@ use crate::routes::{
         recovery::list_runs, recovery::show_run, recovery::stop_run, recovery::preview_template,
         recovery::list_suppression, recovery::add_suppression, recovery::remove_suppression,
         orders::create, orders::list, orders::show,
-        coupons::list, coupons::validate, deliverability::feed,
+        coupons::list, coupons::validate, deliverability::feed, deliverability::dns_check,
+        reports::recovery, reports::dashboard,
         audit::list,
         system::ping, system::info, system::openapi, system::metrics,
     ),
     modifiers(&BearerAuth),
-    tags((name = "checkout"), (name = "carts"), (name = "settings"), (name = "tokens"), (name = "privacy"), (name = "recovery"), (name = "orders"), (name = "audit"), (name = "system"))
+    tags((name = "checkout"), (name = "carts"), (name = "settings"), (name = "tokens"), (name = "privacy"), (name = "recovery"), (name = "orders"), (name = "reports"), (name = "audit"), (name = "system"))
 )]
 pub struct ApiDoc;
 

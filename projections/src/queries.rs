@@ -1,5 +1,7 @@
 //! Read queries the API and CLI use. Handlers never write SQL; they call these.
 
+/// Recovery analytics and dashboard rollups.
+pub mod analytics;
 /// Recovery sequences, runs, messages and suppression.
 pub mod recovery;
 

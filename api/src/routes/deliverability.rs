@@ -31,6 +31,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/ocart/v1/recovery/deliverability", get(feed))
         .route("/ocart/v1/webhooks/deliverability", post(inbound))
+        .route("/ocart/v1/recovery/dns-check", post(dns_check))
 }
 
 const READ: &[Capability] = &[
@@ -99,6 +100,69 @@ pub async fn feed(
         events,
         next_cursor,
     }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DnsCheckRequest {
+    /// The sending domain (the From address's).
+    pub domain: String,
+    /// The DKIM selector (default: `[email.dkim] selector`).
+    pub dkim_selector: Option<String>,
+}
+
+/// SPF, DKIM and DMARC of a sending domain, each with a plain verdict.
+#[utoipa::path(post, path = "/ocart/v1/recovery/dns-check", tag = "recovery", request_body = DnsCheckRequest,
+    responses((status = 200, body = crate::dnscheck::DnsReport), (status = 422, body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn dns_check(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: axum::body::Bytes,
+) -> Result<Json<crate::dnscheck::DnsReport>, ApiError> {
+    caller.require(READ)?;
+    let request: DnsCheckRequest = crate::json::parse(&body)?;
+    let mut errors = Vec::new();
+    let domain = crate::dnscheck::valid_domain(&request.domain);
+    if domain.is_none() {
+        errors.push(ocart_domain::FieldError::new(
+            "domain",
+            "must be a domain name such as shop.example.com",
+        ));
+    }
+    let selector = request
+        .dkim_selector
+        .or_else(|| {
+            state
+                .core
+                .config
+                .email
+                .dkim
+                .as_ref()
+                .map(|d| d.selector.clone())
+        })
+        .unwrap_or_default();
+    let selector_ok = !selector.is_empty()
+        && selector.len() <= 63
+        && selector
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
+    if !selector_ok {
+        errors.push(ocart_domain::FieldError::new(
+            "dkim_selector",
+            "name the DKIM selector (letters, digits, - and _), or configure [email.dkim]",
+        ));
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let server =
+        crate::dnscheck::resolver_address(state.core.config.recovery.dns_resolver.as_deref())
+            .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let report = crate::dnscheck::check(server, &domain.unwrap_or_default(), &selector)
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("cannot query DNS at {server}: {e}")))?;
+    Ok(Json(report))
 }
 
 #[derive(Debug, Deserialize)]

@@ -9,6 +9,7 @@ pub mod links;
 pub mod orders;
 pub mod privacy;
 pub mod recovery;
+pub mod reports;
 pub mod settings;
 pub mod system;
 pub mod tokens;
@@ -31,6 +32,7 @@ pub fn api_router() -> Router<AppState> {
         .merge(orders::router())
         .merge(coupons::router())
         .merge(deliverability::router())
+        .merge(reports::router())
         .merge(audit::router())
         .merge(system::router())
 }

@@ -49,6 +49,9 @@ pub struct RecoveryConfig {
     /// The store's checkout page, where restore links send the shopper (default: the
     /// WooCommerce store's `/checkout/`, else `<public_url>/checkout/`).
     pub checkout_url: Option<String>,
+    /// The DNS resolver `POST /recovery/dns-check` asks (`ip:port`; default: the first
+    /// `nameserver` of `/etc/resolv.conf`).
+    pub dns_resolver: Option<String>,
 }
 
 impl Default for RecoveryConfig {
@@ -61,6 +64,7 @@ impl Default for RecoveryConfig {
             concurrency: 16,
             outbox_dir: None,
             checkout_url: None,
+            dns_resolver: None,
         }
     }
 }

@@ -6,6 +6,7 @@ mod cli;
 mod conformance;
 mod coupons;
 mod deliverability;
+mod journey;
 mod orders;
 mod platform;
 mod processors;
