@@ -26,6 +26,8 @@ mod ratelimit;
 mod routes;
 /// Handler state and request context.
 mod state;
+/// Test mode's trigger: a dummy abandoned cart mailed within 30 seconds.
+pub mod testflow;
 /// Delivery reports and opens of sent messages.
 pub mod tracking;
 

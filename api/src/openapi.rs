@@ -19,7 +19,7 @@ use crate::routes::{
         privacy::erase,
         recovery::list_sequences, recovery::create_sequence, recovery::show_sequence,
         recovery::update_sequence, recovery::archive_sequence,
-        recovery::list_runs, recovery::show_run, recovery::stop_run, recovery::preview_template,
+        recovery::list_runs, recovery::show_run, recovery::trigger_test, recovery::stop_run, recovery::preview_template,
         recovery::list_suppression, recovery::add_suppression, recovery::remove_suppression,
         orders::create, orders::list, orders::show,
         coupons::list, coupons::validate, deliverability::feed, deliverability::dns_check,

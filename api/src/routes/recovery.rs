@@ -41,6 +41,7 @@ pub fn router() -> Router<AppState> {
             "/ocart/v1/recovery/templates/{id}/preview",
             post(preview_template),
         )
+        .route("/ocart/v1/recovery/test/trigger", post(trigger_test))
         .route(
             "/ocart/v1/recovery/suppression",
             get(list_suppression)
@@ -659,4 +660,46 @@ pub async fn remove_suppression(
         suppressed: false,
         position: outcome.last_position(),
     }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerTest {
+    /// Where the test messages go.
+    pub email: String,
+}
+
+/// Test mode: a dummy abandoned cart for `email` whose first message goes out in about 30
+/// seconds. Refused unless `recovery.test_mode` is on.
+#[utoipa::path(post, path = "/ocart/v1/recovery/test/trigger", tag = "recovery", request_body = TriggerTest,
+    responses((status = 201, body = crate::testflow::TestFlow), (status = 409, body = crate::error::Problem), (status = 422, body = crate::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn trigger_test(
+    State(state): State<AppState>,
+    caller: Caller,
+    ctx: RequestContext,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<crate::testflow::TestFlow>), ApiError> {
+    caller.require(WRITE)?;
+    let request: TriggerTest = crate::json::parse(&body)?;
+    let email = ocart_domain::Email::parse("email", &request.email)
+        .map_err(|e| ApiError::Validation(vec![e]))?;
+    let settings = state.core.settings().await?;
+    if !settings.recovery.test_mode {
+        return Err(ApiError::Conflict(
+            "test mode is off: set recovery.test_mode to true first".into(),
+        ));
+    }
+    let meta = ctx.meta(caller.actor(), &state);
+    match state
+        .core
+        .trigger_test(&email, &meta)
+        .await
+        .map_err(ApiError::Internal)?
+    {
+        Some(flow) => Ok((StatusCode::CREATED, Json(flow))),
+        None => Err(ApiError::Conflict(
+            "no active sequence handles abandoned carts".into(),
+        )),
+    }
 }
