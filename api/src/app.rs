@@ -188,6 +188,9 @@ async fn run_processors(core: Arc<Core>, stop: watch::Receiver<bool>) {
     }
     let sweeper = ocart_processors::Sweeper::new(core.log.clone(), core.clock.clone());
     tasks.spawn(sweeper.run(inner_stop.clone(), poll));
+    let retention =
+        ocart_processors::Retention::new(core.log.clone(), core.vault.clone(), core.clock.clone());
+    tasks.spawn(retention.run(inner_stop.clone(), Duration::from_secs(60)));
     let opener =
         ocart_processors::recovery::RecoveryOpener::new(core.log.clone(), core.clock.clone());
     tasks.spawn(opener.run(inner_stop.clone(), poll));

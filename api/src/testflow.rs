@@ -4,11 +4,11 @@
 //! channels as any other (CartBay's "Trigger Test Flow").
 
 use chrono::Duration;
-use ocart_domain::cart::{cart_id_for_session, session_token_hash, CartCommand, CaptureCart, Consent};
-use ocart_domain::recovery::{RunCommand, RunStart, Step};
-use ocart_domain::{
-    CartItem, CartTotals, Currency, Email, PersonalField, Source, Stage,
+use ocart_domain::cart::{
+    cart_id_for_session, session_token_hash, CaptureCart, CartCommand, Consent,
 };
+use ocart_domain::recovery::{RunCommand, RunStart, Step};
+use ocart_domain::{CartItem, CartTotals, Currency, Email, PersonalField, Source, Stage};
 use ocart_projections::queries::recovery as q;
 use ocart_projections::CommandMeta;
 use serde::Serialize;

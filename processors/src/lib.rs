@@ -8,6 +8,8 @@ mod lease;
 pub mod recovery;
 /// The outbox relay to NATS JetStream.
 mod relay;
+/// Retention: prunes the deliverability feed, expires old carts and erases their shoppers.
+mod retention;
 /// The store connector: restore hand-over and the WooCommerce REST API.
 pub mod store;
 /// The abandonment sweeper (process manager).
@@ -18,4 +20,5 @@ pub use relay::{
     connect, envelope, subject_for, Relay, DEFAULT_BATCH_SIZE, DUPLICATE_WINDOW, RELAY_CHECKPOINT,
     STREAM_NAME, STREAM_SUBJECTS,
 };
+pub use retention::{Pruned, Retention, RETENTION};
 pub use sweeper::{Sweeper, SWEEPER};
