@@ -48,6 +48,7 @@ pub struct Core {
     pub runs: Commands<RecoveryRun>,
     pub suppressions: Commands<Suppression>,
     pub orders: Commands<ocart_domain::order::Order>,
+    pub templates: Commands<ocart_domain::recovery::RecoveryTemplate>,
     /// The WooCommerce connector, when `[woocommerce] url` is set.
     pub woo: Option<ocart_processors::store::WooCommerce>,
     settings_cache: RwLock<Option<(Instant, SettingsValues)>>,
@@ -90,6 +91,7 @@ impl Core {
         let woo = ocart_processors::store::WooCommerce::from_config(&config.woocommerce)?;
         Ok(Arc::new(Core {
             orders: Commands::new(log.clone(), ()),
+            templates: Commands::new(log.clone(), ()),
             woo,
             carts: Commands::new(log.clone(), ()).with_cache(100_000),
             settings: Commands::new(log.clone(), ()),

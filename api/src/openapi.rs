@@ -5,7 +5,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
     audit, capture, carts, coupons, deliverability, orders, privacy, recovery, reports, settings,
-    system, tokens,
+    system, templates, tokens,
 };
 
 #[derive(OpenApi)]
@@ -24,6 +24,7 @@ use crate::routes::{
         orders::create, orders::list, orders::show,
         coupons::list, coupons::validate, deliverability::feed, deliverability::dns_check,
         reports::recovery, reports::dashboard,
+        templates::list, templates::show, templates::save, templates::remove,
         audit::list,
         system::ping, system::info, system::openapi, system::metrics,
     ),

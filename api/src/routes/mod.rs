@@ -12,6 +12,7 @@ pub mod recovery;
 pub mod reports;
 pub mod settings;
 pub mod system;
+pub mod templates;
 pub mod tokens;
 
 use axum::Router;
@@ -33,6 +34,7 @@ pub fn api_router() -> Router<AppState> {
         .merge(coupons::router())
         .merge(deliverability::router())
         .merge(reports::router())
+        .merge(templates::router())
         .merge(audit::router())
         .merge(system::router())
 }

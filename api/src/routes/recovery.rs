@@ -12,7 +12,7 @@ use ocart_domain::recovery::{
 };
 use ocart_domain::token::Capability;
 use ocart_domain::FieldError;
-use ocart_processors::recovery::templates::{builtin, sample_context, Rendered, TemplateParts};
+use ocart_processors::recovery::templates::{resolve, sample_context, Rendered, TemplateParts};
 use ocart_projections::queries::recovery::{self as q, NotificationRow, RunFilter, RunRow};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -500,7 +500,10 @@ pub async fn preview_template(
     } else {
         crate::json::parse(&body)?
     };
-    let parts = request.template.unwrap_or_else(|| builtin(&id));
+    let parts = match request.template {
+        Some(parts) => parts,
+        None => resolve(&state.core.db, &id).await?,
+    };
     parts.check().map_err(|errors| {
         ApiError::Validation(
             errors

@@ -6,6 +6,7 @@ mod run;
 mod sequence;
 mod steps;
 mod suppression;
+mod template;
 
 pub use run::{
     message_key, Claim, DeliveryKind, DeliveryReport, IssuedCoupon, LinkHashes, RecoveryRun,
@@ -23,4 +24,8 @@ pub use steps::{
 };
 pub use suppression::{
     Suppression, SuppressionCommand, SuppressionError, SuppressionEvent, SuppressionReason,
+};
+pub use template::{
+    check_template_id, RecoveryTemplate, TemplateCommand, TemplateContent, TemplateError,
+    TemplateEvent, MAX_PART_LEN,
 };

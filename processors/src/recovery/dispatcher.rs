@@ -24,7 +24,7 @@ use super::channels::{
     EmailBuilder, EmailConfig, EmailTransport, Outbox, OutgoingEmail, OutgoingSms, SendError,
     SmsConfig, SmsTransport, Smtp, TwilioSms,
 };
-use super::templates::{builtin, format_money, MergeContext, MergeItem};
+use super::templates::{format_money, MergeContext, MergeItem};
 
 /// The actor of the dispatcher's commands (`system:dispatcher`).
 pub const DISPATCHER: &str = "dispatcher";
@@ -520,12 +520,16 @@ impl Dispatcher {
         pixel: Option<&str>,
         resumed: bool,
     ) -> Result<(), SendError> {
-        let rendered = builtin(&step.template)
-            .render(context)
+        let parts = super::templates::resolve(self.log.db(), &step.template)
+            .await
             .map_err(|e| SendError {
-                message: format!("template {}: {e}", step.template),
-                permanent: true,
+                message: format!("loading template {}: {e}", step.template),
+                permanent: false,
             })?;
+        let rendered = parts.render(context).map_err(|e| SendError {
+            message: format!("template {}: {e}", step.template),
+            permanent: true,
+        })?;
         match step.channel {
             Channel::Email => {
                 if resumed && self.email.was_sent(key).await == Some(true) {

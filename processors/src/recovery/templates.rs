@@ -112,7 +112,10 @@ impl TemplateParts {
                     let unknown: Vec<String> = template
                         .undeclared_variables(false)
                         .into_iter()
-                        .filter(|v| !allowed.contains(v.as_str()))
+                        // The HTML body may also place the preheader (hidden preview text).
+                        .filter(|v| {
+                            !allowed.contains(v.as_str()) && !(part == "html" && v == "preheader")
+                        })
                         .collect();
                     if !unknown.is_empty() {
                         errors.push(TemplateError {
@@ -150,10 +153,22 @@ impl TemplateParts {
                     message: e.to_string(),
                 })
         };
+        let preheader = render("preheader", "preheader.txt", &self.preheader)?;
+        let html_context = minijinja::context! {
+            preheader => preheader.clone(),
+            ..minijinja::Value::from_serialize(context)
+        };
+        let html = env
+            .render_named_str("body.html", &self.html, html_context)
+            .map(|s| s.trim().to_owned())
+            .map_err(|e| TemplateError {
+                part: "html",
+                message: e.to_string(),
+            })?;
         Ok(Rendered {
             subject: render("subject", "subject.txt", &self.subject)?,
-            preheader: render("preheader", "preheader.txt", &self.preheader)?,
-            html: render("html", "body.html", &self.html)?,
+            preheader,
+            html,
             text: render("text", "body.txt", &self.text)?,
             sms: render("sms", "sms.txt", &self.sms)?,
         })
@@ -173,6 +188,54 @@ const FOOTER_HTML: &str = r#"<p style="font-size:12px;color:#777">You are receiv
 </body></html>"#;
 
 const ITEMS_TEXT: &str = "{% for item in cart_items %}- {{ item.name }} × {{ item.quantity }}: {{ item.price }}\n{% endfor %}Total: {{ cart_total }}";
+
+impl From<ocart_domain::recovery::TemplateContent> for TemplateParts {
+    fn from(c: ocart_domain::recovery::TemplateContent) -> Self {
+        Self {
+            subject: c.subject,
+            preheader: c.preheader,
+            html: c.html,
+            text: c.text,
+            sms: c.sms,
+        }
+    }
+}
+
+impl From<TemplateParts> for ocart_domain::recovery::TemplateContent {
+    fn from(p: TemplateParts) -> Self {
+        Self {
+            subject: p.subject,
+            preheader: p.preheader,
+            html: p.html,
+            text: p.text,
+            sms: p.sms,
+        }
+    }
+}
+
+/// The template saved under `name`, or else the built-in one.
+pub async fn resolve(db: &ocart_projections::Db, name: &str) -> Result<TemplateParts, sqlx::Error> {
+    Ok(
+        match ocart_projections::queries::recovery::get_template(db, name).await? {
+            Some(row) => TemplateParts {
+                subject: row.subject,
+                preheader: row.preheader,
+                html: row.html,
+                text: row.text,
+                sms: row.sms,
+            },
+            None => builtin(name),
+        },
+    )
+}
+
+/// The names of the built-in templates.
+pub const BUILTIN: &[&str] = &[
+    "recovery_email_1",
+    "recovery_email_2",
+    "recovery_email_3",
+    "recovery_sms",
+];
 
 /// The template a step names when nothing was saved under that name: the three emails of the
 /// default sequence, and an SMS reminder for any other name.

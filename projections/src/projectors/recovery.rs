@@ -1,7 +1,9 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use ocart_domain::order::OrderEvent;
-use ocart_domain::recovery::{RestoreOutcome, RunEvent, SequenceEvent, Step, SuppressionEvent};
+use ocart_domain::recovery::{
+    RestoreOutcome, RunEvent, SequenceEvent, Step, SuppressionEvent, TemplateEvent,
+};
 use sqlx::types::Json;
 
 use crate::commands::decode_event;
@@ -32,6 +34,7 @@ impl Projector for RecoveryProjector {
             "orders",
             "recovery_coupons",
             "deliverability_events",
+            "recovery_templates",
         ]
     }
 
@@ -42,6 +45,7 @@ impl Projector for RecoveryProjector {
                 "recovery_run" => run(tx, event).await?,
                 "suppression" => suppression(tx, event).await?,
                 "order" => order(tx, event).await?,
+                "recovery_template" => template(tx, event).await?,
                 _ => {}
             }
         }
@@ -169,6 +173,42 @@ async fn cancel_queued(tx: &mut Tx, run_id: &str, at: DateTime<Utc>) -> anyhow::
         run_id,
         at
     )?;
+    Ok(())
+}
+
+async fn template(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
+    let id = event.aggregate_id.as_str();
+    let position = event.global_position;
+    match decode_event::<TemplateEvent>(&event.event_type, &event.payload)? {
+        TemplateEvent::Saved { content, at } => {
+            exec_tx!(
+                tx,
+                "INSERT INTO recovery_templates (template_id, subject, preheader, html, text, sms, \
+                 updated_at, last_position) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                 ON CONFLICT (template_id) DO UPDATE SET subject = excluded.subject, \
+                 preheader = excluded.preheader, html = excluded.html, text = excluded.text, \
+                 sms = excluded.sms, updated_at = excluded.updated_at, \
+                 last_position = excluded.last_position \
+                 WHERE recovery_templates.last_position < excluded.last_position",
+                id,
+                &content.subject,
+                &content.preheader,
+                &content.html,
+                &content.text,
+                &content.sms,
+                at,
+                position
+            )?;
+        }
+        TemplateEvent::Deleted { .. } => {
+            exec_tx!(
+                tx,
+                "DELETE FROM recovery_templates WHERE template_id = $1 AND last_position < $2",
+                id,
+                position
+            )?;
+        }
+    }
     Ok(())
 }
 

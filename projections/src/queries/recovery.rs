@@ -618,3 +618,34 @@ pub async fn list_deliverability(
         limit
     )
 }
+
+/// A saved template.
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct TemplateRow {
+    pub template_id: String,
+    pub subject: String,
+    pub preheader: String,
+    pub html: String,
+    pub text: String,
+    pub sms: String,
+    pub updated_at: DateTime<Utc>,
+}
+
+pub async fn get_template(db: &Db, id: &str) -> Result<Option<TemplateRow>, sqlx::Error> {
+    fetch_optional_db!(
+        db,
+        TemplateRow,
+        "SELECT template_id, subject, preheader, html, text, sms, updated_at \
+         FROM recovery_templates WHERE template_id = $1",
+        id
+    )
+}
+
+pub async fn list_templates(db: &Db) -> Result<Vec<TemplateRow>, sqlx::Error> {
+    fetch_all_db!(
+        db,
+        TemplateRow,
+        "SELECT template_id, subject, preheader, html, text, sms, updated_at \
+         FROM recovery_templates ORDER BY template_id"
+    )
+}
