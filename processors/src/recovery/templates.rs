@@ -114,7 +114,7 @@ impl TemplateParts {
                         .into_iter()
                         // The HTML body may also place the preheader (hidden preview text).
                         .filter(|v| {
-                            !allowed.contains(v.as_str()) && !(part == "html" && v == "preheader")
+                            !(allowed.contains(v.as_str()) || (part == "html" && v == "preheader"))
                         })
                         .collect();
                     if !unknown.is_empty() {
