@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use ocart_domain::cart::{Cart, CartCommand, CartError};
 use ocart_domain::Clock;
 use ocart_projections::{queries, CommandError, CommandMeta, Commands, EventLog, Outcome};
@@ -21,6 +22,8 @@ pub const SWEEPER: &str = "sweeper";
 
 /// Carts marked per scan at most (the next scan follows at once).
 const SCAN_LIMIT: i64 = 1000;
+/// Carts marked at once within a scan.
+const CONCURRENCY: usize = 32;
 
 pub struct Sweeper {
     log: EventLog,
@@ -43,11 +46,16 @@ impl Sweeper {
         let threshold = settings.recovery.abandoned_threshold_min;
         let span = chrono::Duration::minutes(i64::from(threshold));
         let now = self.clock.now();
+        let due = queries::carts_inactive_since(self.log.db(), now - span, SCAN_LIMIT).await?;
+        // Each cart is its own aggregate: mark several at once so their appends group-commit.
+        let results: Vec<anyhow::Result<bool>> = futures::stream::iter(due)
+            .map(|(cart, _)| async move { self.abandon(&cart, threshold, now).await })
+            .buffer_unordered(CONCURRENCY)
+            .collect()
+            .await;
         let mut marked = 0;
-        for (cart, _) in
-            queries::carts_inactive_since(self.log.db(), now - span, SCAN_LIMIT).await?
-        {
-            marked += usize::from(self.abandon(&cart, threshold, now).await?);
+        for result in results {
+            marked += usize::from(result?);
         }
         let scan_by = now
             + chrono::Duration::minutes(i64::from(settings.recovery.abandonment_scan_interval_min));

@@ -33,6 +33,19 @@ pub enum BenchCmd {
     /// The recovery dispatcher sending N due first steps over SMTP to an in-process SMTP
     /// sink, with the projections running: messages/s.
     Dispatch(DispatchArgs),
+    /// The abandonment sweep over N captured carts gone quiet at once, with the recovery
+    /// opener and the projections running: seconds until every cart is marked abandoned, and
+    /// until every run is open.
+    Sweep(SweepArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SweepArgs {
+    #[command(flatten)]
+    pub common: BenchArgs,
+    /// Captured carts, all inactive past the threshold when the sweep starts.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub carts: u64,
 }
 
 #[derive(Debug, Args)]
@@ -149,6 +162,7 @@ pub async fn run(cmd: BenchCmd, _config: Config) -> anyhow::Result<()> {
         BenchCmd::Capture(args) => capture(args).await,
         BenchCmd::Replay(args) => replay(args).await,
         BenchCmd::Dispatch(args) => dispatch(args).await,
+        BenchCmd::Sweep(args) => sweep(args).await,
     }
 }
 
@@ -562,6 +576,17 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
 /// Writes `total` cart events: carts of 5 events each (created, 3 updates, abandoned), 10,000
 /// distinct shoppers, personal data sealed as in production.
 async fn fill_log(log: &EventLog, vault: &Vault, total: u64) -> anyhow::Result<()> {
+    fill_carts(log, vault, total, 5).await
+}
+
+/// Writes `total` cart events, `per_cart` (1–5) per cart: created, updates, and (the fifth)
+/// abandoned.
+async fn fill_carts(
+    log: &EventLog,
+    vault: &Vault,
+    total: u64,
+    per_cart: i64,
+) -> anyhow::Result<()> {
     let currency = Currency::parse("currency", "EUR").map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut sealed = Vec::new();
     for s in 0..10_000u64 {
@@ -573,7 +598,7 @@ async fn fill_log(log: &EventLog, vault: &Vault, total: u64) -> anyhow::Result<(
             subject,
         });
     }
-    let carts = total.div_ceil(5);
+    let carts = total.div_ceil(per_cart as u64);
     let at = chrono::Utc::now();
     let mut pending = Vec::new();
     let mut written = 0u64;
@@ -581,7 +606,7 @@ async fn fill_log(log: &EventLog, vault: &Vault, total: u64) -> anyhow::Result<(
         let token = format!("replay-{c}");
         let cart_id = cart_id_for_session(&token).to_string();
         let mut prev = GENESIS_HASH.to_owned();
-        for seq in 1..=5i64 {
+        for seq in 1..=per_cart {
             if written >= total {
                 break;
             }
@@ -796,6 +821,101 @@ async fn dispatch(args: DispatchArgs) -> anyhow::Result<()> {
         println!(
             "| {backend} | {sent} | {secs:.2} | {:.0} |",
             sent as f64 / secs
+        );
+        core.db.close().await;
+        store.remove().await;
+        let _ = std::fs::remove_dir_all(&data_dir);
+    }
+    Ok(())
+}
+
+async fn count_where(db: &Db, sql: &str) -> anyhow::Result<i64> {
+    let row: Option<(i64,)> = ocart_projections::fetch_optional_db!(db, (i64,), sql)?;
+    Ok(row.map(|(n,)| n).unwrap_or(0))
+}
+
+async fn sweep(args: SweepArgs) -> anyhow::Result<()> {
+    println!(
+        "# ocart bench sweep — {}; {} captured carts gone quiet, sweeper + opener + projections",
+        machine(),
+        args.carts
+    );
+    println!("| backend | carts | seed s | all abandoned s | all runs open s | carts/s |");
+    println!("|---|---|---|---|---|---|");
+    for backend in &args.common.backends {
+        let store = BenchStore::new(backend, &args.common.pg_url).await?;
+        let data_dir =
+            std::env::temp_dir().join(format!("ocart-bench-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&data_dir)?;
+        let mut config = Config {
+            database_url: Some(store.url.clone()),
+            data_dir: data_dir.clone(),
+            ..Config::default()
+        };
+        config.processors.enabled = false;
+        let clock = Arc::new(ocart_domain::ManualClock::new(chrono::Utc::now()));
+        let core = crate::core::Core::open(config, clock.clone()).await?;
+        let meta = ocart_projections::CommandMeta::system("bench", None, chrono::Utc::now());
+        core.seed_default_sequence(&meta).await?;
+        let seeding = Instant::now();
+        fill_carts(&core.log, &core.vault, args.carts, 1).await?;
+        for runner in core.runners().await? {
+            runner.catch_up().await?;
+        }
+        let seed_secs = seeding.elapsed().as_secs_f64();
+        eprintln!(
+            "{backend}: {} carts captured and projected in {seed_secs:.1} s",
+            args.carts
+        );
+        clock.advance(chrono::Duration::minutes(31));
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let poll = Duration::from_millis(20);
+        let mut tasks = tokio::task::JoinSet::new();
+        let group = ocart_projections::ProjectionGroup::new(
+            core.log.clone(),
+            core.runners().await?,
+            core.config.processors.batch_size,
+        );
+        let started = Instant::now();
+        tasks.spawn(group.run(stop_rx.clone(), poll));
+        tasks.spawn(
+            ocart_processors::Sweeper::new(core.log.clone(), core.clock.clone())
+                .run(stop_rx.clone(), poll),
+        );
+        tasks.spawn(
+            ocart_processors::recovery::RecoveryOpener::new(core.log.clone(), core.clock.clone())
+                .run(stop_rx.clone(), poll),
+        );
+        let total = args.carts as i64;
+        let mut abandoned_at = None;
+        let runs_at = loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if abandoned_at.is_none()
+                && count_where(
+                    &core.db,
+                    "SELECT count(*) FROM carts WHERE status = 'abandoned'",
+                )
+                .await?
+                    >= total
+            {
+                abandoned_at = Some(started.elapsed().as_secs_f64());
+            }
+            let runs = count_where(&core.db, "SELECT count(*) FROM recovery_runs").await?;
+            if runs >= total && abandoned_at.is_some() {
+                break started.elapsed().as_secs_f64();
+            }
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(3600),
+                "the sweep did not finish within an hour ({runs} runs open)"
+            );
+        };
+        let _ = stop_tx.send(true);
+        while tasks.join_next().await.is_some() {}
+        let abandoned_secs = abandoned_at.unwrap_or(runs_at);
+        println!(
+            "| {backend} | {} | {seed_secs:.1} | {abandoned_secs:.1} | {runs_at:.1} | {:.0} |",
+            args.carts,
+            args.carts as f64 / runs_at
         );
         core.db.close().await;
         store.remove().await;

@@ -11,6 +11,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
+
 use ocart_domain::cart::CartEvent;
 use ocart_domain::recovery::{
     RecoveryRun, RunCommand, RunError, RunStart, Step, StopReason, TriggerType,
@@ -44,6 +46,9 @@ pub fn run_id_for(cart_id: &str, abandoned_event: &Uuid) -> String {
     bytes.copy_from_slice(&digest[..16]);
     Uuid::new_v8(bytes).to_string()
 }
+
+/// Carts handled at once within a batch.
+const CONCURRENCY: usize = 32;
 
 pub struct RecoveryOpener {
     log: EventLog,
@@ -91,18 +96,35 @@ impl RecoveryOpener {
                 open.entry(cart).or_default().push(run);
             }
         }
-        let mut last = at;
-        let mut handled = 0;
-        for event in ready {
-            if event.aggregate_type == "cart" {
-                let runs = open
-                    .get(&event.aggregate_id)
-                    .map(Vec::as_slice)
-                    .unwrap_or(&[]);
-                self.handle(event, runs).await?;
-            }
-            last = event.checkpoint();
-            handled += 1;
+        let Some(last) = ready.last().map(|e| e.checkpoint()) else {
+            return Ok(Outcome::Idle);
+        };
+        let handled = ready.len();
+        // Carts are independent: each cart's events in order, several carts at once (their
+        // commands address different runs, so the appends group-commit together).
+        let mut per_cart: Vec<(String, Vec<StoredEvent>)> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        for event in ready.into_iter().filter(|e| e.aggregate_type == "cart") {
+            let slot = *index.entry(event.aggregate_id.clone()).or_insert_with(|| {
+                per_cart.push((event.aggregate_id.clone(), Vec::new()));
+                per_cart.len() - 1
+            });
+            per_cart[slot].1.push(event.clone());
+        }
+        let open = &open;
+        let results: Vec<anyhow::Result<()>> = futures::stream::iter(per_cart)
+            .map(|(cart, events): (String, Vec<StoredEvent>)| async move {
+                let runs = open.get(&cart).map(Vec::as_slice).unwrap_or(&[]);
+                for event in &events {
+                    self.handle(event, runs).await?;
+                }
+                Ok(())
+            })
+            .buffer_unordered(CONCURRENCY)
+            .collect()
+            .await;
+        for result in results {
+            result?;
         }
         if handled == 0 {
             return Ok(Outcome::Idle);
