@@ -92,6 +92,13 @@ impl WooCommerce {
         }))
     }
 
+    /// A REST API v3 request to `path` (under `/wp-json/wc/v3/`), authenticated.
+    fn rest(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, format!("{}/wp-json/wc/v3/{path}", self.base))
+            .basic_auth(&self.key, Some(&self.secret))
+    }
+
     /// The store's checkout page.
     pub fn checkout_url(&self) -> String {
         format!("{}/checkout/", self.base)
@@ -109,9 +116,7 @@ impl WooCommerce {
             .collect::<Vec<_>>()
             .join(",");
         let response = self
-            .client
-            .get(format!("{}/wp-json/wc/v3/products", self.base))
-            .basic_auth(&self.key, Some(&self.secret))
+            .rest(reqwest::Method::GET, "products")
             .query(&[
                 ("include", include.as_str()),
                 ("per_page", "100"),
@@ -184,9 +189,7 @@ impl WooCommerce {
             "meta_data": [{"key": "_ocart_cart_id", "value": coupon.cart_id}],
         });
         let response = self
-            .client
-            .post(format!("{}/wp-json/wc/v3/coupons", self.base))
-            .basic_auth(&self.key, Some(&self.secret))
+            .rest(reqwest::Method::POST, "coupons")
             .json(&body)
             .send()
             .await?;
@@ -210,9 +213,7 @@ impl WooCommerce {
 
     async fn find_coupon(&self, code: &str) -> anyhow::Result<u64> {
         let response = self
-            .client
-            .get(format!("{}/wp-json/wc/v3/coupons", self.base))
-            .basic_auth(&self.key, Some(&self.secret))
+            .rest(reqwest::Method::GET, "coupons")
             .query(&[("code", code)])
             .send()
             .await?;
@@ -232,9 +233,7 @@ impl WooCommerce {
     /// Deletes a coupon for good (`force=true`); one already gone is fine.
     pub async fn delete_coupon(&self, id: u64) -> anyhow::Result<()> {
         let response = self
-            .client
-            .delete(format!("{}/wp-json/wc/v3/coupons/{id}", self.base))
-            .basic_auth(&self.key, Some(&self.secret))
+            .rest(reqwest::Method::DELETE, &format!("coupons/{id}"))
             .query(&[("force", "true")])
             .send()
             .await?;

@@ -13,12 +13,13 @@
 use chrono::{DateTime, Duration, Utc};
 use ocart_domain::recovery::{CouponKind, IssuedCoupon, RunCommand, Step};
 use ocart_domain::settings::SettingsValues;
-use ocart_domain::{CartItem, Currency};
+use ocart_domain::CartItem;
 use ocart_projections::queries::recovery::{self as q, CartForSend};
 use ocart_projections::{CommandError, CommandMeta, Vault};
 
 use super::channels::SendError;
 use super::dispatcher::{Dispatcher, DISPATCHER};
+use super::templates::decimal_amount;
 use crate::store::NewCoupon;
 
 /// The prefix of every recovery coupon code.
@@ -35,23 +36,6 @@ pub fn coupon_code(vault: &Vault, run_id: &str, step: u32) -> String {
         .take(10)
         .collect();
     format!("{CODE_PREFIX}{body}")
-}
-
-/// A fixed amount in minor units as the store's decimal string ("10.00").
-fn decimal(minor: i64, currency: &str) -> String {
-    let exponent = Currency::parse("currency", currency)
-        .map(|c| c.exponent())
-        .unwrap_or(2);
-    if exponent == 0 {
-        return minor.to_string();
-    }
-    let scale = 10i64.pow(exponent);
-    format!(
-        "{}.{:0width$}",
-        minor / scale,
-        minor % scale,
-        width = exponent as usize
-    )
 }
 
 impl Dispatcher {
@@ -102,7 +86,7 @@ impl Dispatcher {
         let store_id = match self.store() {
             Some(woo) => {
                 let amount = match discount.kind {
-                    CouponKind::FixedCart => decimal(discount.amount, &cart.currency),
+                    CouponKind::FixedCart => decimal_amount(discount.amount, &cart.currency),
                     CouponKind::Percent => discount.amount.to_string(),
                 };
                 let created = woo
@@ -167,9 +151,9 @@ mod tests {
 
     #[test]
     fn fixed_amounts_are_decimals_of_the_currency() {
-        assert_eq!(decimal(1000, "EUR"), "10.00");
-        assert_eq!(decimal(5, "USD"), "0.05");
-        assert_eq!(decimal(500, "JPY"), "500");
-        assert_eq!(decimal(1500, "KWD"), "1.500");
+        assert_eq!(decimal_amount(1000, "EUR"), "10.00");
+        assert_eq!(decimal_amount(5, "USD"), "0.05");
+        assert_eq!(decimal_amount(500, "JPY"), "500");
+        assert_eq!(decimal_amount(1500, "KWD"), "1.500");
     }
 }

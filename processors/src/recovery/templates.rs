@@ -294,27 +294,34 @@ pub fn format_money(minor: i64, currency: &str) -> String {
         "KRW" => "₩",
         _ => "",
     };
+    let amount = decimal_amount(minor, currency);
+    if symbol.is_empty() {
+        format!("{amount} {currency}")
+    } else if let Some(positive) = amount.strip_prefix('-') {
+        format!("-{symbol}{positive}")
+    } else {
+        format!("{symbol}{amount}")
+    }
+}
+
+/// Minor units as a plain decimal in the currency's own digits (`1000` EUR → `10.00`,
+/// `500` JPY → `500`); an unknown code counts two decimals.
+pub fn decimal_amount(minor: i64, currency: &str) -> String {
     let decimals = ocart_domain::Currency::parse("currency", currency)
         .map(|c| c.exponent())
         .unwrap_or(2);
     let sign = if minor < 0 { "-" } else { "" };
     let minor = minor.unsigned_abs();
-    let amount = if decimals == 0 {
-        minor.to_string()
-    } else {
-        let scale = 10u64.pow(decimals);
-        format!(
-            "{}.{:0width$}",
-            minor / scale,
-            minor % scale,
-            width = decimals as usize
-        )
-    };
-    if symbol.is_empty() {
-        format!("{sign}{amount} {currency}")
-    } else {
-        format!("{sign}{symbol}{amount}")
+    if decimals == 0 {
+        return format!("{sign}{minor}");
     }
+    let scale = 10u64.pow(decimals);
+    format!(
+        "{sign}{}.{:0width$}",
+        minor / scale,
+        minor % scale,
+        width = decimals as usize
+    )
 }
 
 /// A cart to preview templates with.

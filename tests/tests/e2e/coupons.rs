@@ -6,7 +6,7 @@ use chrono::Duration;
 use ocart_tests::{capture_body, outbox_emails, session, FakeWoo, Kind};
 use serde_json::{json, Value};
 
-use crate::orders::unquote;
+use crate::orders::{coupon_in, unquote};
 use crate::recovery::{capture, events_of, Manual};
 
 /// Sends the default sequence's three steps to `email`'s abandoned cart; answers the cart id.
@@ -34,17 +34,6 @@ async fn settings(app: &ocart_tests::TestApp, patch: Value) -> (u16, Value) {
         .await
         .unwrap();
     ocart_tests::read(resp).await
-}
-
-fn coupon_in(eml: &str) -> Option<String> {
-    let text = unquote(eml);
-    let start = text.find("OCART-")?;
-    Some(
-        text[start..]
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
-            .collect(),
-    )
 }
 
 #[tokio::test]

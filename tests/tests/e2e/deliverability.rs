@@ -7,7 +7,7 @@ use ocart_domain::Clock;
 use ocart_tests::{outbox_emails, Kind, TestApp};
 use serde_json::{json, Value};
 
-use crate::orders::unquote;
+use crate::orders::link_path;
 use crate::recovery::{capture, events_of, Manual};
 
 const SECRET: &str = "provider-secret";
@@ -68,12 +68,8 @@ async fn deliverability(kind: Kind) {
     let (_, message_id) = sent(&m, "ann@example.com").await;
 
     // The open pixel: always an image; the first open is recorded, once.
-    let html = unquote(&outbox_emails(app)[0].1);
-    let start = html
-        .find("https://ocart.shop.test/o/")
-        .expect("an open pixel");
-    let pixel: String = html[start..].chars().take_while(|c| *c != '"').collect();
-    let path = pixel.strip_prefix("https://ocart.shop.test").unwrap();
+    let path = link_path(&outbox_emails(app)[0].1, "o").expect("an open pixel");
+    let path = path.as_str();
     for _ in 0..2 {
         let resp = app.client.get(app.url(path)).send().await.unwrap();
         assert_eq!(resp.status().as_u16(), 200);

@@ -14,7 +14,7 @@ use ocart_tests::{
 };
 use serde_json::json;
 
-use crate::orders::unquote;
+use crate::orders::{coupon_in, link_path, no_redirects};
 use crate::recovery::{capture, events_of, run_of};
 
 const KEY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/dkim-test-rsa.pem");
@@ -34,17 +34,6 @@ async fn dkim_passes(dns: std::net::SocketAddr, message: &SinkMessage) -> bool {
     let parsed = AuthenticatedMessage::parse(message.data.as_bytes()).expect("a parsable email");
     let results = authenticator.verify_dkim(&parsed).await;
     !results.is_empty() && results.iter().all(|r| r.result() == &DkimResult::Pass)
-}
-
-fn coupon_of(message: &SinkMessage) -> Option<String> {
-    let text = unquote(&message.data);
-    let start = text.find("OCART-")?;
-    Some(
-        text[start..]
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
-            .collect(),
-    )
 }
 
 async fn journey(kind: Kind) {
@@ -116,24 +105,20 @@ async fn journey(kind: Kind) {
             m.header("List-Unsubscribe-Post").unwrap(),
             "List-Unsubscribe=One-Click"
         );
-        assert_eq!(coupon_of(m).is_some(), step == 3, "coupon on email {step}");
+        assert_eq!(
+            coupon_in(&m.data).is_some(),
+            step == 3,
+            "coupon on email {step}"
+        );
     }
     let third = &sink.messages()[2];
-    let code = coupon_of(third).unwrap();
+    let code = coupon_in(&third.data).unwrap();
     assert_eq!(woo.state.coupons.lock().unwrap().len(), 1);
 
     // The shopper opens the restore link of the third email.
-    let text = unquote(&third.data);
-    let start = text.find("https://ocart.shop.test/r/").unwrap();
-    let link: String = text[start..]
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || "/:.-_".contains(*c))
-        .collect();
-    let path = link.strip_prefix("https://ocart.shop.test").unwrap();
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+    let path = link_path(&third.data, "r").unwrap();
+    let path = path.as_str();
+    let client = no_redirects();
     let resp = client.get(app.url(path)).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 303);
     let token = path.strip_prefix("/r/").unwrap();

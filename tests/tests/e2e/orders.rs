@@ -29,7 +29,7 @@ fn order_now(
 }
 
 /// A client that does not follow redirects.
-fn no_redirects() -> reqwest::Client {
+pub(crate) fn no_redirects() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -58,18 +58,32 @@ pub(crate) fn unquote(qp: &str) -> String {
 
 /// The restore link (path) of the `n`th email in the outbox.
 fn restore_path(app: &TestApp, n: usize) -> String {
-    let emails = outbox_emails(app);
-    let body = &unquote(&emails[n].1);
-    let start = body
-        .find("https://ocart.shop.test/r/")
-        .expect("a restore link");
+    link_path(&outbox_emails(app)[n].1, "r").expect("a restore link")
+}
+
+/// The path of the first `https://ocart.shop.test/{kind}/…` link in an email (r: restore,
+/// u: unsubscribe, o: open pixel), decoded from quoted-printable.
+pub(crate) fn link_path(eml: &str, kind: &str) -> Option<String> {
+    let body = unquote(eml);
+    let start = body.find(&format!("https://ocart.shop.test/{kind}/"))?;
     let link: String = body[start..]
         .chars()
         .take_while(|c| c.is_ascii_alphanumeric() || "/:.-_".contains(*c))
         .collect();
     link.strip_prefix("https://ocart.shop.test")
-        .unwrap()
-        .to_owned()
+        .map(str::to_owned)
+}
+
+/// The recovery coupon code an email offers, if any.
+pub(crate) fn coupon_in(eml: &str) -> Option<String> {
+    let text = unquote(eml);
+    let start = text.find("OCART-")?;
+    Some(
+        text[start..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+            .collect(),
+    )
 }
 
 /// A cart captured, abandoned and sent its first email; answers the cart id.
