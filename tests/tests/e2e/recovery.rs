@@ -41,19 +41,31 @@ pub(crate) async fn wait_for_emails(app: &TestApp, count: usize) -> Vec<(String,
     );
 }
 
-/// The events of `event_type` in the log.
+/// The events of `event_type` in the log, up to its head. (On PostgreSQL the gap-free reader
+/// stops short of transactions still open anywhere on the server, such as other tests', so a
+/// read may end before this process's last append: read again until it reaches it.)
 pub(crate) async fn events_of(app: &TestApp, event_type: &str) -> Vec<Value> {
-    let events = app
-        .core
-        .log
-        .read_after(Default::default(), 100_000)
-        .await
-        .unwrap();
-    events
-        .iter()
-        .filter(|e| e.event_type == event_type)
-        .map(|e| e.payload_value())
-        .collect()
+    let head = app.core.log.head();
+    for _ in 0..500 {
+        let events = app
+            .core
+            .log
+            .read_after(Default::default(), 100_000)
+            .await
+            .unwrap();
+        if events
+            .last()
+            .map_or(head <= 0, |e| e.global_position >= head)
+        {
+            return events
+                .iter()
+                .filter(|e| e.event_type == event_type)
+                .map(|e| e.payload_value())
+                .collect();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("the log reader never reached the head of the log ({head})");
 }
 
 pub(crate) fn header<'a>(eml: &'a str, name: &str) -> Option<&'a str> {
