@@ -12,9 +12,10 @@ use async_trait::async_trait;
 use lettre::message::dkim::{DkimConfig, DkimSigningAlgorithm, DkimSigningKey};
 use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart};
-use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
-use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
+use lettre::transport::smtp::extension::ClientId;
+use lettre::Message;
 use serde::{Deserialize, Serialize};
 
 /// Email settings (`[email]` in the config file).
@@ -459,44 +460,153 @@ impl Outbox {
     }
 }
 
-/// An SMTP relay, through lettre.
+/// How the SMTP connection is secured.
+enum SmtpTls {
+    None,
+    /// `STARTTLS` on the plain connection, required.
+    StartTls(TlsParameters),
+    /// Implicit TLS (SMTPS, usually port 465).
+    Wrapper(TlsParameters),
+}
+
+/// Connections to the relay kept open between messages.
+const SMTP_POOL: usize = 32;
+
+/// A pooled connection idle for longer than this is checked with `NOOP` before it is used
+/// (relays close idle sessions, usually after a minute or more).
+const SMTP_CHECK_IDLE: Duration = Duration::from_secs(10);
+
+/// An SMTP relay, through lettre's SMTP client, on connections OCart opens and pools itself
+/// so it can switch Nagle's algorithm off (`TCP_NODELAY`). lettre 0.11 leaves it on, and it
+/// writes the message body and the closing `.` separately: Nagle then holds the `.` until
+/// the relay acknowledges the body, and the relay delays that acknowledgement (40 ms on
+/// Linux), so every message waited 40 ms (measured: 44 ms per send, 299 messages/s with 16
+/// at once; lettre's upstream fix is pull request 1159). Implicit TLS connections still come
+/// from lettre, which does not expose their socket.
 pub struct Smtp {
-    transport: AsyncSmtpTransport<Tokio1Executor>,
+    host: String,
+    port: u16,
+    tls: SmtpTls,
+    timeout: Duration,
+    credentials: Option<Credentials>,
+    hello: ClientId,
+    idle: std::sync::Mutex<Vec<(AsyncSmtpConnection, std::time::Instant)>>,
+    slots: tokio::sync::Semaphore,
 }
 
 impl Smtp {
     pub fn new(config: &SmtpConfig) -> anyhow::Result<Self> {
         let tls = match config.tls.as_str() {
-            "none" => Tls::None,
-            "starttls" => Tls::Required(TlsParameters::new(config.host.clone())?),
-            "tls" => Tls::Wrapper(TlsParameters::new(config.host.clone())?),
+            "none" => SmtpTls::None,
+            "starttls" => SmtpTls::StartTls(TlsParameters::new(config.host.clone())?),
+            "tls" => SmtpTls::Wrapper(TlsParameters::new(config.host.clone())?),
             other => anyhow::bail!("email.smtp.tls {other:?}: use none, starttls or tls"),
         };
-        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&config.host)
-            .port(config.port)
-            .tls(tls)
-            .timeout(Some(Duration::from_secs(config.timeout_secs)))
-            .pool_config(lettre::transport::smtp::PoolConfig::new().max_size(32));
-        if let (Some(user), Some(password)) = (&config.username, &config.password) {
-            builder = builder.credentials(Credentials::new(user.clone(), password.clone()));
-        }
+        let credentials = match (&config.username, &config.password) {
+            (Some(user), Some(password)) => Some(Credentials::new(user.clone(), password.clone())),
+            _ => None,
+        };
         Ok(Self {
-            transport: builder.build(),
+            host: config.host.clone(),
+            port: config.port,
+            tls,
+            timeout: Duration::from_secs(config.timeout_secs.max(1)),
+            credentials,
+            hello: ClientId::default(),
+            idle: std::sync::Mutex::new(Vec::new()),
+            slots: tokio::sync::Semaphore::new(SMTP_POOL),
         })
     }
+
+    /// A new session: connected, greeted, secured and authenticated.
+    async fn connect(&self) -> Result<AsyncSmtpConnection, SmtpError> {
+        let mut conn = match &self.tls {
+            SmtpTls::Wrapper(params) => {
+                AsyncSmtpConnection::connect_tokio1(
+                    (self.host.as_str(), self.port),
+                    Some(self.timeout),
+                    &self.hello,
+                    Some(params.clone()),
+                    None,
+                )
+                .await?
+            }
+            SmtpTls::None | SmtpTls::StartTls(_) => {
+                let stream = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
+                    .await
+                    .map_err(SmtpError::Io)?;
+                stream.set_nodelay(true).map_err(SmtpError::Io)?;
+                let mut conn =
+                    AsyncSmtpConnection::connect_with_transport(Box::new(stream), &self.hello)
+                        .await?;
+                if let SmtpTls::StartTls(params) = &self.tls {
+                    conn.starttls(params.clone(), &self.hello).await?;
+                }
+                conn
+            }
+        };
+        if let Some(credentials) = &self.credentials {
+            conn.auth(&[Mechanism::Plain, Mechanism::Login], credentials)
+                .await?;
+        }
+        Ok(conn)
+    }
+
+    /// A pooled session that still answers, else a new one.
+    async fn checkout(&self) -> Result<AsyncSmtpConnection, SmtpError> {
+        loop {
+            let parked = self.idle.lock().expect("SMTP pool").pop();
+            let Some((mut conn, since)) = parked else {
+                return self.connect().await;
+            };
+            if since.elapsed() < SMTP_CHECK_IDLE || conn.test_connected().await {
+                return Ok(conn);
+            }
+            conn.abort().await;
+        }
+    }
+
+    async fn deliver(&self, message: &Message) -> Result<(), SmtpError> {
+        let mut conn = self.checkout().await?;
+        let sent = conn.send(message.envelope(), &message.formatted()).await;
+        if conn.has_broken() {
+            conn.abort().await;
+        } else {
+            self.idle
+                .lock()
+                .expect("SMTP pool")
+                .push((conn, std::time::Instant::now()));
+        }
+        sent.map(|_| ()).map_err(SmtpError::Smtp)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum SmtpError {
+    #[error("{0}")]
+    Smtp(#[from] lettre::transport::smtp::Error),
+    #[error("connecting: {0}")]
+    Io(std::io::Error),
 }
 
 #[async_trait]
 impl EmailTransport for Smtp {
     async fn send(&self, message: &Message, _key: &str) -> Result<(), SendError> {
-        self.transport
-            .send(message.clone())
-            .await
-            .map(|_| ())
-            .map_err(|e| SendError {
-                permanent: e.is_permanent(),
-                message: format!("SMTP: {e}"),
-            })
+        let _slot = self.slots.acquire().await.map_err(|_| SendError {
+            message: "SMTP: the client is shutting down".into(),
+            permanent: false,
+        })?;
+        match tokio::time::timeout(self.timeout, self.deliver(message)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(err)) => Err(SendError {
+                permanent: matches!(&err, SmtpError::Smtp(e) if e.is_permanent()),
+                message: format!("SMTP: {err}"),
+            }),
+            Err(_) => Err(SendError {
+                message: format!("SMTP: no answer within {} s", self.timeout.as_secs()),
+                permanent: false,
+            }),
+        }
     }
 }
 
