@@ -4,7 +4,8 @@
 //! dispatchers wins), sends the message, and records the outcome. A guard that fails ends
 //! the run with its reason; nothing is sent on a guess.
 
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -14,7 +15,7 @@ use ocart_domain::recovery::{
 };
 use ocart_domain::settings::SettingsValues;
 use ocart_domain::{CartItem, Clock};
-use ocart_projections::queries::recovery::{self as q, CartForSend, DueRun, RunRow};
+use ocart_projections::queries::recovery::{self as q, CartForSend, DueRun, RecipientRun, RunRow};
 use ocart_projections::{queries, CommandError, CommandMeta, Commands, EventLog, Outcome, Vault};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -24,7 +25,7 @@ use super::channels::{
     EmailBuilder, EmailConfig, EmailTransport, Outbox, OutgoingEmail, OutgoingSms, SendError,
     SmsConfig, SmsTransport, Smtp, TwilioSms,
 };
-use super::templates::{format_money, MergeContext, MergeItem};
+use super::templates::{format_money, MergeContext, MergeItem, TemplateParts};
 
 /// The actor of the dispatcher's commands (`system:dispatcher`).
 pub const DISPATCHER: &str = "dispatcher";
@@ -61,7 +62,8 @@ impl Default for RecoveryConfig {
             public_url: "http://127.0.0.1:8080".into(),
             claim_timeout_secs: 600,
             batch_size: 200,
-            concurrency: 16,
+            // As many as the SMTP client's connections.
+            concurrency: 32,
             outbox_dir: None,
             checkout_url: None,
             dns_resolver: None,
@@ -126,7 +128,30 @@ pub struct Dispatcher {
     email: Arc<dyn EmailTransport>,
     sms: Arc<dyn SmsTransport>,
     store: Option<crate::store::WooCommerce>,
+    /// Where the next pass goes on: `(next_due_at, run_id)` of the last run looked at, so a
+    /// pass does not meet again the runs the previous one handled while the read table has
+    /// not caught up with them. Cleared when a pass reaches the end of what is due.
+    cursor: Mutex<Option<(DateTime<Utc>, String)>>,
+    /// The position of the last event this dispatcher appended to each run it acted on
+    /// lately: a due row older than that is stale, and left alone until the table catches up.
+    acted: Mutex<HashMap<String, i64>>,
 }
+
+/// What the send guards read, for a whole pass at once (a few queries, not a few per run).
+#[derive(Default)]
+struct Facts {
+    carts: HashMap<String, CartForSend>,
+    suppressed: HashSet<String>,
+    buyers: HashSet<String>,
+    /// The runs of each recipient that can hold them (open, or sent within the quiet period).
+    holders: HashMap<String, Vec<RecipientRun>>,
+    /// The templates of the steps due, saved or built in.
+    templates: HashMap<String, TemplateParts>,
+}
+
+/// Runs remembered in [`Dispatcher::acted`] at most; past it the memory starts afresh (a
+/// stale row then costs one refused claim, as it would without the memory).
+const ACTED_MAX: usize = 100_000;
 
 /// The outbox folder for a data dir and config.
 pub fn outbox_dir(config: &RecoveryConfig, data_dir: &std::path::Path) -> std::path::PathBuf {
@@ -170,6 +195,8 @@ impl Dispatcher {
             email: email_transport,
             sms: sms_transport,
             store: None,
+            cursor: Mutex::new(None),
+            acted: Mutex::new(HashMap::new()),
         })
     }
 
@@ -196,26 +223,140 @@ impl Dispatcher {
         chrono::Duration::seconds(self.config.claim_timeout_secs as i64)
     }
 
-    /// The settings in force and the runs due at `now`: what a pass looks at.
-    async fn due(&self, now: DateTime<Utc>) -> anyhow::Result<(SettingsValues, Vec<DueRun>)> {
+    /// The settings in force and the runs due at `now`: what a pass looks at. A real pass
+    /// (`advance`) goes on from the previous one's cursor and skips the rows it knows are stale.
+    async fn due(
+        &self,
+        now: DateTime<Utc>,
+        advance: bool,
+    ) -> anyhow::Result<(SettingsValues, Vec<DueRun>)> {
         let (settings, _) = queries::current_settings(self.log.db()).await?;
-        let rows = q::due_runs(
+        let after = if advance {
+            self.cursor.lock().expect("cursor").clone()
+        } else {
+            None
+        };
+        let limit = self.config.batch_size.max(1);
+        let mut rows = q::due_runs(
             self.log.db(),
             now,
             now - self.stale_after(),
-            self.config.batch_size,
+            after.clone(),
+            limit,
         )
         .await?;
+        if !advance {
+            return Ok((settings, rows));
+        }
+        if rows.len() < limit as usize && after.is_some() {
+            // The end of what is due: look again from the start.
+            let seen: HashSet<String> = rows.iter().map(|r| r.run.run_id.clone()).collect();
+            rows.extend(
+                q::due_runs(self.log.db(), now, now - self.stale_after(), None, limit)
+                    .await?
+                    .into_iter()
+                    .filter(|r| !seen.contains(&r.run.run_id)),
+            );
+            rows.truncate(limit as usize);
+        }
+        let next = match rows.last() {
+            Some(last) if rows.len() == limit as usize => {
+                last.run.next_due_at.map(|at| (at, last.run.run_id.clone()))
+            }
+            _ => None,
+        };
+        *self.cursor.lock().expect("cursor") = next;
+        let mut acted = self.acted.lock().expect("acted");
+        rows.retain(|due| match acted.get(&due.run.run_id) {
+            Some(&position) if due.run.last_position < position => false,
+            Some(_) => {
+                acted.remove(&due.run.run_id);
+                true
+            }
+            None => true,
+        });
         Ok((settings, rows))
+    }
+
+    /// Remembers the last position this dispatcher appended to a run.
+    fn note_acted(&self, run_id: &str, position: Option<i64>) {
+        let Some(position) = position else { return };
+        let mut acted = self.acted.lock().expect("acted");
+        if acted.len() >= ACTED_MAX {
+            acted.clear();
+        }
+        acted.insert(run_id.to_owned(), position);
+    }
+
+    /// Reads what the guards of these runs need, in one query per kind of fact.
+    async fn facts(
+        &self,
+        rows: &[DueRun],
+        settings: &SettingsValues,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<Facts> {
+        let db = self.log.db();
+        let mut facts = Facts::default();
+        if rows.is_empty() {
+            return Ok(facts);
+        }
+        let cart_ids: Vec<&str> = rows.iter().map(|r| r.run.cart_id.as_str()).collect();
+        facts.carts = q::carts_for_send(db, &cart_ids)
+            .await?
+            .into_iter()
+            .map(|c| (c.cart_id.clone(), c))
+            .collect();
+        let emails: HashSet<&str> = facts
+            .carts
+            .values()
+            .filter_map(|c| c.email_hash.as_deref())
+            .collect();
+        let emails: Vec<&str> = emails.into_iter().collect();
+        let recipients: Vec<&str> = facts
+            .carts
+            .values()
+            .flat_map(|c| [c.email_hash.as_deref(), c.phone_hash.as_deref()])
+            .flatten()
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        facts.suppressed = q::suppressed_among(db, &recipients)
+            .await?
+            .into_iter()
+            .collect();
+        let lookback = chrono::Duration::days(i64::from(settings.recovery.order_lookback_days));
+        facts.buyers = q::buyers_among(db, &emails, now - lookback)
+            .await?
+            .into_iter()
+            .collect();
+        let quiet = chrono::Duration::hours(i64::from(settings.recovery.quiet_period_hours));
+        for run in q::runs_of_recipients(db, &emails, now - quiet).await? {
+            facts
+                .holders
+                .entry(run.email_hash.clone())
+                .or_default()
+                .push(run);
+        }
+        let names: HashSet<&str> = rows
+            .iter()
+            .filter_map(|r| r.steps.get(r.run.current_step as usize))
+            .map(|step| step.template.as_str())
+            .collect();
+        for name in names {
+            let parts = super::templates::resolve(db, name).await?;
+            facts.templates.insert(name.to_owned(), parts);
+        }
+        Ok(facts)
     }
 
     /// What a pass would do now, without doing it.
     pub async fn plan(&self) -> anyhow::Result<Vec<Planned>> {
         let now = self.clock.now();
-        let (settings, rows) = self.due(now).await?;
+        let (settings, rows) = self.due(now, false).await?;
+        let facts = self.facts(&rows, &settings, now).await?;
         let mut planned = Vec::with_capacity(rows.len());
         for due in rows {
-            let (decision, _) = self.decide(&due, &settings, now).await?;
+            let (decision, _) = decide(&due, &facts, &settings, now);
             planned.push(Planned {
                 run_id: due.run.run_id,
                 cart_id: due.run.cart_id,
@@ -226,102 +367,18 @@ impl Dispatcher {
         Ok(planned)
     }
 
-    /// The send guards, in order. Answers the decision and the cart (for rendering).
-    async fn decide(
-        &self,
-        due: &DueRun,
-        settings: &SettingsValues,
-        now: DateTime<Utc>,
-    ) -> anyhow::Result<(Decision, Option<CartForSend>)> {
-        let db = self.log.db();
-        let row = &due.run;
-        let stop = |reason| Ok((Decision::Stop { reason }, None));
-        // The step due (or, under a stale claim, in flight) is the one after those done.
-        let index = row.current_step as usize;
-        let Some(step) = due.steps.get(index) else {
-            return stop(StopReason::Completed);
-        };
-        let Some(cart) = q::cart_for_send(db, &row.cart_id).await? else {
-            return stop(StopReason::CartNotAbandoned);
-        };
-        if cart.erased {
-            return stop(StopReason::NoConsent);
-        }
-        match cart.status.as_str() {
-            "abandoned" => {}
-            // The opener converts the run with the order's revenue; never send meanwhile.
-            "converted" => {
-                return Ok((
-                    Decision::Hold {
-                        why: "the cart converted; the run is being credited".into(),
-                    },
-                    None,
-                ))
-            }
-            _ => return stop(StopReason::CartNotAbandoned),
-        }
-        if cart.order_id.is_some() {
-            return stop(StopReason::OrderPlaced);
-        }
-        let max_age = chrono::Duration::days(i64::from(settings.recovery.max_age_days));
-        if row.abandoned_at < now - max_age {
-            return stop(StopReason::TooOld);
-        }
-        let Some(email_hash) = cart.email_hash.clone() else {
-            return stop(StopReason::NoConsent);
-        };
-        let recipient_hash = match step.channel {
-            Channel::Email => Some(email_hash.clone()),
-            Channel::Sms => cart.phone_hash.clone(),
-        };
-        let Some(recipient_hash) = recipient_hash else {
-            return stop(StopReason::NoRecipient);
-        };
-        if q::is_suppressed(db, &email_hash).await?
-            || (recipient_hash != email_hash && q::is_suppressed(db, &recipient_hash).await?)
-        {
-            return stop(StopReason::Suppressed);
-        }
-        let lookback = chrono::Duration::days(i64::from(settings.recovery.order_lookback_days));
-        if q::recipient_bought_since(db, &email_hash, now - lookback).await? {
-            return stop(StopReason::OrderPlaced);
-        }
-        let quiet = chrono::Duration::hours(i64::from(settings.recovery.quiet_period_hours));
-        if row.current_step == 0 && row.status == "pending" {
-            // Only a run that has not messaged yet yields to another run of the recipient.
-            if q::run_holding_recipient(db, &row.run_id, &email_hash, row.abandoned_at, now - quiet)
-                .await?
-                .is_some()
-            {
-                return stop(StopReason::QuietPeriod);
-            }
-        }
-        let has_address = match step.channel {
-            Channel::Email => cart.email.is_some(),
-            Channel::Sms => cart.phone.is_some(),
-        };
-        if !has_address {
-            return stop(StopReason::NoRecipient);
-        }
-        Ok((
-            Decision::Send {
-                step: index as u32 + 1,
-                channel: step.channel,
-            },
-            Some(cart),
-        ))
-    }
-
     /// One pass over the runs due now.
     pub async fn try_handle_next(&self) -> anyhow::Result<(Outcome, PassReport)> {
         let now = self.clock.now();
-        let (settings, rows) = self.due(now).await?;
+        let (settings, rows) = self.due(now, true).await?;
+        let facts = self.facts(&rows, &settings, now).await?;
         let mut report = PassReport::default();
-        // Runs are independent (each claim is its own append), so several are handled at
-        // once; the guards stay correct because the recipient rule is deterministic.
-        let settings = &settings;
+        // Runs are independent (each claim is its own append, and the appends of runs
+        // handled at once share a commit), so several are handled at once; the guards stay
+        // correct because the recipient rule is deterministic.
+        let (settings, facts) = (&settings, &facts);
         let results: Vec<anyhow::Result<Handled>> = futures::stream::iter(rows)
-            .map(|due| async move { self.handle(&due, settings, now).await })
+            .map(|due| async move { self.handle(&due, facts, settings, now).await })
             .buffer_unordered(self.config.concurrency.max(1))
             .collect()
             .await;
@@ -350,11 +407,12 @@ impl Dispatcher {
     async fn handle(
         &self,
         due: &DueRun,
+        facts: &Facts,
         settings: &SettingsValues,
         now: DateTime<Utc>,
     ) -> anyhow::Result<Handled> {
         let row = &due.run;
-        let (decision, cart) = self.decide(due, settings, now).await?;
+        let (decision, cart) = decide(due, facts, settings, now);
         Ok(match decision {
             Decision::Hold { .. } => Handled::Held,
             Decision::Stop { reason } => {
@@ -366,14 +424,17 @@ impl Dispatcher {
                 {
                     // Already ended (the read table had not caught up): nothing done.
                     Ok(outcome) if outcome.events.is_empty() => Handled::Skipped,
-                    Ok(_) => Handled::Stopped,
+                    Ok(outcome) => {
+                        self.note_acted(&row.run_id, outcome.last_position());
+                        Handled::Stopped
+                    }
                     Err(CommandError::Rejected(_)) => Handled::Skipped,
                     Err(other) => return Err(other.into()),
                 }
             }
             Decision::Send { .. } => {
                 let cart = cart.expect("a send decision carries its cart");
-                match self.send(row, &cart, settings, now).await? {
+                match self.send(row, &cart, facts, settings, now).await? {
                     SendOutcome::Sent => Handled::Sent,
                     SendOutcome::Failed => Handled::Failed,
                     SendOutcome::Lost => Handled::Skipped,
@@ -387,6 +448,7 @@ impl Dispatcher {
         &self,
         row: &RunRow,
         cart: &CartForSend,
+        facts: &Facts,
         settings: &SettingsValues,
         now: DateTime<Utc>,
     ) -> anyhow::Result<SendOutcome> {
@@ -402,6 +464,7 @@ impl Dispatcher {
             )) => return Ok(SendOutcome::Lost),
             Err(other) => return Err(other.into()),
         };
+        self.note_acted(&row.run_id, outcome.last_position());
         let Some(claim) = outcome.aggregate.claim().cloned() else {
             return Ok(SendOutcome::Lost);
         };
@@ -443,9 +506,18 @@ impl Dispatcher {
                     context.coupon_code = Some(c.code.clone());
                     context.coupon_expiry = Some(super::coupons::expiry_label(c.expires_at));
                 }
-                self.deliver(&key, &step, cart, &context, pixel.as_deref(), resumed)
-                    .await
-                    .map(|()| coupon)
+                let template = facts.templates.get(&step.template);
+                self.deliver(
+                    &key,
+                    &step,
+                    template,
+                    cart,
+                    &context,
+                    pixel.as_deref(),
+                    resumed,
+                )
+                .await
+                .map(|()| coupon)
             }
             Err(err) => Err(err),
         };
@@ -466,7 +538,8 @@ impl Dispatcher {
             }
         };
         let failed = matches!(record, RunCommand::RecordFailed { .. });
-        self.runs.execute(&row.run_id, record, &meta).await?;
+        let recorded = self.runs.execute(&row.run_id, record, &meta).await?;
+        self.note_acted(&row.run_id, recorded.last_position());
         metrics::counter!("ocart_recovery_messages_total", "outcome" => if failed { "failed" } else { "sent" })
             .increment(1);
         Ok(if failed {
@@ -509,23 +582,28 @@ impl Dispatcher {
         }
     }
 
-    /// Renders and hands the message to its channel. A resumed claim whose message the
-    /// channel already has is not sent again.
+    /// Renders (with the pass's copy of the step's template) and hands the message to its
+    /// channel. A resumed claim whose message the channel already has is not sent again.
+    #[allow(clippy::too_many_arguments)]
     async fn deliver(
         &self,
         key: &str,
         step: &Step,
+        template: Option<&TemplateParts>,
         cart: &CartForSend,
         context: &MergeContext,
         pixel: Option<&str>,
         resumed: bool,
     ) -> Result<(), SendError> {
-        let parts = super::templates::resolve(self.log.db(), &step.template)
-            .await
-            .map_err(|e| SendError {
-                message: format!("loading template {}: {e}", step.template),
-                permanent: false,
-            })?;
+        let parts = match template {
+            Some(parts) => parts.clone(),
+            None => super::templates::resolve(self.log.db(), &step.template)
+                .await
+                .map_err(|e| SendError {
+                    message: format!("loading template {}: {e}", step.template),
+                    permanent: false,
+                })?,
+        };
         let rendered = parts.render(context).map_err(|e| SendError {
             message: format!("template {}: {e}", step.template),
             permanent: true,
@@ -595,6 +673,97 @@ impl Dispatcher {
             }
         }
     }
+}
+
+/// The send guards, in order, on the facts of the pass. Answers the decision and the cart
+/// (for rendering).
+fn decide(
+    due: &DueRun,
+    facts: &Facts,
+    settings: &SettingsValues,
+    now: DateTime<Utc>,
+) -> (Decision, Option<CartForSend>) {
+    let row = &due.run;
+    let stop = |reason| (Decision::Stop { reason }, None);
+    // The step due (or, under a stale claim, in flight) is the one after those done.
+    let index = row.current_step as usize;
+    let Some(step) = due.steps.get(index) else {
+        return stop(StopReason::Completed);
+    };
+    let Some(cart) = facts.carts.get(&row.cart_id) else {
+        return stop(StopReason::CartNotAbandoned);
+    };
+    if cart.erased {
+        return stop(StopReason::NoConsent);
+    }
+    match cart.status.as_str() {
+        "abandoned" => {}
+        // The opener converts the run with the order's revenue; never send meanwhile.
+        "converted" => {
+            return (
+                Decision::Hold {
+                    why: "the cart converted; the run is being credited".into(),
+                },
+                None,
+            )
+        }
+        _ => return stop(StopReason::CartNotAbandoned),
+    }
+    if cart.order_id.is_some() {
+        return stop(StopReason::OrderPlaced);
+    }
+    let max_age = chrono::Duration::days(i64::from(settings.recovery.max_age_days));
+    if row.abandoned_at < now - max_age {
+        return stop(StopReason::TooOld);
+    }
+    let Some(email_hash) = cart.email_hash.as_deref() else {
+        return stop(StopReason::NoConsent);
+    };
+    let recipient_hash = match step.channel {
+        Channel::Email => Some(email_hash),
+        Channel::Sms => cart.phone_hash.as_deref(),
+    };
+    let Some(recipient_hash) = recipient_hash else {
+        return stop(StopReason::NoRecipient);
+    };
+    if facts.suppressed.contains(email_hash) || facts.suppressed.contains(recipient_hash) {
+        return stop(StopReason::Suppressed);
+    }
+    if facts.buyers.contains(email_hash) {
+        return stop(StopReason::OrderPlaced);
+    }
+    let quiet = chrono::Duration::hours(i64::from(settings.recovery.quiet_period_hours));
+    if row.current_step == 0 && row.status == "pending" {
+        // Only a run that has not messaged yet yields to another run of the recipient: one
+        // still open that started before it (the oldest open run of a recipient is the one
+        // that messages them), or one that messaged them within the quiet period.
+        let held = facts.holders.get(email_hash).is_some_and(|runs| {
+            runs.iter().any(|other| {
+                other.run_id != row.run_id
+                    && ((matches!(other.status.as_str(), "pending" | "running")
+                        && (other.abandoned_at, other.run_id.as_str())
+                            < (row.abandoned_at, row.run_id.as_str()))
+                        || other.last_sent_at.is_some_and(|at| at > now - quiet))
+            })
+        });
+        if held {
+            return stop(StopReason::QuietPeriod);
+        }
+    }
+    let has_address = match step.channel {
+        Channel::Email => cart.email.is_some(),
+        Channel::Sms => cart.phone.is_some(),
+    };
+    if !has_address {
+        return stop(StopReason::NoRecipient);
+    }
+    (
+        Decision::Send {
+            step: index as u32 + 1,
+            channel: step.channel,
+        },
+        Some(cart.clone()),
+    )
 }
 
 enum Handled {

@@ -139,20 +139,36 @@ pub struct DueRun {
 }
 
 /// Runs a dispatcher should look at now: pending ones due by `now`, and running ones whose
-/// claim is older than `stale_before` (a dispatcher died holding it). Oldest due first.
+/// claim is older than `stale_before` (a dispatcher died holding it). Oldest due first, after
+/// the keyset cursor `after` (`(next_due_at, run_id)` of the last run of the previous pass).
 pub async fn due_runs(
     db: &Db,
     now: DateTime<Utc>,
     stale_before: DateTime<Utc>,
+    after: Option<(DateTime<Utc>, String)>,
     limit: i64,
 ) -> Result<Vec<DueRun>, sqlx::Error> {
+    let (after_at, after_id) = match after {
+        Some((at, id)) => (Some(at), Some(id)),
+        None => (None, None),
+    };
     let sql = format!(
         "SELECT {RUN_COLUMNS}, steps FROM recovery_runs \
-         WHERE (status = 'pending' AND next_due_at <= $1) \
-            OR (status = 'running' AND claimed_at <= $2) \
-         ORDER BY next_due_at, run_id LIMIT $3"
+         WHERE ((status = 'pending' AND next_due_at <= $1) \
+            OR (status = 'running' AND claimed_at <= $2)) \
+           AND ($3 IS NULL OR next_due_at > $3 OR (next_due_at = $3 AND run_id > $4)) \
+         ORDER BY next_due_at, run_id LIMIT $5"
     );
-    fetch_all_db!(db, DueRun, &sql, now, stale_before, limit)
+    fetch_all_db!(
+        db,
+        DueRun,
+        &sql,
+        now,
+        stale_before,
+        after_at,
+        after_id,
+        limit
+    )
 }
 
 /// When the earliest pending run falls due.
@@ -185,30 +201,6 @@ pub async fn open_runs_of_recipient(
          AND status IN ('pending', 'running')",
         recipient_hash
     )
-}
-
-/// Another run that has the recipient: one still open that started before this run (the
-/// oldest open run of a recipient is the one that messages them), or one that sent to them
-/// after `since` (the quiet period). Answers that run's id.
-pub async fn run_holding_recipient(
-    db: &Db,
-    run_id: &str,
-    email_hash: &str,
-    abandoned_at: DateTime<Utc>,
-    since: DateTime<Utc>,
-) -> Result<Option<String>, sqlx::Error> {
-    let row: Option<(String,)> = fetch_optional_db!(
-        db,
-        (String,),
-        "SELECT run_id FROM recovery_runs WHERE email_hash = $1 AND run_id <> $2 AND ( \
-           (status IN ('pending', 'running') AND (abandoned_at < $3 OR (abandoned_at = $3 AND run_id < $2))) \
-           OR last_sent_at > $4) LIMIT 1",
-        email_hash,
-        run_id,
-        abandoned_at,
-        since
-    )?;
-    Ok(row.map(|(id,)| id))
 }
 
 /// One message of a run.
@@ -279,24 +271,111 @@ pub async fn cart_for_send(db: &Db, cart_id: &str) -> Result<Option<CartForSend>
     )
 }
 
-/// Whether the shopper with this email (subject hash) bought after `since`: a paid order
-/// with their email, or a cart of theirs converted (through another cart, or an order OCart
-/// heard of only as a conversion).
-pub async fn recipient_bought_since(
+/// `$first, $first+1, …`: one placeholder for each of `count` values.
+fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Runs `$sql` (its lists written with [`placeholders`]) with the leading binds `$lead` and
+/// then every value of `$list`, as rows of `$ty`.
+macro_rules! fetch_list {
+    ($db:expr, $ty:ty, $sql:expr, [$($lead:expr),*], $list:expr) => {
+        match $db {
+            Db::Pg(pool) => {
+                let mut query = sqlx::query_as::<_, $ty>($sql)$(.bind($lead))*;
+                for value in $list {
+                    query = query.bind(value);
+                }
+                query.fetch_all(pool).await
+            }
+            Db::Lite(pool) => {
+                let sql = crate::lite_sql($sql);
+                let mut query = sqlx::query_as::<_, $ty>(&sql)$(.bind($lead))*;
+                for value in $list {
+                    query = query.bind(value);
+                }
+                query.fetch_all(pool).await
+            }
+        }
+    };
+}
+
+/// The send-guard facts of many carts at once (a dispatcher pass).
+pub async fn carts_for_send(db: &Db, cart_ids: &[&str]) -> Result<Vec<CartForSend>, sqlx::Error> {
+    if cart_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "SELECT cart_id, status, erased, email, email_hash, phone, phone_hash, name, currency, items, \
+         total_minor, abandoned_at, order_id FROM carts WHERE cart_id IN ({})",
+        placeholders(1, cart_ids.len())
+    );
+    fetch_list!(db, CartForSend, &sql, [], cart_ids)
+}
+
+/// Which of these recipients (email or phone subject hashes) are on the suppression list.
+pub async fn suppressed_among(db: &Db, hashes: &[&str]) -> Result<Vec<String>, sqlx::Error> {
+    if hashes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "SELECT recipient_hash FROM suppression WHERE recipient_hash IN ({})",
+        placeholders(1, hashes.len())
+    );
+    let rows: Vec<(String,)> = fetch_list!(db, (String,), &sql, [], hashes)?;
+    Ok(rows.into_iter().map(|(h,)| h).collect())
+}
+
+/// Which of these shoppers (email subject hashes) bought after `since`: a paid order with
+/// their email, or a cart of theirs converted (through another cart, or an order OCart heard
+/// of only as a conversion).
+pub async fn buyers_among(
     db: &Db,
-    email_hash: &str,
+    email_hashes: &[&str],
     since: DateTime<Utc>,
-) -> Result<bool, sqlx::Error> {
-    let row: Option<(i32,)> = fetch_optional_db!(
-        db,
-        (i32,),
-        "SELECT 1 FROM orders WHERE email_hash = $1 AND paid AND placed_at > $2 \
-         UNION ALL SELECT 1 FROM carts WHERE email_hash = $1 AND status = 'converted' \
-         AND converted_at > $2 LIMIT 1",
-        email_hash,
-        since
-    )?;
-    Ok(row.is_some())
+) -> Result<Vec<String>, sqlx::Error> {
+    if email_hashes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let list = placeholders(2, email_hashes.len());
+    let sql = format!(
+        "SELECT email_hash FROM orders WHERE paid AND placed_at > $1 AND email_hash IN ({list}) \
+         UNION SELECT email_hash FROM carts WHERE status = 'converted' AND converted_at > $1 \
+         AND email_hash IN ({list})"
+    );
+    let rows: Vec<(String,)> = fetch_list!(db, (String,), &sql, [since], email_hashes)?;
+    Ok(rows.into_iter().map(|(h,)| h).collect())
+}
+
+/// A run of a recipient, as the quiet-period rule looks at it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RecipientRun {
+    pub run_id: String,
+    pub email_hash: String,
+    pub status: String,
+    pub abandoned_at: DateTime<Utc>,
+    pub last_sent_at: Option<DateTime<Utc>>,
+}
+
+/// The runs of these shoppers (email subject hashes) that can hold them (the quiet-period
+/// rule): those still open, and those that sent after `since`.
+pub async fn runs_of_recipients(
+    db: &Db,
+    email_hashes: &[&str],
+    since: DateTime<Utc>,
+) -> Result<Vec<RecipientRun>, sqlx::Error> {
+    if email_hashes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "SELECT run_id, email_hash, status, abandoned_at, last_sent_at FROM recovery_runs \
+         WHERE email_hash IN ({}) AND (status IN ('pending', 'running') OR last_sent_at > $1)",
+        placeholders(2, email_hashes.len())
+    );
+    fetch_list!(db, RecipientRun, &sql, [since], email_hashes)
 }
 
 /// The cart an order by this email (subject hash) most likely came from: the most recently
