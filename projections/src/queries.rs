@@ -83,20 +83,39 @@ pub async fn get_cart(db: &Db, cart_id: &str) -> Result<Option<CartRow>, sqlx::E
     fetch_optional_db!(db, CartRow, &sql, cart_id)
 }
 
-/// Active carts whose last activity is at or before `cutoff` (the abandonment scan).
+/// Active carts whose last activity is at or before `cutoff` (the abandonment scan), oldest
+/// first, after the keyset cursor `after` (`(last_activity_at, cart_id)` of the last one seen).
 pub async fn carts_inactive_since(
     db: &Db,
     cutoff: DateTime<Utc>,
+    after: Option<(DateTime<Utc>, String)>,
     limit: i64,
-) -> Result<Vec<(String, DateTime<Utc>)>, sqlx::Error> {
+) -> Result<Vec<InactiveCart>, sqlx::Error> {
+    let (after_at, after_id) = match after {
+        Some((at, id)) => (Some(at), Some(id)),
+        None => (None, None),
+    };
     fetch_all_db!(
         db,
-        (String, DateTime<Utc>),
-        "SELECT cart_id, last_activity_at FROM carts WHERE status = 'active' AND last_activity_at <= $1 \
-         ORDER BY last_activity_at LIMIT $2",
+        InactiveCart,
+        "SELECT cart_id, last_activity_at, last_position FROM carts \
+         WHERE status = 'active' AND last_activity_at <= $1 \
+           AND ($2 IS NULL OR last_activity_at > $2 OR (last_activity_at = $2 AND cart_id > $3)) \
+         ORDER BY last_activity_at, cart_id LIMIT $4",
         cutoff,
+        after_at,
+        after_id,
         limit
     )
+}
+
+/// An active cart past the inactivity threshold.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct InactiveCart {
+    pub cart_id: String,
+    pub last_activity_at: DateTime<Utc>,
+    /// The position of the last event the carts table has applied to this cart.
+    pub last_position: i64,
 }
 
 /// The oldest last activity of any active cart: when the next abandonment falls due.

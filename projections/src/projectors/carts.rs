@@ -391,8 +391,8 @@ impl Projector for CartsProjector {
     fn indexes(&self) -> &'static [(&'static str, &'static str)] {
         &[
             (
-                "carts_status_activity",
-                "CREATE INDEX IF NOT EXISTS carts_status_activity ON carts (status, last_activity_at)",
+                "carts_due",
+                "CREATE INDEX IF NOT EXISTS carts_due ON carts (status, last_activity_at, cart_id)",
             ),
             (
                 "carts_updated",
