@@ -99,12 +99,29 @@ pub fn lite_sql(sql: &str) -> Cow<'_, str> {
 /// How often the SQLite write-ahead log is copied back into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 
+/// How long a SQLite connection waits for a lock before answering busy.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The write-ahead log's bound, in pages (64 MiB at SQLite's default 4 KiB page). Past it,
+/// the checkpointer waits for readers so the log can start over.
+const WAL_PAGES_LIMIT: i64 = 16_384;
+
+/// How long a bounding checkpoint waits for readers (and holds writers back) per attempt.
+const WAL_RESET_WAIT: Duration = Duration::from_millis(250);
+
 /// Copies the SQLite write-ahead log into the database file from a task of its own, every
 /// [`CHECKPOINT_EVERY`], without blocking readers or the writer (`PASSIVE`). SQLite's default
 /// is to checkpoint inside the commit that crosses 1,000 WAL pages: that commit then pays for
 /// copying and syncing everything before it, and a page written by many commits is copied
-/// many times (measured: half the time of a carts rebuild went there). The task ends when
-/// the pool closes; the last connection to close checkpoints whatever is left.
+/// many times (measured: half the time of a carts rebuild went there).
+///
+/// A passive checkpoint never waits, so under reads that overlap without pause (the
+/// projections, the sweeper and the opener during a burst) the log never gets a moment to
+/// start over and grows without bound: a 1,000,000-cart sweep grew it to 60 GB and filled the
+/// disk. So once it holds more than [`WAL_PAGES_LIMIT`] pages, the task asks for a
+/// `TRUNCATE` checkpoint, which waits (at most [`WAL_RESET_WAIT`] per try) until every reader
+/// reads the newest snapshot, then empties the file. The task ends when the pool closes; the
+/// last connection to close checkpoints whatever is left.
 fn checkpoint_in_background(pool: SqlitePool) {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return;
@@ -118,10 +135,7 @@ fn checkpoint_in_background(pool: SqlitePool) {
             if pool.is_closed() {
                 break;
             }
-            if let Err(err) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-                .execute(&pool)
-                .await
-            {
+            if let Err(err) = checkpoint_once(&pool).await {
                 if pool.is_closed() {
                     break;
                 }
@@ -129,6 +143,38 @@ fn checkpoint_in_background(pool: SqlitePool) {
             }
         }
     });
+}
+
+/// One passive checkpoint, then a bounding one if the log is past its limit.
+async fn checkpoint_once(pool: &SqlitePool) -> Result<(), sqlx::Error> {
+    let (_, pages, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+        .fetch_one(pool)
+        .await?;
+    if pages <= WAL_PAGES_LIMIT {
+        return Ok(());
+    }
+    let mut conn = pool.acquire().await?;
+    sqlx::query(&format!(
+        "PRAGMA busy_timeout = {}",
+        WAL_RESET_WAIT.as_millis()
+    ))
+    .execute(&mut *conn)
+    .await?;
+    let reset: Result<(i64, i64, i64), sqlx::Error> =
+        sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+            .fetch_one(&mut *conn)
+            .await;
+    sqlx::query(&format!(
+        "PRAGMA busy_timeout = {}",
+        BUSY_TIMEOUT.as_millis()
+    ))
+    .execute(&mut *conn)
+    .await?;
+    match reset? {
+        (0, _, _) => tracing::debug!(pages, "WAL past its bound: emptied"),
+        _ => tracing::debug!(pages, "WAL past its bound: readers busy, trying again"),
+    }
+    Ok(())
 }
 
 /// Runs one statement with the same binds on whichever backend `$db` (`&Db`) is.
@@ -213,8 +259,10 @@ impl Db {
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
-                .busy_timeout(Duration::from_secs(10))
+                .busy_timeout(BUSY_TIMEOUT)
                 .foreign_keys(true)
+                // When the log does start over, its file shrinks back to the bound.
+                .pragma("journal_size_limit", (WAL_PAGES_LIMIT * 4096).to_string())
                 .pragma("cache_size", "-32000")
                 // Reads map the file instead of copying every page through read(2).
                 .pragma("mmap_size", "1073741824")
