@@ -56,7 +56,7 @@ pub struct DispatchArgs {
     #[arg(long, default_value_t = 5_000)]
     pub runs: u64,
     /// Runs handled at once within a dispatcher pass.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 32)]
     pub concurrency: usize,
 }
 
@@ -802,15 +802,26 @@ async fn dispatch(args: DispatchArgs) -> anyhow::Result<()> {
         let projections = tokio::spawn(group.run(stop_rx, Duration::from_millis(20)));
         let dispatcher = core.dispatcher()?;
         let started = Instant::now();
-        let mut sent = 0u64;
-        while sent < args.runs && started.elapsed() < Duration::from_secs(600) {
+        // Every run ends its first step sent, or stopped by a guard (with more runs than
+        // distinct shoppers, the quiet period stops a shopper's later runs).
+        let mut totals = ocart_processors::recovery::PassReport::default();
+        let mut passes = 0u64;
+        while ((totals.sent + totals.stopped + totals.failed) as u64) < args.runs
+            && started.elapsed() < Duration::from_secs(600)
+        {
             let (_, report) = dispatcher.try_handle_next().await?;
-            sent += report.sent as u64;
-            if report.sent == 0 {
+            passes += 1;
+            totals += report;
+            if report.sent == 0 && report.stopped == 0 {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         }
         let secs = started.elapsed().as_secs_f64();
+        let sent = totals.sent as u64;
+        eprintln!(
+            "{backend}: {passes} passes; {} sent, {} stopped by a guard, {} failed",
+            totals.sent, totals.stopped, totals.failed
+        );
         let _ = stop_tx.send(true);
         let _ = projections.await;
         let at_sink = received.load(Ordering::Relaxed);
@@ -888,8 +899,17 @@ async fn sweep(args: SweepArgs) -> anyhow::Result<()> {
         );
         let total = args.carts as i64;
         let mut abandoned_at = None;
+        // On SQLite, the largest the write-ahead log grows to during the sweep.
+        let wal = store
+            .url
+            .strip_prefix("sqlite://")
+            .map(|path| std::path::PathBuf::from(format!("{path}-wal")));
+        let mut wal_max = 0u64;
         let runs_at = loop {
             tokio::time::sleep(Duration::from_millis(500)).await;
+            if let Some(wal) = &wal {
+                wal_max = wal_max.max(std::fs::metadata(wal).map(|m| m.len()).unwrap_or(0));
+            }
             if abandoned_at.is_none()
                 && count_where(
                     &core.db,
@@ -912,6 +932,12 @@ async fn sweep(args: SweepArgs) -> anyhow::Result<()> {
         let _ = stop_tx.send(true);
         while tasks.join_next().await.is_some() {}
         let abandoned_secs = abandoned_at.unwrap_or(runs_at);
+        if wal.is_some() {
+            eprintln!(
+                "{backend}: the write-ahead log grew to {:.1} MiB at most (sampled every 0.5 s)",
+                wal_max as f64 / (1024.0 * 1024.0)
+            );
+        }
         println!(
             "| {backend} | {} | {seed_secs:.1} | {abandoned_secs:.1} | {runs_at:.1} | {:.0} |",
             args.carts,
