@@ -66,7 +66,8 @@ impl Sweeper {
         let mut due =
             queries::carts_inactive_since(self.log.db(), now - span, after, SCAN_LIMIT).await?;
         // At the end of what is due, the next scan starts again from the oldest.
-        *self.cursor.lock().expect("cursor") = if (due.len() as i64) < SCAN_LIMIT {
+        let full = due.len() as i64 >= SCAN_LIMIT;
+        *self.cursor.lock().expect("cursor") = if !full {
             None
         } else {
             due.last().map(|c| (c.last_activity_at, c.cart_id.clone()))
@@ -94,9 +95,14 @@ impl Sweeper {
         }
         let scan_by = now
             + chrono::Duration::minutes(i64::from(settings.recovery.abandonment_scan_interval_min));
-        let next = match queries::earliest_active_activity(self.log.db()).await? {
-            Some(at) => (at + span).min(scan_by),
-            None => scan_by,
+        let next = if full {
+            // More are due right away: no need to ask when the next one is.
+            now
+        } else {
+            match queries::earliest_active_activity(self.log.db()).await? {
+                Some(at) => (at + span).min(scan_by),
+                None => scan_by,
+            }
         };
         Ok((
             if marked > 0 {

@@ -91,16 +91,17 @@ pub async fn carts_inactive_since(
     after: Option<(DateTime<Utc>, String)>,
     limit: i64,
 ) -> Result<Vec<InactiveCart>, sqlx::Error> {
-    let (after_at, after_id) = match after {
-        Some((at, id)) => (Some(at), Some(id)),
-        None => (None, None),
-    };
+    // A row-value bound, so the index seeks to the cursor. (An `OR` of the two comparisons
+    // is only a filter: each scan then walked every entry before the cursor, including the
+    // dead ones of carts just marked; 299 ms against 9 ms a scan, halfway through a
+    // 1,000,000-cart sweep on PostgreSQL.) No cursor is the start of time.
+    let (after_at, after_id) = after.unwrap_or((DateTime::<Utc>::UNIX_EPOCH, String::new()));
     fetch_all_db!(
         db,
         InactiveCart,
         "SELECT cart_id, last_activity_at, last_position FROM carts \
          WHERE status = 'active' AND last_activity_at <= $1 \
-           AND ($2 IS NULL OR last_activity_at > $2 OR (last_activity_at = $2 AND cart_id > $3)) \
+           AND (last_activity_at, cart_id) > ($2, $3) \
          ORDER BY last_activity_at, cart_id LIMIT $4",
         cutoff,
         after_at,

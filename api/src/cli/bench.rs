@@ -910,24 +910,28 @@ async fn sweep(args: SweepArgs) -> anyhow::Result<()> {
             if let Some(wal) = &wal {
                 wal_max = wal_max.max(std::fs::metadata(wal).map(|m| m.len()).unwrap_or(0));
             }
-            if abandoned_at.is_none()
-                && count_where(
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(3600),
+                "the sweep did not finish within an hour"
+            );
+            // The checks are cheap (counting 1,000,000 rows every half second took 40 % of a
+            // core on PostgreSQL): first whether any cart is still active, then the runs.
+            if abandoned_at.is_none() {
+                if count_where(
                     &core.db,
-                    "SELECT count(*) FROM carts WHERE status = 'abandoned'",
+                    "SELECT count(*) FROM (SELECT 1 FROM carts WHERE status = 'active' LIMIT 1) AS one",
                 )
                 .await?
-                    >= total
-            {
+                    > 0
+                {
+                    continue;
+                }
                 abandoned_at = Some(started.elapsed().as_secs_f64());
             }
             let runs = count_where(&core.db, "SELECT count(*) FROM recovery_runs").await?;
             if runs >= total && abandoned_at.is_some() {
                 break started.elapsed().as_secs_f64();
             }
-            anyhow::ensure!(
-                started.elapsed() < Duration::from_secs(3600),
-                "the sweep did not finish within an hour ({runs} runs open)"
-            );
         };
         let _ = stop_tx.send(true);
         while tasks.join_next().await.is_some() {}
