@@ -2,6 +2,8 @@
 //! publishes the event log to NATS JetStream, the processor lease itself (a PostgreSQL advisory
 //! lock or a SQLite lease row), and the process managers.
 
+/// Walking a read table by keyset while it lags behind one's own appends.
+mod keyset;
 /// Processor leases: one instance at a time runs the background work.
 mod lease;
 /// Recovery: the run opener, the dispatcher, channels and templates.

@@ -12,8 +12,7 @@
 //! burst, each scan met again the carts just marked, and loaded each only to have the
 //! aggregate refuse it (a 1,000,000-cart sweep took 14 times as long as a 100,000 one).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -23,6 +22,8 @@ use ocart_domain::Clock;
 use ocart_projections::{queries, CommandError, CommandMeta, Commands, EventLog, Outcome};
 use tokio::sync::watch;
 
+use crate::keyset::KeysetWalk;
+
 /// The actor name of the sweeper's commands (`system:sweeper`).
 pub const SWEEPER: &str = "sweeper";
 
@@ -31,18 +32,15 @@ const SCAN_LIMIT: i64 = 1000;
 /// Carts marked at once within a scan.
 const CONCURRENCY: usize = 32;
 
-/// Carts remembered in [`Sweeper::marked`] at most; past it the memory starts afresh.
+/// Carts whose abandonment the sweeper remembers at most.
 const MARKED_MAX: usize = 200_000;
 
 pub struct Sweeper {
     log: EventLog,
     carts: Commands<Cart>,
     clock: Arc<dyn Clock>,
-    /// `(last_activity_at, cart_id)` of the last cart the previous scan looked at; cleared
-    /// when a scan reaches the end of what is due.
-    cursor: Mutex<Option<(DateTime<Utc>, String)>>,
-    /// The position of the abandonment this sweeper appended for each cart lately.
-    marked: Mutex<HashMap<String, i64>>,
+    /// By `(last_activity_at, cart_id)`, remembering the abandonments it appended.
+    walk: KeysetWalk,
 }
 
 impl Sweeper {
@@ -51,8 +49,7 @@ impl Sweeper {
             carts: Commands::new(log.clone(), ()),
             log,
             clock,
-            cursor: Mutex::new(None),
-            marked: Mutex::new(HashMap::new()),
+            walk: KeysetWalk::new(MARKED_MAX),
         }
     }
 
@@ -62,27 +59,16 @@ impl Sweeper {
         let threshold = settings.recovery.abandoned_threshold_min;
         let span = chrono::Duration::minutes(i64::from(threshold));
         let now = self.clock.now();
-        let after = self.cursor.lock().expect("cursor").clone();
         let mut due =
-            queries::carts_inactive_since(self.log.db(), now - span, after, SCAN_LIMIT).await?;
-        // At the end of what is due, the next scan starts again from the oldest.
+            queries::carts_inactive_since(self.log.db(), now - span, self.walk.after(), SCAN_LIMIT)
+                .await?;
         let full = due.len() as i64 >= SCAN_LIMIT;
-        *self.cursor.lock().expect("cursor") = if !full {
-            None
-        } else {
-            due.last().map(|c| (c.last_activity_at, c.cart_id.clone()))
-        };
-        {
-            let mut marked = self.marked.lock().expect("marked");
-            due.retain(|cart| match marked.get(&cart.cart_id) {
-                Some(&position) if cart.last_position < position => false,
-                Some(_) => {
-                    marked.remove(&cart.cart_id);
-                    true
-                }
-                None => true,
-            });
-        }
+        self.walk.scanned(
+            full,
+            due.last().map(|c| (c.last_activity_at, c.cart_id.clone())),
+        );
+        self.walk
+            .keep_fresh(&mut due, |c| (c.cart_id.as_str(), c.last_position));
         // Each cart is its own aggregate: mark several at once so their appends group-commit.
         let results: Vec<anyhow::Result<bool>> = futures::stream::iter(due)
             .map(|cart| async move { self.abandon(&cart.cart_id, threshold, now).await })
@@ -129,13 +115,7 @@ impl Sweeper {
         };
         match self.carts.execute(cart, command, &meta).await {
             Ok(outcome) => {
-                if let Some(position) = outcome.last_position() {
-                    let mut marked = self.marked.lock().expect("marked");
-                    if marked.len() >= MARKED_MAX {
-                        marked.clear();
-                    }
-                    marked.insert(cart.to_owned(), position);
-                }
+                self.walk.wrote(cart, outcome.last_position());
                 Ok(!outcome.events.is_empty())
             }
             // Captured again meanwhile, converted, or withdrawn: nothing to do.

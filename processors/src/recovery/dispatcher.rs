@@ -5,7 +5,7 @@
 //! the run with its reason; nothing is sent on a guess.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -26,6 +26,7 @@ use super::channels::{
     SmsConfig, SmsTransport, Smtp, TwilioSms,
 };
 use super::templates::{format_money, MergeContext, MergeItem, TemplateParts};
+use crate::keyset::KeysetWalk;
 
 /// The actor of the dispatcher's commands (`system:dispatcher`).
 pub const DISPATCHER: &str = "dispatcher";
@@ -128,13 +129,10 @@ pub struct Dispatcher {
     email: Arc<dyn EmailTransport>,
     sms: Arc<dyn SmsTransport>,
     store: Option<crate::store::WooCommerce>,
-    /// Where the next pass goes on: `(next_due_at, run_id)` of the last run looked at, so a
+    /// By `(next_due_at, run_id)`, remembering the last event appended to each run, so a
     /// pass does not meet again the runs the previous one handled while the read table has
-    /// not caught up with them. Cleared when a pass reaches the end of what is due.
-    cursor: Mutex<Option<(DateTime<Utc>, String)>>,
-    /// The position of the last event this dispatcher appended to each run it acted on
-    /// lately: a due row older than that is stale, and left alone until the table catches up.
-    acted: Mutex<HashMap<String, i64>>,
+    /// not caught up with them.
+    walk: KeysetWalk,
 }
 
 /// What the send guards read, for a whole pass at once (a few queries, not a few per run).
@@ -149,8 +147,7 @@ struct Facts {
     templates: HashMap<String, TemplateParts>,
 }
 
-/// Runs remembered in [`Dispatcher::acted`] at most; past it the memory starts afresh (a
-/// stale row then costs one refused claim, as it would without the memory).
+/// Runs whose last append the dispatcher remembers at most.
 const ACTED_MAX: usize = 100_000;
 
 /// The outbox folder for a data dir and config.
@@ -195,8 +192,7 @@ impl Dispatcher {
             email: email_transport,
             sms: sms_transport,
             store: None,
-            cursor: Mutex::new(None),
-            acted: Mutex::new(HashMap::new()),
+            walk: KeysetWalk::new(ACTED_MAX),
         })
     }
 
@@ -231,61 +227,23 @@ impl Dispatcher {
         advance: bool,
     ) -> anyhow::Result<(SettingsValues, Vec<DueRun>)> {
         let (settings, _) = queries::current_settings(self.log.db()).await?;
-        let after = if advance {
-            self.cursor.lock().expect("cursor").clone()
-        } else {
-            None
-        };
+        let after = if advance { self.walk.after() } else { None };
         let limit = self.config.batch_size.max(1);
-        let mut rows = q::due_runs(
-            self.log.db(),
-            now,
-            now - self.stale_after(),
-            after.clone(),
-            limit,
-        )
-        .await?;
-        if !advance {
-            return Ok((settings, rows));
-        }
-        if rows.len() < limit as usize && after.is_some() {
-            // The end of what is due: look again from the start.
-            let seen: HashSet<String> = rows.iter().map(|r| r.run.run_id.clone()).collect();
-            rows.extend(
-                q::due_runs(self.log.db(), now, now - self.stale_after(), None, limit)
-                    .await?
-                    .into_iter()
-                    .filter(|r| !seen.contains(&r.run.run_id)),
+        let mut rows =
+            q::due_runs(self.log.db(), now, now - self.stale_after(), after, limit).await?;
+        if advance {
+            self.walk.scanned(
+                rows.len() as i64 >= limit,
+                rows.last().and_then(|last| {
+                    let at = last.run.next_due_at?;
+                    Some((at, last.run.run_id.clone()))
+                }),
             );
-            rows.truncate(limit as usize);
+            self.walk.keep_fresh(&mut rows, |due| {
+                (due.run.run_id.as_str(), due.run.last_position)
+            });
         }
-        let next = match rows.last() {
-            Some(last) if rows.len() == limit as usize => {
-                last.run.next_due_at.map(|at| (at, last.run.run_id.clone()))
-            }
-            _ => None,
-        };
-        *self.cursor.lock().expect("cursor") = next;
-        let mut acted = self.acted.lock().expect("acted");
-        rows.retain(|due| match acted.get(&due.run.run_id) {
-            Some(&position) if due.run.last_position < position => false,
-            Some(_) => {
-                acted.remove(&due.run.run_id);
-                true
-            }
-            None => true,
-        });
         Ok((settings, rows))
-    }
-
-    /// Remembers the last position this dispatcher appended to a run.
-    fn note_acted(&self, run_id: &str, position: Option<i64>) {
-        let Some(position) = position else { return };
-        let mut acted = self.acted.lock().expect("acted");
-        if acted.len() >= ACTED_MAX {
-            acted.clear();
-        }
-        acted.insert(run_id.to_owned(), position);
     }
 
     /// Reads what the guards of these runs need, in one query per kind of fact.
@@ -425,7 +383,7 @@ impl Dispatcher {
                     // Already ended (the read table had not caught up): nothing done.
                     Ok(outcome) if outcome.events.is_empty() => Handled::Skipped,
                     Ok(outcome) => {
-                        self.note_acted(&row.run_id, outcome.last_position());
+                        self.walk.wrote(&row.run_id, outcome.last_position());
                         Handled::Stopped
                     }
                     Err(CommandError::Rejected(_)) => Handled::Skipped,
@@ -464,7 +422,7 @@ impl Dispatcher {
             )) => return Ok(SendOutcome::Lost),
             Err(other) => return Err(other.into()),
         };
-        self.note_acted(&row.run_id, outcome.last_position());
+        self.walk.wrote(&row.run_id, outcome.last_position());
         let Some(claim) = outcome.aggregate.claim().cloned() else {
             return Ok(SendOutcome::Lost);
         };
@@ -539,7 +497,7 @@ impl Dispatcher {
         };
         let failed = matches!(record, RunCommand::RecordFailed { .. });
         let recorded = self.runs.execute(&row.run_id, record, &meta).await?;
-        self.note_acted(&row.run_id, recorded.last_position());
+        self.walk.wrote(&row.run_id, recorded.last_position());
         metrics::counter!("ocart_recovery_messages_total", "outcome" => if failed { "failed" } else { "sent" })
             .increment(1);
         Ok(if failed {
