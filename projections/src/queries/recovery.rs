@@ -234,13 +234,7 @@ pub async fn notifications_of_run(
 
 /// Whether a recipient (email or phone subject hash) is on the suppression list.
 pub async fn is_suppressed(db: &Db, recipient_hash: &str) -> Result<bool, sqlx::Error> {
-    let row: Option<(String,)> = fetch_optional_db!(
-        db,
-        (String,),
-        "SELECT reason FROM suppression WHERE recipient_hash = $1",
-        recipient_hash
-    )?;
-    Ok(row.is_some())
+    Ok(!suppressed_among(db, &[recipient_hash]).await?.is_empty())
 }
 
 /// The cart facts the send guards need.
@@ -262,13 +256,7 @@ pub struct CartForSend {
 }
 
 pub async fn cart_for_send(db: &Db, cart_id: &str) -> Result<Option<CartForSend>, sqlx::Error> {
-    fetch_optional_db!(
-        db,
-        CartForSend,
-        "SELECT cart_id, status, erased, email, email_hash, phone, phone_hash, name, currency, items, \
-         total_minor, abandoned_at, order_id FROM carts WHERE cart_id = $1",
-        cart_id
-    )
+    Ok(carts_for_send(db, &[cart_id]).await?.pop())
 }
 
 /// `$first, $first+1, …`: one placeholder for each of `count` values.
@@ -537,29 +525,12 @@ pub async fn open_runs_of_carts(
     if cart_ids.is_empty() {
         return Ok(Vec::new());
     }
-    let placeholders: Vec<String> = (1..=cart_ids.len()).map(|i| format!("${i}")).collect();
     let sql = format!(
         "SELECT cart_id, run_id FROM recovery_runs WHERE (status IN ('pending', 'running') \
          OR (status = 'stopped' AND stop_reason = 'completed')) AND cart_id IN ({})",
-        placeholders.join(", ")
+        placeholders(1, cart_ids.len())
     );
-    match db {
-        Db::Pg(pool) => {
-            let mut query = sqlx::query_as::<_, (String, String)>(&sql);
-            for id in cart_ids {
-                query = query.bind(*id);
-            }
-            query.fetch_all(pool).await
-        }
-        Db::Lite(pool) => {
-            let sql = crate::lite_sql(&sql);
-            let mut query = sqlx::query_as::<_, (String, String)>(&sql);
-            for id in cart_ids {
-                query = query.bind(*id);
-            }
-            query.fetch_all(pool).await
-        }
-    }
+    fetch_list!(db, (String, String), &sql, [], cart_ids)
 }
 
 /// A recovery coupon as the API shows it (the registry of the embedded mode, and the mirror
