@@ -102,21 +102,28 @@ impl RecoveryOpener {
         let handled = ready.len();
         // Carts are independent: each cart's events in order, several carts at once (their
         // commands address different runs, so the appends group-commit together).
-        let mut per_cart: Vec<(String, Vec<StoredEvent>)> = Vec::new();
-        let mut index: HashMap<String, usize> = HashMap::new();
-        for event in ready.into_iter().filter(|e| e.aggregate_type == "cart") {
-            let slot = *index.entry(event.aggregate_id.clone()).or_insert_with(|| {
-                per_cart.push((event.aggregate_id.clone(), Vec::new()));
+        // (Each cart's events go by index: a closure taking borrowed events trips rustc's
+        // higher-ranked lifetime check when the future must be `Send`.)
+        let carts: Vec<&StoredEvent> = ready
+            .into_iter()
+            .filter(|e| e.aggregate_type == "cart")
+            .collect();
+        let mut per_cart: Vec<Vec<usize>> = Vec::new();
+        let mut index: HashMap<&str, usize> = HashMap::new();
+        for (i, event) in carts.iter().enumerate() {
+            let slot = *index.entry(event.aggregate_id.as_str()).or_insert_with(|| {
+                per_cart.push(Vec::new());
                 per_cart.len() - 1
             });
-            per_cart[slot].1.push(event.clone());
+            per_cart[slot].push(i);
         }
-        let open = &open;
+        let (open, carts) = (&open, &carts);
         let results: Vec<anyhow::Result<()>> = futures::stream::iter(per_cart)
-            .map(|(cart, events): (String, Vec<StoredEvent>)| async move {
-                let runs = open.get(&cart).map(Vec::as_slice).unwrap_or(&[]);
-                for event in &events {
-                    self.handle(event, runs).await?;
+            .map(|events: Vec<usize>| async move {
+                let cart = carts[events[0]].aggregate_id.as_str();
+                let runs = open.get(cart).map(Vec::as_slice).unwrap_or(&[]);
+                for i in events {
+                    self.handle(carts[i], runs).await?;
                 }
                 Ok(())
             })
@@ -125,9 +132,6 @@ impl RecoveryOpener {
             .await;
         for result in results {
             result?;
-        }
-        if handled == 0 {
-            return Ok(Outcome::Idle);
         }
         let mut tx = db.begin().await?;
         save_checkpoint(&mut tx, OPENER, last).await?;
