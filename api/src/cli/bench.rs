@@ -760,24 +760,14 @@ async fn dispatch(args: DispatchArgs) -> anyhow::Result<()> {
     for backend in &args.common.backends {
         let store = BenchStore::new(backend, &args.common.pg_url).await?;
         let (port, received) = smtp_sink().await?;
-        let data_dir =
-            std::env::temp_dir().join(format!("ocart-bench-{}", Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&data_dir)?;
-        let mut config = Config {
-            database_url: Some(store.url.clone()),
-            data_dir: data_dir.clone(),
-            ..Config::default()
-        };
-        config.processors.enabled = false;
-        config.recovery.concurrency = args.concurrency;
-        config.email.transport = "smtp".into();
-        config.email.smtp.host = "127.0.0.1".into();
-        config.email.smtp.port = port;
-        config.email.smtp.tls = "none".into();
-        let clock = Arc::new(ocart_domain::ManualClock::new(chrono::Utc::now()));
-        let core = crate::core::Core::open(config, clock.clone()).await?;
-        let meta = ocart_projections::CommandMeta::system("bench", None, chrono::Utc::now());
-        core.seed_default_sequence(&meta).await?;
+        let (core, clock, data_dir) = recovery_core(&store, |config| {
+            config.recovery.concurrency = args.concurrency;
+            config.email.transport = "smtp".into();
+            config.email.smtp.host = "127.0.0.1".into();
+            config.email.smtp.port = port;
+            config.email.smtp.tls = "none".into();
+        })
+        .await?;
         // Each cart: created, three updates, abandoned (distinct shoppers up to 10,000).
         fill_log(&core.log, &core.vault, args.runs * 5).await?;
         let project = || async {
@@ -840,6 +830,33 @@ async fn dispatch(args: DispatchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A core for the recovery benches: on `store`, with a throw-away data folder, a manual
+/// clock, the processors off (the bench runs what it measures) and the default sequence;
+/// `adjust` tunes the configuration first.
+async fn recovery_core(
+    store: &BenchStore,
+    adjust: impl FnOnce(&mut Config),
+) -> anyhow::Result<(
+    Arc<crate::core::Core>,
+    Arc<ocart_domain::ManualClock>,
+    std::path::PathBuf,
+)> {
+    let data_dir = std::env::temp_dir().join(format!("ocart-bench-{}", Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&data_dir)?;
+    let mut config = Config {
+        database_url: Some(store.url.clone()),
+        data_dir: data_dir.clone(),
+        ..Config::default()
+    };
+    config.processors.enabled = false;
+    adjust(&mut config);
+    let clock = Arc::new(ocart_domain::ManualClock::new(chrono::Utc::now()));
+    let core = crate::core::Core::open(config, clock.clone()).await?;
+    let meta = ocart_projections::CommandMeta::system("bench", None, chrono::Utc::now());
+    core.seed_default_sequence(&meta).await?;
+    Ok((core, clock, data_dir))
+}
+
 async fn count_where(db: &Db, sql: &str) -> anyhow::Result<i64> {
     let row: Option<(i64,)> = ocart_projections::fetch_optional_db!(db, (i64,), sql)?;
     Ok(row.map(|(n,)| n).unwrap_or(0))
@@ -855,19 +872,7 @@ async fn sweep(args: SweepArgs) -> anyhow::Result<()> {
     println!("|---|---|---|---|---|---|");
     for backend in &args.common.backends {
         let store = BenchStore::new(backend, &args.common.pg_url).await?;
-        let data_dir =
-            std::env::temp_dir().join(format!("ocart-bench-{}", Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&data_dir)?;
-        let mut config = Config {
-            database_url: Some(store.url.clone()),
-            data_dir: data_dir.clone(),
-            ..Config::default()
-        };
-        config.processors.enabled = false;
-        let clock = Arc::new(ocart_domain::ManualClock::new(chrono::Utc::now()));
-        let core = crate::core::Core::open(config, clock.clone()).await?;
-        let meta = ocart_projections::CommandMeta::system("bench", None, chrono::Utc::now());
-        core.seed_default_sequence(&meta).await?;
+        let (core, clock, data_dir) = recovery_core(&store, |_| {}).await?;
         let seeding = Instant::now();
         fill_carts(&core.log, &core.vault, args.carts, 1).await?;
         for runner in core.runners().await? {
