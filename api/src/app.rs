@@ -6,10 +6,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderValue, Method};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::Router;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use ocart_domain::token::Capability;
@@ -17,7 +17,7 @@ use ocart_domain::Clock;
 use ocart_projections::CommandMeta;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
+use ocart_processors::supervisor::{factory, Supervisor};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -27,7 +27,7 @@ use crate::config::Config;
 use crate::core::{Core, PROCESSORS_LEASE};
 use crate::error::ApiError;
 use crate::json::MAX_BODY;
-use crate::ratelimit::RateLimiter;
+use crate::ratelimit::{Bucket, RateLimiter};
 use crate::routes;
 use crate::state::AppState;
 
@@ -69,14 +69,10 @@ impl Application {
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.bind))?;
         let port = listener.local_addr()?.port();
-        let limiter = RateLimiter::new(
-            config.rate_limit.public_requests,
-            Duration::from_secs(config.rate_limit.window_secs),
-            config.rate_limit.trusted_proxies.clone(),
-        );
+        let limiter = Arc::new(RateLimiter::new(&config.rate_limit));
         let state = AppState {
             core,
-            limiter: Arc::new(limiter),
+            limiter,
             metrics: metrics_handle(),
             nats_enabled: config.nats_url.is_some(),
         };
@@ -174,51 +170,89 @@ async fn run_processors(core: Arc<Core>, stop: watch::Receiver<bool>) {
     // If the lease is lost (connection dropped, another holder took it), stop our processors.
     let (inner_stop_tx, inner_stop) = watch::channel(false);
     let poll = Duration::from_millis(core.config.processors.poll_interval_ms);
-    let mut tasks = JoinSet::new();
-    match core.runners().await {
-        Ok(runners) => {
-            let group = ocart_projections::ProjectionGroup::new(
-                core.log.clone(),
-                runners,
-                core.config.processors.batch_size,
-            );
-            tasks.spawn(group.run(inner_stop.clone(), poll));
-        }
-        Err(err) => tracing::error!(error = %err, "cannot start projections"),
-    }
-    let sweeper = ocart_processors::Sweeper::new(core.log.clone(), core.clock.clone());
-    tasks.spawn(sweeper.run(inner_stop.clone(), poll));
-    let retention =
-        ocart_processors::Retention::new(core.log.clone(), core.vault.clone(), core.clock.clone());
-    tasks.spawn(retention.run(inner_stop.clone(), Duration::from_secs(60)));
-    let opener =
-        ocart_processors::recovery::RecoveryOpener::new(core.log.clone(), core.clock.clone());
-    tasks.spawn(opener.run(inner_stop.clone(), poll));
-    match core.dispatcher() {
-        Ok(dispatcher) => {
-            tasks.spawn(dispatcher.run(inner_stop.clone(), poll));
-        }
-        Err(err) => tracing::error!(error = %err, "cannot start the recovery dispatcher"),
-    }
+    let mut supervisor = Supervisor::new(core.processors.clone(), inner_stop.clone());
+    let c = core.clone();
+    supervisor.spawn(
+        ocart_processors::PROJECTIONS,
+        factory(move || {
+            let core = c.clone();
+            async move {
+                let group = ocart_projections::ProjectionGroup::new(
+                    core.log.clone(),
+                    core.runners().await?,
+                    core.config.processors.batch_size,
+                );
+                Ok(ocart_processors::Projections::new(group, poll))
+            }
+        }),
+    );
+    let c = core.clone();
+    supervisor.spawn(
+        ocart_processors::SWEEPER,
+        factory(move || {
+            let core = c.clone();
+            async move {
+                Ok(ocart_processors::Sweeper::new(core.log.clone(), core.clock.clone())
+                    .with_poll(poll))
+            }
+        }),
+    );
+    let c = core.clone();
+    supervisor.spawn(
+        ocart_processors::ERASER,
+        factory(move || {
+            let core = c.clone();
+            async move {
+                Ok(ocart_processors::Eraser::new(core.log.clone(), core.vault.clone())
+                    .with_poll(poll))
+            }
+        }),
+    );
+    let c = core.clone();
+    supervisor.spawn(
+        ocart_processors::RETENTION,
+        factory(move || {
+            let core = c.clone();
+            async move {
+                Ok(ocart_processors::Retention::new(
+                    core.log.clone(),
+                    core.vault.clone(),
+                    core.clock.clone(),
+                ))
+            }
+        }),
+    );
+    let c = core.clone();
+    supervisor.spawn(
+        ocart_processors::recovery::OPENER,
+        factory(move || {
+            let core = c.clone();
+            async move {
+                Ok(ocart_processors::recovery::RecoveryOpener::new(
+                    core.log.clone(),
+                    core.clock.clone(),
+                )
+                .with_poll(poll))
+            }
+        }),
+    );
+    let c = core.clone();
+    supervisor.spawn(
+        ocart_processors::recovery::DISPATCHER,
+        factory(move || {
+            let core = c.clone();
+            async move { Ok(core.dispatcher()?.with_poll(poll)) }
+        }),
+    );
     if let Some(url) = core.config.nats_url.clone() {
         let log = core.log.clone();
-        let relay_stop = inner_stop.clone();
-        tasks.spawn(async move {
-            let mut delay = Duration::from_millis(200);
-            loop {
-                if *relay_stop.borrow() {
-                    return;
-                }
-                match ocart_processors::connect(log.clone(), &url).await {
-                    Ok(relay) => return relay.run(relay_stop, poll).await,
-                    Err(err) => {
-                        tracing::warn!(error = %err, "cannot reach NATS; the relay retries");
-                        tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(Duration::from_secs(5));
-                    }
-                }
-            }
-        });
+        supervisor.spawn(
+            ocart_processors::RELAY_CHECKPOINT,
+            factory(move || {
+                let (log, url) = (log.clone(), url.clone());
+                async move { Ok(ocart_processors::connect(log, &url).await?.with_poll(poll)) }
+            }),
+        );
     }
     let mut outer = stop.clone();
     tokio::select! {
@@ -226,7 +260,7 @@ async fn run_processors(core: Arc<Core>, stop: watch::Receiver<bool>) {
         _ = lease.lost() => tracing::warn!("lost the processors lease; stopping processors"),
     }
     let _ = inner_stop_tx.send(true);
-    while tasks.join_next().await.is_some() {}
+    supervisor.join().await;
     lease.release().await;
 }
 
@@ -247,23 +281,6 @@ async fn track(matched: Option<MatchedPath>, req: Request, next: Next) -> Respon
     metrics::counter!("ocart_http_requests_total", "route" => route.clone(), "method" => method.clone(), "status" => status).increment(1);
     metrics::histogram!("ocart_http_request_duration_seconds", "route" => route, "method" => method).record(elapsed);
     response
-}
-
-/// The per-IP limit on public endpoints.
-async fn rate_limited(
-    State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    req: Request,
-    next: Next,
-) -> Response {
-    if req.method() == Method::OPTIONS {
-        return next.run(req).await;
-    }
-    let ip = state.limiter.client_ip(peer, req.headers());
-    match state.limiter.check(ip) {
-        Ok(()) => next.run(req).await,
-        Err(retry_after) => ApiError::RateLimited(retry_after).into_response(),
-    }
 }
 
 /// The whole HTTP surface.
@@ -297,23 +314,35 @@ pub fn router(state: AppState) -> Router {
         .allow_methods([Method::POST, Method::OPTIONS])
         .allow_headers([axum::http::header::CONTENT_TYPE])
         .max_age(Duration::from_secs(600));
+    RateLimiter::spawn_maintenance(&state.limiter);
     let public = routes::capture::router()
-        .layer(middleware::from_fn_with_state(state.clone(), rate_limited))
+        .layer(middleware::from_fn_with_state(
+            (state.clone(), Bucket::Capture),
+            crate::ratelimit::per_ip,
+        ))
         .layer(cors);
-    let links =
-        routes::links::router().layer(middleware::from_fn_with_state(state.clone(), rate_limited));
+    // Restore and the pixel per IP, each its own budget; unsubscribe per link (in the handler).
+    let links = routes::links::router(&state);
     let timeout = Duration::from_secs(core.config.http.request_timeout_secs);
-    Router::new()
+    // The routers document what they route: the OpenAPI document is made from them here.
+    let (router, routed) = utoipa_axum::router::OpenApiRouter::new()
         .merge(public)
         .merge(links)
         .merge(routes::api_router())
+        .split_for_parts();
+    let document = routes::system::Document(Arc::new(crate::openapi::document(routed)));
+    let router = router
         .fallback(not_found)
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY + 1))
+        .layer(axum::Extension(document));
+    // Every body up to MAX_BODY; the order signals allow more (routes::orders).
+    crate::json::with_body_limit(router, MAX_BODY)
         .layer(middleware::from_fn(track))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
             timeout,
         ))
+        // axum's own rejections (405, 413, 415, …) and timeouts as problem documents too.
+        .layer(middleware::from_fn(crate::extract::problem_documents))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(TraceLayer::new_for_http())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))

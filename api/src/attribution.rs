@@ -9,7 +9,8 @@
 use chrono::{DateTime, Duration, Utc};
 use ocart_domain::cart::{cart_id_for_session, CartCommand, CartError, CartStatus};
 use ocart_domain::order::{
-    is_paid, order_id_for, Attribution, AttributionOutcome, MatchedBy, OrderCommand, OrderFacts,
+    is_paid, order_blocks_restore, order_id_for, signal_applies, Attribution, AttributionOutcome,
+    MatchedBy, OrderCommand, OrderFacts,
 };
 use ocart_domain::recovery::{RestoreFailure, RestoreOutcome, RunCommand, StopReason};
 use ocart_domain::{CartItem, Currency, Email};
@@ -38,6 +39,8 @@ pub struct OrderSignal {
     /// The token of the restore link the shopper came back through.
     pub restore_token: Option<String>,
     pub coupon_codes: Vec<String>,
+    /// When the store last modified the order; signals are ordered by it.
+    pub modified_at: Option<DateTime<Utc>>,
 }
 
 /// What recording an order did.
@@ -51,6 +54,9 @@ pub struct RecordedOrder {
     pub attribution: Option<Attribution>,
     /// Whether this signal changed anything (a replay does not).
     pub changed: bool,
+    /// The signal is older (by the store's modification time) than what OCart has recorded,
+    /// so it was ignored; `paid` and `attribution` are the recorded state.
+    pub stale: bool,
     /// The log position of the last event written, for read-your-writes.
     pub position: Option<i64>,
 }
@@ -69,45 +75,65 @@ pub enum Restore {
 }
 
 impl Core {
-    /// The cart an order came from, in CartBay's priority: the checkout session (or cart id),
-    /// the restore token, the recovery coupon, the buyer's email within the look-back window.
+    /// The cart an order came from: each kind of evidence the order carries is tried in
+    /// [`MatchedBy::PRIORITY`] order, and the first that names a cart decides.
     async fn match_cart(
         &self,
         signal: &OrderSignal,
         email_hash: Option<&str>,
         lookback_days: u32,
     ) -> anyhow::Result<Option<(String, MatchedBy)>> {
-        let named = signal.cart_id.iter().cloned().chain(
-            signal
-                .session_token
-                .iter()
-                .map(|t| cart_id_for_session(t).to_string()),
-        );
-        for cart_id in named {
-            let (cart, _, _) = self.carts.load(&cart_id).await?;
-            if cart.status() != CartStatus::New {
-                return Ok(Some((cart_id, MatchedBy::Session)));
-            }
-        }
-        if let Some(token) = &signal.restore_token {
-            let hash = hex::encode(Sha256::digest(token.as_bytes()));
-            if let Some(link) = q::link_by_hash(&self.db, "restore", &hash).await? {
-                return Ok(Some((link.cart_id, MatchedBy::RestoreToken)));
-            }
-        }
-        for code in &signal.coupon_codes {
-            if let Some(cart_id) = q::cart_of_coupon(&self.db, code).await? {
-                return Ok(Some((cart_id, MatchedBy::Coupon)));
-            }
-        }
-        if let Some(hash) = email_hash {
-            let since = signal.placed_at - Duration::days(i64::from(lookback_days));
-            if let Some(cart_id) = q::cart_of_buyer(&self.db, hash, since, signal.placed_at).await?
-            {
-                return Ok(Some((cart_id, MatchedBy::Email)));
+        for by in MatchedBy::PRIORITY {
+            let found = match by {
+                MatchedBy::Session => match &signal.session_token {
+                    Some(token) => {
+                        self.known_cart(cart_id_for_session(token).to_string())
+                            .await?
+                    }
+                    None => None,
+                },
+                MatchedBy::CartId => match &signal.cart_id {
+                    Some(cart_id) => self.known_cart(cart_id.clone()).await?,
+                    None => None,
+                },
+                MatchedBy::RestoreToken => match &signal.restore_token {
+                    Some(token) => {
+                        let hash = hex::encode(Sha256::digest(token.as_bytes()));
+                        q::link_by_hash(&self.db, "restore", &hash)
+                            .await?
+                            .map(|link| link.cart_id)
+                    }
+                    None => None,
+                },
+                MatchedBy::Coupon => {
+                    let mut found = None;
+                    for code in &signal.coupon_codes {
+                        if let Some(cart_id) = q::cart_of_coupon(&self.db, code).await? {
+                            found = Some(cart_id);
+                            break;
+                        }
+                    }
+                    found
+                }
+                MatchedBy::Email => match email_hash {
+                    Some(hash) => {
+                        let since = signal.placed_at - Duration::days(i64::from(lookback_days));
+                        q::cart_of_buyer(&self.db, hash, since, signal.placed_at).await?
+                    }
+                    None => None,
+                },
+            };
+            if let Some(cart_id) = found {
+                return Ok(Some((cart_id, by)));
             }
         }
         Ok(None)
+    }
+
+    /// `cart_id` if such a cart was ever captured.
+    async fn known_cart(&self, cart_id: String) -> anyhow::Result<Option<String>> {
+        let (cart, _, _) = self.carts.load(&cart_id).await?;
+        Ok((cart.status() != CartStatus::New).then_some(cart_id))
     }
 
     /// Records an order signal: converts the cart it matched (once paid), records the order,
@@ -127,6 +153,23 @@ impl Core {
             .email
             .as_ref()
             .map(|e| self.vault.subject_for_email(e).as_str().to_owned());
+        let aggregate_id = order_id_for(&signal.order_id).to_string();
+        // A delivery older than what the order already has (by the store's modification time)
+        // changes nothing: it converts no cart and stops no run. (The aggregate applies the
+        // same rule to what it records.)
+        let (known, _, _) = self.orders.load(&aggregate_id).await?;
+        if let Some(facts) = known.facts() {
+            if !signal_applies((facts.modified_at, facts.paid), (signal.modified_at, paid)) {
+                return Ok(RecordedOrder {
+                    order_id: signal.order_id,
+                    paid: facts.paid,
+                    attribution: known.attribution().cloned(),
+                    changed: false,
+                    stale: true,
+                    position: None,
+                });
+            }
+        }
         let mut position = None;
         let mut attribution = None;
         if paid {
@@ -180,13 +223,13 @@ impl Core {
                 .iter()
                 .map(|c| c.trim().to_ascii_uppercase())
                 .collect(),
+            modified_at: signal.modified_at,
         };
         let command = OrderCommand::Record {
             facts: Box::new(facts),
             attribution: attribution.clone(),
             at: meta.at,
         };
-        let aggregate_id = order_id_for(&signal.order_id).to_string();
         let outcome = self.orders.execute(&aggregate_id, command, meta).await?;
         let changed = !outcome.events.is_empty();
         position = outcome.last_position().or(position);
@@ -217,6 +260,7 @@ impl Core {
             paid,
             attribution,
             changed,
+            stale: false,
             position,
         })
     }
@@ -253,11 +297,23 @@ impl Core {
         let expires =
             link.created_at + Duration::days(i64::from(settings.recovery.restore_link_days));
         let cart = q::cart_for_send(&self.db, &link.cart_id).await?;
+        // A converted cart blocks its restore only while its order stands (paid): a cancelled,
+        // failed or refunded order leaves the shopper free to buy it again.
+        let ordered = match &cart {
+            Some(c) if c.status == "converted" => {
+                let order = match &c.order_id {
+                    Some(id) => q::get_order(&self.db, id).await?,
+                    None => None,
+                };
+                order_blocks_restore(order.map(|o| o.paid))
+            }
+            _ => false,
+        };
         let failure = match &cart {
             _ if meta.at >= expires => Some(RestoreFailure::Expired),
             None => Some(RestoreFailure::CartErased),
             Some(c) if c.erased || c.status == "expired" => Some(RestoreFailure::CartErased),
-            Some(c) if c.status == "converted" => Some(RestoreFailure::AlreadyOrdered),
+            Some(_) if ordered => Some(RestoreFailure::AlreadyOrdered),
             Some(_) => None,
         };
         let (cart, items) = match (failure, cart) {

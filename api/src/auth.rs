@@ -24,6 +24,29 @@ impl Caller {
         format!("token:{}", self.token_id)
     }
 
+    /// Whether this token may read shoppers' emails, phones and names in clear
+    /// (`ocart_view_personal_data`, or `ocart_manage`, which implies it).
+    pub fn sees_personal_data(&self) -> bool {
+        Capability::sees_personal_data(&self.capabilities)
+    }
+
+    /// Masks `row`'s personal data unless this token may see it.
+    pub fn redact_cart(&self, row: &mut ocart_projections::queries::CartRow) {
+        use ocart_domain::masking::{mask, PersonalKind};
+        if self.sees_personal_data() {
+            return;
+        }
+        for (kind, value) in [
+            (PersonalKind::Email, &mut row.email),
+            (PersonalKind::Phone, &mut row.phone),
+            (PersonalKind::Name, &mut row.name),
+        ] {
+            if let Some(v) = value.as_mut() {
+                *v = mask(kind, v);
+            }
+        }
+    }
+
     /// Passes if the token holds any of `caps`.
     pub fn require(&self, caps: &[Capability]) -> Result<(), ApiError> {
         if caps.iter().any(|c| self.capabilities.contains(c)) {

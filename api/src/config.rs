@@ -7,32 +7,29 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::Deserialize;
 
-/// A value that never shows in logs or `Debug` output.
-#[derive(Clone, Default, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
+/// A value that never shows in logs or `Debug` output: the one secret type of the workspace
+/// (the SMTP password, the SMS auth token, webhook secrets, WooCommerce keys, the DKIM key and
+/// the server secret are all one), read with [`secrecy::ExposeSecret::expose_secret`] only
+/// where it is used.
+pub use secrecy::SecretString as Secret;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RateLimitConfig {
-    /// Requests per window per client IP on public endpoints.
-    pub public_requests: u32,
+    /// Checkout captures per client IP per window (`public_requests` is its former name).
+    #[serde(alias = "public_requests")]
+    pub capture_requests: u32,
+    /// Restore-link clicks (`/r/…`), and requests on unknown unsubscribe tokens, per client IP
+    /// per window.
+    pub restore_requests: u32,
+    /// Open-pixel loads (`/o/…`) per client IP per window.
+    pub pixel_requests: u32,
+    /// Requests per unsubscribe link (`/u/…`) per window. Unsubscribes are never limited by
+    /// IP: mailbox providers send one-click unsubscribes from shared addresses.
+    pub unsubscribe_per_token: u32,
     pub window_secs: u64,
+    /// Keys a limiter tracks before it drops those whose budget is whole again.
+    pub max_tracked: usize,
     /// Peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpAddr>,
 }
@@ -40,8 +37,12 @@ pub struct RateLimitConfig {
 impl Default for RateLimitConfig {
     fn default() -> Self {
         Self {
-            public_requests: 10,
+            capture_requests: 30,
+            restore_requests: 60,
+            pixel_requests: 600,
+            unsubscribe_per_token: 10,
             window_secs: 600,
+            max_tracked: 100_000,
             trusted_proxies: Vec::new(),
         }
     }
@@ -84,8 +85,9 @@ impl Default for ProcessorsConfig {
     }
 }
 
-/// Everything `ocart` can be configured with.
-#[derive(Debug, Clone, Deserialize)]
+/// Everything `ocart` can be configured with. Its `Debug` redacts the passwords and tokens
+/// that connection URLs may carry.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub data_dir: PathBuf,
@@ -106,6 +108,26 @@ pub struct Config {
     /// The WooCommerce connector: REST API (product availability, coupons) and the order
     /// webhooks' secret.
     pub woocommerce: ocart_processors::store::WooConfig,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redact = |url: &Option<String>| url.as_deref().map(ocart_projections::redact);
+        f.debug_struct("Config")
+            .field("data_dir", &self.data_dir)
+            .field("database_url", &redact(&self.database_url))
+            .field("nats_url", &redact(&self.nats_url))
+            .field("bind", &self.bind)
+            .field("secret", &self.secret)
+            .field("rate_limit", &self.rate_limit)
+            .field("http", &self.http)
+            .field("processors", &self.processors)
+            .field("recovery", &self.recovery)
+            .field("email", &self.email)
+            .field("sms", &self.sms)
+            .field("woocommerce", &self.woocommerce)
+            .finish()
+    }
 }
 
 impl Default for Config {
@@ -153,10 +175,19 @@ mod tests {
         assert_eq!(config.email.smtp.port, 587);
         assert_eq!(config.recovery.claim_timeout_secs, 600);
         assert_eq!(config.sms.transport, "outbox");
+        assert_eq!(config.rate_limit.capture_requests, 30);
+        assert_eq!(config.rate_limit.unsubscribe_per_token, 10);
         assert!(config.woocommerce.url.is_none());
         assert_eq!(
             config.recovery.checkout_url.as_deref(),
             Some("https://shop.example.com/checkout/")
         );
+    }
+
+    #[test]
+    fn the_former_public_requests_key_still_sets_the_capture_limit() {
+        let config: Config = toml::from_str("[rate_limit]\npublic_requests = 7\n").unwrap();
+        assert_eq!(config.rate_limit.capture_requests, 7);
+        assert_eq!(config.rate_limit.restore_requests, 60);
     }
 }

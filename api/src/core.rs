@@ -51,6 +51,8 @@ pub struct Core {
     pub templates: Commands<ocart_domain::recovery::RecoveryTemplate>,
     /// The WooCommerce connector, when `[woocommerce] url` is set.
     pub woo: Option<ocart_processors::store::WooCommerce>,
+    /// The states of this instance's background processors (empty unless it holds the lease).
+    pub processors: Arc<ocart_processors::supervisor::Registry>,
     settings_cache: RwLock<Option<(Instant, SettingsValues)>>,
 }
 
@@ -85,7 +87,10 @@ impl Core {
         let log = EventLog::open(db.clone()).await?;
         let vault = Vault::open(
             db.clone(),
-            config.secret.as_ref().map(|s| s.expose().as_bytes()),
+            config
+                .secret
+                .as_ref()
+                .map(|s| secrecy::ExposeSecret::expose_secret(s).as_bytes()),
         )
         .await?;
         let woo = ocart_processors::store::WooCommerce::from_config(&config.woocommerce)?;
@@ -105,6 +110,7 @@ impl Core {
             log,
             vault,
             clock,
+            processors: ocart_processors::supervisor::Registry::new(),
             settings_cache: RwLock::new(None),
         }))
     }

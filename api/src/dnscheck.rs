@@ -9,6 +9,8 @@ use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::RData;
 use hickory_resolver::Resolver;
+use ocart_processors::recovery::channels::DkimSettings;
+use ocart_processors::recovery::dkim::{self, DkimAlgorithm, DkimKey};
 use serde::Serialize;
 
 /// One record's verdict.
@@ -144,38 +146,104 @@ fn spf(name: &str, records: Result<Vec<String>, String>) -> Verdict {
     }
 }
 
-fn dkim(name: &str, records: Result<Vec<String>, String>) -> Verdict {
+/// What the DKIM record at the checked selector should hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DkimExpectation {
+    /// The exact TXT value for the configured key (the checked domain and selector are the
+    /// configured ones), as `ocart email dkim-record` prints it.
+    Record(String),
+    /// Only the algorithm is known (another selector, or no key configured: RSA).
+    Algorithm(DkimAlgorithm),
+}
+
+impl DkimExpectation {
+    /// From `[email.dkim]`: the configured key's record when `domain` and `selector` are its
+    /// own, else its algorithm (RSA with no DKIM configured).
+    pub fn from_config(settings: Option<&DkimSettings>, domain: &str, selector: &str) -> Self {
+        let Some(settings) = settings else {
+            return Self::Algorithm(DkimAlgorithm::Rsa);
+        };
+        let own = settings
+            .domain
+            .trim_end_matches('.')
+            .eq_ignore_ascii_case(domain)
+            && settings.selector == selector;
+        if own {
+            if let Ok(record) = DkimKey::load(settings).and_then(|key| key.record(selector, domain))
+            {
+                return Self::Record(record.value);
+            }
+        }
+        Self::Algorithm(settings.algorithm)
+    }
+
+    /// The TXT value to publish, written out as far as it is known.
+    fn hint(&self) -> String {
+        match self {
+            Self::Record(value) => value.clone(),
+            Self::Algorithm(algorithm) => dkim::record_value(*algorithm, "…"),
+        }
+    }
+}
+
+/// A tag's value in a `tag=value; …` record.
+fn tag<'a>(record: &'a str, name: &str) -> Option<&'a str> {
+    record
+        .split(';')
+        .filter_map(|tag| tag.trim().split_once('='))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim())
+}
+
+fn dkim(name: &str, records: Result<Vec<String>, String>, expected: &DkimExpectation) -> Verdict {
     let records = match records {
         Ok(r) => r,
         Err(e) => return verdict("fail", name, None, e),
     };
+    let publish = format!(
+        "TXT \"{}\" (`ocart email dkim-record` prints it)",
+        expected.hint()
+    );
     let Some(record) = records
         .iter()
         .find(|r| r.contains("p=") || r.to_ascii_lowercase().contains("v=dkim1"))
     else {
-        return verdict("fail", name, None, "No DKIM key at this selector: publish the public key of the key OCart signs with (TXT \"v=DKIM1; k=rsa; p=…\").".into());
+        return verdict("fail", name, None, format!("No DKIM key at this selector: publish the public key of the key OCart signs with, {publish}."));
     };
-    let key = record
-        .split(';')
-        .filter_map(|tag| tag.trim().split_once('='))
-        .find(|(k, _)| k.trim() == "p")
-        .map(|(_, v)| v.trim().to_owned())
-        .unwrap_or_default();
+    let key: String = tag(record, "p")
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
     if key.is_empty() {
-        verdict(
+        return verdict(
             "fail",
             name,
             Some(record),
             "The DKIM key at this selector is revoked (empty p=).".into(),
-        )
-    } else {
-        verdict(
+        );
+    }
+    if let DkimExpectation::Record(value) = expected {
+        let same_key = tag(value, "p") == Some(key.as_str());
+        let same_kind = tag(record, "k")
+            .unwrap_or("rsa")
+            .eq_ignore_ascii_case(tag(value, "k").unwrap_or("rsa"));
+        if !(same_key && same_kind) {
+            return verdict("fail", name, Some(record), format!("The key published at this selector is not the key OCart signs with, so receivers will fail its signatures: publish {publish}."));
+        }
+        return verdict(
             "pass",
             name,
             Some(record),
-            "A DKIM public key is published at this selector.".into(),
-        )
+            "The public key of the key OCart signs with is published at this selector.".into(),
+        );
     }
+    verdict(
+        "pass",
+        name,
+        Some(record),
+        "A DKIM public key is published at this selector.".into(),
+    )
 }
 
 fn dmarc(name: &str, records: Result<Vec<String>, String>) -> Verdict {
@@ -202,9 +270,14 @@ fn dmarc(name: &str, records: Result<Vec<String>, String>) -> Verdict {
 }
 
 /// Looks up and judges the domain's SPF, DKIM (at `selector`) and DMARC records.
-pub async fn check(server: SocketAddr, domain: &str, selector: &str) -> anyhow::Result<DnsReport> {
+pub async fn check(
+    server: SocketAddr,
+    domain: &str,
+    selector: &str,
+    expected: &DkimExpectation,
+) -> anyhow::Result<DnsReport> {
     let lookup = Lookup::new(server)?;
-    let dkim_name = format!("{selector}._domainkey.{domain}");
+    let dkim_name = dkim::record_name(selector, domain);
     let dmarc_name = format!("_dmarc.{domain}");
     let (spf_records, dkim_records, dmarc_records) = tokio::join!(
         lookup.txt(domain),
@@ -214,7 +287,7 @@ pub async fn check(server: SocketAddr, domain: &str, selector: &str) -> anyhow::
     Ok(DnsReport {
         domain: domain.to_owned(),
         spf: spf(domain, spf_records),
-        dkim: dkim(&dkim_name, dkim_records),
+        dkim: dkim(&dkim_name, dkim_records, expected),
         dmarc: dmarc(&dmarc_name, dmarc_records),
     })
 }
@@ -236,8 +309,12 @@ mod tests {
             "fail"
         );
         assert_eq!(spf("d", ok(&["google-site-verification=x"])).status, "fail");
-        assert_eq!(dkim("d", ok(&["v=DKIM1; k=rsa; p=MIIB"])).status, "pass");
-        assert_eq!(dkim("d", ok(&["v=DKIM1; p="])).status, "fail");
+        let rsa = DkimExpectation::Algorithm(DkimAlgorithm::Rsa);
+        assert_eq!(
+            dkim("d", ok(&["v=DKIM1; k=rsa; p=MIIB"]), &rsa).status,
+            "pass"
+        );
+        assert_eq!(dkim("d", ok(&["v=DKIM1; p="]), &rsa).status, "fail");
         assert_eq!(dmarc("d", ok(&["v=DMARC1; p=reject"])).status, "pass");
         assert_eq!(dmarc("d", ok(&["v=DMARC1; p=none"])).status, "warn");
         assert_eq!(dmarc("d", ok(&[])).status, "fail");

@@ -34,6 +34,9 @@ pub enum ApiError {
     Unavailable(String),
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
+    /// An answer of the HTTP layer itself (405, 413, 415, a timeout, …) as a problem document.
+    #[error("{1}")]
+    Http(StatusCode, String),
 }
 
 /// RFC 9457 problem details, with OCart's extension members.
@@ -69,6 +72,7 @@ impl ApiError {
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Http(status, _) => *status,
         }
     }
 
@@ -86,6 +90,16 @@ impl ApiError {
             Self::RateLimited(_) => "rate-limited",
             Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "internal",
+            Self::Http(status, _) => match *status {
+                StatusCode::BAD_REQUEST => "bad-request",
+                StatusCode::METHOD_NOT_ALLOWED => "method-not-allowed",
+                StatusCode::PAYLOAD_TOO_LARGE => "payload-too-large",
+                StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported-media-type",
+                StatusCode::UNPROCESSABLE_ENTITY => "validation",
+                StatusCode::REQUEST_TIMEOUT | StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+                s if s.is_server_error() => "internal",
+                _ => "http",
+            },
         }
     }
 

@@ -6,8 +6,52 @@ use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
 
-/// The most a JSON body may weigh.
+/// The most a JSON body may weigh (every route but those that say otherwise with
+/// [`with_body_limit`]).
 pub const MAX_BODY: usize = 64 * 1024;
+
+/// `router`'s routes accept bodies of up to `max` bytes, and a larger one is answered with a
+/// problem document (413) naming that limit. Layered inside the application's own limit, it
+/// overrides it for these routes.
+pub fn with_body_limit<S: Clone + Send + Sync + 'static>(
+    router: axum::Router<S>,
+    max: usize,
+) -> axum::Router<S> {
+    router
+        .layer(axum::middleware::from_fn(
+            move |req: Request, next: axum::middleware::Next| too_large_as_problem(max, req, next),
+        ))
+        .layer(axum::extract::DefaultBodyLimit::max(max))
+}
+
+/// [`with_body_limit`] for a documented router: its routes and their documentation kept.
+pub fn documented_with_body_limit<S: Clone + Send + Sync + 'static>(
+    router: utoipa_axum::router::OpenApiRouter<S>,
+    max: usize,
+) -> utoipa_axum::router::OpenApiRouter<S> {
+    let (router, doc) = router.split_for_parts();
+    utoipa_axum::router::OpenApiRouter::with_openapi(doc)
+        .merge(with_body_limit(router, max).into())
+}
+
+/// Turns axum's plain-text 413 (a body over the limit, refused while it was read) into the
+/// problem document every error is.
+pub async fn too_large_as_problem(
+    max: usize,
+    req: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let response = next.run(req).await;
+    let is_problem = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if response.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE && !is_problem {
+        return ApiError::PayloadTooLarge(max).into_response();
+    }
+    response
+}
 
 pub struct JsonBody<T>(pub T);
 
@@ -66,9 +110,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
             && !content_type.starts_with("application/json")
             && !content_type.starts_with("text/plain")
         {
-            return Err(ApiError::BadRequest(format!(
-                "Content-Type must be application/json, not {content_type}"
-            )));
+            return Err(ApiError::Http(
+                axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("Content-Type must be application/json, not {content_type}"),
+            ));
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {

@@ -1,4 +1,5 @@
 //! The HTTP API and the `ocart` command line, over the projections and processors crates.
+#![forbid(unsafe_code)]
 
 /// The server and its background processors.
 mod app;
@@ -16,10 +17,14 @@ pub mod core;
 pub mod dnscheck;
 /// RFC 9457 problem documents.
 mod error;
+/// Query and path extractors, and the layer that makes every error a problem document.
+mod extract;
 /// The JSON body extractor.
 mod json;
 /// The OpenAPI document.
 pub mod openapi;
+/// Parsers of query and CLI values (ages, times) that never panic.
+mod params;
 /// Per-IP rate limits and client IP resolution.
 mod ratelimit;
 /// Routes, one module per area.

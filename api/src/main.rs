@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 use clap::Parser;
 
 /// mimalloc: the event and JSON paths allocate heavily; see ADR 0006 for the measurement.

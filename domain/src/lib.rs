@@ -1,15 +1,20 @@
 //! OCart's domain: aggregates, validated value types and pure policies.
 //!
 //! Architecture invariant: this crate does no IO. It never depends on sqlx, axum, async-nats,
-//! reqwest or tokio's net/fs features (`tests/domain_has_no_io.rs` checks the manifest and the
-//! dependency tree). Time comes in through commands or the [`Clock`] port.
+//! reqwest or tokio's net/fs features (`platform::the_domain_crate_does_no_io` in the end-to-end
+//! tests checks the dependency tree). Time comes in through commands or the [`Clock`] port.
+#![forbid(unsafe_code)]
 
 /// The `Cart` aggregate: capture, consent withdrawal, abandonment, conversion, expiry.
 pub mod cart;
 /// The `Clock` port and its system and manual implementations.
 mod clock;
+/// Masking of personal data for readers without `ocart_view_personal_data`.
+pub mod masking;
 /// Metadata keys every event carries, and the per-aggregate hash chain.
 pub mod metadata;
+/// Money in minor units with checked arithmetic and the bounds OCart accepts.
+mod money;
 /// The `Order` aggregate: store orders and the cart each converted.
 pub mod order;
 /// Sealed personal data and data-subject hashes (the crypto itself lives outside the domain).
@@ -26,6 +31,7 @@ pub mod token;
 mod values;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use money::{format_decimal, line_total, lines_total, Money, MoneyError, MAX_AMOUNT, MAX_QUANTITY};
 pub use privacy::{PersonalField, Sealed, SubjectHash};
 pub use values::{
     CartItem, CartTotals, Currency, Email, FieldError, Phone, Source, Stage, MAX_CART_ITEMS,

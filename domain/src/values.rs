@@ -120,6 +120,8 @@ SHP SLE SOS SRD SSP STN SVC SYP SZL THB TJS TMT TND TOP TRY TTD TWD TZS UAH UGX 
 VUV WST XAF XCD XCG XOF XPF YER ZAR ZMW ZWG";
 
 impl Currency {
+    pub const EUR: Currency = Currency(*b"EUR");
+
     pub fn parse(field: &str, raw: &str) -> Result<Self, FieldError> {
         let upper = raw.trim().to_ascii_uppercase();
         if upper.len() == 3 && ISO_4217.split_ascii_whitespace().any(|code| code == upper) {
@@ -153,31 +155,45 @@ impl Currency {
     }
 
     /// A decimal amount as stores send it (`"39.80"`) in integer minor units of this
-    /// currency; refuses more decimals than the currency has, signs, and exponents.
+    /// currency; refuses signs, exponents and more than 15 whole digits. More decimals than the
+    /// currency has are rounded to its minor unit half away from zero, as WooCommerce rounds
+    /// (PHP `round`): a store with three price decimals in EUR sends `"39.805"`, which is
+    /// `3981` cents. This is OCart's one rounding rule for amounts.
     pub fn parse_decimal(&self, field: &str, raw: &str) -> Result<i64, FieldError> {
         let bad = || {
             FieldError::new(
                 field,
                 format!(
-                    "{raw:?} is not an amount in {} (digits, at most {} decimals)",
+                    "{raw:?} is not an amount in {} (digits, a point and decimals)",
                     self.as_str(),
-                    self.exponent()
                 ),
             )
         };
         let raw = raw.trim();
         let (whole, fraction) = raw.split_once('.').unwrap_or((raw, ""));
         let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-        if whole.is_empty() || !digits(whole) || !digits(fraction) || whole.len() > 15 {
+        if whole.is_empty()
+            || !digits(whole)
+            || !digits(fraction)
+            || whole.len() > 15
+            || fraction.len() > 30
+        {
             return Err(bad());
         }
         let exponent = self.exponent() as usize;
-        let fraction = fraction.trim_end_matches('0');
-        if fraction.len() > exponent {
-            return Err(bad());
-        }
-        let scaled = format!("{whole}{fraction:0<exponent$}");
-        scaled.parse::<i64>().map_err(|_| bad())
+        let (kept, dropped) = fraction.split_at(fraction.len().min(exponent));
+        let scaled = format!("{whole}{kept:0<exponent$}");
+        let minor = scaled.parse::<i64>().map_err(|_| bad())?;
+        let round_up = dropped.as_bytes().first().is_some_and(|d| *d >= b'5');
+        minor
+            .checked_add(i64::from(round_up))
+            .ok_or_else(bad)
+    }
+
+    /// Minor units as a plain decimal in this currency's own digits (`1000` EUR → `10.00`,
+    /// `500` JPY → `500`, `1500` KWD → `1.500`).
+    pub fn format_decimal(&self, minor: i64) -> String {
+        crate::money::format_decimal(minor, self.exponent())
     }
 }
 
@@ -276,21 +292,31 @@ mod tests {
 
     #[test]
     fn decimal_amounts_become_minor_units_of_their_currency() {
-        let eur = Currency::parse("c", "EUR").unwrap();
-        assert_eq!(eur.parse_decimal("t", "39.80").unwrap(), 3980);
-        assert_eq!(eur.parse_decimal("t", "39.8").unwrap(), 3980);
-        assert_eq!(eur.parse_decimal("t", "39").unwrap(), 3900);
-        assert_eq!(eur.parse_decimal("t", "0.00").unwrap(), 0);
-        assert!(eur.parse_decimal("t", "39.801").is_err());
-        assert!(eur.parse_decimal("t", "-1.00").is_err());
-        assert!(eur.parse_decimal("t", "1e3").is_err());
-        assert!(eur.parse_decimal("t", ".5").is_err());
-        let jpy = Currency::parse("c", "JPY").unwrap();
-        assert_eq!(jpy.parse_decimal("t", "1200").unwrap(), 1200);
-        assert_eq!(jpy.parse_decimal("t", "1200.00").unwrap(), 1200);
-        assert!(jpy.parse_decimal("t", "1200.5").is_err());
-        let kwd = Currency::parse("c", "KWD").unwrap();
-        assert_eq!(kwd.parse_decimal("t", "1.5").unwrap(), 1500);
+        let cases: &[(&str, &str, &str, Option<i64>)] = &[
+            ("two decimals are cents", "EUR", "39.80", Some(3980)),
+            ("one decimal is tens of cents", "EUR", "39.8", Some(3980)),
+            ("no decimals are whole units", "EUR", "39", Some(3900)),
+            ("zero is zero", "EUR", "0.00", Some(0)),
+            ("a third decimal below five rounds down", "EUR", "39.804", Some(3980)),
+            ("a third decimal of five rounds half away from zero", "EUR", "39.805", Some(3981)),
+            ("a third decimal above five rounds up", "EUR", "39.809", Some(3981)),
+            ("rounding carries into the whole units", "EUR", "0.995", Some(100)),
+            ("only the first dropped digit decides", "EUR", "1.00499", Some(100)),
+            ("trailing zeros change nothing", "EUR", "39.80000", Some(3980)),
+            ("a sign is refused", "EUR", "-1.00", None),
+            ("an exponent is refused", "EUR", "1e3", None),
+            ("a missing whole part is refused", "EUR", ".5", None),
+            ("more than fifteen whole digits are refused", "EUR", "1234567890123456", None),
+            ("multi-byte digits are refused", "EUR", "１.00", None),
+            ("yen have no decimals", "JPY", "1200", Some(1200)),
+            ("zero yen decimals are dropped", "JPY", "1200.00", Some(1200)),
+            ("yen decimals round half away from zero", "JPY", "1200.5", Some(1201)),
+            ("dinars have three decimals", "KWD", "1.5", Some(1500)),
+        ];
+        for (rule, code, raw, want) in cases {
+            let currency = Currency::parse("c", code).unwrap();
+            assert_eq!(currency.parse_decimal("t", raw).ok(), *want, "{rule}: {raw}");
+        }
     }
 
     #[test]

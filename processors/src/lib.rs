@@ -1,11 +1,16 @@
 //! Background processors that run in the lease holder (ADR 0005): the outbox relay that
 //! publishes the event log to NATS JetStream, the processor lease itself (a PostgreSQL advisory
 //! lock or a SQLite lease row), and the process managers.
+#![forbid(unsafe_code)]
 
+/// The follow-up of every erasure: deletes the data keys the log says are erased.
+mod eraser;
 /// Walking a read table by keyset while it lags behind one's own appends.
 mod keyset;
 /// Processor leases: one instance at a time runs the background work.
 mod lease;
+/// The projection group as a supervised processor.
+mod projecting;
 /// Recovery: the run opener, the dispatcher, channels and templates.
 pub mod recovery;
 /// The outbox relay to NATS JetStream.
@@ -16,11 +21,15 @@ mod retention;
 pub mod store;
 /// The abandonment sweeper (process manager).
 mod sweeper;
+/// One shape for every processor (`Processor`), and the supervised run loop.
+pub mod supervisor;
 
+pub use eraser::{Eraser, ERASER};
 pub use lease::{try_acquire, wait_acquire, Lease, LeaseGuard};
 pub use relay::{
     connect, envelope, subject_for, Relay, DEFAULT_BATCH_SIZE, DUPLICATE_WINDOW, RELAY_CHECKPOINT,
     STREAM_NAME, STREAM_SUBJECTS,
 };
-pub use retention::{Pruned, Retention, RETENTION};
+pub use projecting::{Projections, PROJECTIONS};
+pub use retention::{Pruned, Retention, RETENTION, RETENTION_EVERY};
 pub use sweeper::{Sweeper, SWEEPER};

@@ -14,6 +14,8 @@ use ocart_projections::{
 use serde_json::value::RawValue;
 use tokio::sync::{watch, Mutex};
 
+use crate::supervisor::{LogWaker, Next, Processor, DEFAULT_POLL};
+
 /// The JetStream stream the relay publishes to.
 pub const STREAM_NAME: &str = "OCART_EVENTS";
 /// The subjects of [`STREAM_NAME`].
@@ -27,8 +29,6 @@ pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 /// How long one step may take to publish a batch and collect its acks before it counts as
 /// failed (and is retried from the same checkpoint).
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
-/// The longest wait between attempts after failures.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// The NATS subject of an event type: `cart/created` → `ocart.cart.created`.
 pub fn subject_for(event_type: &str) -> String {
@@ -94,6 +94,7 @@ pub struct Relay {
     checkpoint: watch::Sender<Checkpoint>,
     /// The highest position relayed so far (positions are not monotonic on PostgreSQL).
     max_seen: AtomicI64,
+    waker: LogWaker,
 }
 
 /// Connects to NATS (failing at once if it is unreachable) and makes sure the stream exists.
@@ -111,7 +112,12 @@ impl Relay {
             .connection_timeout(Duration::from_secs(5))
             .connect(nats_url)
             .await
-            .map_err(|e| anyhow::anyhow!("connecting to NATS at {nats_url}: {e}"))?;
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "connecting to NATS at {}: {e}",
+                    ocart_projections::redact(nats_url)
+                )
+            })?;
         let js = jetstream::new(client);
         Self::with_context(log, js).await
     }
@@ -119,6 +125,7 @@ impl Relay {
     /// A relay over an existing JetStream context; makes sure the stream exists.
     pub async fn with_context(log: EventLog, js: jetstream::Context) -> anyhow::Result<Relay> {
         ensure_stream(&js).await?;
+        let log_for_waker = log.clone();
         Ok(Relay {
             log,
             js,
@@ -126,7 +133,14 @@ impl Relay {
             state: Mutex::new(None),
             checkpoint: watch::Sender::new(Checkpoint::default()),
             max_seen: AtomicI64::new(0),
+            waker: LogWaker::new(&log_for_waker, DEFAULT_POLL),
         })
+    }
+
+    /// The longest wait for new events when no wake-up comes (writers in other processes).
+    pub fn with_poll(mut self, poll: Duration) -> Self {
+        self.waker = LogWaker::new(&self.log, poll);
+        self
     }
 
     /// Events read and published per step (at least 1).
@@ -135,9 +149,6 @@ impl Relay {
         self
     }
 
-    pub fn name(&self) -> &'static str {
-        RELAY_CHECKPOINT
-    }
 
     /// The JetStream context the relay publishes with.
     pub fn jetstream(&self) -> &jetstream::Context {
@@ -256,56 +267,34 @@ impl Relay {
             ),
         }
     }
+}
 
-    /// Runs until `stop` turns true: publishes new events as they are appended (woken by the
-    /// log, or every `poll` for writers in other processes); on errors (NATS down, database
-    /// unavailable) waits with exponential backoff up to 5 s and tries again from the
-    /// checkpoint.
-    pub async fn run(self, mut stop: watch::Receiver<bool>, poll: Duration) {
-        let mut wake = self.log.watch();
-        let mut backoff = Duration::from_millis(100);
-        let mut failing = false;
-        while !*stop.borrow() {
-            let step = tokio::select! {
-                step = self.try_handle_next() => step,
-                _ = stop.changed() => break,
-            };
-            match step {
-                Ok(outcome) => {
-                    if failing {
-                        tracing::info!(checkpoint = ?self.checkpoint(), "NATS relay recovered");
-                        failing = false;
-                    }
-                    backoff = Duration::from_millis(100);
-                    match outcome {
-                        Outcome::Processed(_) => {}
-                        Outcome::Idle
-                            if self.log.head() > self.max_seen.load(Ordering::Relaxed) =>
-                        {
-                            // Committed but not yet readable (an older transaction is still
-                            // open on PostgreSQL): look again shortly.
-                            tokio::time::sleep(Duration::from_millis(5)).await;
-                        }
-                        Outcome::Idle => {
-                            tokio::select! {
-                                _ = self.log.wait_for_new(&mut wake, poll) => {}
-                                _ = stop.changed() => {}
-                            }
-                        }
-                    }
-                }
-                Err(err) => {
-                    failing = true;
-                    metrics::counter!("ocart_relay_errors_total").increment(1);
-                    tracing::warn!(error = %err, retry_in = ?backoff, "NATS relay step failed; retrying from the checkpoint");
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = stop.changed() => {}
-                    }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
+#[async_trait::async_trait]
+impl Processor for Relay {
+    fn name(&self) -> &'static str {
+        RELAY_CHECKPOINT
+    }
+
+    /// Publishes new events as they are appended (woken by the log, or every `poll` for
+    /// writers in other processes). On errors (NATS down, database unavailable) the
+    /// supervisor backs off and the next step starts again from the checkpoint.
+    async fn step(&self) -> anyhow::Result<Next> {
+        let outcome = self.try_handle_next().await.inspect_err(|_| {
+            metrics::counter!("ocart_relay_errors_total").increment(1);
+        })?;
+        Ok(match outcome {
+            Outcome::Processed(_) => Next::Now,
+            // Committed but not yet readable (an older transaction is still open on
+            // PostgreSQL): look again shortly.
+            Outcome::Idle if self.log.head() > self.max_seen.load(Ordering::Relaxed) => {
+                Next::After(Duration::from_millis(5))
             }
-        }
+            Outcome::Idle => Next::NewEvents,
+        })
+    }
+
+    async fn wait_for_events(&self, stop: &mut watch::Receiver<bool>) {
+        self.waker.wait(stop).await;
     }
 }
 

@@ -1,6 +1,10 @@
 //! Retention, a process manager: keeps OCart from holding what it no longer needs.
 //!
-//! - Deliverability rows older than `recovery.deliverability_days` (180) leave the feed.
+//! - Deliverability rows older than `recovery.deliverability_days` (180, counted in whole UTC
+//!   days) leave the feed: retention records the cut-off (`recovery/deliverability_pruned`, on
+//!   the `DeliverabilityFeed` aggregate) and the recovery projection, which owns the feed,
+//!   deletes the older rows when it applies that event, so a rebuild deletes the same rows at
+//!   the same point of the log. Retention never writes a read table.
 //! - Carts inactive for longer than `recovery.cart_retention_days` (90) expire (`cart/expired`),
 //!   and their shoppers' personal data is erased: the data key of each subject whose carts are
 //!   all that old is deleted (crypto-shredding: what the log holds becomes unreadable) and the
@@ -11,12 +15,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ocart_domain::cart::{Cart, CartCommand};
+use ocart_domain::recovery::{feed_cutoff, DeliverabilityFeed, FeedCommand, FEED_ID};
 use ocart_domain::subject::{Subject, SubjectCommand};
 use ocart_domain::{Clock, SubjectHash};
 use ocart_projections::{
-    exec_db, fetch_all_db, queries, CommandError, CommandMeta, Commands, EventLog, Outcome, Vault,
+    fetch_all_db, fetch_optional_db, queries, CommandError, CommandMeta, Commands, EventLog,
+    Outcome, Vault,
 };
-use tokio::sync::watch;
+
+use crate::supervisor::{Next, Processor};
 
 /// The actor of retention's commands (`system:retention`).
 pub const RETENTION: &str = "retention";
@@ -37,6 +44,7 @@ pub struct Retention {
     vault: Vault,
     carts: Commands<Cart>,
     subjects: Commands<Subject>,
+    feed: Commands<DeliverabilityFeed>,
     clock: Arc<dyn Clock>,
 }
 
@@ -45,6 +53,7 @@ impl Retention {
         Self {
             carts: Commands::new(log.clone(), ()),
             subjects: Commands::new(log.clone(), ()),
+            feed: Commands::new(log.clone(), ()),
             log,
             vault,
             clock,
@@ -57,18 +66,12 @@ impl Retention {
         let (settings, _) = queries::current_settings(db).await?;
         let now = self.clock.now();
         let meta = CommandMeta::system(RETENTION, None, now);
-        let feed_cutoff =
-            now - chrono::Duration::days(i64::from(settings.recovery.deliverability_days));
         let cart_cutoff =
             now - chrono::Duration::days(i64::from(settings.recovery.cart_retention_days));
-        let mut pruned = Pruned {
-            deliverability_rows: exec_db!(
-                db,
-                "DELETE FROM deliverability_events WHERE at < $1",
-                feed_cutoff
-            )?,
-            ..Default::default()
-        };
+        let mut pruned = Pruned::default();
+        if let Some(before) = feed_cutoff(now, settings.recovery.deliverability_days) {
+            pruned.deliverability_rows = self.prune_feed(before, &meta).await?;
+        }
         let stale: Vec<(String,)> = fetch_all_db!(
             db,
             (String,),
@@ -116,6 +119,32 @@ impl Retention {
         Ok(pruned)
     }
 
+    /// Records the feed's cut-off `before` if rows older than it are still in the feed (once
+    /// per cut-off: the aggregate records nothing for one it already has). The recovery
+    /// projection deletes them when it applies the event. Answers how many rows it covers.
+    async fn prune_feed(
+        &self,
+        before: chrono::DateTime<chrono::Utc>,
+        meta: &CommandMeta,
+    ) -> anyhow::Result<u64> {
+        let old: Option<(i64,)> = fetch_optional_db!(
+            self.log.db(),
+            (i64,),
+            "SELECT COUNT(*) FROM deliverability_events WHERE at < $1",
+            before
+        )?;
+        let old = old.map_or(0, |(n,)| u64::try_from(n).unwrap_or(0));
+        if old == 0 {
+            return Ok(0);
+        }
+        let command = FeedCommand::Prune {
+            before,
+            at: meta.at,
+        };
+        let outcome = self.feed.execute(FEED_ID, command, meta).await?;
+        Ok(if outcome.events.is_empty() { 0 } else { old })
+    }
+
     /// One pass, as a processor step.
     pub async fn try_handle_next(&self) -> anyhow::Result<Outcome> {
         let pruned = self.prune().await?;
@@ -126,22 +155,21 @@ impl Retention {
             Outcome::Idle
         })
     }
+}
 
-    /// Prunes every `every` (sooner while there is a backlog) until `stop`.
-    pub async fn run(self, mut stop: watch::Receiver<bool>, every: Duration) {
-        while !*stop.borrow() {
-            let pause = match self.try_handle_next().await {
-                Ok(Outcome::Processed(_)) => Duration::from_millis(10),
-                Ok(Outcome::Idle) => every,
-                Err(err) => {
-                    tracing::warn!(error = %err, "retention pass failed; retrying");
-                    Duration::from_secs(30)
-                }
-            };
-            tokio::select! {
-                _ = tokio::time::sleep(pause) => {}
-                _ = stop.changed() => {}
-            }
-        }
+/// How often retention looks for what has expired (sooner while there is a backlog).
+pub const RETENTION_EVERY: Duration = Duration::from_secs(60);
+
+#[async_trait::async_trait]
+impl Processor for Retention {
+    fn name(&self) -> &'static str {
+        RETENTION
+    }
+
+    async fn step(&self) -> anyhow::Result<Next> {
+        Ok(match self.try_handle_next().await? {
+            Outcome::Processed(_) => Next::After(Duration::from_millis(10)),
+            Outcome::Idle => Next::After(RETENTION_EVERY),
+        })
     }
 }

@@ -10,37 +10,22 @@
 
 use std::time::Duration;
 
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-/// `[woocommerce]`: the WooCommerce REST API and webhook secret.
-#[derive(Clone, Default, Deserialize)]
+/// `[woocommerce]`: the WooCommerce REST API and webhook secret. The key, the secret and the
+/// webhook secret are [`SecretString`]s: `Debug` never shows them.
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WooConfig {
     /// The store's base URL (`https://shop.example`); set, it enables the connector.
     pub url: Option<String>,
     /// REST API key (`ck_…`) and secret (`cs_…`) with read/write access.
-    pub consumer_key: Option<String>,
-    pub consumer_secret: Option<String>,
+    pub consumer_key: Option<SecretString>,
+    pub consumer_secret: Option<SecretString>,
     /// The secret of the store's order webhooks (`X-WC-Webhook-Signature`).
-    pub webhook_secret: Option<String>,
+    pub webhook_secret: Option<SecretString>,
     pub timeout_secs: Option<u64>,
-}
-
-impl std::fmt::Debug for WooConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WooConfig")
-            .field("url", &self.url)
-            .field("consumer_key", &self.consumer_key.as_ref().map(|_| "***"))
-            .field(
-                "consumer_secret",
-                &self.consumer_secret.as_ref().map(|_| "***"),
-            )
-            .field(
-                "webhook_secret",
-                &self.webhook_secret.as_ref().map(|_| "***"),
-            )
-            .finish()
-    }
 }
 
 /// A WooCommerce REST API client.
@@ -48,8 +33,8 @@ impl std::fmt::Debug for WooConfig {
 pub struct WooCommerce {
     client: reqwest::Client,
     base: String,
-    key: String,
-    secret: String,
+    key: SecretString,
+    secret: SecretString,
 }
 
 #[derive(Deserialize)]
@@ -96,7 +81,7 @@ impl WooCommerce {
     fn rest(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         self.client
             .request(method, format!("{}/wp-json/wc/v3/{path}", self.base))
-            .basic_auth(&self.key, Some(&self.secret))
+            .basic_auth(self.key.expose_secret(), Some(self.secret.expose_secret()))
     }
 
     /// The store's checkout page.

@@ -20,9 +20,9 @@ use futures::StreamExt;
 use ocart_domain::cart::{Cart, CartCommand, CartError};
 use ocart_domain::Clock;
 use ocart_projections::{queries, CommandError, CommandMeta, Commands, EventLog, Outcome};
-use tokio::sync::watch;
 
 use crate::keyset::KeysetWalk;
+use crate::supervisor::{Next, Processor, DEFAULT_POLL};
 
 /// The actor name of the sweeper's commands (`system:sweeper`).
 pub const SWEEPER: &str = "sweeper";
@@ -41,6 +41,7 @@ pub struct Sweeper {
     clock: Arc<dyn Clock>,
     /// By `(last_activity_at, cart_id)`, remembering the abandonments it appended.
     walk: KeysetWalk,
+    poll: Duration,
 }
 
 impl Sweeper {
@@ -50,7 +51,14 @@ impl Sweeper {
             log,
             clock,
             walk: KeysetWalk::new(MARKED_MAX),
+            poll: DEFAULT_POLL,
         }
+    }
+
+    /// The longest sleep between scans (default half a second).
+    pub fn with_poll(mut self, poll: Duration) -> Self {
+        self.poll = poll;
+        self
     }
 
     /// One step: marks every cart due now; answers when the next one falls due.
@@ -128,30 +136,24 @@ impl Sweeper {
             Err(other) => Err(other.into()),
         }
     }
+}
 
-    /// Runs until `stop` turns true: sleeps until the next cart is due, at most `poll` (so a
-    /// manual clock, or a carts table filled by another process, is noticed) and at most the
-    /// scan interval.
-    pub async fn run(self, mut stop: watch::Receiver<bool>, poll: Duration) {
-        while !*stop.borrow() {
-            let pause = match self.try_handle_next().await {
-                Ok((Outcome::Processed(_), _)) => Duration::ZERO,
-                Ok((Outcome::Idle, next)) => next
-                    .and_then(|at| (at - self.clock.now()).to_std().ok())
-                    .unwrap_or(poll)
-                    .min(poll),
-                Err(err) => {
-                    tracing::warn!(error = %err, "abandonment sweep failed; retrying");
-                    Duration::from_secs(2)
-                }
-            };
-            if pause.is_zero() {
-                continue;
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(pause) => {}
-                _ = stop.changed() => {}
-            }
-        }
+#[async_trait::async_trait]
+impl Processor for Sweeper {
+    fn name(&self) -> &'static str {
+        SWEEPER
+    }
+
+    /// Marks what is due, then sleeps until the next cart is due, at most `poll` (so a manual
+    /// clock, or a carts table filled by another process, is noticed).
+    async fn step(&self) -> anyhow::Result<Next> {
+        Ok(match self.try_handle_next().await? {
+            (Outcome::Processed(_), _) => Next::Now,
+            (Outcome::Idle, next) => Next::After(
+                next.and_then(|at| (at - self.clock.now()).to_std().ok())
+                    .unwrap_or(self.poll)
+                    .min(self.poll),
+            ),
+        })
     }
 }

@@ -333,6 +333,10 @@ pub fn redact(url: &str) -> String {
             let creds = &url[scheme + 3..at];
             match creds.split_once(':') {
                 Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                // `nats://TOKEN@host`: a lone user part is NATS's token authentication.
+                None if url[..scheme].starts_with("nats") || url[..scheme].starts_with("tls") => {
+                    format!("{}***{}", &url[..scheme + 3], &url[at..])
+                }
                 None => url.to_owned(),
             }
         }

@@ -1,5 +1,7 @@
 //! Event-store adapters (PostgreSQL, SQLite), the gap-free global reader, the key vault,
 //! checkpointed projectors for each read table, and the read queries the API uses.
+// Only the SQLite global reader steps rows on the raw handle (ADR 0007); it allows itself.
+#![deny(unsafe_code)]
 
 /// One handle over both backends, and the SQL helpers that let one text serve both.
 mod db;
@@ -28,6 +30,7 @@ pub use projectors::{
 };
 pub use runner::{
     checkpoint_of, load_checkpoint, save_checkpoint, wait_for_position, Outcome, ProjectionGroup,
+    COALESCE,
     ProjectionRunner, Projector,
 };
 pub use vault::{Vault, VaultError};

@@ -173,6 +173,7 @@ pub async fn current_settings(db: &Db) -> Result<(SettingsValues, i64), sqlx::Er
 /// A row of `audit_log`.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct AuditRow {
+    /// The global position of the event: stable across rebuilds.
     pub id: i64,
     pub event_id: String,
     pub actor: String,

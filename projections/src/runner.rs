@@ -257,9 +257,6 @@ const REBUILD_BATCH: i64 = 10_000;
 /// Events per transaction when a projection is rebuilt.
 const REBUILD_COMMIT_EVERY: i64 = 50_000;
 
-/// How long the group lets events gather after a small batch.
-const COALESCE: Duration = Duration::from_millis(10);
-
 /// Several projectors fed from one read of the log: each batch is read once, and every
 /// projector applies the part past its own checkpoint; all of them and their checkpoints
 /// commit in one transaction.
@@ -312,45 +309,25 @@ impl ProjectionGroup {
         Ok(Outcome::Processed(events.len()))
     }
 
-    /// Runs until `stop` turns true, sleeping on the log's wake-ups (or `poll`) when idle.
-    pub async fn run(self, mut stop: watch::Receiver<bool>, poll: Duration) {
-        let mut wake = self.log.watch();
-        let mut backoff = Duration::from_millis(100);
-        while !*stop.borrow() {
-            match self.try_handle_next().await {
-                Ok(Outcome::Processed(n)) => {
-                    backoff = Duration::from_millis(100);
-                    // Under steady load, let a few milliseconds of events gather so the next
-                    // transaction carries a batch rather than a handful (fewer commits and,
-                    // on SQLite, less contention with the appender for the write lock).
-                    if (n as i64) < self.batch_size / 4 {
-                        tokio::time::sleep(COALESCE).await;
-                    }
-                }
-                Ok(Outcome::Idle)
-                    if self.log.head()
-                        > self.max_seen.load(std::sync::atomic::Ordering::Relaxed) =>
-                {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                Ok(Outcome::Idle) => {
-                    tokio::select! {
-                        _ = self.log.wait_for_new(&mut wake, poll) => {}
-                        _ = stop.changed() => {}
-                    }
-                }
-                Err(err) => {
-                    tracing::warn!(error = %err, "projection step failed; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = stop.changed() => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
-                }
-            }
-        }
+    /// Whether every event committed so far has been read (on PostgreSQL a committed event
+    /// can stay unreadable for a moment while an older transaction is open).
+    pub fn caught_up(&self) -> bool {
+        self.log.head() <= self.max_seen.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Under steady load, a step that read fewer events than this lets a few milliseconds of
+    /// events gather first, so the next transaction carries a batch rather than a handful.
+    pub fn small_batch(&self) -> usize {
+        usize::try_from(self.batch_size / 4).unwrap_or(0)
+    }
+
+    pub fn log(&self) -> &EventLog {
+        &self.log
     }
 }
+
+/// How long a step that read a small batch waits for more events to gather.
+pub const COALESCE: Duration = Duration::from_millis(10);
 
 /// The (transaction, position) of the event at `position`, if it exists.
 pub async fn checkpoint_of(db: &Db, position: i64) -> Result<Option<Checkpoint>, sqlx::Error> {

@@ -1,5 +1,6 @@
 //! The schema of both backends, owned by one migration history each. Migrations are never
 //! edited once applied (see `migrations/README.md`).
+#![forbid(unsafe_code)]
 
 use sqlx::migrate::Migrator;
 

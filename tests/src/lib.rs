@@ -1,5 +1,6 @@
 //! Test harness: fresh databases (a uniquely named PostgreSQL database, or a SQLite file in a
 //! temporary folder), dropped afterwards; a nats-server of the test's own; the app on port 0.
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -237,7 +238,11 @@ pub fn test_config(db: &FreshDb) -> Config {
         bind: "127.0.0.1:0".parse().expect("addr"),
         ..Config::default()
     };
-    config.rate_limit.public_requests = 100_000;
+    // No rate limits unless a test sets them (0 turns a limit off).
+    config.rate_limit.capture_requests = 0;
+    config.rate_limit.restore_requests = 0;
+    config.rate_limit.pixel_requests = 0;
+    config.rate_limit.unsubscribe_per_token = 0;
     config.processors.poll_interval_ms = 100;
     // Generous bounds: two tests run at once on two cores, and PostgreSQL's global reader waits
     // for every open transaction on the server, whichever test's database it belongs to.
@@ -386,6 +391,56 @@ impl TestApp {
             body["token_id"].as_str().unwrap().to_owned(),
             body["token"].as_str().unwrap().to_owned(),
         )
+    }
+
+    /// Waits until the background processors are quiet: every processor that reacts to the
+    /// log or the clock has completed two steps begun after this call, and the log did not
+    /// move meanwhile, so what one step wrote has been seen by the others. A test asserts that
+    /// something did *not* happen after this, never after a fixed sleep. (Retention, which
+    /// steps once a minute, is driven by hand where a test needs it.)
+    pub async fn settle(&self) {
+        const WATCHED: [&str; 5] = [
+            "projections",
+            "sweeper",
+            "recovery_opener",
+            "dispatcher",
+            "privacy_eraser",
+        ];
+        let steps = |app: &TestApp| -> std::collections::HashMap<String, u64> {
+            app.core
+                .processors
+                .snapshot()
+                .into_iter()
+                .filter(|p| WATCHED.contains(&p.name.as_str()))
+                .map(|p| (p.name, p.steps))
+                .collect()
+        };
+        for _ in 0..50 {
+            let head = self.core.log.stats().await.expect("log stats").1;
+            let before = steps(self);
+            assert!(
+                !before.is_empty(),
+                "settle needs the background processors running"
+            );
+            let mut stepped = false;
+            for _ in 0..1_000 {
+                let now = steps(self);
+                if before.iter().all(|(name, n)| now.get(name).copied().unwrap_or(0) >= n + 2) {
+                    stepped = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            assert!(
+                stepped,
+                "the processors did not step within 10 s: {:?}",
+                self.core.processors.snapshot()
+            );
+            if self.core.log.stats().await.expect("log stats").1 == head {
+                return;
+            }
+        }
+        panic!("the processors never settled: the log kept moving");
     }
 
     /// Waits until `check` holds for GET `path` (bounded), returning the last body.
@@ -910,6 +965,26 @@ pub fn wc_signature(secret: &str, body: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
 }
 
+/// `value` as WooCommerce writes a webhook body: PHP's `wp_json_encode` with its default
+/// flags, which escapes `/` as `\/` and every non-ASCII character as `\uXXXX` (UTF-16).
+pub fn wp_json_encode(value: &Value) -> Vec<u8> {
+    let compact = serde_json::to_string(value).unwrap();
+    let mut out = String::with_capacity(compact.len() + compact.len() / 8);
+    for c in compact.chars() {
+        match c {
+            '/' => out.push_str("\\/"),
+            c if c.is_ascii() => out.push(c),
+            c => {
+                let mut units = [0u16; 2];
+                for unit in c.encode_utf16(&mut units) {
+                    out.push_str(&format!("\\u{unit:04x}"));
+                }
+            }
+        }
+    }
+    out.into_bytes()
+}
+
 /// A WooCommerce order as its order webhooks deliver it (REST API v3 shape, trimmed).
 pub fn wc_order(id: u64, status: &str, payment_method: &str, total: &str, email: &str) -> Value {
     json!({
@@ -941,7 +1016,18 @@ impl TestApp {
         body: &Value,
         secret: Option<&str>,
     ) -> (u16, Value) {
-        let raw = serde_json::to_vec(body).unwrap();
+        self.wc_webhook_raw(topic, serde_json::to_vec(body).unwrap(), secret)
+            .await
+    }
+
+    /// Delivers `raw` as a WooCommerce order webhook body, signed with `secret` over exactly
+    /// these bytes (None: unsigned).
+    pub async fn wc_webhook_raw(
+        &self,
+        topic: &str,
+        raw: Vec<u8>,
+        secret: Option<&str>,
+    ) -> (u16, Value) {
         let mut request = self
             .client
             .post(self.url("/ocart/v1/webhooks/woocommerce"))

@@ -432,7 +432,7 @@ async fn capture(args: CaptureArgs) -> anyhow::Result<()> {
             bind: "127.0.0.1:0".parse()?,
             ..Config::default()
         };
-        config.rate_limit.public_requests = u32::MAX;
+        config.rate_limit.capture_requests = 0;
         config.nats_url = args.nats.clone();
         config.processors.enabled = !args.without_processors;
         let app = Application::build(config, Arc::new(SystemClock)).await?;
@@ -789,7 +789,10 @@ async fn dispatch(args: DispatchArgs) -> anyhow::Result<()> {
             core.runners().await?,
             core.config.processors.batch_size,
         );
-        let projections = tokio::spawn(group.run(stop_rx, Duration::from_millis(20)));
+        let projections = tokio::spawn(ocart_processors::supervisor::run(
+            ocart_processors::Projections::new(group, Duration::from_millis(20)),
+            stop_rx,
+        ));
         let dispatcher = core.dispatcher()?;
         let started = Instant::now();
         // Every run ends its first step sent, or stopped by a guard (with more runs than
@@ -893,15 +896,20 @@ async fn sweep(args: SweepArgs) -> anyhow::Result<()> {
             core.config.processors.batch_size,
         );
         let started = Instant::now();
-        tasks.spawn(group.run(stop_rx.clone(), poll));
-        tasks.spawn(
-            ocart_processors::Sweeper::new(core.log.clone(), core.clock.clone())
-                .run(stop_rx.clone(), poll),
-        );
-        tasks.spawn(
+        use ocart_processors::supervisor::run;
+        tasks.spawn(run(
+            ocart_processors::Projections::new(group, poll),
+            stop_rx.clone(),
+        ));
+        tasks.spawn(run(
+            ocart_processors::Sweeper::new(core.log.clone(), core.clock.clone()).with_poll(poll),
+            stop_rx.clone(),
+        ));
+        tasks.spawn(run(
             ocart_processors::recovery::RecoveryOpener::new(core.log.clone(), core.clock.clone())
-                .run(stop_rx.clone(), poll),
-        );
+                .with_poll(poll),
+            stop_rx.clone(),
+        ));
         let total = args.carts as i64;
         let mut abandoned_at = None;
         // On SQLite, the largest the write-ahead log grows to during the sweep.

@@ -89,6 +89,9 @@ pub enum Command {
     /// Benchmarks (figures for BENCHMARKS.md).
     #[command(subcommand)]
     Bench(crate::cli::bench::BenchCmd),
+    /// Email: the DKIM record to publish.
+    #[command(subcommand)]
+    Email(crate::cli::email::EmailCmd),
 }
 
 #[derive(Debug, Subcommand)]
@@ -165,6 +168,7 @@ pub enum SettingsCmd {
 }
 
 pub mod bench;
+pub mod email;
 pub mod recovery;
 
 impl Global {
@@ -185,7 +189,7 @@ impl Global {
         }
         if config.secret.is_none() {
             if let Ok(secret) = std::env::var("OCART_SECRET") {
-                config.secret = Some(crate::config::Secret::new(secret));
+                config.secret = Some(crate::config::Secret::from(secret));
             }
         }
         Ok(config)
@@ -232,7 +236,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 config.bind = bind;
             }
             let url = ocart_projections::redact(&config.effective_database_url());
-            let nats = config.nats_url.clone();
+            let nats = config.nats_url.as_deref().map(ocart_projections::redact);
             let app = Application::build(config, Arc::new(SystemClock)).await?;
             if let Some(token) = &app.admin_token {
                 eprintln!("\nFirst start: an admin token was created. It is shown only this once; keep it:\n\n    {token}\n");
@@ -293,6 +297,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Settings(cmd) => settings(cmd, config, json_out).await,
         Command::Recovery(cmd) => recovery::run(cmd, config, json_out).await,
         Command::Bench(cmd) => bench::run(cmd, config).await,
+        Command::Email(cmd) => email::run(cmd, &config, json_out),
     }
 }
 
@@ -405,7 +410,7 @@ async fn cart(cmd: CartCmd, config: Config, json_out: bool) -> anyhow::Result<()
         } => {
             let since = match since {
                 Some(raw) => Some(
-                    crate::routes::carts::parse_since(&raw, chrono::Utc::now()).with_context(
+                    crate::params::parse_since(&raw, chrono::Utc::now()).with_context(
                         || format!("--since {raw:?}: use an RFC 3339 time or an age such as 24h"),
                     )?,
                 ),

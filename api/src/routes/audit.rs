@@ -1,19 +1,21 @@
 //! `GET /ocart/v1/audit`: the audit log of admin actions, newest first.
 
-use axum::extract::{Query, State};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::extract::State;
+use axum::Json;
 use ocart_domain::token::Capability;
 use ocart_projections::queries::AuditRow;
 use serde::Deserialize;
 use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::extract::Query;
 use crate::state::{AppState, RequestContext};
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/ocart/v1/audit", get(list))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -2,25 +2,26 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::post;
-use axum::{Json, Router};
+use axum::Json;
 use ocart_domain::cart::{
     cart_id_for_session, session_token_hash, CaptureCart, CartCommand, CartError, Consent,
 };
 use ocart_domain::{
-    CartItem, CartTotals, Currency, Email, FieldError, PersonalField, Phone, Source, Stage,
-    MAX_CART_ITEMS,
+    line_total, lines_total, CartItem, CartTotals, Currency, Email, FieldError, Money,
+    PersonalField, Phone, Source, Stage, MAX_AMOUNT, MAX_CART_ITEMS, MAX_QUANTITY,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::core::random_secret;
 use crate::error::{command_error, ApiError};
 use crate::json::JsonBody;
 use crate::state::{AppState, RequestContext};
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/ocart/v1/checkout/capture", post(capture))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(capture))
 }
 
 /// A cart line as the store sends it. Prices are integer minor units.
@@ -88,7 +89,8 @@ pub struct CaptureReply {
     pub cart_id: String,
     /// Keep it in the checkout session and send it with every capture.
     pub session_token: String,
-    /// Whether OCart keeps this cart (false without consent).
+    /// Whether the capture was accepted for keeping (false without consent). A shopper on the
+    /// suppression list gets the same answer as anyone, but their cart is not kept.
     pub captured: bool,
     pub status: String,
     /// Global position of the last event written, for read-your-writes (`OCart-Position`).
@@ -117,6 +119,9 @@ struct ValidCapture {
     items: Vec<CartItem>,
     totals: CartTotals,
 }
+
+/// Bounds are the same in every currency; this one stands in while the currency is invalid.
+const FALLBACK_CURRENCY: Currency = Currency::EUR;
 
 fn validate(req: CaptureRequest) -> Result<ValidCapture, ApiError> {
     let mut e = Vec::new();
@@ -196,17 +201,27 @@ fn validate(req: CaptureRequest) -> Result<ValidCapture, ApiError> {
     let mut items = Vec::with_capacity(req.items.len().min(MAX_CART_ITEMS));
     for (i, item) in req.items.into_iter().enumerate().take(MAX_CART_ITEMS) {
         let at = |f: &str| format!("items[{i}].{f}");
-        if item.quantity <= 0 || item.quantity > 10_000 {
+        if item.quantity <= 0 || item.quantity > i64::from(MAX_QUANTITY) {
             e.push(FieldError::new(
                 at("quantity"),
-                format!("must be between 1 and 10000, got {}", item.quantity),
+                format!("must be between 1 and {MAX_QUANTITY}, got {}", item.quantity),
             ));
         }
-        if item.unit_price < 0 {
+        if let Err(err) = Money::new(item.unit_price, currency.unwrap_or(FALLBACK_CURRENCY)) {
             e.push(FieldError::new(
                 at("unit_price"),
-                format!("must not be negative, got {}", item.unit_price),
+                format!("{err}, got {}", item.unit_price),
             ));
+        } else if let Ok(quantity) = u32::try_from(item.quantity) {
+            if line_total(item.unit_price, quantity).is_none() {
+                e.push(FieldError::new(
+                    at("unit_price"),
+                    format!(
+                        "times the quantity must be at most {MAX_AMOUNT} minor units, got {} × {}",
+                        item.unit_price, item.quantity
+                    ),
+                ));
+            }
         }
         if item.name.trim().is_empty() {
             e.push(FieldError::new(at("name"), "must not be empty"));
@@ -256,10 +271,10 @@ fn validate(req: CaptureRequest) -> Result<ValidCapture, ApiError> {
                 ("tax", t.tax),
                 ("total", t.total),
             ] {
-                if value < 0 {
+                if let Err(err) = Money::new(value, currency.unwrap_or(FALLBACK_CURRENCY)) {
                     e.push(FieldError::new(
                         format!("totals.{field}"),
-                        format!("must not be negative, got {value}"),
+                        format!("{err}, got {value}"),
                     ));
                 }
             }
@@ -272,10 +287,16 @@ fn validate(req: CaptureRequest) -> Result<ValidCapture, ApiError> {
             }
         }
         None => {
-            let subtotal = items
-                .iter()
-                .map(|i| i.unit_price.saturating_mul(i64::from(i.quantity)))
-                .fold(0i64, i64::saturating_add);
+            let subtotal = match lines_total(items.iter().map(|i| (i.unit_price, i.quantity))) {
+                Some(subtotal) => subtotal,
+                None => {
+                    e.push(FieldError::new(
+                        "items",
+                        format!("must total at most {MAX_AMOUNT} minor units"),
+                    ));
+                    0
+                }
+            };
             CartTotals {
                 subtotal,
                 total: subtotal,
@@ -313,6 +334,7 @@ fn validate(req: CaptureRequest) -> Result<ValidCapture, ApiError> {
         (status = 202, description = "Accepted; `captured` says whether the cart is kept", body = CaptureReply),
         (status = 400, description = "Malformed JSON", body = crate::error::Problem),
         (status = 413, description = "Body over 64 KiB", body = crate::error::Problem),
+        (status = 415, description = "Content-Type neither application/json nor text/plain", body = crate::error::Problem),
         (status = 422, description = "Invalid fields, each named", body = crate::error::Problem),
         (status = 429, description = "Rate limited; see Retry-After", body = crate::error::Problem),
     )
@@ -333,7 +355,10 @@ pub async fn capture(
     let email_subject = vault.subject_for_email(&input.email);
     let wants_capture = input.consent.given == Some(true)
         || (input.consent.given.is_none() && !settings.recovery.consent_required);
-    // A shopper who unsubscribed, bounced or complained is not tracked again.
+    // A shopper who unsubscribed, bounced or complained is not tracked again. The answer is
+    // the one a kept cart gets, so this public endpoint does not tell anyone who is on the
+    // suppression list; the position is this instance's latest write, as good as any for
+    // read-your-writes.
     if wants_capture
         && ocart_projections::queries::recovery::is_suppressed(
             &state.core.db,
@@ -346,9 +371,9 @@ pub async fn capture(
             Json(CaptureReply {
                 cart_id,
                 session_token,
-                captured: false,
-                status: "suppressed".into(),
-                position: None,
+                captured: true,
+                status: ocart_domain::cart::CartStatus::Active.as_str().to_owned(),
+                position: Some(state.core.log.head()),
             }),
         ));
     }

@@ -1,25 +1,26 @@
 //! Cart reads and the admin actions `wp ocart cart` offers.
 
-use axum::extract::{Path, Query, State};
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use chrono::{DateTime, Utc};
+use axum::extract::State;
+use axum::Json;
 use ocart_domain::cart::{CartCommand, CartError};
 use ocart_domain::token::Capability;
 use ocart_projections::queries::{self, CartFilter, CartRow};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Caller;
 use crate::error::{command_error, ApiError};
+use crate::extract::{Path, Query};
 use crate::state::{AppState, RequestContext};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/ocart/v1/carts", get(list))
-        .route("/ocart/v1/carts/{id}", get(show))
-        .route("/ocart/v1/carts/{id}/abandon", post(abandon))
-        .route("/ocart/v1/carts/{id}/convert", post(convert))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(show))
+        .routes(routes!(abandon))
+        .routes(routes!(convert))
 }
 
 const READ: &[Capability] = &[
@@ -49,23 +50,6 @@ pub struct CartPage {
     pub next_cursor: Option<String>,
 }
 
-/// `24h`, `7d`, `30m`, `90s` or an RFC 3339 time.
-pub fn parse_since(raw: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    if let Ok(at) = DateTime::parse_from_rfc3339(raw) {
-        return Some(at.with_timezone(&Utc));
-    }
-    let (number, unit) = raw.split_at(raw.len().checked_sub(1)?);
-    let n: i64 = number.parse().ok().filter(|n| *n >= 0)?;
-    let span = match unit {
-        "s" => chrono::Duration::seconds(n),
-        "m" => chrono::Duration::minutes(n),
-        "h" => chrono::Duration::hours(n),
-        "d" => chrono::Duration::days(n),
-        _ => return None,
-    };
-    Some(now - span)
-}
-
 /// Carts, newest activity first, with keyset pagination.
 #[utoipa::path(get, path = "/ocart/v1/carts", tag = "carts", params(ListQuery),
     responses((status = 200, body = CartPage), (status = 401, body = crate::error::Problem), (status = 403, body = crate::error::Problem), (status = 422, body = crate::error::Problem)),
@@ -87,7 +71,7 @@ pub async fn list(
         }
     }
     let since = match &q.since {
-        Some(raw) => match parse_since(raw, state.core.clock.now()) {
+        Some(raw) => match crate::params::parse_since(raw, state.core.clock.now()) {
             Some(at) => Some(at),
             None => {
                 errors.push(ocart_domain::FieldError::new(
@@ -144,6 +128,9 @@ pub async fn list(
     } else {
         None
     };
+    for row in &mut carts {
+        caller.redact_cart(row);
+    }
     Ok(Json(CartPage { carts, next_cursor }))
 }
 
@@ -158,10 +145,11 @@ pub async fn show(
 ) -> Result<Json<CartRow>, ApiError> {
     caller.require(READ)?;
     state.read_your_writes("carts", ctx.min_position).await?;
-    queries::get_cart(&state.core.db, &id)
+    let mut row = queries::get_cart(&state.core.db, &id)
         .await?
-        .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("cart {id}")))
+        .ok_or_else(|| ApiError::NotFound(format!("cart {id}")))?;
+    caller.redact_cart(&mut row);
+    Ok(Json(row))
 }
 
 #[derive(Debug, Serialize, ToSchema)]

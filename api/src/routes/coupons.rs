@@ -2,23 +2,25 @@
 //! OCart's own registry (the embedded mode), `POST /ocart/v1/coupons/validate`: whether a code
 //! may be applied now by this buyer (single use, the captured email only, before expiry).
 
-use axum::extract::{Query, State};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::extract::State;
+use axum::Json;
 use ocart_domain::token::Capability;
 use ocart_domain::Email;
 use ocart_projections::queries::recovery::{self as q, CouponRow};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::extract::Query;
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/ocart/v1/recovery/coupons", get(list))
-        .route("/ocart/v1/coupons/validate", post(validate))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(validate))
 }
 
 const READ: &[Capability] = &[

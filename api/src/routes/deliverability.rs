@@ -10,10 +10,9 @@
 //! request cannot be replayed later, and a provider's retry within the window is recognised by
 //! its event id and changes nothing.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use hmac::{Hmac, Mac};
 use ocart_domain::recovery::{DeliveryKind, DeliveryReport};
 use ocart_domain::token::Capability;
@@ -21,17 +20,20 @@ use ocart_projections::queries::recovery::{self as q, DeliverabilityRow};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::extract::Query;
 use crate::state::{AppState, RequestContext};
 use crate::tracking::Reported;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/ocart/v1/recovery/deliverability", get(feed))
-        .route("/ocart/v1/webhooks/deliverability", post(inbound))
-        .route("/ocart/v1/recovery/dns-check", post(dns_check))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(feed))
+        .routes(routes!(inbound))
+        .routes(routes!(dns_check))
 }
 
 const READ: &[Capability] = &[
@@ -159,31 +161,46 @@ pub async fn dns_check(
     let server =
         crate::dnscheck::resolver_address(state.core.config.recovery.dns_resolver.as_deref())
             .map_err(|e| ApiError::Unavailable(e.to_string()))?;
-    let report = crate::dnscheck::check(server, &domain.unwrap_or_default(), &selector)
+    let domain = domain.unwrap_or_default();
+    let expected = crate::dnscheck::DkimExpectation::from_config(
+        state.core.config.email.dkim.as_ref(),
+        &domain,
+        &selector,
+    );
+    let report = crate::dnscheck::check(server, &domain, &selector, &expected)
         .await
         .map_err(|e| ApiError::Unavailable(format!("cannot query DNS at {server}: {e}")))?;
     Ok(Json(report))
 }
 
-#[derive(Debug, Deserialize)]
-struct Inbound {
+/// A delivery of the mail provider's reports, signed over the raw body.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct Inbound {
+    #[schema(max_items = 1000)]
     events: Vec<InboundEvent>,
 }
 
-#[derive(Debug, Deserialize)]
-struct InboundEvent {
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct InboundEvent {
+    /// The provider's id of the event (kept when 1 to 200 characters).
     #[serde(default)]
     id: Option<String>,
     #[serde(rename = "type")]
+    #[schema(
+        pattern = "^(delivered|delivery|bounce|bounced|complaint|complained|spam|open|opened)$"
+    )]
     kind: String,
+    /// The Message-ID of the message OCart sent, with or without `<…>`.
     message_id: String,
+    /// hard or permanent, soft or transient (default: hard for a bounce).
     #[serde(default)]
+    #[schema(pattern = "^(hard|permanent|soft|transient)$")]
     bounce_type: Option<String>,
     #[serde(default)]
     detail: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct InboundReply {
     pub recorded: usize,
     pub repeated: usize,
@@ -228,14 +245,30 @@ fn verify(secret: &str, header: &str, body: &[u8], now: i64) -> Result<(), Strin
     }
 }
 
-/// A mail provider's delivery reports.
+/// A mail provider's delivery reports, signed with `X-OCart-Signature: t=<unix time>,v1=<hex
+/// HMAC-SHA256 of "t." + body under [email] webhook_secret>`.
+#[utoipa::path(post, path = "/ocart/v1/webhooks/deliverability", tag = "webhooks",
+    request_body = Inbound,
+    params(("X-OCart-Signature" = String, Header, description = "t=<unix time>,v1=<hex HMAC-SHA256 of \"t.\" + body>")),
+    responses(
+        (status = 200, body = InboundReply),
+        (status = 401, description = "The signature is missing, wrong or more than 5 minutes old"),
+        (status = 503, description = "No webhook secret is set up, or the store is unavailable"),
+    ))]
 pub async fn inbound(
     State(state): State<AppState>,
     ctx: RequestContext,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Json<InboundReply>, ApiError> {
-    let Some(secret) = state.core.config.email.webhook_secret.as_deref() else {
+    let Some(secret) = state
+        .core
+        .config
+        .email
+        .webhook_secret
+        .as_ref()
+        .map(secrecy::ExposeSecret::expose_secret)
+    else {
         return Err(ApiError::Unavailable(
             "delivery webhooks are not set up here: set [email] webhook_secret".into(),
         ));

@@ -7,13 +7,17 @@
 //! cannot unsubscribe anyone); `POST /u/{token}` — the form's button, or the RFC 8058 one-click
 //! POST a mail client sends with `List-Unsubscribe=One-Click` — suppresses the recipient and
 //! stops every run that messages them. Unknown or malformed tokens get a friendly page.
+//!
+//! Rate limits: restore and the pixel each have a per-IP budget; an unsubscribe link has its
+//! own budget per token and is never refused because of the IP (RFC 8058: mailbox providers
+//! send one-click POSTs from shared addresses); a token that is no link of ours counts against
+//! the client IP's restore budget, so guessing stays limited.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::http::StatusCode;
+use axum::middleware;
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
 use ocart_domain::recovery::{
     Channel, DeliveryKind, DeliveryReport, RestoreFailure, SuppressionReason,
 };
@@ -22,14 +26,31 @@ use sha2::{Digest, Sha256};
 
 use crate::attribution::Restore;
 use crate::error::ApiError;
+use crate::extract::Path;
+use crate::ratelimit::{self, Bucket};
 use crate::state::{AppState, RequestContext};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/r/{token}", get(restore))
-        .route("/o/{token}", get(open_pixel))
-        .route("/u/{token}", get(unsubscribe_page).post(unsubscribe))
+pub fn router(state: &AppState) -> OpenApiRouter<AppState> {
+    let per_ip =
+        |bucket| middleware::from_fn_with_state((state.clone(), bucket), ratelimit::per_ip);
+    OpenApiRouter::new()
+        .merge(
+            OpenApiRouter::new()
+                .routes(routes!(restore))
+                .route_layer(per_ip(Bucket::Restore)),
+        )
+        .merge(
+            OpenApiRouter::new()
+                .routes(routes!(open_pixel))
+                .route_layer(per_ip(Bucket::Pixel)),
+        )
+        .routes(routes!(unsubscribe_page, unsubscribe))
 }
+
+/// The token of a link in a message (anything else gets the "not valid" page).
+const TOKEN: &str = "The link's token, as the message carries it";
 
 fn page(status: StatusCode, title: &str, body: &str) -> Response {
     let html = format!(
@@ -58,6 +79,16 @@ fn well_formed(token: &str) -> bool {
 }
 
 /// Restores the cart of a recovery message and sends the shopper to the checkout.
+#[utoipa::path(get, path = "/r/{token}", tag = "links",
+    params(("token" = String, Path, description = TOKEN)),
+    responses(
+        (status = 303, description = "To the store's checkout with the cart rebuilt",
+            headers(("Location" = String, description = "The checkout URL"))),
+        (status = 200, description = "The cart became an order, or nothing in it is for sale any more", content_type = "text/html", body = String),
+        (status = 404, description = "The link is not one of ours", content_type = "text/html", body = String),
+        (status = 410, description = "The link has expired or its cart was erased", content_type = "text/html", body = String),
+        (status = 429, description = "Rate limited by client IP; see Retry-After"),
+    ))]
 pub async fn restore(
     State(state): State<AppState>,
     ctx: RequestContext,
@@ -129,6 +160,12 @@ const PIXEL: &[u8] = &[
 ];
 
 /// The open-tracking pixel of an email: records the first open, always answers the image.
+#[utoipa::path(get, path = "/o/{token}", tag = "links",
+    params(("token" = String, Path, description = TOKEN)),
+    responses(
+        (status = 200, description = "A transparent 1×1 GIF", content_type = "image/gif", body = Vec<u8>),
+        (status = 429, description = "Rate limited by client IP; see Retry-After"),
+    ))]
 pub async fn open_pixel(
     State(state): State<AppState>,
     ctx: RequestContext,
@@ -168,12 +205,45 @@ async fn link(state: &AppState, purpose: &str, token: &str) -> Result<Option<Lin
     Ok(q::link_by_hash(&state.core.db, purpose, &hash).await?)
 }
 
-/// The unsubscribe confirmation page.
+/// The unsubscribe link `token` names, under the rate limits of unsubscribe links: a link of
+/// ours counts against its own budget only, whatever the client IP; a token that is no link
+/// of ours counts against the client IP's link budget (so guessing is limited, while a real
+/// unsubscribe is never refused because of the address it comes from, and the per-link table
+/// holds only real links).
+async fn unsubscribe_link(
+    state: &AppState,
+    ctx: &RequestContext,
+    token: &str,
+) -> Result<Option<LinkRow>, ApiError> {
+    match link(state, "unsubscribe", token).await? {
+        Some(found) => {
+            state.limiter.check_unsubscribe(token)?;
+            Ok(Some(found))
+        }
+        None => {
+            state
+                .limiter
+                .check(Bucket::Restore, ctx.ip)
+                .map_err(ApiError::RateLimited)?;
+            Ok(None)
+        }
+    }
+}
+
+/// The unsubscribe confirmation page (changes nothing).
+#[utoipa::path(get, path = "/u/{token}", tag = "links",
+    params(("token" = String, Path, description = TOKEN)),
+    responses(
+        (status = 200, description = "The confirmation form", content_type = "text/html", body = String),
+        (status = 404, description = "The link is not one of ours", content_type = "text/html", body = String),
+        (status = 429, description = "Rate limited: by link, or by client IP for a token that is no link of ours"),
+    ))]
 pub async fn unsubscribe_page(
     State(state): State<AppState>,
+    ctx: RequestContext,
     Path(token): Path<String>,
 ) -> Result<Response, ApiError> {
-    if link(&state, "unsubscribe", &token).await?.is_none() {
+    if unsubscribe_link(&state, &ctx, &token).await?.is_none() {
         return Ok(not_found());
     }
     let store = html_escape(&state.core.config.recovery.store_name);
@@ -188,13 +258,21 @@ pub async fn unsubscribe_page(
     ))
 }
 
-/// Unsubscribes: the confirmation form's POST or the RFC 8058 one-click POST.
+/// Unsubscribes: the confirmation form's POST or the RFC 8058 one-click POST (any body, or
+/// none, is ignored).
+#[utoipa::path(post, path = "/u/{token}", tag = "links",
+    params(("token" = String, Path, description = TOKEN)),
+    responses(
+        (status = 200, description = "Unsubscribed", content_type = "text/html", body = String),
+        (status = 404, description = "The link is not one of ours", content_type = "text/html", body = String),
+        (status = 429, description = "Rate limited: by link, or by client IP for a token that is no link of ours"),
+    ))]
 pub async fn unsubscribe(
     State(state): State<AppState>,
     ctx: RequestContext,
     Path(token): Path<String>,
 ) -> Result<Response, ApiError> {
-    let Some(link) = link(&state, "unsubscribe", &token).await? else {
+    let Some(link) = unsubscribe_link(&state, &ctx, &token).await? else {
         return Ok(not_found());
     };
     let Some(recipient) = link.recipient_hash.as_deref() else {

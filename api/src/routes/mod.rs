@@ -15,22 +15,25 @@ pub mod system;
 pub mod templates;
 pub mod tokens;
 
-use axum::Router;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::{DateTime, Utc};
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::state::AppState;
 
-/// Every authenticated and system route (the public capture route is layered separately).
-pub fn api_router() -> Router<AppState> {
-    Router::new()
+/// Every authenticated and system route (the public capture route and the links are layered
+/// separately). Each module registers its handlers with utoipa-axum's `routes!`, which routes
+/// a handler and documents it in one step: the OpenAPI document is made from these routers
+/// (`openapi::document`), so a route cannot be served without being documented.
+pub fn api_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
         .merge(carts::router())
         .merge(settings::router())
         .merge(tokens::router())
         .merge(privacy::router())
         .merge(recovery::router())
-        .merge(orders::router())
+        .merge(OpenApiRouter::from(orders::router()))
         .merge(coupons::router())
         .merge(deliverability::router())
         .merge(reports::router())

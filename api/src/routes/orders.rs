@@ -2,7 +2,11 @@
 //! order webhooks at `POST /ocart/v1/webhooks/woocommerce` (verified by
 //! `X-WC-Webhook-Signature`, the base64 HMAC-SHA256 of the raw body under the webhook's
 //! secret). Both record the order, convert the cart it came from once it is paid, and stop
-//! the buyer's other runs; both are safe to replay. `GET /ocart/v1/orders` lists what arrived.
+//! the buyer's other runs; both are safe to replay, and both are ordered by the store's
+//! modification time (`modified_at`, WooCommerce's `date_modified_gmt`): a stale delivery
+//! changes nothing. Their bodies may weigh up to [`MAX_ORDER_BODY`] (a WooCommerce order of a
+//! thousand lines), where every other route keeps the small limit. `GET /ocart/v1/orders`
+//! lists what arrived.
 
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
@@ -25,11 +29,17 @@ use crate::error::ApiError;
 use crate::routes::keyset;
 use crate::state::{AppState, RequestContext};
 
+/// The most an order signal (API or webhook) may weigh: WooCommerce sends the whole order,
+/// every line with its taxes and meta data, about 1.5 KiB a line.
+pub const MAX_ORDER_BODY: usize = 4 * 1024 * 1024;
+
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/ocart/v1/orders", get(list).post(create))
+    let signals = Router::new()
+        .route("/ocart/v1/orders", post(create))
+        .route("/ocart/v1/webhooks/woocommerce", post(woocommerce));
+    crate::json::with_body_limit(signals, MAX_ORDER_BODY)
+        .route("/ocart/v1/orders", get(list))
         .route("/ocart/v1/orders/{id}", get(show))
-        .route("/ocart/v1/webhooks/woocommerce", post(woocommerce))
 }
 
 const READ: &[Capability] = &[
@@ -58,6 +68,11 @@ pub struct OrderRequest {
     pub email: Option<String>,
     /// When the order was placed (RFC 3339; default now).
     pub placed_at: Option<DateTime<Utc>>,
+    /// When the store last modified the order (RFC 3339), if it knows. Signals are ordered by
+    /// it: one older than the order OCart has recorded is ignored (`stale: true`), so a late
+    /// retry cannot turn a paid order back to unpaid. At an equal time a signal may add payment
+    /// but not take it away; without it, the last signal to arrive wins.
+    pub modified_at: Option<DateTime<Utc>>,
     /// The OCart cart id, if the store kept it (`ocart_cart` of a restore).
     pub cart_id: Option<String>,
     /// The checkout session token the cart was captured with.
@@ -149,6 +164,12 @@ fn signal_of(
             errors.push(FieldError::new("placed_at", "must not be in the future"));
         }
     }
+    // A time far ahead would make every later signal stale.
+    if let Some(modified_at) = request.modified_at {
+        if modified_at > now + chrono::Duration::days(1) {
+            errors.push(FieldError::new("modified_at", "must not be in the future"));
+        }
+    }
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
@@ -165,12 +186,13 @@ fn signal_of(
         session_token,
         restore_token,
         coupon_codes: request.coupon_codes,
+        modified_at: request.modified_at,
     })
 }
 
 /// Records an order signal from the store.
 #[utoipa::path(post, path = "/ocart/v1/orders", tag = "orders", request_body = OrderRequest,
-    responses((status = 200, body = RecordedOrder), (status = 400, body = crate::error::Problem), (status = 422, body = crate::error::Problem)),
+    responses((status = 200, body = RecordedOrder), (status = 400, body = crate::error::Problem), (status = 413, body = crate::error::Problem), (status = 422, body = crate::error::Problem)),
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
@@ -264,6 +286,8 @@ struct WcOrder {
     #[serde(default)]
     date_created_gmt: Option<String>,
     #[serde(default)]
+    date_modified_gmt: Option<String>,
+    #[serde(default)]
     payment_method: Option<String>,
     #[serde(default)]
     billing: Option<WcBilling>,
@@ -305,19 +329,8 @@ impl WcOrder {
         let total = currency
             .parse_decimal("total", &self.total)
             .map_err(|e| ApiError::Validation(vec![e]))?;
-        let placed_at = match self.date_created_gmt.as_deref() {
-            Some(raw) => Some(
-                NaiveDateTime::parse_from_str(raw, "%Y-%m-%dT%H:%M:%S")
-                    .map_err(|_| {
-                        ApiError::validation(
-                            "date_created_gmt",
-                            format!("{raw:?} is not a WooCommerce date (YYYY-MM-DDTHH:MM:SS)"),
-                        )
-                    })?
-                    .and_utc(),
-            ),
-            None => None,
-        };
+        let placed_at = wc_date("date_created_gmt", self.date_created_gmt.as_deref())?;
+        let modified_at = wc_date("date_modified_gmt", self.date_modified_gmt.as_deref())?;
         Ok(OrderRequest {
             order_id: self.id.to_string(),
             cart_id: self.meta("_ocart_cart_id"),
@@ -329,8 +342,24 @@ impl WcOrder {
             total,
             email: self.billing.and_then(|b| b.email),
             placed_at,
+            modified_at,
             coupon_codes: self.coupon_lines.into_iter().map(|c| c.code).collect(),
         })
+    }
+}
+
+/// A WooCommerce GMT date (`YYYY-MM-DDTHH:MM:SS`, no zone); `null` or absent is none.
+fn wc_date(field: &str, raw: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
+    match raw {
+        Some(raw) => NaiveDateTime::parse_from_str(raw, "%Y-%m-%dT%H:%M:%S")
+            .map(|d| Some(d.and_utc()))
+            .map_err(|_| {
+                ApiError::validation(
+                    field,
+                    format!("{raw:?} is not a WooCommerce date (YYYY-MM-DDTHH:MM:SS)"),
+                )
+            }),
+        None => Ok(None),
     }
 }
 
@@ -368,7 +397,14 @@ pub async fn woocommerce(
             ignored: "ping".into(),
         }));
     }
-    let Some(secret) = state.core.config.woocommerce.webhook_secret.as_deref() else {
+    let Some(secret) = state
+        .core
+        .config
+        .woocommerce
+        .webhook_secret
+        .as_ref()
+        .map(secrecy::ExposeSecret::expose_secret)
+    else {
         return Err(ApiError::Unavailable(
             "WooCommerce webhooks are not set up here: set [woocommerce] webhook_secret".into(),
         ));

@@ -1,21 +1,22 @@
 //! `POST /ocart/v1/privacy/erase`: erases one data subject (an email or a phone number).
 
 use axum::extract::State;
-use axum::routing::post;
-use axum::{Json, Router};
+use axum::Json;
 use ocart_domain::subject::SubjectCommand;
 use ocart_domain::token::Capability;
 use ocart_domain::{Email, Phone};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Caller;
 use crate::error::{command_error, ApiError};
 use crate::json::JsonBody;
 use crate::state::{AppState, RequestContext};
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/ocart/v1/privacy/erase", post(erase))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(erase))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -66,7 +67,9 @@ pub async fn erase(
             "must be at most 500 characters",
         ));
     }
-    vault.erase(&subject).await?;
+    // One order at every entry point: the erasure is recorded first (the projections blank
+    // the read tables), then the key goes before the answer; the eraser process manager
+    // deletes it after a crash between the two.
     let meta = ctx.meta(caller.actor(), &state);
     let outcome = state
         .core
@@ -84,6 +87,7 @@ pub async fn erase(
         )
         .await
         .map_err(|e| command_error(e, |e| ApiError::Internal(e.into())))?;
+    vault.erase(&subject).await?;
     Ok(Json(EraseReply {
         subject: subject.to_string(),
         position: outcome.last_position(),

@@ -2,10 +2,9 @@
 //! stop), and template previews. Capability `ocart_manage_recovery` (or `ocart_manage`);
 //! reports readers may read.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use ocart_domain::recovery::{
     Channel, Discount, RunCommand, RunError, SequenceCommand, SequenceError, Step, StopReason,
     SuppressionCommand, SuppressionReason, TriggerType,
@@ -16,38 +15,29 @@ use ocart_processors::recovery::templates::{resolve, sample_context, Rendered, T
 use ocart_projections::queries::recovery::{self as q, NotificationRow, RunFilter, RunRow};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::error::{command_error, ApiError};
+use crate::extract::{Path, Query};
 use crate::state::{AppState, RequestContext};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/ocart/v1/recovery/sequences",
-            get(list_sequences).post(create_sequence),
-        )
-        .route(
-            "/ocart/v1/recovery/sequences/{id}",
-            get(show_sequence)
-                .patch(update_sequence)
-                .delete(archive_sequence),
-        )
-        .route("/ocart/v1/recovery/runs", get(list_runs))
-        .route("/ocart/v1/recovery/runs/{id}", get(show_run))
-        .route("/ocart/v1/recovery/runs/{id}/stop", post(stop_run))
-        .route(
-            "/ocart/v1/recovery/templates/{id}/preview",
-            post(preview_template),
-        )
-        .route("/ocart/v1/recovery/test/trigger", post(trigger_test))
-        .route(
-            "/ocart/v1/recovery/suppression",
-            get(list_suppression)
-                .post(add_suppression)
-                .delete(remove_suppression),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_sequences, create_sequence))
+        .routes(routes!(show_sequence, update_sequence, archive_sequence))
+        .routes(routes!(list_runs))
+        .routes(routes!(show_run))
+        .routes(routes!(stop_run))
+        .routes(routes!(preview_template))
+        .routes(routes!(trigger_test))
+        .routes(routes!(
+            list_suppression,
+            add_suppression,
+            remove_suppression
+        ))
 }
 
 const READ: &[Capability] = &[

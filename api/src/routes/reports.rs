@@ -3,23 +3,25 @@
 //! value, conversion, and the recovery part). Any other `days` falls back to 30, as CartBay's
 //! period filter does.
 
-use axum::extract::{Query, State};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::extract::State;
+use axum::Json;
 use chrono::{DateTime, Utc};
 use ocart_domain::token::Capability;
 use ocart_projections::queries::analytics::{self, OrderSummary, RecoverySummary};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::extract::Query;
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/ocart/v1/recovery/analytics", get(recovery))
-        .route("/ocart/v1/reports/dashboard", get(dashboard))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(recovery))
+        .routes(routes!(dashboard))
 }
 
 const READ: &[Capability] = &[

@@ -1,20 +1,21 @@
 //! `GET`/`PATCH /ocart/v1/settings`.
 
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use ocart_domain::settings::SettingsValues;
 use ocart_domain::token::Capability;
 use serde::Serialize;
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Caller;
 use crate::error::{command_error, ApiError};
 use crate::json::JsonBody;
 use crate::state::{AppState, RequestContext};
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/ocart/v1/settings", get(show).patch(update))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(show, update))
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -3,22 +3,23 @@
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use ocart_domain::token::Capability;
 use serde::Serialize;
-use utoipa::{OpenApi, ToSchema};
+use utoipa::ToSchema;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/ocart/v1/ping", get(ping))
-        .route("/ocart/v1/info", get(info))
-        .route("/ocart/v1/openapi", get(openapi))
-        .route("/metrics", get(metrics))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(ping))
+        .routes(routes!(info))
+        .routes(routes!(openapi))
+        .routes(routes!(metrics))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -49,9 +50,29 @@ pub struct Info {
     pub events: i64,
     pub head: i64,
     pub projections: Vec<ProjectionInfo>,
+    /// This instance's background processors: empty while another instance holds the
+    /// processors lease.
+    pub processors: Vec<ProcessorInfo>,
 }
 
-/// Version, backend, NATS on/off and how far behind each projection (and the relay) is.
+/// One background processor as its supervisor sees it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProcessorInfo {
+    pub name: String,
+    /// starting, running, backing_off or stopped
+    pub state: String,
+    pub steps: u64,
+    pub errors: u64,
+    pub panics: u64,
+    pub restarts: u64,
+    pub consecutive_failures: u64,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub last_step_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Version, backend, NATS on/off, how far behind each projection (and the relay) is, and the
+/// state of each background processor (errors, panics, restarts, last error).
 #[utoipa::path(get, path = "/ocart/v1/info", tag = "system", responses((status = 200, body = Info)), security(("bearer" = [])))]
 pub async fn info(State(state): State<AppState>, caller: Caller) -> Result<Json<Info>, ApiError> {
     caller.require(&[Capability::OcartManage, Capability::OcartViewReports])?;
@@ -88,13 +109,35 @@ pub async fn info(State(state): State<AppState>, caller: Caller) -> Result<Json<
         events,
         head,
         projections,
+        processors: state
+            .core
+            .processors
+            .snapshot()
+            .into_iter()
+            .map(|p| ProcessorInfo {
+                state: p.state.as_str().to_owned(),
+                name: p.name,
+                steps: p.steps,
+                errors: p.errors,
+                panics: p.panics,
+                restarts: p.restarts,
+                consecutive_failures: p.consecutive_failures,
+                last_error: p.last_error,
+                last_error_at: p.last_error_at,
+                last_step_at: p.last_step_at,
+            })
+            .collect(),
     }))
 }
 
+/// The document the server serves: made once from the routers when the server starts.
+#[derive(Clone)]
+pub struct Document(pub std::sync::Arc<utoipa::openapi::OpenApi>);
+
 /// The OpenAPI 3.1 document of every route.
 #[utoipa::path(get, path = "/ocart/v1/openapi", tag = "system", responses((status = 200, description = "OpenAPI 3.1 JSON")))]
-pub async fn openapi() -> impl IntoResponse {
-    Json(crate::openapi::ApiDoc::openapi())
+pub async fn openapi(Extension(doc): Extension<Document>) -> impl IntoResponse {
+    Json(doc.0.as_ref().clone())
 }
 
 /// Prometheus metrics: requests by route and status with latency, events appended, lag.

@@ -3,9 +3,8 @@
 //! merge tags before anything is saved, so a template that would fail at send time is refused
 //! with the part and the tag named.
 
-use axum::extract::{Path, State};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::extract::State;
+use axum::Json;
 use ocart_domain::recovery::{check_template_id, TemplateCommand, TemplateError};
 use ocart_domain::token::Capability;
 use ocart_domain::FieldError;
@@ -13,18 +12,18 @@ use ocart_processors::recovery::templates::{builtin, resolve, TemplateParts, BUI
 use ocart_projections::queries::recovery as q;
 use serde::Serialize;
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Caller;
 use crate::error::{command_error, ApiError};
+use crate::extract::Path;
 use crate::state::{AppState, RequestContext};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/ocart/v1/recovery/templates", get(list))
-        .route(
-            "/ocart/v1/recovery/templates/{id}",
-            get(show).put(save).delete(remove),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(show, save, remove))
 }
 
 const READ: &[Capability] = &[

@@ -1,22 +1,24 @@
 //! API tokens over HTTP: create (shown once), list, revoke.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{delete, get};
-use axum::{Json, Router};
+use axum::Json;
 use ocart_domain::token::{Capability, TokenCommand, TokenError};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Caller;
 use crate::error::{command_error, ApiError};
+use crate::extract::Path;
 use crate::json::JsonBody;
 use crate::state::{AppState, RequestContext};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/ocart/v1/tokens", get(list).post(create))
-        .route("/ocart/v1/tokens/{id}", delete(revoke))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(revoke))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -109,10 +109,10 @@ impl Cart {
         revenue: Option<i64>,
         placed_at: Option<DateTime<Utc>>,
     ) -> Result<Option<CartEvent>, CartError> {
-        let placed_at = placed_at.unwrap_or(at);
+        let placed = placed_at.unwrap_or(at);
         let before_abandonment = match self.status {
             CartStatus::Active => true,
-            CartStatus::Abandoned => self.abandoned_at.is_some_and(|a| placed_at < a),
+            CartStatus::Abandoned => self.abandoned_at.is_some_and(|a| placed < a),
             CartStatus::Converted if order_id.is_some() && order_id == self.order_id => {
                 return Ok(None)
             }
@@ -124,6 +124,7 @@ impl Cart {
             order_id,
             revenue,
             before_abandonment,
+            placed_at,
         }))
     }
 
@@ -446,6 +447,7 @@ mod tests {
                     order_id: Some("1".into()),
                     revenue: Some(1200),
                     before_abandonment: true,
+                    placed_at: None,
                 },
             ])
             .when(CartCommand::Capture(Box::new(capture(t(6), 2, Some(true)))))
@@ -480,6 +482,7 @@ mod tests {
                 order_id: Some("7".into()),
                 revenue: Some(1200),
                 before_abandonment: false,
+                placed_at: Some(t(90)),
             }]);
     }
 
@@ -494,6 +497,7 @@ mod tests {
                 order_id: Some("7".into()),
                 revenue: Some(1200),
                 before_abandonment: true,
+                placed_at: Some(t(20)),
             }]);
     }
 
@@ -504,6 +508,7 @@ mod tests {
             order_id: Some("7".into()),
             revenue: Some(1200),
             before_abandonment: false,
+            placed_at: Some(t(90)),
         };
         CartTest::with(())
             .given(vec![created(t(0)), abandoned(t(30)), converted.clone()])

@@ -59,6 +59,9 @@ pub enum CartEvent {
         /// `completed_before_abandonment`): not a recovery.
         #[serde(default)]
         before_abandonment: bool,
+        /// When the store says the order was placed (recovery credit is judged against it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        placed_at: Option<DateTime<Utc>>,
     },
     #[serde(rename = "cart/expired")]
     Expired { at: DateTime<Utc> },

@@ -21,14 +21,16 @@ pub fn order_id_for(order_id: &str) -> Uuid {
     Uuid::new_v8(bytes)
 }
 
-/// How an order was tied to a cart, in CartBay's priority order.
+/// How an order was tied to a cart. The variants are listed in [`MatchedBy::PRIORITY`] order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MatchedBy {
-    /// The order names the cart's checkout session (or the cart id).
+    /// The order names the checkout session token the cart was captured with.
     Session,
     /// The order carries a restore token from a recovery message.
     RestoreToken,
+    /// The order names the OCart cart id (`ocart_cart` of a restore, kept by the store).
+    CartId,
     /// The order used a recovery coupon issued for the cart.
     Coupon,
     /// The buyer's email (subject hash) matches a cart within the look-back window.
@@ -36,13 +38,37 @@ pub enum MatchedBy {
 }
 
 impl MatchedBy {
+    /// The order in which an order's evidence is tried; the first that names a cart wins.
+    /// The checkout session is the cart's own key; a restore token proves the shopper came
+    /// back through a recovery message; a bare cart id is what the store kept of a restore;
+    /// a coupon ties the order to the cart it was issued for; the buyer's email is a guess
+    /// within the look-back window.
+    pub const PRIORITY: [MatchedBy; 5] = [
+        Self::Session,
+        Self::RestoreToken,
+        Self::CartId,
+        Self::Coupon,
+        Self::Email,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Session => "session",
             Self::RestoreToken => "restore_token",
+            Self::CartId => "cart_id",
             Self::Coupon => "coupon",
             Self::Email => "email",
         }
+    }
+
+    /// Of the pieces of evidence that each named a cart, the one that decides.
+    pub fn strongest<T>(found: impl IntoIterator<Item = (MatchedBy, T)>) -> Option<(MatchedBy, T)> {
+        found.into_iter().min_by_key(|(by, _)| {
+            Self::PRIORITY
+                .iter()
+                .position(|p| p == by)
+                .unwrap_or(usize::MAX)
+        })
     }
 }
 
@@ -96,6 +122,10 @@ pub struct OrderFacts {
     /// Coupon codes applied to the order, upper case.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub coupon_codes: Vec<String>,
+    /// When the store last modified the order (WooCommerce's `date_modified_gmt`), if it said.
+    /// Signals are ordered by it ([`signal_applies`]): an older one changes nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modified_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -127,6 +157,9 @@ pub enum OrderEvent {
         total: i64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         attribution: Option<Attribution>,
+        /// The store's modification time of this state, if it said.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        modified_at: Option<DateTime<Utc>>,
         at: DateTime<Utc>,
     },
 }
@@ -190,6 +223,13 @@ impl Aggregate for Order {
                 at,
             }),
             Some(known) => {
+                if !signal_applies(
+                    (known.modified_at, known.paid),
+                    (facts.modified_at, facts.paid),
+                ) {
+                    // A stale delivery (older than what is recorded) changes nothing.
+                    return Ok(());
+                }
                 if known.currency != facts.currency {
                     return Err(OrderError::CurrencyChanged(
                         known.order_id.clone(),
@@ -201,11 +241,19 @@ impl Aggregate for Order {
                 let changed = known.status != facts.status
                     || known.paid != facts.paid
                     || known.total != facts.total;
-                (changed || attribution.is_some()).then(|| OrderEvent::StatusChanged {
+                // A newer modification time is recorded even when nothing else changed, so a
+                // delivery older than it is recognised as stale later.
+                let newer = match (known.modified_at, facts.modified_at) {
+                    (Some(k), Some(f)) => f > k,
+                    (None, Some(_)) => true,
+                    _ => false,
+                };
+                (changed || newer || attribution.is_some()).then(|| OrderEvent::StatusChanged {
                     status: facts.status.clone(),
                     paid: facts.paid,
                     total: facts.total,
                     attribution,
+                    modified_at: facts.modified_at.filter(|_| newer),
                     at,
                 })
             }
@@ -229,12 +277,16 @@ impl Aggregate for Order {
                 paid,
                 total,
                 attribution,
+                modified_at,
                 ..
             } => {
                 if let Some(facts) = &mut self.facts {
                     facts.status = status;
                     facts.paid = paid;
                     facts.total = total;
+                    if modified_at.is_some() {
+                        facts.modified_at = modified_at;
+                    }
                 }
                 if attribution.is_some() {
                     self.attribution = attribution;
@@ -255,6 +307,39 @@ pub fn is_paid(status: &str, payment_method: Option<&str>, offline_gateways: &[S
         }
         _ => false,
     }
+}
+
+/// Whether a signal for an order OCart already knows may change it, by the store's
+/// modification times (`known` and `incoming`, each with its paid state). Deliveries arrive out
+/// of order (WooCommerce retries, parallel queues), so the newer modification wins; an older
+/// one is stale and ignored. At equal times (the store's clock has whole seconds) a signal may
+/// confirm or add payment but never takes it away. A signal without a time, or an order
+/// recorded without one, falls back to arrival order.
+pub fn signal_applies(
+    known: (Option<DateTime<Utc>>, bool),
+    incoming: (Option<DateTime<Utc>>, bool),
+) -> bool {
+    match (known, incoming) {
+        ((Some(known_at), _), (Some(incoming_at), _)) if incoming_at > known_at => true,
+        ((Some(known_at), _), (Some(incoming_at), _)) if incoming_at < known_at => false,
+        ((Some(_), known_paid), (Some(_), incoming_paid)) => incoming_paid || !known_paid,
+        _ => true,
+    }
+}
+
+/// Whether an order moving to `status` takes back the recovery credit it earned: the store
+/// cancelled it, refunded it, or its payment failed.
+pub fn reverses_recovery(status: &str) -> bool {
+    matches!(status, "cancelled" | "refunded" | "failed")
+}
+
+/// Whether a converted cart's order stops its restore link from rebuilding it ("You have
+/// already ordered"). `order_paid` is the paid state of the order that converted the cart, as
+/// last signalled, or `None` when OCart has no record of that order (an administrator marked
+/// the cart converted): only a paid order, or an unknown one, blocks; a cancelled, failed or
+/// refunded order leaves the shopper free to buy the cart again.
+pub fn order_blocks_restore(order_paid: Option<bool>) -> bool {
+    order_paid.unwrap_or(true)
 }
 
 #[cfg(test)]
@@ -280,6 +365,7 @@ mod tests {
             placed_at: at(),
             source: "woocommerce".into(),
             coupon_codes: vec![],
+            modified_at: None,
         })
     }
 
@@ -328,6 +414,7 @@ mod tests {
                 paid: true,
                 total: 3980,
                 attribution: None,
+                modified_at: None,
                 at: at(),
             }]);
     }
@@ -342,6 +429,241 @@ mod tests {
         assert!(!is_paid("pending", None, &offline));
         assert!(!is_paid("failed", Some("bacs"), &offline));
         assert!(!is_paid("cancelled", Some("bacs"), &offline));
+    }
+
+    fn t(minute: i64) -> Option<DateTime<Utc>> {
+        Some(at() + chrono::Duration::minutes(minute))
+    }
+
+    #[test]
+    fn order_signals_are_ordered_by_the_stores_modification_time() {
+        // (rule, known (modified, paid), incoming (modified, paid), applies)
+        let table = [
+            ("a newer signal wins", (t(0), true), (t(5), false), true),
+            (
+                "a newer paid signal wins",
+                (t(0), false),
+                (t(5), true),
+                true,
+            ),
+            (
+                "an older signal is ignored even if paid",
+                (t(5), false),
+                (t(0), true),
+                false,
+            ),
+            (
+                "an older unpaid signal cannot regress a paid order",
+                (t(5), true),
+                (t(0), false),
+                false,
+            ),
+            (
+                "an equal time keeps the paid state",
+                (t(5), true),
+                (t(5), false),
+                false,
+            ),
+            (
+                "an equal time may add payment",
+                (t(5), false),
+                (t(5), true),
+                true,
+            ),
+            (
+                "an equal time repeated is idempotent",
+                (t(5), true),
+                (t(5), true),
+                true,
+            ),
+            (
+                "a signal without a time goes by arrival",
+                (t(5), true),
+                (None, false),
+                true,
+            ),
+            (
+                "an order recorded without a time goes by arrival",
+                (None, true),
+                (t(0), false),
+                true,
+            ),
+            (
+                "neither time known goes by arrival",
+                (None, true),
+                (None, false),
+                true,
+            ),
+        ];
+        for (rule, known, incoming, applies) in table {
+            assert_eq!(signal_applies(known, incoming), applies, "{rule}");
+        }
+    }
+
+    #[test]
+    fn which_statuses_count_as_paid() {
+        let offline = vec!["bacs".to_owned(), "cod".to_owned()];
+        // (rule, status, gateway, paid)
+        let table = [
+            (
+                "processing is paid whatever the gateway",
+                "processing",
+                Some("stripe"),
+                true,
+            ),
+            ("completed is paid", "completed", None, true),
+            (
+                "on-hold through an offline gateway is paid",
+                "on-hold",
+                Some("bacs"),
+                true,
+            ),
+            (
+                "pending through an offline gateway is paid",
+                "pending",
+                Some("cod"),
+                true,
+            ),
+            (
+                "on-hold through a card gateway is not paid",
+                "on-hold",
+                Some("stripe"),
+                false,
+            ),
+            (
+                "pending without a gateway is not paid",
+                "pending",
+                None,
+                false,
+            ),
+            ("failed is never paid", "failed", Some("bacs"), false),
+            ("cancelled is never paid", "cancelled", Some("bacs"), false),
+            ("refunded is never paid", "refunded", Some("stripe"), false),
+        ];
+        for (rule, status, gateway, paid) in table {
+            assert_eq!(is_paid(status, gateway, &offline), paid, "{rule}");
+        }
+    }
+
+    #[test]
+    fn which_statuses_take_back_a_recovery() {
+        let table = [
+            (
+                "a cancelled order takes back its recovery",
+                "cancelled",
+                true,
+            ),
+            ("a refunded order takes back its recovery", "refunded", true),
+            ("a failed order takes back its recovery", "failed", true),
+            ("a completed order keeps it", "completed", false),
+            ("an order on hold keeps it", "on-hold", false),
+            ("a processing order keeps it", "processing", false),
+        ];
+        for (rule, status, reverses) in table {
+            assert_eq!(reverses_recovery(status), reverses, "{rule}");
+        }
+    }
+
+    #[test]
+    fn only_a_paid_or_unknown_order_blocks_a_restore() {
+        let table = [
+            ("a paid order blocks the restore", Some(true), true),
+            (
+                "a cancelled, failed or refunded order does not",
+                Some(false),
+                false,
+            ),
+            (
+                "a cart converted without an order record blocks",
+                None,
+                true,
+            ),
+        ];
+        for (rule, paid, blocks) in table {
+            assert_eq!(order_blocks_restore(paid), blocks, "{rule}");
+        }
+    }
+
+    #[test]
+    fn the_strongest_evidence_names_the_cart() {
+        use MatchedBy::*;
+        // (rule, evidence that named a cart, the evidence that decides)
+        let table: [(&str, &[MatchedBy], Option<MatchedBy>); 7] = [
+            (
+                "a checkout session beats everything",
+                &[Email, Coupon, CartId, RestoreToken, Session],
+                Some(Session),
+            ),
+            (
+                "a restore token beats a cart id",
+                &[CartId, RestoreToken],
+                Some(RestoreToken),
+            ),
+            ("a cart id beats a coupon", &[Coupon, CartId], Some(CartId)),
+            (
+                "a coupon beats the buyer's email",
+                &[Email, Coupon],
+                Some(Coupon),
+            ),
+            (
+                "the buyer's email is the last resort",
+                &[Email],
+                Some(Email),
+            ),
+            (
+                "a cart id alone is named as a cart id, not a session",
+                &[CartId],
+                Some(CartId),
+            ),
+            ("no evidence matches no cart", &[], None),
+        ];
+        for (rule, found, decides) in table {
+            let picked = MatchedBy::strongest(found.iter().map(|by| (*by, by.as_str())));
+            assert_eq!(picked.map(|(by, _)| by), decides, "{rule}");
+        }
+        assert_eq!(
+            MatchedBy::PRIORITY.len(),
+            5,
+            "every kind of evidence has a rank"
+        );
+    }
+
+    #[test]
+    fn a_stale_delivery_changes_nothing_and_a_newer_time_is_kept() {
+        let mut paid = facts("processing", true);
+        paid.modified_at = t(10);
+        let recorded = OrderEvent::Recorded {
+            facts: paid.clone(),
+            attribution: None,
+            at: at(),
+        };
+        let mut stale = facts("pending", false);
+        stale.modified_at = t(5);
+        TestFramework::<Order>::with(())
+            .given(vec![recorded.clone()])
+            .when(OrderCommand::Record {
+                facts: stale,
+                attribution: None,
+                at: at(),
+            })
+            .then_expect_events(vec![]);
+        let mut touched = paid.clone();
+        touched.modified_at = t(20);
+        TestFramework::<Order>::with(())
+            .given(vec![recorded])
+            .when(OrderCommand::Record {
+                facts: touched,
+                attribution: None,
+                at: at(),
+            })
+            .then_expect_events(vec![OrderEvent::StatusChanged {
+                status: "processing".into(),
+                paid: true,
+                total: 3980,
+                attribution: None,
+                modified_at: t(20),
+                at: at(),
+            }]);
     }
 
     #[test]

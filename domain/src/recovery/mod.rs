@@ -2,16 +2,22 @@
 //! `RecoverySequence` aggregate, and the `RecoveryRun` aggregate (one cart through one
 //! sequence: claims, sends, failures and retries, conversion, stops).
 
+mod eligibility;
+mod feed;
 mod run;
 mod sequence;
 mod steps;
 mod suppression;
 mod template;
 
+pub use eligibility::cart_may_get_coupon;
+pub use feed::{
+    feed_cutoff, prune_moves, DeliverabilityFeed, FeedCommand, FeedError, FeedEvent, FEED_ID,
+};
 pub use run::{
-    message_key, Claim, DeliveryKind, DeliveryReport, IssuedCoupon, LinkHashes, RecoveryRun,
-    RestoreFailure, RestoreOutcome, RunCommand, RunError, RunEvent, RunStart, RunStatus,
-    StopReason, MAX_ATTEMPTS, RETRY_STEP_MIN,
+    message_key, run_earns_credit, Claim, DeliveryKind, DeliveryReport, IssuedCoupon, LinkHashes,
+    RecoveryRun, RestoreFailure, RestoreOutcome, RunCommand, RunError, RunEvent, RunStart,
+    RunStatus, StopReason, MAX_ATTEMPTS, RETRY_STEP_MIN,
 };
 
 pub use sequence::{

@@ -71,6 +71,9 @@ pub enum StopReason {
     QuietPeriod,
     /// No address to send to on this step's channel.
     NoRecipient,
+    /// The order this run recovered was cancelled, refunded or failed: its credit was taken
+    /// back (`recovery/conversion_reversed`).
+    OrderReversed,
 }
 
 impl StopReason {
@@ -86,6 +89,7 @@ impl StopReason {
             Self::TooOld => "too_old",
             Self::QuietPeriod => "quiet_period",
             Self::NoRecipient => "no_recipient",
+            Self::OrderReversed => "order_reversed",
         }
     }
 }
@@ -132,9 +136,20 @@ pub enum RunCommand {
         error: String,
         at: DateTime<Utc>,
     },
+    /// The cart was ordered after abandonment. The run is credited with the order (converted,
+    /// with its revenue) only if it sent a message before the order was placed
+    /// ([`run_earns_credit`]); otherwise it stops (`order_placed`). `placed_at` defaults to `at`.
     Convert {
         order_id: Option<String>,
         revenue: Option<i64>,
+        placed_at: Option<DateTime<Utc>>,
+        at: DateTime<Utc>,
+    },
+    /// The order `order_id` was cancelled, refunded or failed (`status`): if this run was
+    /// credited with it, the credit is taken back. Anything else changes nothing.
+    ReverseConversion {
+        order_id: String,
+        status: String,
         at: DateTime<Utc>,
     },
     /// What happened to a sent message downstream: a provider's delivery, bounce or complaint
@@ -213,6 +228,14 @@ pub enum RunEvent {
     Converted {
         order_id: Option<String>,
         revenue: Option<i64>,
+        at: DateTime<Utc>,
+    },
+    /// The order the run was credited with was cancelled, refunded or failed (`status`): its
+    /// revenue no longer counts as recovered, and the run is stopped (`order_reversed`).
+    #[serde(rename = "recovery/conversion_reversed")]
+    ConversionReversed {
+        order_id: String,
+        status: String,
         at: DateTime<Utc>,
     },
     #[serde(rename = "recovery/stopped")]
@@ -337,6 +360,7 @@ impl DomainEvent for RunEvent {
             Self::Dispatched { .. } => "recovery/dispatched",
             Self::Failed { .. } => "recovery/failed",
             Self::Converted { .. } => "recovery/converted",
+            Self::ConversionReversed { .. } => "recovery/conversion_reversed",
             Self::Stopped { .. } => "recovery/stopped",
             Self::RestoreClicked { .. } => "recovery/restore_clicked",
             Self::CouponExpired { .. } => "recovery/coupon_expired",
@@ -419,6 +443,24 @@ pub struct RecoveryRun {
     /// Delivery reports recorded (their dedupe keys).
     #[serde(default)]
     reports: Vec<String>,
+    /// When the run's first message was accepted by its channel.
+    #[serde(default)]
+    first_sent_at: Option<DateTime<Utc>>,
+    /// The order the run is credited with (while converted).
+    #[serde(default)]
+    credited_order: Option<String>,
+    /// Orders whose credit was taken back: they never credit this run again.
+    #[serde(default)]
+    reversed_orders: Vec<String>,
+}
+
+/// Whether a run earns the credit (and the revenue) of an order placed at `placed_at` on its
+/// cart: only if it sent a message before the order was placed. A run that never sent, or
+/// sent only after the order, did not recover it. Stores give order times in whole seconds,
+/// so a message sent within the second the order names counts as before it.
+pub fn run_earns_credit(first_sent_at: Option<DateTime<Utc>>, placed_at: DateTime<Utc>) -> bool {
+    use chrono::SubsecRound;
+    first_sent_at.is_some_and(|sent| sent.trunc_subsecs(0) <= placed_at)
 }
 
 /// The message key of (run, step, attempt): stable, so it doubles as the Message-ID.
@@ -608,17 +650,48 @@ impl Aggregate for RecoveryRun {
             RunCommand::Convert {
                 order_id,
                 revenue,
+                placed_at,
                 at,
             } => match self.status {
                 RunStatus::New => return Err(RunError::NotFound),
                 RunStatus::Converted => return Ok(()),
+                _ if order_id
+                    .as_ref()
+                    .is_some_and(|o| self.reversed_orders.contains(o)) =>
+                {
+                    return Ok(())
+                }
+                _ if !run_earns_credit(self.first_sent_at, placed_at.unwrap_or(at)) => {
+                    match self.status {
+                        RunStatus::Stopped => return Ok(()),
+                        _ => vec![RunEvent::Stopped {
+                            reason: StopReason::OrderPlaced,
+                            at,
+                        }],
+                    }
+                }
                 // A run that stopped (even after its last step) still gets the credit for an
-                // order it led to: attribution decides that, not the run.
+                // order it led to.
                 _ => vec![RunEvent::Converted {
                     order_id,
                     revenue,
                     at,
                 }],
+            },
+            RunCommand::ReverseConversion {
+                order_id,
+                status,
+                at,
+            } => match self.status {
+                RunStatus::New => return Err(RunError::NotFound),
+                RunStatus::Converted if self.credited_order.as_ref() == Some(&order_id) => {
+                    vec![RunEvent::ConversionReversed {
+                        order_id,
+                        status,
+                        at,
+                    }]
+                }
+                _ => return Ok(()),
             },
             RunCommand::ReportDelivery {
                 message_key,
@@ -693,7 +766,10 @@ impl Aggregate for RecoveryRun {
                     at,
                 });
             }
-            RunEvent::Dispatched { next_due_at, .. } => {
+            RunEvent::Dispatched {
+                next_due_at, at, ..
+            } => {
+                self.first_sent_at.get_or_insert(at);
                 self.claim = None;
                 self.next_step += 1;
                 self.attempts = 0;
@@ -716,10 +792,16 @@ impl Aggregate for RecoveryRun {
                 self.next_due_at = next_due_at;
                 self.status = RunStatus::Pending;
             }
-            RunEvent::Converted { .. } => {
+            RunEvent::Converted { order_id, .. } => {
                 self.claim = None;
                 self.next_due_at = None;
                 self.status = RunStatus::Converted;
+                self.credited_order = order_id;
+            }
+            RunEvent::ConversionReversed { order_id, .. } => {
+                self.credited_order = None;
+                self.reversed_orders.push(order_id);
+                self.status = RunStatus::Stopped;
             }
             RunEvent::Stopped { .. } => {
                 self.claim = None;
@@ -954,6 +1036,138 @@ mod tests {
                 next_due_at: Some(t0() + Duration::hours(24)),
                 at: third,
             }]);
+    }
+
+    #[test]
+    fn which_run_earns_an_orders_credit() {
+        let m = |minutes: i64| t0() + Duration::minutes(minutes);
+        // (rule, first message sent at, order placed at, credited)
+        let table = [
+            (
+                "a run that sent before the order earns it",
+                Some(m(45)),
+                m(60),
+                true,
+            ),
+            ("a run that never sent does not", None, m(60), false),
+            (
+                "a run that sent only after the order does not",
+                Some(m(90)),
+                m(60),
+                false,
+            ),
+            (
+                "a message sent the same instant as the order counts",
+                Some(m(60)),
+                m(60),
+                true,
+            ),
+            (
+                "a message sent within the second the store names counts",
+                Some(m(60) + Duration::milliseconds(700)),
+                m(60),
+                true,
+            ),
+            (
+                "a message sent the second after the order does not",
+                Some(m(60) + Duration::seconds(1)),
+                m(60),
+                false,
+            ),
+        ];
+        for (rule, sent, placed, credited) in table {
+            assert_eq!(run_earns_credit(sent, placed), credited, "{rule}");
+        }
+    }
+
+    fn sent_first_step(at: DateTime<Utc>) -> Vec<RunEvent> {
+        vec![
+            started(),
+            claimed(1, 1, at),
+            RunEvent::Dispatched {
+                step: 1,
+                attempt: 1,
+                message_key: message_key("run1", 1, 1),
+                channel: Channel::Email,
+                template: "recovery_email_1".into(),
+                links: LinkHashes::default(),
+                coupon: None,
+                next_due_at: Some(t0() + Duration::hours(24)),
+                at,
+            },
+        ]
+    }
+
+    fn convert(placed_at: DateTime<Utc>) -> RunCommand {
+        RunCommand::Convert {
+            order_id: Some("1001".into()),
+            revenue: Some(2500),
+            placed_at: Some(placed_at),
+            at: placed_at + Duration::minutes(1),
+        }
+    }
+
+    #[test]
+    fn an_order_before_any_message_stops_the_run_without_credit() {
+        let placed = t0() + Duration::minutes(40);
+        RunTest::with(())
+            .given(vec![started()])
+            .when(convert(placed))
+            .then_expect_events(vec![RunEvent::Stopped {
+                reason: StopReason::OrderPlaced,
+                at: placed + Duration::minutes(1),
+            }]);
+        let sent = t0() + Duration::minutes(45);
+        RunTest::with(())
+            .given(sent_first_step(sent))
+            .when(convert(sent + Duration::minutes(10)))
+            .then_expect_events(vec![RunEvent::Converted {
+                order_id: Some("1001".into()),
+                revenue: Some(2500),
+                at: sent + Duration::minutes(11),
+            }]);
+    }
+
+    #[test]
+    fn a_reversed_order_takes_the_credit_back_once_and_never_credits_again() {
+        let sent = t0() + Duration::minutes(45);
+        let mut given = sent_first_step(sent);
+        given.push(RunEvent::Converted {
+            order_id: Some("1001".into()),
+            revenue: Some(2500),
+            at: sent + Duration::minutes(11),
+        });
+        let reverse = |order: &str| RunCommand::ReverseConversion {
+            order_id: order.into(),
+            status: "cancelled".into(),
+            at: sent + Duration::hours(2),
+        };
+        RunTest::with(())
+            .given(given.clone())
+            .when(reverse("other"))
+            .then_expect_events(vec![]);
+        RunTest::with(())
+            .given(given.clone())
+            .when(reverse("1001"))
+            .then_expect_events(vec![RunEvent::ConversionReversed {
+                order_id: "1001".into(),
+                status: "cancelled".into(),
+                at: sent + Duration::hours(2),
+            }]);
+        given.push(RunEvent::ConversionReversed {
+            order_id: "1001".into(),
+            status: "cancelled".into(),
+            at: sent + Duration::hours(2),
+        });
+        RunTest::with(())
+            .given(given.clone())
+            .when(reverse("1001"))
+            .then_expect_events(vec![]);
+        // A replayed conversion of the reversed order changes nothing.
+        RunTest::with(())
+            .given(given)
+            .when(convert(sent + Duration::minutes(10)))
+            .then_expect_events(vec![]);
     }
 
     #[test]

@@ -16,10 +16,12 @@ pub enum Capability {
     OcartManageTests,
     OcartViewReports,
     OcartRunMigration,
+    /// Shoppers' emails, phone numbers and names in clear; without it reads mask them.
+    OcartViewPersonalData,
 }
 
 impl Capability {
-    pub const ALL: [Capability; 7] = [
+    pub const ALL: [Capability; 8] = [
         Self::OcartManage,
         Self::OcartManageFunnels,
         Self::OcartManageOffers,
@@ -27,6 +29,7 @@ impl Capability {
         Self::OcartManageTests,
         Self::OcartViewReports,
         Self::OcartRunMigration,
+        Self::OcartViewPersonalData,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -38,7 +41,19 @@ impl Capability {
             Self::OcartManageTests => "ocart_manage_tests",
             Self::OcartViewReports => "ocart_view_reports",
             Self::OcartRunMigration => "ocart_run_migration",
+            Self::OcartViewPersonalData => "ocart_view_personal_data",
         }
+    }
+
+    /// Whether holding `self` grants `other`: every capability grants itself, and the admin
+    /// capability `ocart_manage` also grants seeing personal data.
+    pub fn grants(self, other: Capability) -> bool {
+        self == other || (self == Self::OcartManage && other == Self::OcartViewPersonalData)
+    }
+
+    /// Whether a token holding `held` may see shoppers' personal data in clear.
+    pub fn sees_personal_data(held: &[Capability]) -> bool {
+        held.iter().any(|c| c.grants(Self::OcartViewPersonalData))
     }
 
     pub fn parse(raw: &str) -> Option<Self> {
@@ -162,5 +177,53 @@ impl Aggregate for ApiToken {
             TokenEvent::Created { .. } => self.created = true,
             TokenEvent::Revoked { .. } => self.revoked = true,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Capability::{self, *};
+
+    #[test]
+    fn capability_rules() {
+        let rows: &[(&str, &[Capability], bool)] = &[
+            (
+                "a token with only ocart_view_reports does not see personal data",
+                &[OcartViewReports],
+                false,
+            ),
+            (
+                "a token with ocart_view_personal_data sees personal data",
+                &[OcartViewReports, OcartViewPersonalData],
+                true,
+            ),
+            (
+                "the admin capability ocart_manage implies seeing personal data",
+                &[OcartManage],
+                true,
+            ),
+            (
+                "managing recovery does not imply seeing personal data",
+                &[OcartManageRecovery, OcartManageTests, OcartRunMigration],
+                false,
+            ),
+            ("a token with no capability sees nothing", &[], false),
+        ];
+        for (rule, held, sees) in rows {
+            assert_eq!(Capability::sees_personal_data(held), *sees, "{rule}");
+        }
+    }
+
+    #[test]
+    fn every_capability_round_trips_through_its_wire_name() {
+        for cap in Capability::ALL {
+            assert_eq!(Capability::parse(cap.as_str()), Some(cap));
+            let json = serde_json::to_string(&cap).unwrap();
+            assert_eq!(json, format!("\"{}\"", cap.as_str()));
+        }
+        assert_eq!(
+            Capability::parse("ocart_view_personal_data"),
+            Some(OcartViewPersonalData)
+        );
     }
 }

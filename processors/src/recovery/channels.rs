@@ -9,14 +9,17 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use lettre::message::dkim::{DkimConfig, DkimSigningAlgorithm, DkimSigningKey};
-use lettre::message::header::{HeaderName, HeaderValue};
-use lettre::message::{Mailbox, MultiPart};
+use lettre::message::dkim::DkimConfig;
+use lettre::message::header::{ContentTransferEncoding, ContentType, HeaderName, HeaderValue};
+use lettre::message::{Body, Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
 use lettre::Message;
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
+
+use super::dkim::{DkimAlgorithm, DkimKey};
 
 /// Email settings (`[email]` in the config file).
 #[derive(Debug, Clone, Deserialize)]
@@ -32,7 +35,7 @@ pub struct EmailConfig {
     pub dkim: Option<DkimSettings>,
     /// The secret the mail provider signs its delivery webhooks with
     /// (`POST /ocart/v1/webhooks/deliverability`).
-    pub webhook_secret: Option<String>,
+    pub webhook_secret: Option<SecretString>,
 }
 
 impl Default for EmailConfig {
@@ -57,7 +60,7 @@ pub struct SmtpConfig {
     /// `none`, `starttls` or `tls` (implicit TLS).
     pub tls: String,
     pub username: Option<String>,
-    pub password: Option<String>,
+    pub password: Option<SecretString>,
     pub timeout_secs: u64,
 }
 
@@ -79,17 +82,14 @@ impl Default for SmtpConfig {
 pub struct DkimSettings {
     pub domain: String,
     pub selector: String,
-    /// `rsa` (PKCS#1 PEM) or `ed25519` (base64 of the 32-byte seed).
-    #[serde(default = "default_dkim_algorithm")]
-    pub algorithm: String,
+    /// `rsa` (PKCS#1 or PKCS#8 PEM) or `ed25519` (PKCS#8 PEM, or the base64 of the 32-byte
+    /// private key); see [`super::dkim`].
+    #[serde(default)]
+    pub algorithm: DkimAlgorithm,
     /// The private key itself, or…
-    pub private_key: Option<String>,
+    pub private_key: Option<SecretString>,
     /// …a file holding it.
     pub private_key_file: Option<PathBuf>,
-}
-
-fn default_dkim_algorithm() -> String {
-    "rsa".into()
 }
 
 /// SMS settings (`[sms]`).
@@ -100,7 +100,7 @@ pub struct SmsConfig {
     pub transport: String,
     pub base_url: String,
     pub account_sid: String,
-    pub auth_token: String,
+    pub auth_token: SecretString,
     pub from: String,
 }
 
@@ -110,7 +110,7 @@ impl Default for SmsConfig {
             transport: "outbox".into(),
             base_url: "https://api.twilio.com".into(),
             account_sid: String::new(),
-            auth_token: String::new(),
+            auth_token: SecretString::default(),
             from: String::new(),
         }
     }
@@ -200,7 +200,7 @@ impl EmailBuilder {
             .clone()
             .unwrap_or_else(|| from.email.to_string());
         let dkim = match &config.dkim {
-            Some(d) => Some(dkim_config(d)?),
+            Some(d) => Some(DkimKey::load(d)?.lettre_config(&d.selector, &d.domain)?),
             None => None,
         };
         Ok(Self {
@@ -245,58 +245,42 @@ impl EmailBuilder {
         if let Some(reply_to) = &self.reply_to {
             builder = builder.reply_to(reply_to.clone());
         }
+        // The multipart's Content-Type goes among the message's own headers (lettre's
+        // `multipart()` writes it with the body, where its DKIM signer cannot see it), so the
+        // signature covers it; the parts themselves are 7-bit (quoted-printable or base64).
+        let cannot = |e: String| SendError {
+            message: format!("the message cannot be built: {e}"),
+            permanent: true,
+        };
+        let part = MultiPart::alternative_plain_html(email.text.clone(), email.html.clone());
+        let content_type = part
+            .headers()
+            .get::<ContentType>()
+            .ok_or_else(|| cannot("the multipart has no Content-Type".into()))?;
+        let formatted = part.formatted();
+        let body_at = formatted
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .ok_or_else(|| cannot("the multipart has no body".into()))?;
+        let body = &formatted[body_at + 4..];
+        if !body.is_ascii() {
+            return Err(cannot("the multipart is not 7-bit".into()));
+        }
         let mut message = builder
-            .multipart(MultiPart::alternative_plain_html(
-                email.text.clone(),
-                email.html.clone(),
+            .header(lettre::message::header::MIME_VERSION_1_0)
+            .header(content_type)
+            .body(Body::dangerous_pre_encoded(
+                body.to_vec(),
+                ContentTransferEncoding::SevenBit,
             ))
-            .map_err(|e| SendError {
-                message: format!("the message cannot be built: {e}"),
-                permanent: true,
-            })?;
+            .map_err(|e| cannot(e.to_string()))?;
+        // 7bit is a multipart's default; the parts carry their own encodings.
+        message.headers_mut().remove::<ContentTransferEncoding>();
         if let Some(dkim) = &self.dkim {
             message.sign(dkim);
         }
         Ok(message)
     }
-}
-
-fn dkim_config(d: &DkimSettings) -> anyhow::Result<DkimConfig> {
-    let key = match (&d.private_key, &d.private_key_file) {
-        (Some(key), _) => key.clone(),
-        (None, Some(path)) => std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("reading the DKIM key {}: {e}", path.display()))?,
-        (None, None) => anyhow::bail!("email.dkim needs private_key or private_key_file"),
-    };
-    let algorithm = match d.algorithm.as_str() {
-        "rsa" => DkimSigningAlgorithm::Rsa,
-        "ed25519" => DkimSigningAlgorithm::Ed25519,
-        other => anyhow::bail!("email.dkim.algorithm {other:?}: use rsa or ed25519"),
-    };
-    let key = DkimSigningKey::new(key.trim(), algorithm)
-        .map_err(|e| anyhow::anyhow!("the DKIM private key cannot be read: {e}"))?;
-    let headers = [
-        "From",
-        "Subject",
-        "To",
-        "Date",
-        "Message-ID",
-        "List-Unsubscribe",
-        "List-Unsubscribe-Post",
-    ]
-    .into_iter()
-    .map(HeaderName::new_from_ascii_str)
-    .collect();
-    Ok(DkimConfig::new(
-        d.selector.clone(),
-        d.domain.clone(),
-        key,
-        headers,
-        lettre::message::dkim::DkimCanonicalization {
-            header: lettre::message::dkim::DkimCanonicalizationType::Relaxed,
-            body: lettre::message::dkim::DkimCanonicalizationType::Relaxed,
-        },
-    ))
 }
 
 /// Emails as `.eml` files and SMS as lines of `sms.log`, under one folder.
@@ -503,7 +487,10 @@ impl Smtp {
             other => anyhow::bail!("email.smtp.tls {other:?}: use none, starttls or tls"),
         };
         let credentials = match (&config.username, &config.password) {
-            (Some(user), Some(password)) => Some(Credentials::new(user.clone(), password.clone())),
+            (Some(user), Some(password)) => Some(Credentials::new(
+                user.clone(),
+                password.expose_secret().to_owned(),
+            )),
             _ => None,
         };
         Ok(Self {
@@ -619,7 +606,10 @@ pub struct TwilioSms {
 
 impl TwilioSms {
     pub fn new(config: &SmsConfig) -> anyhow::Result<Self> {
-        if config.account_sid.is_empty() || config.auth_token.is_empty() || config.from.is_empty() {
+        if config.account_sid.is_empty()
+            || config.auth_token.expose_secret().is_empty()
+            || config.from.is_empty()
+        {
             anyhow::bail!("sms.transport = \"twilio\" needs account_sid, auth_token and from");
         }
         Ok(Self {
@@ -642,7 +632,10 @@ impl SmsTransport for TwilioSms {
         let response = self
             .client
             .post(url)
-            .basic_auth(&self.config.account_sid, Some(&self.config.auth_token))
+            .basic_auth(
+                &self.config.account_sid,
+                Some(self.config.auth_token.expose_secret()),
+            )
             .form(&[
                 ("To", sms.to.as_str()),
                 ("From", self.config.from.as_str()),
@@ -664,5 +657,46 @@ impl SmsTransport for TwilioSms {
             // 4xx (bad number, unsubscribed at the carrier) will not work on a retry; 429 might.
             permanent: status.is_client_error() && status.as_u16() != 429,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The message's Content-Type and MIME-Version sit among its own headers (where the DKIM
+    /// signer sees them), once each, and the body is the multipart itself.
+    #[test]
+    fn the_multipart_headers_are_message_headers() {
+        let config = EmailConfig {
+            dkim: Some(DkimSettings {
+                domain: "shop.test".into(),
+                selector: "s1".into(),
+                algorithm: DkimAlgorithm::Ed25519,
+                private_key: Some("nWGxne/9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A=".into()),
+                private_key_file: None,
+            }),
+            ..EmailConfig::default()
+        };
+        let message = EmailBuilder::new(&config)
+            .unwrap()
+            .build(&OutgoingEmail {
+                key: "k1".into(),
+                to: "ann@example.com".into(),
+                subject: "Your cart".into(),
+                html: format!("<p>{}</p>", "é".repeat(200)),
+                text: "x".repeat(300),
+                unsubscribe_url: "https://shop.test/u/1".into(),
+            })
+            .unwrap();
+        let text = String::from_utf8(message.formatted()).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        let count = |name: &str| head.lines().filter(|l| l.starts_with(name)).count();
+        assert_eq!(count("Content-Type: multipart/alternative;"), 1, "{head}");
+        assert_eq!(count("MIME-Version: 1.0"), 1, "{head}");
+        assert_eq!(count("Content-Transfer-Encoding"), 0, "{head}");
+        assert_eq!(count("DKIM-Signature"), 1, "{head}");
+        assert!(body.starts_with("--"), "{body}");
+        assert!(body.contains("Content-Type: text/html"), "{body}");
     }
 }

@@ -13,7 +13,6 @@
 use chrono::{DateTime, Duration, Utc};
 use ocart_domain::recovery::{CouponKind, IssuedCoupon, RunCommand, Step};
 use ocart_domain::settings::SettingsValues;
-use ocart_domain::CartItem;
 use ocart_projections::queries::recovery::{self as q, CartForSend};
 use ocart_projections::{CommandError, CommandMeta, Vault};
 
@@ -56,8 +55,11 @@ impl Dispatcher {
             message: e,
             permanent: false,
         };
-        let items: Vec<CartItem> = serde_json::from_value(cart.items.0.clone()).unwrap_or_default();
-        if items.iter().any(|i| i.subscription) {
+        let items = cart.cart_items().map_err(|message| SendError {
+            message,
+            permanent: true,
+        })?;
+        if !ocart_domain::recovery::cart_may_get_coupon(&items) {
             return Ok(None);
         }
         let db = self.log().db();

@@ -14,12 +14,11 @@ use ocart_domain::recovery::{
     Channel, LinkHashes, RecoveryRun, RunCommand, RunError, Step, StopReason,
 };
 use ocart_domain::settings::SettingsValues;
-use ocart_domain::{CartItem, Clock};
+use ocart_domain::Clock;
 use ocart_projections::queries::recovery::{self as q, CartForSend, DueRun, RecipientRun, RunRow};
 use ocart_projections::{queries, CommandError, CommandMeta, Commands, EventLog, Outcome, Vault};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tokio::sync::watch;
 
 use super::channels::{
     EmailBuilder, EmailConfig, EmailTransport, Outbox, OutgoingEmail, OutgoingSms, SendError,
@@ -27,6 +26,7 @@ use super::channels::{
 };
 use super::templates::{format_money, MergeContext, MergeItem, TemplateParts};
 use crate::keyset::KeysetWalk;
+use crate::supervisor::{Next, Processor, DEFAULT_POLL};
 
 /// The actor of the dispatcher's commands (`system:dispatcher`).
 pub const DISPATCHER: &str = "dispatcher";
@@ -133,6 +133,7 @@ pub struct Dispatcher {
     /// pass does not meet again the runs the previous one handled while the read table has
     /// not caught up with them.
     walk: KeysetWalk,
+    poll: Duration,
 }
 
 /// What the send guards read, for a whole pass at once (a few queries, not a few per run).
@@ -193,7 +194,14 @@ impl Dispatcher {
             sms: sms_transport,
             store: None,
             walk: KeysetWalk::new(ACTED_MAX),
+            poll: DEFAULT_POLL,
         })
+    }
+
+    /// The longest sleep between passes (default half a second).
+    pub fn with_poll(mut self, poll: Duration) -> Self {
+        self.poll = poll;
+        self
     }
 
     /// Creates recovery coupons in this store too (the WooCommerce connector).
@@ -437,7 +445,18 @@ impl Dispatcher {
             .start()
             .cloned()
             .ok_or_else(|| anyhow::anyhow!("a claimed run has no start"))?;
-        let step = start.steps[claim.step as usize - 1].clone();
+        let step = usize::try_from(claim.step)
+            .ok()
+            .and_then(|n| start.steps.get(n.checked_sub(1)?))
+            .cloned()
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "run {} claimed step {} of a {}-step sequence",
+                    row.run_id,
+                    claim.step,
+                    start.steps.len()
+                )
+            })?;
         let key = claim.message_key.clone();
         let restore = self.vault.link_token("restore", &key);
         let unsubscribe = self.vault.link_token("unsubscribe", &key);
@@ -450,33 +469,36 @@ impl Dispatcher {
         };
         let base = self.config.public_url.trim_end_matches('/');
         let pixel = open.map(|t| format!("{base}/o/{t}"));
-        let mut context = self.context(
+        let context = self.context(
             cart,
             format!("{base}/r/{restore}"),
             format!("{base}/u/{unsubscribe}"),
         );
-        let result = match self
-            .coupon_for(&row.run_id, claim.step, &step, cart, settings, now)
-            .await
-        {
-            Ok(coupon) => {
-                if let Some(c) = &coupon {
-                    context.coupon_code = Some(c.code.clone());
-                    context.coupon_expiry = Some(super::coupons::expiry_label(c.expires_at));
-                }
-                let template = facts.templates.get(&step.template);
-                self.deliver(
-                    &key,
-                    &step,
-                    template,
-                    cart,
-                    &context,
-                    pixel.as_deref(),
-                    resumed,
-                )
+        let result = match context {
+            Ok(mut context) => match self
+                .coupon_for(&row.run_id, claim.step, &step, cart, settings, now)
                 .await
-                .map(|()| coupon)
-            }
+            {
+                Ok(coupon) => {
+                    if let Some(c) = &coupon {
+                        context.coupon_code = Some(c.code.clone());
+                        context.coupon_expiry = Some(super::coupons::expiry_label(c.expires_at));
+                    }
+                    let template = facts.templates.get(&step.template);
+                    self.deliver(
+                        &key,
+                        &step,
+                        template,
+                        cart,
+                        &context,
+                        pixel.as_deref(),
+                        resumed,
+                    )
+                    .await
+                    .map(|()| coupon)
+                }
+                Err(err) => Err(err),
+            },
             Err(err) => Err(err),
         };
         let record = match result {
@@ -512,9 +534,12 @@ impl Dispatcher {
         cart: &CartForSend,
         restore_url: String,
         unsubscribe_url: String,
-    ) -> MergeContext {
-        let items: Vec<CartItem> = serde_json::from_value(cart.items.0.clone()).unwrap_or_default();
-        MergeContext {
+    ) -> Result<MergeContext, SendError> {
+        let items = cart.cart_items().map_err(|message| SendError {
+            message,
+            permanent: true,
+        })?;
+        Ok(MergeContext {
             store_name: self.config.store_name.clone(),
             customer_first_name: cart
                 .name
@@ -528,7 +553,10 @@ impl Dispatcher {
                 .map(|i| MergeItem {
                     name: i.name.clone(),
                     quantity: i64::from(i.quantity),
-                    price: format_money(i.unit_price * i64::from(i.quantity), &cart.currency),
+                    // Captured lines are bounded; a line only wrapping could total shows no price.
+                    price: ocart_domain::line_total(i.unit_price, i.quantity)
+                        .map(|minor| format_money(minor, &cart.currency))
+                        .unwrap_or_default(),
                     image: i.image_url.clone(),
                 })
                 .collect(),
@@ -537,7 +565,7 @@ impl Dispatcher {
             unsubscribe_url,
             coupon_code: None,
             coupon_expiry: None,
-        }
+        })
     }
 
     /// Renders (with the pass's copy of the step's template) and hands the message to its
@@ -609,27 +637,28 @@ impl Dispatcher {
             }
         }
     }
+}
 
-    /// Runs until `stop` turns true: a pass, then sleep until the next run is due (at most
-    /// `poll`, so a manual clock or another process's writes are noticed).
-    pub async fn run(self, mut stop: watch::Receiver<bool>, poll: Duration) {
-        while !*stop.borrow() {
-            let pause = match self.try_handle_next().await {
-                Ok((Outcome::Processed(_), _)) => Duration::from_millis(20),
-                Ok((Outcome::Idle, _)) => match q::next_due(self.log.db()).await {
-                    Ok(Some(at)) => (at - self.clock.now()).to_std().unwrap_or(poll).min(poll),
-                    _ => poll,
-                },
-                Err(err) => {
-                    tracing::warn!(error = %err, "recovery dispatch failed; retrying");
-                    Duration::from_secs(2)
-                }
-            };
-            tokio::select! {
-                _ = tokio::time::sleep(pause.max(Duration::from_millis(10))) => {}
-                _ = stop.changed() => {}
-            }
-        }
+#[async_trait::async_trait]
+impl Processor for Dispatcher {
+    fn name(&self) -> &'static str {
+        DISPATCHER
+    }
+
+    /// A pass, then sleep until the next run is due (at most `poll`, so a manual clock or
+    /// another process's writes are noticed).
+    async fn step(&self) -> anyhow::Result<Next> {
+        let pause = match self.try_handle_next().await? {
+            (Outcome::Processed(_), _) => Duration::from_millis(20),
+            (Outcome::Idle, _) => match q::next_due(self.log.db()).await? {
+                Some(at) => (at - self.clock.now())
+                    .to_std()
+                    .unwrap_or(self.poll)
+                    .min(self.poll),
+                None => self.poll,
+            },
+        };
+        Ok(Next::After(pause.max(Duration::from_millis(10))))
     }
 }
 

@@ -6,6 +6,8 @@
 pub mod channels;
 /// Recovery coupons: issued on coupon steps, expired when unused.
 pub mod coupons;
+/// DKIM keys, the signed headers and the DNS record to publish.
+pub mod dkim;
 /// Due runs → guards → claim → send → record.
 mod dispatcher;
 /// Log follower that opens, converts and stops runs.

@@ -1,6 +1,9 @@
 //! The recovery process manager that follows the log: `cart/abandoned` opens a run on the
 //! matching active sequence (unless `recovery.enabled` is off); a cart captured again, expired
-//! or withdrawn stops its open runs; `cart/converted` converts them with the revenue.
+//! or withdrawn stops its open runs; `cart/converted` converts them with the revenue (a run
+//! that sent nothing before the order was placed is stopped instead, `run_earns_credit`); an
+//! order that later turns cancelled, refunded or failed (`order/status_changed`) takes the
+//! credit back from the run it converted (`recovery/conversion_reversed`).
 //!
 //! It reads the log after its own checkpoint, but only up to what the `carts` and `recovery`
 //! projections have applied, so the read tables it consults are never older than the event it
@@ -14,6 +17,7 @@ use std::time::Duration;
 use futures::StreamExt;
 
 use ocart_domain::cart::CartEvent;
+use ocart_domain::order::{reverses_recovery, OrderEvent};
 use ocart_domain::recovery::{
     RecoveryRun, RunCommand, RunError, RunStart, Step, StopReason, TriggerType,
 };
@@ -26,6 +30,8 @@ use ocart_projections::{
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use uuid::Uuid;
+
+use crate::supervisor::{LogWaker, Next, Processor, DEFAULT_POLL};
 
 /// Cart events that convert or stop a cart's open runs.
 const ENDING: &[&str] = &[
@@ -55,16 +61,24 @@ pub struct RecoveryOpener {
     runs: Commands<RecoveryRun>,
     clock: Arc<dyn Clock>,
     batch_size: i64,
+    waker: LogWaker,
 }
 
 impl RecoveryOpener {
     pub fn new(log: EventLog, clock: Arc<dyn Clock>) -> Self {
         Self {
             runs: Commands::new(log.clone(), ()),
+            waker: LogWaker::new(&log, DEFAULT_POLL),
             log,
             clock,
             batch_size: 200,
         }
+    }
+
+    /// The longest wait for new events when no wake-up comes (writers in other processes).
+    pub fn with_poll(mut self, poll: Duration) -> Self {
+        self.waker = LogWaker::new(&self.log, poll);
+        self
     }
 
     /// Handles the next batch of events the projections have already applied.
@@ -104,14 +118,20 @@ impl RecoveryOpener {
         // commands address different runs, so the appends group-commit together).
         // (Each cart's events go by index: a closure taking borrowed events trips rustc's
         // higher-ranked lifetime check when the future must be `Send`.)
-        let carts: Vec<&StoredEvent> = ready
-            .into_iter()
-            .filter(|e| e.aggregate_type == "cart")
-            .collect();
+        // An order that takes back its recovery goes with the events of the cart it converted,
+        // after them, so the run it reverses has been credited first.
+        let mut carts: Vec<(String, &StoredEvent, Option<String>)> = Vec::new();
+        for event in ready {
+            if event.aggregate_type == "cart" {
+                carts.push((event.aggregate_id.clone(), event, None));
+            } else if let Some((cart, order_id)) = self.reversing_order(event).await? {
+                carts.push((cart, event, Some(order_id)));
+            }
+        }
         let mut per_cart: Vec<Vec<usize>> = Vec::new();
         let mut index: HashMap<&str, usize> = HashMap::new();
-        for (i, event) in carts.iter().enumerate() {
-            let slot = *index.entry(event.aggregate_id.as_str()).or_insert_with(|| {
+        for (i, (cart, _, _)) in carts.iter().enumerate() {
+            let slot = *index.entry(cart.as_str()).or_insert_with(|| {
                 per_cart.push(Vec::new());
                 per_cart.len() - 1
             });
@@ -120,10 +140,14 @@ impl RecoveryOpener {
         let (open, carts) = (&open, &carts);
         let results: Vec<anyhow::Result<()>> = futures::stream::iter(per_cart)
             .map(|events: Vec<usize>| async move {
-                let cart = carts[events[0]].aggregate_id.as_str();
+                let cart = carts[events[0]].0.as_str();
                 let runs = open.get(cart).map(Vec::as_slice).unwrap_or(&[]);
                 for i in events {
-                    self.handle(carts[i], runs).await?;
+                    let (cart, event, order_id) = &carts[i];
+                    match order_id {
+                        Some(order_id) => self.reverse(event, cart, order_id).await?,
+                        None => self.handle(event, runs).await?,
+                    }
                 }
                 Ok(())
             })
@@ -155,6 +179,7 @@ impl RecoveryOpener {
                     order_id,
                     revenue,
                     before_abandonment,
+                    placed_at,
                 } = decode_event::<CartEvent>(&event.event_type, &event.payload)?
                 {
                     for run in open_runs {
@@ -169,6 +194,7 @@ impl RecoveryOpener {
                             RunCommand::Convert {
                                 order_id: order_id.clone(),
                                 revenue,
+                                placed_at,
                                 at,
                             }
                         };
@@ -191,6 +217,54 @@ impl RecoveryOpener {
                 }
             }
             _ => {}
+        }
+        Ok(())
+    }
+
+    /// The cart and store order id of an `order/status_changed` event whose new status takes
+    /// back a recovery (cancelled, refunded, failed), if the order converted a cart.
+    async fn reversing_order(
+        &self,
+        event: &StoredEvent,
+    ) -> anyhow::Result<Option<(String, String)>> {
+        if event.aggregate_type != "order" || event.event_type != "order/status_changed" {
+            return Ok(None);
+        }
+        let OrderEvent::StatusChanged { status, .. } =
+            decode_event::<OrderEvent>(&event.event_type, &event.payload)?
+        else {
+            return Ok(None);
+        };
+        if !reverses_recovery(&status) {
+            return Ok(None);
+        }
+        Ok(
+            match q::order_of_key(self.log.db(), &event.aggregate_id).await? {
+                Some((order_id, Some(cart_id))) => Some((cart_id, order_id)),
+                _ => None,
+            },
+        )
+    }
+
+    /// Takes the credit of `order_id` back from whichever run of `cart_id` holds it.
+    async fn reverse(
+        &self,
+        event: &StoredEvent,
+        cart_id: &str,
+        order_id: &str,
+    ) -> anyhow::Result<()> {
+        let OrderEvent::StatusChanged { status, at, .. } =
+            decode_event::<OrderEvent>(&event.event_type, &event.payload)?
+        else {
+            return Ok(());
+        };
+        for run in q::runs_of_cart(self.log.db(), cart_id).await? {
+            let command = RunCommand::ReverseConversion {
+                order_id: order_id.to_owned(),
+                status: status.clone(),
+                at,
+            };
+            self.run_command(&run, command, event).await?;
         }
         Ok(())
     }
@@ -259,28 +333,30 @@ impl RecoveryOpener {
         }
         Ok(total)
     }
+}
 
-    /// Runs until `stop` turns true, woken by new events (or every `poll`).
-    pub async fn run(self, mut stop: watch::Receiver<bool>, poll: Duration) {
-        let mut seen = self.log.watch();
-        while !*stop.borrow() {
-            match self.try_handle_next().await {
-                Ok(Outcome::Processed(_)) => continue,
-                Ok(Outcome::Idle) => {}
-                Err(err) => {
-                    tracing::warn!(error = %err, "recovery opener step failed; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
+#[async_trait::async_trait]
+impl Processor for RecoveryOpener {
+    fn name(&self) -> &'static str {
+        OPENER
+    }
+
+    async fn step(&self) -> anyhow::Result<Next> {
+        Ok(match self.try_handle_next().await? {
+            Outcome::Processed(_) => Next::Now,
+            Outcome::Idle => Next::NewEvents,
+        })
+    }
+
+    /// The projections move just after the log does: wake on new events, then look again
+    /// shortly after, when they have applied them.
+    async fn wait_for_events(&self, stop: &mut watch::Receiver<bool>) {
+        tokio::select! {
+            _ = self.waker.changed() => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            // The projections move just after the log does: wake on new events, then look
-            // again shortly after, when they have applied them.
-            tokio::select! {
-                _ = self.log.wait_for_new(&mut seen, poll) => {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                _ = tokio::time::sleep(Duration::from_millis(100).min(poll)) => {}
-                _ = stop.changed() => {}
-            }
+            _ = tokio::time::sleep(Duration::from_millis(100).min(self.waker.poll())) => {}
+            _ = stop.changed() => {}
         }
     }
 }

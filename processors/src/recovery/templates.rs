@@ -307,21 +307,10 @@ pub fn format_money(minor: i64, currency: &str) -> String {
 /// Minor units as a plain decimal in the currency's own digits (`1000` EUR → `10.00`,
 /// `500` JPY → `500`); an unknown code counts two decimals.
 pub fn decimal_amount(minor: i64, currency: &str) -> String {
-    let decimals = ocart_domain::Currency::parse("currency", currency)
+    let exponent = ocart_domain::Currency::parse("currency", currency)
         .map(|c| c.exponent())
         .unwrap_or(2);
-    let sign = if minor < 0 { "-" } else { "" };
-    let minor = minor.unsigned_abs();
-    if decimals == 0 {
-        return format!("{sign}{minor}");
-    }
-    let scale = 10u64.pow(decimals);
-    format!(
-        "{sign}{}.{:0width$}",
-        minor / scale,
-        minor % scale,
-        width = decimals as usize
-    )
+    ocart_domain::format_decimal(minor, exponent)
 }
 
 /// A cart to preview templates with.

@@ -9,7 +9,8 @@ use crate::runner::Projector;
 use crate::store::StoredEvent;
 
 /// Builds `audit_log`: one row for every event an administrator caused (actor `token:…` or
-/// `cli:…`), with what changed. Secrets (token hashes) are left out of the diff.
+/// `cli:…`), with what changed, under the event's global position as its id (so a rebuild
+/// keeps every id). Secrets (token hashes) are left out of the diff.
 pub struct AuditProjector;
 
 /// Whether an actor is a person acting as administrator (not the public or a processor).
@@ -58,6 +59,8 @@ impl Projector for AuditProjector {
                 .and_then(|s| chrono::DateTime::parse_from_rfc3339(&s).ok())
                 .map(|d| d.with_timezone(&chrono::Utc))
                 .unwrap_or(event.recorded_at);
+            // The entry's id is the event's global position: fixed in the log, so a rebuild
+            // keeps it.
             exec_tx!(
                 tx,
                 "INSERT INTO audit_log (event_id, actor, action, object_type, object_id, diff, ip, at) \

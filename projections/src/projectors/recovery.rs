@@ -2,7 +2,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use ocart_domain::order::OrderEvent;
 use ocart_domain::recovery::{
-    RestoreOutcome, RunEvent, SequenceEvent, Step, SuppressionEvent, TemplateEvent,
+    FeedEvent, RestoreOutcome, RunEvent, SequenceEvent, Step, SuppressionEvent, TemplateEvent,
 };
 use sqlx::types::Json;
 
@@ -46,6 +46,7 @@ impl Projector for RecoveryProjector {
                 "suppression" => suppression(tx, event).await?,
                 "order" => order(tx, event).await?,
                 "recovery_template" => template(tx, event).await?,
+                "deliverability_feed" => feed_pruned(tx, event).await?,
                 _ => {}
             }
         }
@@ -242,6 +243,19 @@ async fn feed(
     Ok(())
 }
 
+/// Retention's cut-off (`recovery/deliverability_pruned`): the feed's rows recorded before it
+/// leave, here, so a rebuild deletes the same rows at the same point of the log.
+async fn feed_pruned(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
+    let FeedEvent::Pruned { before, .. } =
+        decode_event::<FeedEvent>(&event.event_type, &event.payload)?;
+    exec_tx!(
+        tx,
+        "DELETE FROM deliverability_events WHERE at < $1",
+        before
+    )?;
+    Ok(())
+}
+
 /// The channel and recipient of a run's message (by its message key's notification).
 async fn message_target(
     tx: &mut Tx,
@@ -314,6 +328,7 @@ async fn order(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
             total,
             attribution,
             at,
+            ..
         } => {
             exec_tx!(
                 tx,
@@ -541,6 +556,19 @@ async fn run(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
                 position
             )?;
             cancel_queued(tx, id, at).await?;
+        }
+        RunEvent::ConversionReversed { at, .. } => {
+            // The order was cancelled, refunded or failed: its revenue is no longer recovered.
+            exec_tx!(
+                tx,
+                "UPDATE recovery_runs SET status = 'stopped', stop_reason = $2, \
+                 revenue_recovered = 0, updated_at = $3, last_position = $4 \
+                 WHERE run_id = $1 AND last_position < $4",
+                id,
+                ocart_domain::recovery::StopReason::OrderReversed.as_str(),
+                at,
+                position
+            )?;
         }
         RunEvent::Stopped { reason, at } => {
             exec_tx!(

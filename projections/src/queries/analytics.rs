@@ -19,7 +19,8 @@ pub struct RecoverySummary {
     pub tracked_carts: i64,
     /// Carts that became abandoned in the window.
     pub abandoned_carts: i64,
-    /// Abandoned carts a later order recovered (orders placed in the window).
+    /// Abandoned carts a later order recovered (orders placed in the window, still paid, credited
+    /// to a run that sent a message before the order).
     pub recovered_carts: i64,
     /// Recovered carts whose shopper had opened a restore link.
     pub link_restored_and_purchased: i64,
@@ -28,7 +29,8 @@ pub struct RecoverySummary {
     /// Value of the carts abandoned in the window, per currency.
     #[schema(value_type = Object)]
     pub abandoned_value: Amounts,
-    /// Revenue of recovering orders, per currency.
+    /// Revenue of recovering orders, per currency (an order cancelled, refunded or failed since
+    /// no longer counts).
     #[schema(value_type = Object)]
     pub recovered_revenue: Amounts,
     /// recovered_carts / abandoned_carts.
@@ -57,6 +59,14 @@ pub struct StepStats {
     /// Runs converted after this was the last step they sent.
     pub recovered: i64,
 }
+
+/// The condition an `orders o` row meets to count as recovered: placed after its cart was
+/// abandoned, still paid, and credited to a run of the cart that sent a message before it was
+/// placed (a run never credited, or whose credit was taken back when the order was cancelled,
+/// refunded or failed, is not `converted`).
+const RECOVERED: &str = "o.outcome = 'recovered' AND o.paid AND EXISTS (SELECT 1 FROM \
+    recovery_runs rr WHERE rr.cart_id = o.cart_id AND rr.order_id = o.order_id \
+    AND rr.status = 'converted')";
 
 fn rate(part: i64, whole: i64) -> f64 {
     if whole <= 0 {
@@ -107,17 +117,22 @@ pub async fn recovery_summary(
     .await?;
     let recovered = count(
         db,
-        "SELECT count(DISTINCT cart_id) FROM orders WHERE outcome = 'recovered' \
-         AND placed_at >= $1 AND placed_at < $2",
+        &format!(
+            "SELECT count(DISTINCT o.cart_id) FROM orders o WHERE {RECOVERED} \
+             AND o.placed_at >= $1 AND o.placed_at < $2"
+        ),
         since,
         until,
     )
     .await?;
     let link_restored = count(
         db,
-        "SELECT count(DISTINCT o.cart_id) FROM orders o WHERE o.outcome = 'recovered' \
-         AND o.placed_at >= $1 AND o.placed_at < $2 AND EXISTS (SELECT 1 FROM recovery_restores r \
-         WHERE r.cart_id = o.cart_id AND r.outcome <> 'failed' AND r.clicked_at <= o.created_at)",
+        &format!(
+            "SELECT count(DISTINCT o.cart_id) FROM orders o WHERE {RECOVERED} \
+             AND o.placed_at >= $1 AND o.placed_at < $2 AND EXISTS (SELECT 1 FROM \
+             recovery_restores r WHERE r.cart_id = o.cart_id AND r.outcome <> 'failed' \
+             AND r.clicked_at <= o.created_at)"
+        ),
         since,
         until,
     )
@@ -155,8 +170,10 @@ pub async fn recovery_summary(
     .await?;
     let recovered_revenue = amounts(
         db,
-        "SELECT currency, CAST(SUM(total_minor) AS BIGINT) FROM orders WHERE outcome = 'recovered' \
-         AND placed_at >= $1 AND placed_at < $2 GROUP BY currency",
+        &format!(
+            "SELECT o.currency, CAST(SUM(o.total_minor) AS BIGINT) FROM orders o \
+             WHERE {RECOVERED} AND o.placed_at >= $1 AND o.placed_at < $2 GROUP BY o.currency"
+        ),
         since,
         until,
     )

@@ -255,6 +255,19 @@ pub struct CartForSend {
     pub order_id: Option<String>,
 }
 
+impl CartForSend {
+    /// The cart's lines. A row whose items are not cart items is an error naming the cart,
+    /// never an empty cart (which would, say, let a subscription cart get a coupon).
+    pub fn cart_items(&self) -> Result<Vec<ocart_domain::CartItem>, String> {
+        serde_json::from_value(self.items.0.clone()).map_err(|e| {
+            format!(
+                "the carts row of cart {} holds items that are not cart items: {e}",
+                self.cart_id
+            )
+        })
+    }
+}
+
 pub async fn cart_for_send(db: &Db, cart_id: &str) -> Result<Option<CartForSend>, sqlx::Error> {
     Ok(carts_for_send(db, &[cart_id]).await?.pop())
 }
@@ -424,7 +437,7 @@ pub struct OrderRow {
     pub source: String,
     /// The cart the order converted, if it matched one.
     pub cart_id: Option<String>,
-    /// session, restore_token, coupon or email
+    /// session, restore_token, cart_id, coupon or email
     pub matched_by: Option<String>,
     /// recovered or completed_before_abandonment
     pub outcome: Option<String>,
@@ -531,6 +544,31 @@ pub async fn open_runs_of_carts(
         placeholders(1, cart_ids.len())
     );
     fetch_list!(db, (String, String), &sql, [], cart_ids)
+}
+
+/// The store's order id and the cart it converted, of the order whose aggregate id is
+/// `order_key`.
+pub async fn order_of_key(
+    db: &Db,
+    order_key: &str,
+) -> Result<Option<(String, Option<String>)>, sqlx::Error> {
+    fetch_optional_db!(
+        db,
+        (String, Option<String>),
+        "SELECT order_id, cart_id FROM orders WHERE order_key = $1",
+        order_key
+    )
+}
+
+/// Every run of `cart_id`, whatever its state (their aggregates decide what applies).
+pub async fn runs_of_cart(db: &Db, cart_id: &str) -> Result<Vec<String>, sqlx::Error> {
+    let rows: Vec<(String,)> = fetch_all_db!(
+        db,
+        (String,),
+        "SELECT run_id FROM recovery_runs WHERE cart_id = $1 ORDER BY run_id",
+        cart_id
+    )?;
+    Ok(rows.into_iter().map(|(r,)| r).collect())
 }
 
 /// A recovery coupon as the API shows it (the registry of the embedded mode, and the mirror

@@ -2,6 +2,8 @@
 //! and the gap-free global reader, on PostgreSQL and SQLite.
 
 mod pg;
+// The one module with `unsafe`: the SQLite global reader (ADR 0007).
+#[allow(unsafe_code)]
 mod sqlite;
 
 use std::sync::Arc;
@@ -60,18 +62,41 @@ impl StoredEvent {
         meta_entry(self.metadata.get(), key)
     }
 
-    /// The payload as a JSON tree (for consumers that pick fields by name).
+    /// The payload as a JSON tree (for consumers that pick fields by name). The text is
+    /// valid JSON (checked when the event was read), so this only allocates.
     pub fn payload_value(&self) -> Value {
         serde_json::from_str(self.payload.get()).unwrap_or(Value::Null)
     }
 }
 
 /// Raw JSON text as read from the store. The stores only hold JSON OCart wrote (serde_json's
-/// output; PostgreSQL also checks it as jsonb); anything else reads as `null` rather than
-/// failing the reader.
-pub(crate) fn raw_json(text: String) -> Box<RawValue> {
-    RawValue::from_string(text)
-        .unwrap_or_else(|_| RawValue::from_string("null".to_owned()).expect("null is JSON"))
+/// output; PostgreSQL also checks it as jsonb); anything else is an error naming the event and
+/// the column, never a silent `null` that would reach projections and NATS.
+pub(crate) fn raw_json(
+    text: String,
+    position: i64,
+    column: &str,
+) -> Result<Box<RawValue>, InvalidStoredJson> {
+    RawValue::from_string(text).map_err(|e| InvalidStoredJson {
+        position,
+        column: column.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+/// An event whose stored payload or metadata is not JSON.
+#[derive(Debug, thiserror::Error)]
+#[error("the event at global position {position} holds invalid JSON in its {column}: {reason}")]
+pub struct InvalidStoredJson {
+    pub position: i64,
+    pub column: String,
+    pub reason: String,
+}
+
+impl From<InvalidStoredJson> for sqlx::Error {
+    fn from(e: InvalidStoredJson) -> Self {
+        sqlx::Error::Decode(Box::new(e))
+    }
 }
 
 /// Finds `key` in a JSON object's text and returns it if it is a string.

@@ -29,21 +29,22 @@ struct Row {
     tx: i64,
 }
 
-impl From<Row> for StoredEvent {
-    fn from(r: Row) -> Self {
-        StoredEvent {
+impl TryFrom<Row> for StoredEvent {
+    type Error = sqlx::Error;
+    fn try_from(r: Row) -> Result<Self, sqlx::Error> {
+        Ok(StoredEvent {
             event_id: r.event_id,
             aggregate_type: r.aggregate_type,
             aggregate_id: r.aggregate_id,
             sequence: r.sequence,
             event_type: r.event_type,
             event_version: r.event_version,
-            payload: raw_json(r.payload),
-            metadata: raw_json(r.metadata),
+            payload: raw_json(r.payload, r.global_position, "payload")?,
+            metadata: raw_json(r.metadata, r.global_position, "metadata")?,
             recorded_at: r.recorded_at,
             global_position: r.global_position,
             transaction_id: r.tx,
-        }
+        })
     }
 }
 
@@ -63,7 +64,7 @@ pub(super) async fn load(
         .bind(aggregate_id)
         .fetch_all(pool)
         .await?;
-    Ok(rows.into_iter().map(StoredEvent::from).collect())
+    rows.into_iter().map(StoredEvent::try_from).collect()
 }
 
 /// Only transactions older than every transaction still running are read
@@ -86,7 +87,7 @@ pub(super) async fn read_after(
         .bind(limit)
         .fetch_all(pool)
         .await?;
-    Ok(rows.into_iter().map(StoredEvent::from).collect())
+    rows.into_iter().map(StoredEvent::try_from).collect()
 }
 
 const INSERT: &str = "INSERT INTO events \
@@ -260,5 +261,5 @@ pub(super) async fn scan_by_aggregate(
         .bind(limit)
         .fetch_all(pool)
         .await?;
-    Ok(rows.into_iter().map(StoredEvent::from).collect())
+    rows.into_iter().map(StoredEvent::try_from).collect()
 }

@@ -26,21 +26,23 @@ struct Row {
     global_position: i64,
 }
 
-impl From<Row> for StoredEvent {
-    fn from(r: Row) -> Self {
-        StoredEvent {
-            event_id: Uuid::parse_str(&r.event_id).unwrap_or_default(),
+impl TryFrom<Row> for StoredEvent {
+    type Error = sqlx::Error;
+    fn try_from(r: Row) -> Result<Self, sqlx::Error> {
+        Ok(StoredEvent {
+            event_id: Uuid::parse_str(&r.event_id)
+                .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
             aggregate_type: r.aggregate_type,
             aggregate_id: r.aggregate_id,
             sequence: r.sequence,
             event_type: r.event_type,
             event_version: r.event_version,
-            payload: raw_json(r.payload),
-            metadata: raw_json(r.metadata),
+            payload: raw_json(r.payload, r.global_position, "payload")?,
+            metadata: raw_json(r.metadata, r.global_position, "metadata")?,
             recorded_at: r.recorded_at,
             global_position: r.global_position,
             transaction_id: 0,
-        }
+        })
     }
 }
 
@@ -59,7 +61,7 @@ pub(super) async fn load(
         .bind(aggregate_id)
         .fetch_all(pool)
         .await?;
-    Ok(rows.into_iter().map(StoredEvent::from).collect())
+    rows.into_iter().map(StoredEvent::try_from).collect()
 }
 
 /// One writer at a time commits, so rowid order is commit order and a plain position scan is
@@ -157,6 +159,7 @@ mod raw {
         unsafe {
             let event_id = text(stmt, 0);
             let recorded_at = text(stmt, 8);
+            let position = ffi::sqlite3_column_int64(stmt, 9);
             Ok(StoredEvent {
                 event_id: Uuid::parse_str(event_id)
                     .map_err(|e| format!("event id {event_id:?}: {e}"))?,
@@ -165,12 +168,14 @@ mod raw {
                 sequence: ffi::sqlite3_column_int64(stmt, 3),
                 event_type: text(stmt, 4).to_owned(),
                 event_version: text(stmt, 5).to_owned(),
-                payload: raw_json(text(stmt, 6).to_owned()),
-                metadata: raw_json(text(stmt, 7).to_owned()),
+                payload: raw_json(text(stmt, 6).to_owned(), position, "payload")
+                    .map_err(|e| e.to_string())?,
+                metadata: raw_json(text(stmt, 7).to_owned(), position, "metadata")
+                    .map_err(|e| e.to_string())?,
                 recorded_at: recorded_at
                     .parse::<DateTime<Utc>>()
                     .map_err(|e| format!("recorded_at {recorded_at:?}: {e}"))?,
-                global_position: ffi::sqlite3_column_int64(stmt, 9),
+                global_position: position,
                 transaction_id: 0,
             })
         }
@@ -218,7 +223,7 @@ pub(super) async fn scan_by_aggregate(
         .bind(limit)
         .fetch_all(pool)
         .await?;
-    Ok(rows.into_iter().map(StoredEvent::from).collect())
+    rows.into_iter().map(StoredEvent::try_from).collect()
 }
 
 /// Binds an event's eight columns, in `INSERT`'s order.

@@ -293,7 +293,7 @@ async fn personal_data_is_sealed_in_the_log_and_erasure_blanks_it_even_after_a_r
 #[tokio::test]
 async fn public_endpoints_are_rate_limited_per_client_ip() {
     let app = spawn_app_with(Kind::Sqlite, |c| {
-        c.rate_limit.public_requests = 3;
+        c.rate_limit.capture_requests = 3;
         c.rate_limit.window_secs = 600;
         c.rate_limit.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
     })
@@ -331,7 +331,7 @@ async fn public_endpoints_are_rate_limited_per_client_ip() {
 #[tokio::test]
 async fn forwarded_for_is_ignored_from_an_untrusted_peer() {
     let app = spawn_app_with(Kind::Sqlite, |c| {
-        c.rate_limit.public_requests = 2;
+        c.rate_limit.capture_requests = 2;
     })
     .await;
     for (i, ip) in ["198.51.100.1", "198.51.100.2", "198.51.100.3"]
@@ -401,19 +401,26 @@ async fn concurrent_captures_of_one_cart_lose_no_update(kind: Kind) {
         let url = app.url("/ocart/v1/checkout/capture");
         let body = capture_body(&s, "race@example.com", q);
         tasks.push(tokio::spawn(async move {
-            ocart_tests::read(client.post(url).json(&body).send().await.unwrap()).await
+            let reply =
+                ocart_tests::read(client.post(url).json(&body).send().await.unwrap()).await;
+            (q, reply)
         }));
     }
     let mut written = 0;
+    // (position, quantity) of every capture that wrote an event.
+    let mut accepted: Vec<(i64, i64)> = Vec::new();
     let mut cart_id = String::new();
     for t in tasks {
-        let (status, reply) = t.await.unwrap();
+        let (q, (status, reply)) = t.await.unwrap();
         if let Some(id) = reply["cart_id"].as_str() {
             cart_id = id.to_owned();
         }
         assert!(status == 202 || status == 409, "{status} {reply}");
-        if status == 202 && reply["position"].is_i64() {
-            written += 1;
+        if status == 202 {
+            if let Some(position) = reply["position"].as_i64() {
+                written += 1;
+                accepted.push((position, q));
+            }
         }
         if status == 409 {
             assert_eq!(reply["status"], 409);
@@ -431,6 +438,29 @@ async fn concurrent_captures_of_one_cart_lose_no_update(kind: Kind) {
         written,
         "every accepted capture is exactly one event"
     );
+    // What reads back is the last accepted capture: the highest position answered wins.
+    let (last_position, last_quantity) = *accepted.iter().max().expect("one capture wrote");
+    let resp = app
+        .client
+        .get(app.url(&format!("/ocart/v1/carts/{cart_id}")))
+        .bearer_auth(&app.admin)
+        .header("OCart-Position", last_position.to_string())
+        .send()
+        .await
+        .unwrap();
+    let (status, cart) = ocart_tests::read(resp).await;
+    assert_eq!(status, 200, "{cart}");
+    assert_eq!(cart["items"][0]["quantity"], last_quantity, "{cart}");
+    assert_eq!(cart["total_minor"], 1250 * last_quantity, "{cart}");
+    // And each event holds the quantity of a capture that was told it was written.
+    let mut logged: Vec<i64> = events
+        .iter()
+        .map(|e| e.payload_value()["items"][0]["quantity"].as_i64().unwrap())
+        .collect();
+    let mut answered: Vec<i64> = accepted.iter().map(|(_, q)| *q).collect();
+    logged.sort_unstable();
+    answered.sort_unstable();
+    assert_eq!(logged, answered, "the log holds exactly the accepted captures");
 }
 
 #[tokio::test]
@@ -441,4 +471,179 @@ async fn postgres_concurrent_captures_of_one_cart_lose_no_update() {
 #[tokio::test]
 async fn sqlite_concurrent_captures_of_one_cart_lose_no_update() {
     concurrent_captures_of_one_cart_lose_no_update(Kind::Sqlite).await;
+}
+
+/// Capture, restore and the pixel have a budget per client IP each; an unsubscribe link has
+/// its own budget and is never refused because its IP used up another budget (RFC 8058:
+/// mailbox providers send one-click POSTs from shared addresses).
+#[tokio::test]
+async fn an_address_out_of_capture_budget_can_still_unsubscribe_restore_and_load_the_pixel() {
+    use crate::orders::link_path;
+    use crate::recovery::{capture, Manual};
+    let m = Manual::start(Kind::Sqlite, |c| {
+        c.rate_limit.capture_requests = 2;
+        c.rate_limit.restore_requests = 2;
+        c.rate_limit.pixel_requests = 2;
+        c.rate_limit.unsubscribe_per_token = 3;
+    })
+    .await;
+    let app = &m.app;
+    let _cart = capture(app, "ann@example.com").await;
+    app.clock.advance(chrono::Duration::minutes(31));
+    m.settle().await;
+    app.clock.advance(chrono::Duration::minutes(45));
+    assert_eq!(m.dispatch().await.sent, 1);
+    let eml = ocart_tests::outbox_emails(app)[0].1.clone();
+    let unsubscribe = link_path(&eml, "u").expect("an unsubscribe link");
+    let restore = link_path(&eml, "r").expect("a restore link");
+    let pixel = link_path(&eml, "o").expect("an open pixel");
+
+    // This address (every request here comes from 127.0.0.1) uses up its capture budget.
+    let (status, _) = app
+        .capture(&capture_body(&session(), "bob@example.com", 1))
+        .await;
+    assert_eq!(status, 202);
+    let (status, problem) = app
+        .capture(&capture_body(&session(), "cy@example.com", 1))
+        .await;
+    assert_eq!(status, 429, "{problem}");
+
+    // The one-click unsubscribe from the same address is honoured.
+    let one_click = || {
+        app.client
+            .post(app.url(&unsubscribe))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("List-Unsubscribe=One-Click")
+            .send()
+    };
+    let resp = one_click().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(resp.text().await.unwrap().contains("You are unsubscribed"));
+
+    // Restore and the pixel have budgets of their own.
+    let no_redirects = crate::orders::no_redirects();
+    for _ in 0..2 {
+        let resp = no_redirects.get(app.url(&restore)).send().await.unwrap();
+        assert_ne!(resp.status().as_u16(), 429, "restore has its own budget");
+    }
+    let resp = no_redirects.get(app.url(&restore)).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 429, "restore's budget is per IP");
+    for _ in 0..2 {
+        let resp = app.client.get(app.url(&pixel)).send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "the pixel has its own budget");
+        assert_eq!(resp.headers()["content-type"], "image/gif");
+    }
+
+    // Guessed tokens count against the address's restore budget, now used up...
+    let guess = app
+        .client
+        .post(app.url("/u/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(guess.status().as_u16(), 429);
+    // ...while a real unsubscribe link has its own small budget: its GET page and POSTs count,
+    // not the IP's.
+    let page = app.client.get(app.url(&unsubscribe)).send().await.unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    assert_eq!(one_click().await.unwrap().status().as_u16(), 200);
+    let limited = one_click().await.unwrap();
+    assert_eq!(limited.status().as_u16(), 429);
+    assert_eq!(
+        limited.headers()["content-type"],
+        "application/problem+json"
+    );
+    assert!(limited.headers().contains_key("retry-after"));
+}
+
+/// Capture is not a suppression oracle: a suppressed address gets the very answer any other
+/// address gets, and is still not captured.
+async fn capture_answers_alike_for_suppressed_and_other_addresses(kind: Kind) {
+    let app = spawn_app(kind).await;
+    let (status, body) = app
+        .post(
+            "/ocart/v1/recovery/suppression",
+            Some(&app.admin),
+            &json!({"recipient": "gone@example.com"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let position = body["position"].as_i64().unwrap();
+    // Let the suppression list show it before capturing.
+    let (status, _) = app
+        .get(
+            &format!("/ocart/v1/recovery/suppression?min_position={position}"),
+            &app.admin,
+        )
+        .await;
+    assert_eq!(status, 200);
+
+    let (suppressed_status, suppressed) = app
+        .capture(&capture_body(&session(), "Gone@Example.com", 1))
+        .await;
+    let (other_status, other) = app
+        .capture(&capture_body(&session(), "here@example.com", 1))
+        .await;
+    assert_eq!(suppressed_status, other_status);
+    assert_eq!(suppressed_status, 202);
+    let shape = |v: &Value| {
+        let mut keys: Vec<(String, &'static str)> = v
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| {
+                let kind = match v {
+                    Value::Null => "null",
+                    Value::Bool(_) => "bool",
+                    Value::Number(_) => "number",
+                    Value::String(_) => "string",
+                    _ => "other",
+                };
+                (k.clone(), kind)
+            })
+            .collect();
+        keys.sort();
+        keys
+    };
+    assert_eq!(shape(&suppressed), shape(&other), "{suppressed} vs {other}");
+    assert_eq!(suppressed["captured"], other["captured"]);
+    assert_eq!(suppressed["status"], other["status"]);
+    assert_ne!(suppressed["status"], "suppressed");
+
+    // The suppressed shopper's cart is still not kept; the other one is.
+    for (reply, kept) in [(&suppressed, false), (&other, true)] {
+        let resp = app
+            .client
+            .get(app.url(&format!(
+                "/ocart/v1/carts/{}",
+                reply["cart_id"].as_str().unwrap()
+            )))
+            .bearer_auth(&app.admin)
+            .header("OCart-Position", other["position"].to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), if kept { 200 } else { 404 });
+        let events = app
+            .core
+            .log
+            .load("cart", reply["cart_id"].as_str().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(
+            events.is_empty(),
+            !kept,
+            "no cart event for the suppressed one"
+        );
+    }
+}
+
+#[tokio::test]
+async fn postgres_capture_answers_alike_for_suppressed_and_other_addresses() {
+    capture_answers_alike_for_suppressed_and_other_addresses(Kind::Postgres).await;
+}
+
+#[tokio::test]
+async fn sqlite_capture_answers_alike_for_suppressed_and_other_addresses() {
+    capture_answers_alike_for_suppressed_and_other_addresses(Kind::Sqlite).await;
 }

@@ -92,7 +92,7 @@ async fn journey(kind: Kind) {
         (3, Duration::hours(72)),
     ] {
         app.clock.set(abandoned_at + after - Duration::minutes(1));
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        app.settle().await;
         assert_eq!(sink.messages().len(), step - 1, "step {step} went early");
         app.clock.set(abandoned_at + after);
         run_of(&app, &cart, |r| r["current_step"] == step).await;
@@ -140,7 +140,7 @@ async fn journey(kind: Kind) {
 
     // Nothing more is ever sent.
     app.clock.advance(Duration::days(10));
-    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    app.settle().await;
     assert_eq!(sink.messages().len(), 3);
 
     // The analytics tell the story.

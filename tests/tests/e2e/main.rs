@@ -1,14 +1,19 @@
 //! End-to-end tests through HTTP, the CLI and NATS against real PostgreSQL, SQLite and NATS.
 //! One binary; each test gets a fresh database.
+#![forbid(unsafe_code)]
 
 mod capture;
 mod cli;
 mod conformance;
 mod coupons;
 mod deliverability;
+mod dkim;
+mod edges;
+mod erasure;
 mod journey;
 mod orders;
 mod platform;
 mod processors;
+mod rebuild;
 mod recovery;
 mod relay;

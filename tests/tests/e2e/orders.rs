@@ -6,7 +6,8 @@
 use chrono::Duration;
 use ocart_domain::Clock;
 use ocart_tests::{
-    capture_body, outbox_emails, session, wc_order, FakeWoo, Kind, TestApp, WOO_WEBHOOK_SECRET,
+    capture_body, outbox_emails, session, wc_order, wp_json_encode, FakeWoo, Kind, TestApp,
+    WOO_WEBHOOK_SECRET,
 };
 use serde_json::{json, Value};
 
@@ -357,7 +358,18 @@ async fn webhooks(kind: Kind) {
         .as_str()
         .unwrap()
         .contains("product.updated"));
-    let mut bad = wc_order(1002, "processing", "stripe", "25.001", "ann@example.com");
+    // A store with three price decimals in EUR: the total is rounded to the cent, half away
+    // from zero, as WooCommerce rounds.
+    let mut three = wc_order(1002, "processing", "stripe", "25.005", "ann@example.com");
+    three["currency"] = json!("EUR");
+    let (status, reply) = app
+        .wc_webhook("order.created", &three, Some(WOO_WEBHOOK_SECRET))
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    let (_, order) = app.admin_get("/ocart/v1/orders/1002").await;
+    assert_eq!(order["total_minor"], 2501, "{order}");
+    // What is no amount at all is still refused, naming the field.
+    let mut bad = wc_order(1003, "processing", "stripe", "25,00", "ann@example.com");
     bad["currency"] = json!("EUR");
     let (status, problem) = app
         .wc_webhook("order.created", &bad, Some(WOO_WEBHOOK_SECRET))
@@ -491,4 +503,432 @@ async fn bad_order_signals_get_clear_errors() {
     assert_eq!(status, 503, "{problem}");
     assert!(events_of(app, "order/recorded").await.is_empty());
     let _: Value = problem;
+}
+
+/// A WooCommerce time `minutes` from now (by the test clock), as its webhooks write them.
+fn wc_time(app: &TestApp, minutes: i64) -> String {
+    (app.clock.now() + Duration::minutes(minutes))
+        .format("%Y-%m-%dT%H:%M:%S")
+        .to_string()
+}
+
+/// A WooCommerce order of `lines` lines, in the full shape of WooCommerce's REST API v3 that
+/// its order webhooks deliver (each line with its taxes, meta data and image).
+fn full_wc_order(app: &TestApp, id: u64, lines: usize) -> Value {
+    let now = wc_time(app, 0);
+    let line_items: Vec<Value> = (0..lines)
+        .map(|i| {
+            json!({
+                "id": 1000 + i, "name": format!("Tasse émaillée – bleu nuit n° {i}"),
+                "product_id": 42, "variation_id": 4200 + i, "quantity": 1, "tax_class": "",
+                "subtotal": "10.00", "subtotal_tax": "2.00", "total": "10.00", "total_tax": "2.00",
+                "taxes": [{"id": 1, "total": "2", "subtotal": "2"}],
+                "meta_data": [
+                    {"id": 5000 + i, "key": "pa_couleur", "value": "bleu-nuit",
+                     "display_key": "Couleur", "display_value": "Bleu nuit"},
+                    {"id": 9000 + i, "key": "_reduced_stock", "value": "1",
+                     "display_key": "_reduced_stock", "display_value": "1"}
+                ],
+                "sku": format!("TASSE-{i:04}"), "price": 10,
+                "image": {"id": "77", "src": "https://shop.example/wp-content/uploads/2026/01/tasse-bleu-nuit-300x300.jpg"},
+                "parent_name": "Tasse émaillée"
+            })
+        })
+        .collect();
+    let subtotal = lines as i64 * 10;
+    let tax = lines as i64 * 2;
+    let mut order = json!({
+        "id": id, "parent_id": 0, "status": "processing", "currency": "EUR", "version": "9.5.1",
+        "prices_include_tax": false, "date_created": now, "date_modified": now,
+        "discount_total": "0.00", "discount_tax": "0.00", "shipping_total": "0.00",
+        "shipping_tax": "0.00", "cart_tax": format!("{tax}.00"), "total": format!("{}.00", subtotal + tax),
+        "total_tax": format!("{tax}.00"), "customer_id": 0, "order_key": format!("wc_order_{id}"),
+        "billing": {"first_name": "Ann", "last_name": "Example", "company": "", "address_1": "1 Rue de la Paix",
+            "address_2": "", "city": "Paris", "state": "", "postcode": "75002", "country": "FR",
+            "email": "ann@example.com", "phone": "+33100000000"},
+        "shipping": {"first_name": "Ann", "last_name": "Example", "company": "", "address_1": "1 Rue de la Paix",
+            "address_2": "", "city": "Paris", "state": "", "postcode": "75002", "country": "FR", "phone": ""},
+    });
+    let rest = json!({
+        "payment_method": "stripe", "payment_method_title": "Carte bancaire", "transaction_id": "pi_3Q",
+        "customer_ip_address": "203.0.113.9", "customer_user_agent": "Mozilla/5.0", "created_via": "checkout",
+        "customer_note": "", "date_completed": null, "date_paid": now, "cart_hash": "0f3c",
+        "number": id.to_string(), "meta_data": [{"id": 1, "key": "_ocart_session", "value": "none"}],
+        "line_items": line_items, "tax_lines": [{"id": 2, "rate_code": "FR-TVA-1", "rate_id": 1,
+            "label": "TVA", "compound": false, "tax_total": format!("{tax}.00"), "shipping_tax_total": "0.00",
+            "rate_percent": 20, "meta_data": []}],
+        "shipping_lines": [], "fee_lines": [], "coupon_lines": [], "refunds": [],
+        "payment_url": format!("https://shop.example/checkout/order-pay/{id}/?pay_for_order=true&key=wc_order_{id}"),
+        "is_editable": false, "needs_payment": false, "needs_processing": true,
+        "date_created_gmt": now, "date_modified_gmt": now, "date_completed_gmt": null, "date_paid_gmt": now,
+        "currency_symbol": "€",
+        "_links": {"self": [{"href": format!("https://shop.example/wp-json/wc/v3/orders/{id}")}],
+            "collection": [{"href": "https://shop.example/wp-json/wc/v3/orders"}]}
+    });
+    for (key, value) in rest.as_object().unwrap() {
+        order[key] = value.clone();
+    }
+    order
+}
+
+/// WooCommerce sends the whole order: one of a thousand lines (about a megabyte) is recorded,
+/// signed over the bytes WooCommerce writes, not refused with 413. Bodies over a limit, on the
+/// order routes and elsewhere, get a problem document naming the limit.
+#[tokio::test]
+async fn a_woocommerce_order_of_a_thousand_lines_is_accepted_and_oversized_bodies_get_problems() {
+    let woo = FakeWoo::start().await;
+    let m = Manual::start(Kind::Sqlite, |c| woo.configure(c)).await;
+    let app = &m.app;
+    let raw = wp_json_encode(&full_wc_order(app, 7001, 1000));
+    assert!(raw.len() > 512 * 1024, "{} bytes", raw.len());
+    assert!(String::from_utf8_lossy(&raw).contains(r"\/wp-json\/wc\/v3"));
+    let (status, reply) = app
+        .wc_webhook_raw("order.created", raw, Some(WOO_WEBHOOK_SECRET))
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["paid"], true);
+    assert_eq!(reply["changed"], true);
+    m.project().await;
+    let (_, shown) = app.admin_get("/ocart/v1/orders/7001").await;
+    assert_eq!(shown["total_minor"], 1_200_000, "{shown}");
+
+    // The order API takes the same size (here a small order padded past 64 KiB).
+    let padded = format!(
+        r#"{{"order_id": "A-7", "status": "processing", "currency": "EUR", "total": 100{}}}"#,
+        " ".repeat(200 * 1024)
+    );
+    let resp = app
+        .client
+        .post(app.url("/ocart/v1/orders"))
+        .bearer_auth(&app.admin)
+        .header("content-type", "application/json")
+        .body(padded)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+
+    // Past the order limit (4 MiB): a problem document, not plain text.
+    let huge = wp_json_encode(&full_wc_order(app, 7002, 8000));
+    assert!(huge.len() > 4 * 1024 * 1024);
+    let resp = app
+        .client
+        .post(app.url("/ocart/v1/webhooks/woocommerce"))
+        .header("content-type", "application/json")
+        .header("x-wc-webhook-topic", "order.created")
+        .header(
+            "x-wc-webhook-signature",
+            ocart_tests::wc_signature(WOO_WEBHOOK_SECRET, &huge),
+        )
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 413);
+    assert_eq!(resp.headers()["content-type"], "application/problem+json");
+    let problem: Value = resp.json().await.unwrap();
+    assert_eq!(
+        problem["type"],
+        "https://ocart.dev/problems/payload-too-large"
+    );
+    assert!(
+        problem["detail"].as_str().unwrap().contains("4194304"),
+        "{problem}"
+    );
+
+    // Every other route keeps 64 KiB, and says so the same way.
+    let (status, created) = app
+        .post(
+            "/ocart/v1/orders",
+            Some(&app.admin),
+            &json!({"order_id": "A-8", "status": "processing", "currency": "EUR", "total": 100}),
+        )
+        .await;
+    assert_eq!(status, 200, "{created}");
+    let cart = capture(app, "bo@example.com").await;
+    let resp = app
+        .client
+        .post(app.url(&format!("/ocart/v1/carts/{cart}/convert")))
+        .bearer_auth(&app.admin)
+        .header("content-type", "application/json")
+        .body(format!(r#"{{"order_id": "1"{}}}"#, " ".repeat(70 * 1024)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 413);
+    assert_eq!(resp.headers()["content-type"], "application/problem+json");
+    let problem: Value = resp.json().await.unwrap();
+    assert!(
+        problem["detail"].as_str().unwrap().contains("65536"),
+        "{problem}"
+    );
+    assert!(events_of(app, "cart/converted").await.is_empty());
+}
+
+/// Deliveries arrive out of order: a late `pending` delivery older (by `date_modified_gmt`)
+/// than the paid state OCart has is ignored, never turning the order back to unpaid; a newer
+/// one applies. The order API orders by `modified_at` the same way.
+#[tokio::test]
+async fn a_stale_delivery_never_turns_a_paid_order_back_to_unpaid() {
+    let woo = FakeWoo::start().await;
+    let m = Manual::start(Kind::Sqlite, |c| woo.configure(c)).await;
+    let app = &m.app;
+    let mut paid = order_now(app, 3001, "processing", "stripe", "25.00", "di@example.com");
+    paid["date_modified_gmt"] = json!(wc_time(app, 10));
+    let mut pending = paid.clone();
+    pending["status"] = json!("pending");
+    pending["date_modified_gmt"] = json!(wc_time(app, 5));
+    let (status, reply) = app
+        .wc_webhook("order.updated", &paid, Some(WOO_WEBHOOK_SECRET))
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["paid"], true);
+    let (status, reply) = app
+        .wc_webhook("order.updated", &pending, Some(WOO_WEBHOOK_SECRET))
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["stale"], true);
+    assert_eq!(reply["changed"], false);
+    assert_eq!(reply["paid"], true);
+    m.project().await;
+    let (_, shown) = app.admin_get("/ocart/v1/orders/3001").await;
+    assert_eq!(shown["status"], "processing");
+    assert_eq!(shown["paid"], true);
+    assert_eq!(events_of(app, "order/status_changed").await.len(), 0);
+
+    // A newer delivery applies.
+    let mut cancelled = paid.clone();
+    cancelled["status"] = json!("cancelled");
+    cancelled["date_modified_gmt"] = json!(wc_time(app, 20));
+    let (_, reply) = app
+        .wc_webhook("order.updated", &cancelled, Some(WOO_WEBHOOK_SECRET))
+        .await;
+    assert_eq!(reply["changed"], true, "{reply}");
+    assert_eq!(reply["paid"], false);
+
+    // The order API: `modified_at` orders its signals.
+    let at = |minutes: i64| (app.clock.now() + Duration::minutes(minutes)).to_rfc3339();
+    let signal = |status: &str, modified: String| {
+        json!({"order_id": "B-1", "status": status, "payment_method": "stripe", "currency": "EUR",
+               "total": 1250, "modified_at": modified})
+    };
+    let (status, reply) = app
+        .post(
+            "/ocart/v1/orders",
+            Some(&app.admin),
+            &signal("completed", at(10)),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    let (_, reply) = app
+        .post(
+            "/ocart/v1/orders",
+            Some(&app.admin),
+            &signal("pending", at(2)),
+        )
+        .await;
+    assert_eq!(reply["stale"], true, "{reply}");
+    let (_, reply) = app
+        .post(
+            "/ocart/v1/orders",
+            Some(&app.admin),
+            &signal("pending", at(10)),
+        )
+        .await;
+    assert_eq!(
+        reply["paid"], true,
+        "equal times keep the paid state: {reply}"
+    );
+    m.project().await;
+    let (_, shown) = app.admin_get("/ocart/v1/orders/B-1").await;
+    assert_eq!(shown["status"], "completed");
+    let (status, problem) = app
+        .post(
+            "/ocart/v1/orders",
+            Some(&app.admin),
+            &signal("completed", at(3 * 24 * 60)),
+        )
+        .await;
+    assert_eq!(status, 422, "{problem}");
+    assert_eq!(problem["errors"][0]["field"], "modified_at");
+}
+
+/// An order placed after abandonment but before any message went out converts the cart, but
+/// the run did not recover it: it stops (`order_placed`) with no revenue, and the analytics
+/// count no recovery. The order named the cart by its id, and says so.
+#[tokio::test]
+async fn an_order_before_any_message_credits_no_run() {
+    let m = Manual::start(Kind::Sqlite, |_| {}).await;
+    let app = &m.app;
+    let cart = capture(app, "el@example.com").await;
+    app.clock.advance(Duration::minutes(31));
+    m.settle().await;
+    assert_eq!(m.only_run(&cart).await["status"], "pending");
+    app.clock.advance(Duration::minutes(5));
+    let (status, reply) = app
+        .post(
+            "/ocart/v1/orders",
+            Some(&app.admin),
+            &json!({"order_id": "C-1", "status": "processing", "payment_method": "stripe",
+                    "currency": "EUR", "total": 2500, "cart_id": cart}),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["attribution"]["cart_id"], cart.as_str());
+    assert_eq!(reply["attribution"]["matched_by"], "cart_id");
+    m.settle().await;
+    let run = m.only_run(&cart).await;
+    assert_eq!(run["status"], "stopped", "{run}");
+    assert_eq!(run["stop_reason"], "order_placed");
+    assert_eq!(run["revenue_recovered"], 0);
+    assert!(events_of(app, "recovery/converted").await.is_empty());
+    // (The window ends now; the order was placed at the test clock's now.)
+    app.clock.advance(Duration::minutes(1));
+    let (_, report) = app.admin_get("/ocart/v1/recovery/analytics?days=30").await;
+    assert_eq!(report["completed_before_abandonment"], 0, "{report}");
+    assert_eq!(report["recovered_carts"], 0, "{report}");
+    assert_eq!(report["recovered_revenue"], json!({}));
+    app.clock.advance(Duration::days(4));
+    m.dispatch().await;
+    assert!(outbox_emails(app).is_empty());
+}
+
+/// A recovered order later cancelled (or refunded, or failed) gives its revenue back: the run
+/// records `recovery/conversion_reversed`, and the analytics and the dashboard show the lower
+/// figure. A repeated cancellation changes nothing more.
+async fn cancelled_recovery(kind: Kind) {
+    let woo = FakeWoo::start().await;
+    woo.set_product(42, true, "instock");
+    let m = Manual::start(kind, |c| woo.configure(c)).await;
+    let app = &m.app;
+    let cart = first_email(&m, "fay@example.com").await;
+    let token = restore_path(app, 0).strip_prefix("/r/").unwrap().to_owned();
+    app.clock.advance(Duration::minutes(10));
+    let mut order = order_now(
+        app,
+        4001,
+        "processing",
+        "stripe",
+        "25.00",
+        "fay@example.com",
+    );
+    order["date_modified_gmt"] = json!(wc_time(app, 0));
+    order["meta_data"] = json!([
+        {"id": 1, "key": "_ocart_cart_id", "value": cart},
+        {"id": 2, "key": "_ocart_restore", "value": token}
+    ]);
+    let (status, reply) = app
+        .wc_webhook("order.created", &order, Some(WOO_WEBHOOK_SECRET))
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["attribution"]["matched_by"], "restore_token");
+    m.settle().await;
+    assert_eq!(m.only_run(&cart).await["revenue_recovered"], 2500);
+    // (The window ends now; the order was placed at the test clock's now.)
+    app.clock.advance(Duration::minutes(1));
+    let (_, report) = app.admin_get("/ocart/v1/recovery/analytics?days=30").await;
+    assert_eq!(report["recovered_carts"], 1, "{report}");
+    let (_, dashboard) = app.admin_get("/ocart/v1/reports/dashboard?days=30").await;
+    assert_eq!(
+        dashboard["recovery"]["recovered_revenue"],
+        json!({"EUR": 2500}),
+        "{dashboard}"
+    );
+    assert_eq!(
+        report["recovered_revenue"],
+        json!({"EUR": 2500}),
+        "{report}"
+    );
+
+    let mut cancelled = order.clone();
+    cancelled["status"] = json!("cancelled");
+    cancelled["date_modified_gmt"] = json!(wc_time(app, 60));
+    for _ in 0..2 {
+        let (status, reply) = app
+            .wc_webhook("order.updated", &cancelled, Some(WOO_WEBHOOK_SECRET))
+            .await;
+        assert_eq!(status, 200, "{reply}");
+        m.settle().await;
+    }
+    let run = m.only_run(&cart).await;
+    assert_eq!(run["status"], "stopped", "{run}");
+    assert_eq!(run["stop_reason"], "order_reversed");
+    assert_eq!(run["revenue_recovered"], 0);
+    let reversed = events_of(app, "recovery/conversion_reversed").await;
+    assert_eq!(reversed.len(), 1);
+    assert_eq!(reversed[0]["order_id"], "4001");
+    assert_eq!(reversed[0]["status"], "cancelled");
+    let (_, report) = app.admin_get("/ocart/v1/recovery/analytics?days=30").await;
+    assert_eq!(report["recovered_revenue"], json!({}), "{report}");
+    assert_eq!(report["recovered_carts"], 0);
+    let (_, dashboard) = app.admin_get("/ocart/v1/reports/dashboard?days=30").await;
+    assert_eq!(
+        dashboard["recovery"]["recovered_revenue"],
+        json!({}),
+        "{dashboard}"
+    );
+    assert_eq!(dashboard["orders"]["orders"], 0);
+}
+
+#[tokio::test]
+async fn postgres_a_cancelled_recovered_order_takes_its_revenue_back() {
+    cancelled_recovery(Kind::Postgres).await;
+}
+
+#[tokio::test]
+async fn sqlite_a_cancelled_recovered_order_takes_its_revenue_back() {
+    cancelled_recovery(Kind::Sqlite).await;
+}
+
+/// "You have already ordered" only while the order stands: once the store cancels it, the
+/// restore link rebuilds the cart again.
+#[tokio::test]
+async fn a_cancelled_order_does_not_block_the_restore() {
+    let woo = FakeWoo::start().await;
+    woo.set_product(42, true, "instock");
+    let m = Manual::start(Kind::Sqlite, |c| woo.configure(c)).await;
+    let app = &m.app;
+    let cart = first_email(&m, "gil@example.com").await;
+    let path = restore_path(app, 0);
+    let mut order = order_now(
+        app,
+        6001,
+        "processing",
+        "stripe",
+        "25.00",
+        "gil@example.com",
+    );
+    order["date_modified_gmt"] = json!(wc_time(app, 0));
+    order["meta_data"] = json!([{"id": 1, "key": "_ocart_cart_id", "value": cart}]);
+    let (status, reply) = app
+        .wc_webhook("order.created", &order, Some(WOO_WEBHOOK_SECRET))
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    m.settle().await;
+    let client = no_redirects();
+    let resp = client.get(app.url(&path)).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(resp
+        .text()
+        .await
+        .unwrap()
+        .contains("You have already ordered"));
+
+    order["status"] = json!("cancelled");
+    order["date_modified_gmt"] = json!(wc_time(app, 30));
+    let (status, reply) = app
+        .wc_webhook("order.updated", &order, Some(WOO_WEBHOOK_SECRET))
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    m.settle().await;
+    let resp = client.get(app.url(&path)).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 303);
+    let query = query_of(resp.headers()["location"].to_str().unwrap());
+    assert!(
+        query.contains(&("ocart_cart".into(), cart.clone())),
+        "{query:?}"
+    );
+    let clicks = events_of(app, "recovery/restore_clicked").await;
+    assert_eq!(clicks[0]["outcome"]["reason"], "already_ordered");
+    assert_eq!(clicks[1]["outcome"]["result"], "restored");
 }

@@ -142,6 +142,19 @@ async fn the_openapi_document_covers_every_route() {
     let doc: serde_json::Value = resp.json().await.unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
     let paths = doc["paths"].as_object().unwrap();
+    // Every operation has an id, and no two share one (validators and client generators
+    // refuse duplicates).
+    let mut ids = std::collections::BTreeMap::new();
+    for (path, item) in paths {
+        for (method, operation) in item.as_object().unwrap() {
+            let id = operation["operationId"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{method} {path} has no operationId"));
+            if let Some(other) = ids.insert(id.to_owned(), format!("{method} {path}")) {
+                panic!("operationId {id} names both {other} and {method} {path}");
+            }
+        }
+    }
     for (path, method) in [
         ("/ocart/v1/checkout/capture", "post"),
         ("/ocart/v1/carts", "get"),
@@ -206,6 +219,36 @@ async fn info_and_metrics_report_the_system() {
         .collect();
     for name in ["carts", "api_tokens", "settings", "audit_log"] {
         assert!(names.contains(&name), "{name} in {names:?}");
+    }
+    // Every background processor runs under the supervisor and reports its state.
+    let info = app
+        .eventually("/ocart/v1/info", |i| {
+            i["processors"].as_array().is_some_and(|ps| {
+                ps.len() == 6 && ps.iter().all(|p| p["state"] == "running" && p["steps"].as_u64() > Some(0))
+            })
+        })
+        .await;
+    let processors: Vec<&str> = info["processors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        processors,
+        [
+            "dispatcher",
+            "privacy_eraser",
+            "projections",
+            "recovery_opener",
+            "retention",
+            "sweeper"
+        ]
+    );
+    for p in info["processors"].as_array().unwrap() {
+        assert_eq!(p["panics"], 0, "{p}");
+        assert_eq!(p["restarts"], 0, "{p}");
+        assert_eq!(p["last_error"], serde_json::Value::Null, "{p}");
     }
     let text = app
         .client
@@ -343,4 +386,155 @@ async fn the_sqlite_write_ahead_log_stays_bounded_under_overlapping_readers() {
         size <= bound,
         "the write-ahead log is {size} bytes with readers still reading; its bound is {bound}"
     );
+}
+
+/// Shoppers' emails, phones and names are masked for a token without
+/// `ocart_view_personal_data`, in lists and single reads; `ocart_manage` implies it.
+#[tokio::test]
+async fn personal_data_needs_its_own_capability() {
+    let app = spawn_app(Kind::Sqlite).await;
+    let (status, reply) = app
+        .capture(&capture_body(&session(), "ann@example.com", 1))
+        .await;
+    assert_eq!(status, 202, "{reply}");
+    let cart = reply["cart_id"].as_str().unwrap().to_owned();
+    let position = reply["position"].as_i64().unwrap();
+    let (_, reports) = app.token_with(&["ocart_view_reports"]).await;
+    let (_, personal) = app
+        .token_with(&["ocart_view_reports", "ocart_view_personal_data"])
+        .await;
+    let read = |token: String, path: String| {
+        let app = &app;
+        async move {
+            let resp = app
+                .client
+                .get(app.url(&path))
+                .bearer_auth(token)
+                .header("OCart-Position", position.to_string())
+                .send()
+                .await
+                .unwrap();
+            ocart_tests::read(resp).await
+        }
+    };
+    let show = format!("/ocart/v1/carts/{cart}");
+    let list = "/ocart/v1/carts".to_owned();
+
+    let (status, masked) = read(reports.clone(), show.clone()).await;
+    assert_eq!(status, 200, "{masked}");
+    assert_eq!(masked["email"], "a***@example.com");
+    assert_eq!(masked["phone"], "+1******0123");
+    assert_eq!(masked["name"], "A***");
+    let (_, page) = read(reports.clone(), list.clone()).await;
+    assert_eq!(page["carts"][0]["email"], "a***@example.com");
+    assert_eq!(page["carts"][0]["phone"], "+1******0123");
+    let text = page.to_string();
+    assert!(
+        !text.contains("ann@example.com") && !text.contains("4155550123"),
+        "{text}"
+    );
+
+    for token in [personal.clone(), app.admin.clone()] {
+        let (status, clear) = read(token.clone(), show.clone()).await;
+        assert_eq!(status, 200, "{clear}");
+        assert_eq!(clear["email"], "ann@example.com");
+        assert_eq!(clear["phone"], "+14155550123");
+        assert_eq!(clear["name"], "Ann Example");
+        let (_, page) = read(token, list.clone()).await;
+        assert_eq!(page["carts"][0]["email"], "ann@example.com");
+    }
+    // The personal-data capability alone does not open the reads.
+    let (_, only_personal) = app.token_with(&["ocart_view_personal_data"]).await;
+    let (status, _) = read(only_personal, show).await;
+    assert_eq!(status, 403);
+}
+
+/// What axum itself refuses (query and path values that do not parse, a wrong content type,
+/// a body over the limit, a wrong method) is a problem document like every other error.
+#[tokio::test]
+async fn every_refusal_is_a_problem_document() {
+    let app = spawn_app(Kind::Sqlite).await;
+    let problem = |resp: reqwest::Response| async move {
+        assert_eq!(
+            resp.headers()["content-type"],
+            "application/problem+json",
+            "{resp:?}"
+        );
+        ocart_tests::read(resp).await
+    };
+
+    // A query value that does not parse names its parameter.
+    let resp = app
+        .client
+        .get(app.url("/ocart/v1/carts?limit=abc"))
+        .bearer_auth(&app.admin)
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = problem(resp).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["errors"][0]["field"], "limit", "{body}");
+    let resp = app
+        .client
+        .get(app.url("/ocart/v1/recovery/runs?limit=-x"))
+        .bearer_auth(&app.admin)
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = problem(resp).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["errors"][0]["field"], "limit", "{body}");
+
+    // A path id that is not text once decoded names the parameter.
+    let resp = app
+        .client
+        .get(app.url("/ocart/v1/carts/%FF%FE"))
+        .bearer_auth(&app.admin)
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = problem(resp).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["errors"][0]["field"], "id", "{body}");
+
+    // A wrong content type.
+    let resp = app
+        .client
+        .post(app.url("/ocart/v1/checkout/capture"))
+        .header("content-type", "application/xml")
+        .body("<cart/>")
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = problem(resp).await;
+    assert_eq!(status, 415, "{body}");
+    assert!(body["detail"]
+        .as_str()
+        .unwrap()
+        .contains("application/json"));
+
+    // A body over the limit on a route that reads raw bytes.
+    let resp = app
+        .client
+        .post(app.url("/ocart/v1/recovery/suppression"))
+        .bearer_auth(&app.admin)
+        .header("content-type", "application/json")
+        .body(format!("{{\"recipient\": \"{}\"}}", "x".repeat(70 * 1024)))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = problem(resp).await;
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(body["status"], 413);
+
+    // A method the route does not have keeps its Allow header.
+    let resp = app
+        .client
+        .delete(app.url("/ocart/v1/checkout/capture"))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.headers().contains_key("allow"));
+    let (status, body) = problem(resp).await;
+    assert_eq!(status, 405, "{body}");
 }

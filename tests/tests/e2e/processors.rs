@@ -41,7 +41,7 @@ async fn inactive_carts_are_abandoned_by_stage(kind: Kind) {
     let b = b["cart_id"].as_str().unwrap().to_owned();
     // 29 minutes: still active.
     app.clock.advance(chrono::Duration::minutes(29));
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    app.settle().await;
     let (_, cart) = app.admin_get(&format!("/ocart/v1/carts/{a}")).await;
     assert_eq!(cart["status"], "active");
     // Past the 30-minute threshold: abandoned, the stage deciding the kind.

@@ -218,7 +218,10 @@ async fn events_survive_a_nats_outage(kind: Kind) {
         .with_batch_size(32);
     let relayed = relay.watch();
     let (stop_tx, stop) = watch::channel(false);
-    let running = tokio::spawn(relay.run(stop, Duration::from_millis(200)));
+    let running = tokio::spawn(ocart_processors::supervisor::run(
+        relay.with_poll(Duration::from_millis(200)),
+        stop,
+    ));
 
     // A burst from a few writers, with the server killed part-way and restarted a second later.
     let writers: Vec<_> = (0..4)
