@@ -238,6 +238,20 @@ async fn run_processors(core: Arc<Core>, stop: watch::Receiver<bool>) {
     );
     let c = core.clone();
     supervisor.spawn(
+        ocart_processors::recovery::FOLLOWUPS,
+        factory(move || {
+            let core = c.clone();
+            async move {
+                Ok(ocart_processors::recovery::RecoveryFollowUps::new(
+                    core.log.clone(),
+                    core.clock.clone(),
+                )
+                .with_poll(poll))
+            }
+        }),
+    );
+    let c = core.clone();
+    supervisor.spawn(
         ocart_processors::recovery::DISPATCHER,
         factory(move || {
             let core = c.clone();

@@ -3,16 +3,19 @@
 //!
 //! Recording an order is safe to repeat (a webhook retried after a crash, a replayed
 //! delivery): the cart conversion comes first and is idempotent for the same order id, then
-//! the order is recorded with the attribution the conversion answered, then the buyer's other
-//! open runs stop. A repeat finds each step done and changes nothing.
+//! the order is recorded with the attribution the conversion answered. The buyer's other open
+//! runs are stopped by the recovery follow-ups (`processors::recovery::followups`) when they
+//! reach the recorded order, so an admin conversion or a replay gets the same effect. A repeat
+//! finds each step done and changes nothing.
 
 use chrono::{DateTime, Duration, Utc};
+use ocart_domain::ProductId;
 use ocart_domain::cart::{cart_id_for_session, CartCommand, CartError, CartStatus};
 use ocart_domain::order::{
     is_paid, order_blocks_restore, order_id_for, signal_applies, Attribution, AttributionOutcome,
     MatchedBy, OrderCommand, OrderFacts,
 };
-use ocart_domain::recovery::{RestoreFailure, RestoreOutcome, RunCommand, StopReason};
+use ocart_domain::recovery::{RestoreFailure, RestoreOutcome, RunCommand};
 use ocart_domain::{CartItem, Currency, Email};
 use ocart_projections::queries::recovery as q;
 use ocart_projections::{CommandError, CommandMeta};
@@ -136,8 +139,8 @@ impl Core {
         Ok((cart.status() != CartStatus::New).then_some(cart_id))
     }
 
-    /// Records an order signal: converts the cart it matched (once paid), records the order,
-    /// and stops every other open run of the buyer. Safe to repeat.
+    /// Records an order signal: converts the cart it matched (once paid) and records the order
+    /// (the recovery follow-ups then stop every other open run of the buyer). Safe to repeat.
     pub async fn record_order(
         &self,
         signal: OrderSignal,
@@ -225,43 +228,42 @@ impl Core {
                 .collect(),
             modified_at: signal.modified_at,
         };
+        let recorded = self
+            .record_order_facts(facts, attribution, meta)
+            .await
+            .map_err(anyhow::Error::from)?;
+        Ok(RecordedOrder {
+            position: recorded.position.or(position),
+            ..recorded
+        })
+    }
+
+    /// Records an order on its `Order` aggregate, with the attribution its cart conversion
+    /// answered. What follows from a paid order (the buyer's other open runs stopped, the
+    /// converted run credited) is done by the process managers that follow the log (the
+    /// recovery follow-ups and the opener), whichever entry point recorded it.
+    pub(crate) async fn record_order_facts(
+        &self,
+        facts: OrderFacts,
+        attribution: Option<Attribution>,
+        meta: &CommandMeta,
+    ) -> Result<RecordedOrder, CommandError<ocart_domain::order::OrderError>> {
+        let order_id = facts.order_id.clone();
+        let paid = facts.paid;
+        let aggregate_id = order_id_for(&order_id).to_string();
         let command = OrderCommand::Record {
             facts: Box::new(facts),
-            attribution: attribution.clone(),
+            attribution,
             at: meta.at,
         };
         let outcome = self.orders.execute(&aggregate_id, command, meta).await?;
-        let changed = !outcome.events.is_empty();
-        position = outcome.last_position().or(position);
-        let attribution = outcome.aggregate.attribution().cloned();
-        if paid {
-            // A buyer who has ordered is never chased: their other open runs stop now (the
-            // matched cart's run is credited by the recovery opener).
-            if let Some(hash) = &email_hash {
-                let matched = attribution.as_ref().map(|a| a.cart_id.as_str());
-                for run in q::open_runs_of_recipient(&self.db, hash).await? {
-                    if Some(run.cart_id.as_str()) == matched {
-                        continue;
-                    }
-                    let stop = RunCommand::Stop {
-                        reason: StopReason::OrderPlaced,
-                        at: meta.at,
-                    };
-                    match self.runs.execute(&run.run_id, stop, meta).await {
-                        Ok(done) => position = done.last_position().or(position),
-                        Err(CommandError::Rejected(_)) => {}
-                        Err(other) => return Err(other.into()),
-                    }
-                }
-            }
-        }
         Ok(RecordedOrder {
-            order_id: signal.order_id,
+            order_id,
             paid,
-            attribution,
-            changed,
+            attribution: outcome.aggregate.attribution().cloned(),
+            changed: !outcome.events.is_empty(),
             stale: false,
-            position,
+            position: outcome.last_position(),
         })
     }
 
@@ -332,11 +334,13 @@ impl Core {
                 return Ok(Restore::Failed(reason));
             }
         };
-        let mut ids: Vec<u64> = items.iter().map(|i| i.product_id).collect();
+        // WooCommerce's ids are numbers; a store with string ids is not asked (fail open).
+        let mut ids: Vec<u64> = items.iter().filter_map(|i| i.product_id.as_number()).collect();
+        ids.sort_unstable();
         ids.dedup();
-        let unavailable = match &self.woo {
+        let unavailable: Vec<ProductId> = match &self.woo {
             Some(woo) => match woo.unavailable(&ids).await {
-                Ok(gone) => gone,
+                Ok(gone) => gone.into_iter().map(ProductId::Number).collect(),
                 Err(err) => {
                     // Fail open: a store that cannot answer still gets its shopper back.
                     tracing::warn!(error = %err, "cannot check product availability; restoring all items");
@@ -366,9 +370,14 @@ impl Core {
         }
         let items = kept
             .iter()
-            .map(|i| match i.variation_id {
-                Some(v) => format!("{}:{v}x{}", i.product_id, i.quantity),
-                None => format!("{}x{}", i.product_id, i.quantity),
+            .map(|i| match &i.variation_id {
+                Some(v) => format!(
+                    "{}:{}x{}",
+                    i.product_id.link_form(),
+                    v.link_form(),
+                    i.quantity
+                ),
+                None => format!("{}x{}", i.product_id.link_form(), i.quantity),
             })
             .collect::<Vec<_>>()
             .join(",");

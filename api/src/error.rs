@@ -209,3 +209,29 @@ pub fn command_error<E: std::error::Error + Send + Sync + 'static>(
         CommandError::Corrupt(msg) => ApiError::Internal(anyhow::anyhow!(msg)),
     }
 }
+
+// The use cases' errors, each mapped here once (`crate::usecases`).
+
+impl From<crate::usecases::StoreFailure> for ApiError {
+    fn from(err: crate::usecases::StoreFailure) -> Self {
+        use crate::usecases::StoreFailure;
+        match err {
+            StoreFailure::Conflict(_) => Self::Conflict(err.to_string()),
+            StoreFailure::Unavailable(msg) => Self::Unavailable(msg),
+            StoreFailure::Corrupt(msg) => Self::Internal(anyhow::anyhow!(msg)),
+        }
+    }
+}
+
+impl From<crate::usecases::convert::ConvertError> for ApiError {
+    fn from(err: crate::usecases::convert::ConvertError) -> Self {
+        use crate::usecases::convert::ConvertError;
+        match err {
+            ConvertError::Invalid(errors) => Self::Validation(errors),
+            ConvertError::CartNotFound(id) => Self::NotFound(format!("cart {id}")),
+            ConvertError::Closed(why) | ConvertError::OrderConflict(why) => Self::Conflict(why),
+            ConvertError::Store(failure) => failure.into(),
+            ConvertError::Internal(err) => Self::Internal(err),
+        }
+    }
+}

@@ -58,6 +58,11 @@ pub struct JsonBody<T>(pub T);
 /// Parses `bytes` as JSON into `T`: syntax errors are 400, wrong or missing fields are 422 with
 /// the JSON path of the field.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // Every body is a JSON object (or, where the body is optional, null); serde would
+    // otherwise read a top-level array positionally into a struct (`[null]` as `{}`).
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return Err(ApiError::validation("body", "must be a JSON object, not an array"));
+    }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
         let path = err.path().to_string();

@@ -29,6 +29,19 @@ pub fn document(routed: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
     doc
 }
 
+/// The JSON `null`: a field that must be absent or null (one side of a one-of).
+pub struct Null;
+
+impl utoipa::PartialSchema for Null {
+    fn schema() -> RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::Null)
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Null {}
+
 struct BearerAuth;
 
 impl Modify for BearerAuth {

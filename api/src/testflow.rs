@@ -62,7 +62,7 @@ impl Core {
             stage: Stage::Checkout,
             currency: Currency::parse("currency", "USD")?,
             items: vec![CartItem {
-                product_id: 1,
+                product_id: ocart_domain::ProductId::Number(1),
                 variation_id: None,
                 sku: Some("OCART-TEST".into()),
                 name: "Test product".into(),

@@ -1,10 +1,9 @@
 //! What happens to a message after it is sent: provider reports (delivery, bounce,
-//! complaint) and opens, recorded on the run; a hard bounce or a complaint suppresses the
-//! recipient on every channel, and stops their runs.
+//! complaint) and opens, recorded on the run. A hard bounce or a complaint suppresses the
+//! recipient and stops their runs: the recovery follow-ups (`processors::recovery::followups`)
+//! do that when they reach the recorded report, so a replay gets the same effect.
 
-use ocart_domain::recovery::{
-    Channel, DeliveryKind, DeliveryReport, RunCommand, SuppressionReason,
-};
+use ocart_domain::recovery::{DeliveryReport, RunCommand};
 use ocart_projections::queries::recovery as q;
 use ocart_projections::{CommandError, CommandMeta};
 
@@ -13,7 +12,7 @@ use crate::core::Core;
 /// What a report did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reported {
-    /// Recorded (and, for a hard bounce or complaint, the recipient suppressed).
+    /// Recorded (a hard bounce or complaint then suppresses the recipient, by the follow-ups).
     Recorded,
     /// Already recorded: a provider's retry.
     Repeated,
@@ -32,11 +31,6 @@ impl Core {
         let Some(message) = q::message_by_key(&self.db, message_key).await? else {
             return Ok(Reported::Unknown);
         };
-        let suppress = match report.kind {
-            DeliveryKind::Bounced if report.hard => Some(SuppressionReason::Bounce),
-            DeliveryKind::Complained => Some(SuppressionReason::Complaint),
-            _ => None,
-        };
         let command = RunCommand::ReportDelivery {
             message_key: message_key.to_owned(),
             report,
@@ -49,21 +43,6 @@ impl Core {
         };
         if outcome.events.is_empty() {
             return Ok(Reported::Repeated);
-        }
-        if let (Some(reason), Some(recipient)) = (suppress, message.recipient_hash()) {
-            let channel = if message.channel == "sms" {
-                Channel::Sms
-            } else {
-                Channel::Email
-            };
-            self.suppress(
-                recipient,
-                reason,
-                Some(channel),
-                Some(message_key.to_owned()),
-                meta,
-            )
-            .await?;
         }
         Ok(Reported::Recorded)
     }

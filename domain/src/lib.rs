@@ -34,5 +34,6 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use money::{format_decimal, line_total, lines_total, Money, MoneyError, MAX_AMOUNT, MAX_QUANTITY};
 pub use privacy::{PersonalField, Sealed, SubjectHash};
 pub use values::{
-    CartItem, CartTotals, Currency, Email, FieldError, Phone, Source, Stage, MAX_CART_ITEMS,
+    CartItem, CartTotals, Currency, Email, FieldError, Phone, ProductId, Source, Stage,
+    MAX_CART_ITEMS, MAX_PRODUCT_ID_LEN,
 };

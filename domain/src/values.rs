@@ -250,15 +250,110 @@ impl Stage {
     }
 }
 
+/// A store's product or variation id, kept as the store gave it: a JSON number (WooCommerce's
+/// integer ids) or a string (stores whose ids are not numbers). A string is 1 to 100
+/// characters without control characters; a number is a non-negative integer up to 2⁶⁴−1.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ProductId {
+    Number(u64),
+    Text(String),
+}
+
+/// The longest string product id.
+pub const MAX_PRODUCT_ID_LEN: usize = 100;
+
+impl ProductId {
+    /// A string id, checked.
+    pub fn text(raw: &str) -> Result<Self, &'static str> {
+        let chars = raw.chars().count();
+        if chars == 0 || chars > MAX_PRODUCT_ID_LEN {
+            Err("must be a non-negative integer, or a string of 1 to 100 characters")
+        } else if raw.chars().any(char::is_control) {
+            Err("must not hold control characters")
+        } else {
+            Ok(Self::Text(raw.to_owned()))
+        }
+    }
+
+    /// The id as a WooCommerce product id, when it is a number.
+    pub fn as_number(&self) -> Option<u64> {
+        match self {
+            Self::Number(n) => Some(*n),
+            Self::Text(_) => None,
+        }
+    }
+
+    /// The id in a restore link's `ocart_items` (`product[:variation]xquantity,…`): a number as
+    /// digits; a string with `%`, `,` and `:` percent-encoded, so the list still splits on `,`,
+    /// the product on the first `:` and the quantity after the last `x`.
+    pub fn link_form(&self) -> String {
+        match self {
+            Self::Number(n) => n.to_string(),
+            Self::Text(s) => s
+                .replace('%', "%25")
+                .replace(',', "%2C")
+                .replace(':', "%3A"),
+        }
+    }
+}
+
+impl std::fmt::Display for ProductId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Number(n) => write!(f, "{n}"),
+            Self::Text(s) => f.write_str(s),
+        }
+    }
+}
+
+impl From<u64> for ProductId {
+    fn from(n: u64) -> Self {
+        Self::Number(n)
+    }
+}
+
+impl Serialize for ProductId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Number(n) => serializer.serialize_u64(*n),
+            Self::Text(s) => serializer.serialize_str(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ProductId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = ProductId;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a non-negative integer, or a string of 1 to 100 characters")
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<ProductId, E> {
+                Ok(ProductId::Number(n))
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<ProductId, E> {
+                u64::try_from(n)
+                    .map(ProductId::Number)
+                    .map_err(|_| E::custom("must not be negative"))
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<ProductId, E> {
+                ProductId::text(s).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
 /// The most items one cart may hold.
 pub const MAX_CART_ITEMS: usize = 500;
 
 /// One line of a cart. Prices are integer minor units of the cart's currency.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CartItem {
-    pub product_id: u64,
+    pub product_id: ProductId,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub variation_id: Option<u64>,
+    pub variation_id: Option<ProductId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sku: Option<String>,
     pub name: String,
@@ -317,6 +412,34 @@ mod tests {
             let currency = Currency::parse("c", code).unwrap();
             assert_eq!(currency.parse_decimal("t", raw).ok(), *want, "{rule}: {raw}");
         }
+    }
+
+    #[test]
+    fn product_ids_are_numbers_or_strings_kept_as_given() {
+        let cases: &[(&str, &str, Option<ProductId>)] = &[
+            ("a number stays a number", "42", Some(ProductId::Number(42))),
+            ("the largest u64 is an id", "18446744073709551615", Some(ProductId::Number(u64::MAX))),
+            ("a string stays a string", "\"sku-9/blue\"", Some(ProductId::Text("sku-9/blue".into()))),
+            ("a string of digits stays a string", "\"42\"", Some(ProductId::Text("42".into()))),
+            ("multi-byte text is an id", "\"咖啡-杯\"", Some(ProductId::Text("咖啡-杯".into()))),
+            ("a negative number is refused", "-1", None),
+            ("a fraction is refused", "4.2", None),
+            ("a number past u64 is refused", "18446744073709551616", None),
+            ("an empty string is refused", "\"\"", None),
+            ("a control character is refused", "\"a\\u0000b\"", None),
+            ("a string past 100 characters is refused", &format!("\"{}\"", "é".repeat(101)), None),
+            ("null is refused", "null", None),
+        ];
+        for (rule, json, want) in cases {
+            let got = serde_json::from_str::<ProductId>(json).ok();
+            assert_eq!(&got, want, "{rule}: {json}");
+            if let Some(id) = got {
+                assert_eq!(serde_json::to_string(&id).unwrap(), *json, "{rule}: round trip");
+            }
+        }
+        let id = ProductId::Text("a,b:c%dx".into());
+        assert_eq!(id.link_form(), "a%2Cb%3Ac%25dx");
+        assert_eq!(ProductId::Number(7).link_form(), "7");
     }
 
     #[test]

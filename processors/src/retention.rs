@@ -34,6 +34,8 @@ const BATCH: i64 = 500;
 /// What one pass did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Pruned {
+    /// Feed rows older than the cut-off this pass recorded (the recovery projection deletes
+    /// them when it applies `recovery/deliverability_pruned`).
     pub deliverability_rows: u64,
     pub carts_expired: u64,
     pub subjects_erased: u64,

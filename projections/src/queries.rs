@@ -31,7 +31,7 @@ pub struct CartRow {
     pub abandonment_kind: Option<String>,
     pub source: String,
     pub currency: String,
-    #[schema(value_type = Object)]
+    #[schema(value_type = Vec<Object>)]
     pub items: Json<Value>,
     #[schema(value_type = Object)]
     pub totals: Json<Value>,

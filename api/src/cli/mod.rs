@@ -468,13 +468,37 @@ async fn cart(cmd: CartCmd, config: Config, json_out: bool) -> anyhow::Result<()
             revenue,
         } => {
             let meta = cli_meta(&core);
-            let command = CartCommand::MarkConverted {
-                at: meta.at,
+            let input = crate::usecases::convert::ConvertCart {
+                cart_id: id.clone(),
                 order_id,
                 revenue,
-                placed_at: None,
             };
-            cart_command(&core, &id, command, &meta, json_out).await?;
+            let converted = crate::usecases::convert::convert(&core, input, &meta)
+                .await
+                .map_err(|e| match e {
+                    crate::usecases::convert::ConvertError::CartNotFound(_) => {
+                        anyhow::anyhow!("no cart {id}")
+                    }
+                    crate::usecases::convert::ConvertError::Invalid(errors) => anyhow::anyhow!(
+                        "{}",
+                        errors
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    ),
+                    crate::usecases::convert::ConvertError::Closed(why) => {
+                        anyhow::anyhow!("cart {id}: {why}")
+                    }
+                    other => other.into(),
+                })?;
+            if let Some(position) = converted.position {
+                core.ensure_projected(position).await?;
+            }
+            let status = converted.status.as_str();
+            print(json_out, &json!({"cart_id": id, "status": status}), || {
+                format!("cart {id} is now {status}")
+            });
         }
         CartCmd::MarkAbandoned { id } => {
             let settings = core.settings().await?;

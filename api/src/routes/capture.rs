@@ -8,7 +8,7 @@ use ocart_domain::cart::{
 };
 use ocart_domain::{
     line_total, lines_total, CartItem, CartTotals, Currency, Email, FieldError, Money,
-    PersonalField, Phone, Source, Stage, MAX_AMOUNT, MAX_CART_ITEMS, MAX_QUANTITY,
+    PersonalField, Phone, ProductId, Source, Stage, MAX_AMOUNT, MAX_CART_ITEMS, MAX_QUANTITY,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -27,32 +27,89 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// A cart line as the store sends it. Prices are integer minor units.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ItemRequest {
-    pub product_id: u64,
+    /// The store's id: an integer (WooCommerce) or a string of 1 to 100 characters, kept as
+    /// given.
+    #[schema(value_type = ProductIdBody)]
+    pub product_id: ProductId,
     #[serde(default)]
-    pub variation_id: Option<u64>,
+    #[schema(value_type = Option<ProductIdBody>)]
+    pub variation_id: Option<ProductId>,
     #[serde(default)]
+    #[schema(max_length = 100)]
     pub sku: Option<String>,
+    /// Not blank; at most 200 characters.
+    #[schema(max_length = 200, pattern = "\\S")]
     pub name: String,
+    #[schema(minimum = 1, maximum = 10000)]
     pub quantity: i64,
+    /// Minor units; times the quantity at most 100000000000.
+    #[schema(minimum = 0, maximum = 100000000000_i64)]
     pub unit_price: i64,
     #[serde(default)]
+    #[schema(max_items = 20, value_type = Vec<Category>)]
     pub categories: Vec<String>,
     #[serde(default)]
+    #[schema(max_length = 2048, pattern = "^https?://")]
     pub image_url: Option<String>,
     /// A subscription product: carts holding one get no recovery coupon.
     #[serde(default)]
     pub subscription: bool,
 }
 
+/// A product id as documented: a non-negative integer, or 1 to 100 characters without control
+/// characters ([`ProductId`] is what is parsed).
+pub struct ProductIdBody;
+
+impl utoipa::PartialSchema for ProductIdBody {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::Type;
+        use utoipa::openapi::{ObjectBuilder, OneOfBuilder};
+        OneOfBuilder::new()
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(0)),
+            )
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some("^[^\\u0000-\\u001f\\u007f-\\u009f]{1,100}$")),
+            )
+            .into()
+    }
+}
+
+impl ToSchema for ProductIdBody {}
+
+/// A product category name (at most 100 characters).
+pub struct Category;
+
+impl utoipa::PartialSchema for Category {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .max_length(Some(100))
+            .into()
+    }
+}
+
+impl ToSchema for Category {}
+
+/// Amounts in minor units, each 0 to 100000000000.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct TotalsRequest {
+    #[schema(minimum = 0, maximum = 100000000000_i64)]
     pub subtotal: i64,
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 100000000000_i64)]
     pub discount: i64,
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 100000000000_i64)]
     pub shipping: i64,
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 100000000000_i64)]
     pub tax: i64,
+    #[schema(minimum = 0, maximum = 100000000000_i64)]
     pub total: i64,
 }
 
@@ -60,24 +117,35 @@ pub struct TotalsRequest {
 pub struct CaptureRequest {
     /// The checkout session; issued in the reply if absent.
     #[serde(default)]
+    #[schema(pattern = "^[A-Za-z0-9_-]{16,128}$")]
     pub session_token: Option<String>,
+    #[schema(max_length = 254, pattern = "^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")]
     pub email: String,
+    /// E.164 (spaces, dashes, dots and parentheses are ignored); blank means none.
     #[serde(default)]
+    #[schema(pattern = "^( *|\\+[1-9][0-9]{7,14})$")]
     pub phone: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 200)]
     pub name: Option<String>,
     /// true consents, false withdraws (the cart is erased).
     #[serde(default)]
     pub consent: Option<bool>,
     #[serde(default)]
+    #[schema(max_length = 2000)]
     pub consent_text: Option<String>,
-    /// classic, block, hosted or api
+    /// classic, block, hosted or api (default api)
     #[serde(default)]
+    #[schema(pattern = "^(classic|block|hosted|api)$")]
     pub source: Option<String>,
-    /// cart or checkout
+    /// cart or checkout (default cart)
     #[serde(default)]
+    #[schema(pattern = "^(cart|checkout)$")]
     pub stage: Option<String>,
+    /// An active ISO 4217 code.
+    #[schema(pattern = "^(AED|AFN|ALL|AMD|ANG|AOA|ARS|AUD|AWG|AZN|BAM|BBD|BDT|BGN|BHD|BIF|BMD|BND|BOB|BRL|BSD|BTN|BWP|BYN|BZD|CAD|CDF|CHF|CLP|CNY|COP|CRC|CUP|CVE|CZK|DJF|DKK|DOP|DZD|EGP|ERN|ETB|EUR|FJD|FKP|GBP|GEL|GHS|GIP|GMD|GNF|GTQ|GYD|HKD|HNL|HTG|HUF|IDR|ILS|INR|IQD|IRR|ISK|JMD|JOD|JPY|KES|KGS|KHR|KMF|KPW|KRW|KWD|KYD|KZT|LAK|LBP|LKR|LRD|LSL|LYD|MAD|MDL|MGA|MKD|MMK|MNT|MOP|MRU|MUR|MVR|MWK|MXN|MYR|MZN|NAD|NGN|NIO|NOK|NPR|NZD|OMR|PAB|PEN|PGK|PHP|PKR|PLN|PYG|QAR|RON|RSD|RUB|RWF|SAR|SBD|SCR|SDG|SEK|SGD|SHP|SLE|SOS|SRD|SSP|STN|SVC|SYP|SZL|THB|TJS|TMT|TND|TOP|TRY|TTD|TWD|TZS|UAH|UGX|USD|UYU|UZS|VES|VND|VUV|WST|XAF|XCD|XCG|XOF|XPF|YER|ZAR|ZMW|ZWG)$")]
     pub currency: String,
+    #[schema(min_items = 1, max_items = 500)]
     pub items: Vec<ItemRequest>,
     /// Computed from the items when absent.
     #[serde(default)]

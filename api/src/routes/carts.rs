@@ -33,12 +33,16 @@ const WRITE: &[Capability] = &[Capability::OcartManage];
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct ListQuery {
     /// active, abandoned, converted or expired
+    #[param(pattern = "^(active|abandoned|converted|expired)$")]
     pub status: Option<String>,
     /// RFC 3339 time, or a relative age such as `24h`, `7d`, `30m`.
+    #[param(pattern = "^([0-9]{1,7}[smhd]|[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9]))$")]
     pub since: Option<String>,
     /// 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
+    #[param(pattern = "^[0-9]{1,16}\\.([0-9a-f]{2})*$")]
     pub cursor: Option<String>,
     pub min_position: Option<i64>,
 }
@@ -209,13 +213,15 @@ pub async fn abandon(
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct ConvertRequest {
+    #[schema(max_length = 100)]
     pub order_id: Option<String>,
     /// Order revenue in minor units.
+    #[schema(minimum = 0)]
     pub revenue: Option<i64>,
 }
 
 /// Marks a cart converted (an order was placed).
-#[utoipa::path(post, path = "/ocart/v1/carts/{id}/convert", tag = "carts", params(("id" = String, Path, description = "Cart id")), request_body = ConvertRequest,
+#[utoipa::path(post, path = "/ocart/v1/carts/{id}/convert", tag = "carts", params(("id" = String, Path, description = "Cart id")), request_body = Option<ConvertRequest>,
     responses((status = 200, body = CommandReply), (status = 404, body = crate::error::Problem), (status = 409, body = crate::error::Problem)), security(("bearer" = [])))]
 pub async fn convert(
     State(state): State<AppState>,
@@ -225,26 +231,22 @@ pub async fn convert(
     body: axum::body::Bytes,
 ) -> Result<Json<CommandReply>, ApiError> {
     caller.require(WRITE)?;
+    // The body is optional: none, or `null`, is the empty request.
     let request: ConvertRequest = if body.iter().all(u8::is_ascii_whitespace) {
         ConvertRequest::default()
     } else {
-        crate::json::parse(&body)?
+        crate::json::parse::<Option<ConvertRequest>>(&body)?.unwrap_or_default()
     };
-    if request.revenue.is_some_and(|r| r < 0) {
-        return Err(ApiError::validation("revenue", "must not be negative"));
-    }
-    if request.order_id.as_ref().is_some_and(|o| o.len() > 100) {
-        return Err(ApiError::validation(
-            "order_id",
-            "must be at most 100 characters",
-        ));
-    }
     let meta = ctx.meta(caller.actor(), &state);
-    let command = CartCommand::MarkConverted {
-        at: meta.at,
+    let input = crate::usecases::convert::ConvertCart {
+        cart_id: id,
         order_id: request.order_id,
         revenue: request.revenue,
-        placed_at: None,
     };
-    cart_command(&state, id, command, &meta).await
+    let converted = crate::usecases::convert::convert(&state.core, input, &meta).await?;
+    Ok(Json(CommandReply {
+        id: converted.cart_id,
+        status: converted.status.as_str().into(),
+        position: converted.position,
+    }))
 }

@@ -33,8 +33,10 @@ const WRITE: &[Capability] = &[Capability::OcartManageRecovery, Capability::Ocar
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct CouponQuery {
     /// active, used or expired
+    #[param(pattern = "^(active|used|expired)$")]
     pub status: Option<String>,
     /// 1 to 500 (default 100).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
 }
 
@@ -73,8 +75,11 @@ pub async fn list(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ValidateCoupon {
+    /// 1 to 64 characters, not blank.
+    #[schema(max_length = 64, pattern = "\\S")]
     pub code: String,
     /// The checkout's billing email: a recovery coupon is for the captured email only.
+    #[schema(max_length = 254, pattern = "^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")]
     pub email: String,
 }
 

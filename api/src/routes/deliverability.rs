@@ -58,8 +58,10 @@ const KINDS: [&str; 7] = [
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct FeedQuery {
     /// send, delivery, open, click, bounce, complaint or unsubscribe
+    #[param(pattern = "^(send|delivery|open|click|bounce|complaint|unsubscribe)$")]
     pub kind: Option<String>,
     /// 1 to 500 (default 100).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<i64>,
@@ -108,8 +110,10 @@ pub async fn feed(
 #[serde(deny_unknown_fields)]
 pub struct DnsCheckRequest {
     /// The sending domain (the From address's).
+    #[schema(max_length = 253, pattern = "^[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(\\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)+\\.?$")]
     pub domain: String,
-    /// The DKIM selector (default: `[email.dkim] selector`).
+    /// The DKIM selector (default: `[email.dkim] selector`; required without one).
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,63}$")]
     pub dkim_selector: Option<String>,
 }
 

@@ -15,8 +15,6 @@ pub mod system;
 pub mod templates;
 pub mod tokens;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use chrono::{DateTime, Utc};
 use utoipa_axum::router::OpenApiRouter;
 
@@ -33,7 +31,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(tokens::router())
         .merge(privacy::router())
         .merge(recovery::router())
-        .merge(OpenApiRouter::from(orders::router()))
+        .merge(orders::router())
         .merge(coupons::router())
         .merge(deliverability::router())
         .merge(reports::router())
@@ -42,24 +40,61 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(system::router())
 }
 
-/// Keyset pagination cursors: URL-safe base64 of `time|id`, the sort key of a page's last row.
+/// Keyset pagination cursors: `<unix micros>.<hex of the id>`, the sort key of a page's last
+/// row. Every text of that shape (`^[0-9]{1,16}\.([0-9a-f]{2})*$`, as the OpenAPI document
+/// says) is a cursor: it names a place in the order, whether or not a row sits there.
 pub mod keyset {
     use super::*;
 
     pub fn encode(at: DateTime<Utc>, id: &str) -> String {
-        URL_SAFE_NO_PAD.encode(format!(
-            "{}|{id}",
-            at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-        ))
+        format!("{}.{}", at.timestamp_micros(), hex::encode(id.as_bytes()))
     }
 
-    /// `None` for anything this API did not issue.
+    /// `None` for anything not of the cursor's shape.
     pub fn decode(raw: &str) -> Option<(DateTime<Utc>, String)> {
-        let text = String::from_utf8(URL_SAFE_NO_PAD.decode(raw).ok()?).ok()?;
-        let (at, id) = text.split_once('|')?;
-        Some((
-            DateTime::parse_from_rfc3339(at).ok()?.with_timezone(&Utc),
-            id.to_owned(),
-        ))
+        let (micros, id) = raw.split_once('.')?;
+        if micros.is_empty() || micros.len() > 16 || !micros.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        if !id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            return None;
+        }
+        let at = DateTime::from_timestamp_micros(micros.parse().ok()?)?;
+        let id = String::from_utf8_lossy(&hex::decode(id).ok()?).into_owned();
+        Some((at, id))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use proptest::prelude::*;
+
+        #[test]
+        fn cursors_round_trip_and_refuse_other_shapes() {
+            let at = DateTime::from_timestamp_micros(1_780_000_000_123_456).unwrap();
+            assert_eq!(decode(&encode(at, "cart-1|x")), Some((at, "cart-1|x".into())));
+            for (rule, raw) in [
+                ("an empty cursor is refused", ""),
+                ("a cursor without a dot is refused", "123"),
+                ("a sign is refused", "-1.ab"),
+                ("upper-case hex is refused", "1.AB"),
+                ("an odd number of hex digits is refused", "1.abc"),
+                ("more than 16 digits is refused", "12345678901234567.ab"),
+            ] {
+                assert_eq!(decode(raw), None, "{rule}");
+            }
+        }
+
+        proptest! {
+            #[test]
+            fn every_text_of_the_documented_shape_is_a_cursor(raw in "[0-9]{1,16}\\.([0-9a-f]{2}){0,20}") {
+                prop_assert!(decode(&raw).is_some());
+            }
+
+            #[test]
+            fn no_text_makes_the_cursor_parser_panic(raw in "\\PC{0,40}") {
+                let _ = decode(&raw);
+            }
+        }
     }
 }

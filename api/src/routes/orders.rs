@@ -8,10 +8,9 @@
 //! thousand lines), where every other route keeps the small limit. `GET /ocart/v1/orders`
 //! lists what arrived.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use chrono::{DateTime, NaiveDateTime, Utc};
@@ -22,10 +21,13 @@ use ocart_projections::queries::recovery::{self as q, OrderRow};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::attribution::{OrderSignal, RecordedOrder};
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::extract::{Path, Query};
 use crate::routes::keyset;
 use crate::state::{AppState, RequestContext};
 
@@ -33,13 +35,13 @@ use crate::state::{AppState, RequestContext};
 /// every line with its taxes and meta data, about 1.5 KiB a line.
 pub const MAX_ORDER_BODY: usize = 4 * 1024 * 1024;
 
-pub fn router() -> Router<AppState> {
-    let signals = Router::new()
-        .route("/ocart/v1/orders", post(create))
-        .route("/ocart/v1/webhooks/woocommerce", post(woocommerce));
-    crate::json::with_body_limit(signals, MAX_ORDER_BODY)
-        .route("/ocart/v1/orders", get(list))
-        .route("/ocart/v1/orders/{id}", get(show))
+pub fn router() -> OpenApiRouter<AppState> {
+    let signals = OpenApiRouter::new()
+        .routes(routes!(create))
+        .routes(routes!(woocommerce));
+    crate::json::documented_with_body_limit(signals, MAX_ORDER_BODY)
+        .routes(routes!(list))
+        .routes(routes!(show))
 }
 
 const READ: &[Capability] = &[
@@ -54,17 +56,23 @@ const WRITE: &[Capability] = &[Capability::OcartManage, Capability::OcartManageR
 #[serde(deny_unknown_fields)]
 pub struct OrderRequest {
     /// The store's order id (1–100 characters).
+    #[schema(max_length = 100, pattern = "\\S")]
     pub order_id: String,
     /// The store's status: `processing` and `completed` are paid; `on-hold` and `pending` are
     /// paid when `payment_method` is one of `recovery.offline_gateways`; any other is not.
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,40}$")]
     pub status: String,
     /// The payment gateway id (`stripe`, `bacs`, `cod`, …).
+    #[schema(max_length = 64)]
     pub payment_method: Option<String>,
     /// ISO 4217 code.
+    #[schema(pattern = "^(AED|AFN|ALL|AMD|ANG|AOA|ARS|AUD|AWG|AZN|BAM|BBD|BDT|BGN|BHD|BIF|BMD|BND|BOB|BRL|BSD|BTN|BWP|BYN|BZD|CAD|CDF|CHF|CLP|CNY|COP|CRC|CUP|CVE|CZK|DJF|DKK|DOP|DZD|EGP|ERN|ETB|EUR|FJD|FKP|GBP|GEL|GHS|GIP|GMD|GNF|GTQ|GYD|HKD|HNL|HTG|HUF|IDR|ILS|INR|IQD|IRR|ISK|JMD|JOD|JPY|KES|KGS|KHR|KMF|KPW|KRW|KWD|KYD|KZT|LAK|LBP|LKR|LRD|LSL|LYD|MAD|MDL|MGA|MKD|MMK|MNT|MOP|MRU|MUR|MVR|MWK|MXN|MYR|MZN|NAD|NGN|NIO|NOK|NPR|NZD|OMR|PAB|PEN|PGK|PHP|PKR|PLN|PYG|QAR|RON|RSD|RUB|RWF|SAR|SBD|SCR|SDG|SEK|SGD|SHP|SLE|SOS|SRD|SSP|STN|SVC|SYP|SZL|THB|TJS|TMT|TND|TOP|TRY|TTD|TWD|TZS|UAH|UGX|USD|UYU|UZS|VES|VND|VUV|WST|XAF|XCD|XCG|XOF|XPF|YER|ZAR|ZMW|ZWG)$")]
     pub currency: String,
     /// The order total in minor units (cents).
+    #[schema(minimum = 0)]
     pub total: i64,
     /// The buyer's email: only its keyed hash is kept, to match carts and to stop runs.
+    #[schema(max_length = 254, pattern = "^( *|[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)+)$")]
     pub email: Option<String>,
     /// When the order was placed (RFC 3339; default now).
     pub placed_at: Option<DateTime<Utc>>,
@@ -74,13 +82,17 @@ pub struct OrderRequest {
     /// but not take it away; without it, the last signal to arrive wins.
     pub modified_at: Option<DateTime<Utc>>,
     /// The OCart cart id, if the store kept it (`ocart_cart` of a restore).
+    #[schema(max_length = 64)]
     pub cart_id: Option<String>,
     /// The checkout session token the cart was captured with.
+    #[schema(max_length = 200)]
     pub session_token: Option<String>,
     /// The `ocart_restore` token the shopper came back with.
+    #[schema(max_length = 100)]
     pub restore_token: Option<String>,
-    /// Coupon codes applied to the order.
+    /// Coupon codes applied to the order: at most 20, each at most 64 characters.
     #[serde(default)]
+    #[schema(max_items = 20)]
     pub coupon_codes: Vec<String>,
 }
 
@@ -138,10 +150,10 @@ fn signal_of(
     let currency = Currency::parse("currency", &request.currency)
         .map_err(|e| errors.push(e))
         .ok();
-    if request.total < 0 {
+    if let Err(e) = ocart_domain::Money::new(request.total, currency.unwrap_or(Currency::EUR)) {
         errors.push(FieldError::new(
             "total",
-            "must be zero or more (minor units)",
+            format!("{e} (minor units), got {}", request.total),
         ));
     }
     let email = match request
@@ -192,7 +204,7 @@ fn signal_of(
 
 /// Records an order signal from the store.
 #[utoipa::path(post, path = "/ocart/v1/orders", tag = "orders", request_body = OrderRequest,
-    responses((status = 200, body = RecordedOrder), (status = 400, body = crate::error::Problem), (status = 413, body = crate::error::Problem), (status = 422, body = crate::error::Problem)),
+    responses((status = 200, body = RecordedOrder), (status = 400, body = crate::error::Problem), (status = 409, description = "The order is recorded in another currency"), (status = 413, body = crate::error::Problem), (status = 422, body = crate::error::Problem)),
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
@@ -208,15 +220,17 @@ pub async fn create(
         .core
         .record_order(signal, &meta)
         .await
-        .map_err(ApiError::Internal)?;
+        .map_err(record_error)?;
     Ok(Json(recorded))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct OrderQuery {
     /// 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
+    #[param(pattern = "^[0-9]{1,16}\\.([0-9a-f]{2})*$")]
     pub cursor: Option<String>,
 }
 
@@ -370,6 +384,15 @@ pub enum WebhookReply {
     Note { ignored: String },
 }
 
+/// A signal the order refuses (another currency than it was recorded in) is a conflict, not
+/// a failure of the server; anything else is.
+fn record_error(err: anyhow::Error) -> ApiError {
+    match err.downcast::<ocart_projections::CommandError<ocart_domain::order::OrderError>>() {
+        Ok(err) => crate::error::command_error(err, |e| ApiError::Conflict(e.to_string())),
+        Err(other) => ApiError::Internal(other),
+    }
+}
+
 /// Whether `signature` (base64) is the HMAC-SHA256 of `body` under `secret`.
 fn signed(secret: &str, body: &[u8], signature: &str) -> bool {
     let Ok(expected) = STANDARD.decode(signature.trim()) else {
@@ -383,6 +406,18 @@ fn signed(secret: &str, body: &[u8], signature: &str) -> bool {
 /// WooCommerce order webhooks (topics `order.created`, `order.updated`, `order.restored`).
 /// Creating a webhook in WooCommerce first sends a ping, `webhook_id=N`, which is answered 200
 /// so the store activates it. Other topics are acknowledged and ignored.
+#[utoipa::path(post, path = "/ocart/v1/webhooks/woocommerce", tag = "webhooks",
+    request_body(content = Object, description = "The WooCommerce order (REST API v3 shape; `id`, `status`, `currency` and `total` are read, with `date_modified_gmt`, `billing`, `coupon_lines` and `meta_data`), or the ping `webhook_id=N`"),
+    params(
+        ("X-WC-Webhook-Signature" = Option<String>, Header, description = "Base64 HMAC-SHA256 of the raw body under [woocommerce] webhook_secret (every delivery but the ping)"),
+        ("X-WC-Webhook-Topic" = Option<String>, Header, description = "order.created, order.updated or order.restored are recorded; any other topic is acknowledged and ignored"),
+    ),
+    responses(
+        (status = 200, description = "Recorded, or acknowledged and ignored (ping, other topics)", body = Object),
+        (status = 401, description = "The signature is missing or does not match"),
+        (status = 409, description = "The order is recorded in another currency"),
+        (status = 503, description = "No webhook secret is set up, or the store is unavailable"),
+    ))]
 pub async fn woocommerce(
     State(state): State<AppState>,
     ctx: RequestContext,
@@ -438,7 +473,7 @@ pub async fn woocommerce(
         .core
         .record_order(signal, &meta)
         .await
-        .map_err(ApiError::Internal)?;
+        .map_err(record_error)?;
     Ok(Json(WebhookReply::Recorded(recorded)))
 }
 

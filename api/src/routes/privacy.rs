@@ -28,6 +28,33 @@ pub struct EraseRequest {
     pub reason: Option<String>,
 }
 
+/// What the erase body must be: exactly one of `email` or `phone` (the other absent or null),
+/// and an optional reason. [`EraseRequest`] is what is parsed; this is what is documented.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+#[serde(untagged)]
+pub enum EraseBody {
+    ByEmail {
+        #[schema(max_length = 254, pattern = "^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")]
+    email: String,
+        #[serde(default)]
+        #[schema(inline, value_type = crate::openapi::Null)]
+        phone: (),
+        /// Why (kept in the log and the audit log; default "request").
+        #[schema(max_length = 500)]
+        reason: Option<String>,
+    },
+    ByPhone {
+        #[schema(pattern = "^\\+[1-9][0-9]{7,14}$")]
+        phone: String,
+        #[serde(default)]
+        #[schema(inline, value_type = crate::openapi::Null)]
+        email: (),
+        #[schema(max_length = 500)]
+        reason: Option<String>,
+    },
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EraseReply {
     /// The subject hash that was erased.
@@ -36,7 +63,7 @@ pub struct EraseReply {
 }
 
 /// Deletes the subject's data key and records the erasure; read tables blank its fields.
-#[utoipa::path(post, path = "/ocart/v1/privacy/erase", tag = "privacy", request_body = EraseRequest,
+#[utoipa::path(post, path = "/ocart/v1/privacy/erase", tag = "privacy", request_body = EraseBody,
     responses((status = 200, body = EraseReply), (status = 422, body = crate::error::Problem)), security(("bearer" = [])))]
 pub async fn erase(
     State(state): State<AppState>,

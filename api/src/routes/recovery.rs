@@ -52,12 +52,14 @@ const WRITE: &[Capability] = &[Capability::OcartManageRecovery, Capability::Ocar
 #[serde(deny_unknown_fields)]
 pub struct StepBody {
     /// email or sms
-    #[schema(value_type = String)]
+    #[schema(value_type = String, pattern = "^(email|sms)$")]
     pub channel: Channel,
     /// Minutes after abandonment (saved clamped to 15–10080, and at least 15 after the step
-    /// before).
+    /// before; refused where the steps cannot fit 15 minutes apart within 7 days).
+    #[schema(minimum = 0)]
     pub delay_min: i64,
     /// The template this step sends.
+    #[schema(pattern = "\\S")]
     pub template: String,
     /// Create a recovery coupon for this step.
     #[serde(default)]
@@ -66,7 +68,7 @@ pub struct StepBody {
     /// (amount in minor units, or a percentage; expiry 1–365 days). Absent: the
     /// `recovery.coupon_*` settings. Setting it turns the coupon on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<DiscountBody>)]
     pub discount: Option<Discount>,
     /// An A/B test this step takes part in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -99,13 +101,30 @@ impl From<&Step> for StepBody {
     }
 }
 
+/// A step's coupon terms (documentation of [`Discount`]).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct DiscountBody {
+    /// fixed_cart (amount in minor units) or percent (amount 1 to 100)
+    #[schema(rename = "type", pattern = "^(fixed_cart|percent)$")]
+    kind: String,
+    #[schema(minimum = 1)]
+    amount: i64,
+    /// Days the coupon stays valid after it is issued.
+    #[schema(minimum = 1, maximum = 365)]
+    expiry_days: u32,
+}
+
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSequence {
+    /// 1 to 120 characters, not blank.
+    #[schema(max_length = 120, pattern = "\\S")]
     pub name: String,
     /// cart_abandoned, checkout_abandoned or browse_abandoned
-    #[schema(value_type = String)]
+    #[schema(value_type = String, pattern = "^(cart_abandoned|checkout_abandoned|browse_abandoned)$")]
     pub trigger_type: TriggerType,
+    #[schema(min_items = 1, max_items = 10)]
     pub steps: Vec<StepBody>,
     /// Default true.
     pub active: Option<bool>,
@@ -114,9 +133,11 @@ pub struct CreateSequence {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateSequence {
+    #[schema(max_length = 120, pattern = "\\S")]
     pub name: Option<String>,
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, pattern = "^(cart_abandoned|checkout_abandoned|browse_abandoned)$")]
     pub trigger_type: Option<TriggerType>,
+    #[schema(min_items = 1, max_items = 10)]
     pub steps: Option<Vec<StepBody>>,
     pub active: Option<bool>,
 }
@@ -237,7 +258,8 @@ pub async fn create_sequence(
     Ok((StatusCode::CREATED, Json(view)))
 }
 
-/// One sequence (archived ones too).
+/// One sequence. An archived (deleted) one is not found here; the list shows it with
+/// `include_archived=true`.
 #[utoipa::path(get, path = "/ocart/v1/recovery/sequences/{id}", tag = "recovery", params(("id" = String, Path, description = "Sequence id")),
     responses((status = 200, body = SequenceView), (status = 404, body = crate::error::Problem)), security(("bearer" = [])))]
 pub async fn show_sequence(
@@ -250,6 +272,7 @@ pub async fn show_sequence(
     state.read_your_writes("recovery", ctx.min_position).await?;
     let row = q::get_sequence(&state.core.db, &id)
         .await?
+        .filter(|row| !row.archived)
         .ok_or_else(|| ApiError::NotFound(format!("recovery sequence {id}")))?;
     Ok(Json(view_of_row(row)?))
 }
@@ -318,12 +341,15 @@ pub async fn archive_sequence(
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct RunQuery {
     /// pending, running, converted or stopped
+    #[param(pattern = "^(pending|running|converted|stopped)$")]
     pub status: Option<String>,
     pub cart_id: Option<String>,
     pub sequence_id: Option<String>,
     /// 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
+    #[param(pattern = "^[0-9]{1,16}\\.([0-9a-f]{2})*$")]
     pub cursor: Option<String>,
 }
 
@@ -464,7 +490,7 @@ pub async fn stop_run(
 #[serde(deny_unknown_fields)]
 pub struct PreviewRequest {
     /// Parts to preview instead of the saved template (unsaved edits).
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<crate::routes::templates::PartsBody>)]
     pub template: Option<TemplateParts>,
 }
 
@@ -476,7 +502,7 @@ pub struct PreviewReply {
 }
 
 /// Renders a template with a sample cart.
-#[utoipa::path(post, path = "/ocart/v1/recovery/templates/{id}/preview", tag = "recovery", params(("id" = String, Path, description = "Template name")), request_body = PreviewRequest,
+#[utoipa::path(post, path = "/ocart/v1/recovery/templates/{id}/preview", tag = "recovery", params(("id" = String, Path, description = "Template name")), request_body(content = Option<PreviewRequest>, description = "Unsaved parts to preview; without a body, the saved (or built-in) template is previewed"),
     responses((status = 200, body = PreviewReply), (status = 422, body = crate::error::Problem)), security(("bearer" = [])))]
 pub async fn preview_template(
     State(state): State<AppState>,
@@ -485,10 +511,11 @@ pub async fn preview_template(
     body: axum::body::Bytes,
 ) -> Result<Json<PreviewReply>, ApiError> {
     caller.require(READ)?;
+    // The body is optional: none, or `null`, is the empty request.
     let request: PreviewRequest = if body.iter().all(u8::is_ascii_whitespace) {
         PreviewRequest::default()
     } else {
-        crate::json::parse(&body)?
+        crate::json::parse::<Option<PreviewRequest>>(&body)?.unwrap_or_default()
     };
     let parts = match request.template {
         Some(parts) => parts,
@@ -524,6 +551,7 @@ pub struct SuppressionList {
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct SuppressionQuery {
     /// 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
 }
 
@@ -551,9 +579,10 @@ pub async fn list_suppression(
 #[serde(deny_unknown_fields)]
 pub struct AddSuppression {
     /// An email address or an E.164 phone number; only its hash is kept.
+    #[schema(max_length = 254, pattern = "^([A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+|\\+[1-9][0-9]{7,14})$")]
     pub recipient: String,
     /// manual (default), bounce, complaint, unsubscribe or winback_failed
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, pattern = "^(manual|bounce|complaint|unsubscribe|winback_failed)$")]
     pub reason: Option<SuppressionReason>,
 }
 
@@ -600,9 +629,12 @@ pub async fn add_suppression(
 
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct RemoveSuppressionQuery {
-    /// The email address or E.164 phone number to allow again.
+    /// The email address or E.164 phone number to allow again (give it or
+    /// `recipient_hash`, not both).
+    #[param(max_length = 254, pattern = "^([A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+|\\+[1-9][0-9]{7,14})$")]
     pub recipient: Option<String>,
     /// Or its hash, as the list shows it.
+    #[param(pattern = "^[0-9a-fA-F]{64}$")]
     pub recipient_hash: Option<String>,
 }
 
@@ -659,6 +691,7 @@ pub async fn remove_suppression(
 #[serde(deny_unknown_fields)]
 pub struct TriggerTest {
     /// Where the test messages go.
+    #[schema(max_length = 254, pattern = "^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")]
     pub email: String,
 }
 

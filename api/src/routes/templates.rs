@@ -43,6 +43,25 @@ pub struct TemplateView {
     pub updated_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
+/// A template's parts as sent (documentation of `TemplateParts`): minijinja text using only
+/// the merge tags the list names; each part at most 100000 characters.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct PartsBody {
+    #[schema(max_length = 100000)]
+    subject: String,
+    #[serde(default)]
+    #[schema(max_length = 100000)]
+    preheader: String,
+    #[schema(max_length = 100000)]
+    html: String,
+    #[schema(max_length = 100000)]
+    text: String,
+    #[serde(default)]
+    #[schema(max_length = 100000)]
+    sms: String,
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TemplateList {
     pub templates: Vec<TemplateView>,
@@ -118,8 +137,8 @@ pub async fn show(
 }
 
 /// Saves a template under `id` after checking every part's merge tags.
-#[utoipa::path(put, path = "/ocart/v1/recovery/templates/{id}", tag = "recovery", params(("id" = String, Path, description = "Template name")),
-    request_body(content = Object, description = "subject, preheader, html, text, sms"),
+#[utoipa::path(put, path = "/ocart/v1/recovery/templates/{id}", tag = "recovery", params(("id" = String, Path, description = "Template name: 1 to 64 of a-z, 0-9, _ and -", pattern = "^[a-z0-9_-]{1,64}$")),
+    request_body = PartsBody,
     responses((status = 200, body = TemplateView), (status = 422, body = crate::error::Problem)), security(("bearer" = [])))]
 pub async fn save(
     State(state): State<AppState>,

@@ -23,10 +23,18 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateTokenRequest {
+    /// 1 to 100 characters, not blank.
+    #[schema(max_length = 100, pattern = "\\S")]
     pub name: String,
-    /// Capability names, e.g. `ocart_view_reports`.
+    /// Capability names, e.g. `ocart_view_reports`; at least one.
+    #[schema(min_items = 1, value_type = Vec<CapabilityName>)]
     pub capabilities: Vec<String>,
 }
+
+/// A capability a token may hold.
+#[derive(ToSchema)]
+#[schema(pattern = "^(ocart_manage|ocart_manage_funnels|ocart_manage_offers|ocart_manage_recovery|ocart_manage_tests|ocart_view_reports|ocart_run_migration|ocart_view_personal_data)$")]
+pub struct CapabilityName(#[allow(dead_code)] String);
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CreatedToken {

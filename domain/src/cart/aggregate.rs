@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::commands::{CaptureCart, CartCommand};
 use super::events::{AbandonmentKind, CartContent, CartError, CartEvent};
-use crate::{Stage, SubjectHash};
+use crate::{Currency, Stage, SubjectHash};
 
 /// A repeated capture that changes nothing material within this many seconds emits no event.
 pub const MATERIAL_WINDOW_SECS: i64 = 60;
@@ -54,6 +54,11 @@ pub struct Cart {
     order_id: Option<String>,
     #[serde(default)]
     before_abandonment: bool,
+    /// The currency and total of the last capture (what an admin conversion records).
+    #[serde(default)]
+    currency: Option<Currency>,
+    #[serde(default)]
+    total: Option<i64>,
 }
 
 /// The cart id of a session token: a UUID (version 8) from sha256 of the token.
@@ -95,6 +100,21 @@ impl Cart {
     /// The order that converted the cart.
     pub fn order_id(&self) -> Option<&str> {
         self.order_id.as_deref()
+    }
+
+    /// The shopper's email subject (none once withdrawn).
+    pub fn email_subject(&self) -> Option<&SubjectHash> {
+        self.subjects.first()
+    }
+
+    /// The currency of the last capture.
+    pub fn currency(&self) -> Option<Currency> {
+        self.currency
+    }
+
+    /// The total (minor units) of the last capture.
+    pub fn total(&self) -> Option<i64> {
+        self.total
     }
 
     /// Whether the converting order came before abandonment (not a recovery).
@@ -257,6 +277,8 @@ impl Aggregate for Cart {
                 self.stage = Some(content.stage);
                 self.fingerprint = Some(content.fingerprint);
                 self.last_activity_at = Some(content.captured_at);
+                self.currency = Some(content.currency);
+                self.total = Some(content.totals.total);
                 self.subjects = std::iter::once(content.email.subject)
                     .chain(content.phone.map(|p| p.subject))
                     .collect();
@@ -322,7 +344,7 @@ mod tests {
             stage: Stage::Checkout,
             currency: Currency::parse("currency", "EUR").unwrap(),
             items: vec![CartItem {
-                product_id: 1,
+                product_id: crate::ProductId::Number(1),
                 variation_id: None,
                 sku: None,
                 name: "Mug".into(),

@@ -15,7 +15,7 @@ mod tests {
 
     fn line(subscription: bool) -> CartItem {
         CartItem {
-            product_id: 42,
+            product_id: crate::ProductId::Number(42),
             variation_id: None,
             sku: None,
             name: "Mug".into(),

@@ -29,7 +29,7 @@ pub use steps::{
     MAX_STEPS, MIN_DELAY_MIN,
 };
 pub use suppression::{
-    Suppression, SuppressionCommand, SuppressionError, SuppressionEvent, SuppressionReason,
+    report_suppresses, Suppression, SuppressionCommand, SuppressionError, SuppressionEvent, SuppressionReason,
 };
 pub use template::{
     check_template_id, RecoveryTemplate, TemplateCommand, TemplateContent, TemplateError,

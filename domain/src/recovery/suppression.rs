@@ -8,7 +8,7 @@ use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 
-use super::Channel;
+use super::{Channel, DeliveryKind, DeliveryReport};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -29,6 +29,17 @@ impl SuppressionReason {
             Self::Manual => "manual",
             Self::WinbackFailed => "winback_failed",
         }
+    }
+}
+
+/// Whether a provider's report about a sent message suppresses its recipient, and why: a hard
+/// bounce (the address does not exist) and a spam complaint do; a soft bounce, a delivery and
+/// an open do not.
+pub fn report_suppresses(report: &DeliveryReport) -> Option<SuppressionReason> {
+    match report.kind {
+        DeliveryKind::Bounced if report.hard => Some(SuppressionReason::Bounce),
+        DeliveryKind::Complained => Some(SuppressionReason::Complaint),
+        DeliveryKind::Bounced | DeliveryKind::Delivered | DeliveryKind::Opened => None,
     }
 }
 
@@ -166,6 +177,46 @@ mod tests {
         DateTime::parse_from_rfc3339("2026-01-01T10:00:00Z")
             .unwrap()
             .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn which_reports_suppress_their_recipient() {
+        let report = |kind, hard| DeliveryReport {
+            kind,
+            hard,
+            provider_id: None,
+            detail: None,
+        };
+        let table = [
+            (
+                "a hard bounce suppresses for bounce",
+                report(DeliveryKind::Bounced, true),
+                Some(SuppressionReason::Bounce),
+            ),
+            (
+                "a soft bounce suppresses nothing",
+                report(DeliveryKind::Bounced, false),
+                None,
+            ),
+            (
+                "a complaint suppresses for complaint",
+                report(DeliveryKind::Complained, false),
+                Some(SuppressionReason::Complaint),
+            ),
+            (
+                "a delivery suppresses nothing",
+                report(DeliveryKind::Delivered, false),
+                None,
+            ),
+            (
+                "an open suppresses nothing",
+                report(DeliveryKind::Opened, false),
+                None,
+            ),
+        ];
+        for (rule, report, expected) in table {
+            assert_eq!(report_suppresses(&report), expected, "{rule}");
+        }
     }
 
     #[test]

@@ -10,6 +10,9 @@ pub mod coupons;
 pub mod dkim;
 /// Due runs → guards → claim → send → record.
 mod dispatcher;
+/// Log follower for what orders and delivery reports entail: a buyer's other runs stopped, a
+/// bouncing or complaining recipient suppressed.
+mod followups;
 /// Log follower that opens, converts and stops runs.
 mod opener;
 /// minijinja templates and merge tags.
@@ -18,4 +21,5 @@ pub mod templates;
 pub use dispatcher::{
     outbox_dir, Decision, Dispatcher, PassReport, Planned, RecoveryConfig, DISPATCHER,
 };
+pub use followups::{RecoveryFollowUps, FOLLOWUPS};
 pub use opener::{opener_checkpoint, run_id_for, RecoveryOpener, OPENER};

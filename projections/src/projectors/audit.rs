@@ -63,8 +63,9 @@ impl Projector for AuditProjector {
             // keeps it.
             exec_tx!(
                 tx,
-                "INSERT INTO audit_log (event_id, actor, action, object_type, object_id, diff, ip, at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (event_id) DO NOTHING",
+                "INSERT INTO audit_log (id, event_id, actor, action, object_type, object_id, diff, ip, at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING",
+                event.global_position,
                 event.event_id.to_string(),
                 actor,
                 &event.event_type,

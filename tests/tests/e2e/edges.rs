@@ -140,3 +140,66 @@ async fn ages_that_would_panic_are_refused_by_name() {
     let (status, page) = app.admin_get("/ocart/v1/carts?since=24h").await;
     assert_eq!(status, 200, "{page}");
 }
+
+/// A second signal for an order in another currency was a 500 (found by schemathesis): the
+/// order refuses it, and that is a conflict the caller can see, not a failure of the server.
+#[tokio::test]
+async fn an_order_signal_in_another_currency_is_a_conflict() {
+    let app = spawn_app(Kind::Sqlite).await;
+    let order = |currency: &str| {
+        json!({"order_id": "currency-1", "status": "processing", "currency": currency,
+               "total": 1000})
+    };
+    let (status, body) = app
+        .post("/ocart/v1/orders", Some(&app.admin), &order("EUR"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let before = event_count(&app).await;
+    let (status, problem) = app
+        .post("/ocart/v1/orders", Some(&app.admin), &order("USD"))
+        .await;
+    assert_eq!(status, 409, "{problem}");
+    assert_eq!(problem["type"], "https://ocart.dev/problems/conflict");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("currency"),
+        "{problem}"
+    );
+    assert_eq!(event_count(&app).await, before, "nothing is written");
+}
+
+/// A top-level JSON array was read positionally into the request (`[null]` previewed the
+/// saved template; found by schemathesis). Every body is an object: an array is refused.
+#[tokio::test]
+async fn a_json_array_is_not_a_request_body() {
+    let app = spawn_app(Kind::Sqlite).await;
+    for (path, body) in [
+        ("/ocart/v1/recovery/templates/recovery_email_1/preview", "[null]"),
+        ("/ocart/v1/privacy/erase", r#"["a@example.com", null, "why"]"#),
+    ] {
+        let resp = app
+            .client
+            .post(app.url(path))
+            .bearer_auth(&app.admin)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 422, "{path} {body}");
+        let problem: Value = resp.json().await.unwrap();
+        assert_eq!(problem["errors"][0]["field"], "body", "{problem}");
+    }
+    // The optional preview body may still be absent or null.
+    for body in ["", "null"] {
+        let resp = app
+            .client
+            .post(app.url("/ocart/v1/recovery/templates/recovery_email_1/preview"))
+            .bearer_auth(&app.admin)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "preview with body {body:?}");
+    }
+}

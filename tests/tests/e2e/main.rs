@@ -10,6 +10,7 @@ mod deliverability;
 mod dkim;
 mod edges;
 mod erasure;
+mod followups;
 mod journey;
 mod orders;
 mod platform;

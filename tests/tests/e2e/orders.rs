@@ -219,6 +219,66 @@ async fn a_partial_restore_leaves_out_what_the_store_no_longer_sells() {
     assert_eq!(clicks[0]["outcome"]["unavailable"], json!([7]));
 }
 
+/// A store whose product ids are strings: capture keeps every id as given (string or number),
+/// the cart reads back the same, and the restore link carries the strings with `,`, `:` and
+/// `%` percent-encoded, so the item list still splits. The WooCommerce connector is asked only
+/// about numeric ids.
+#[tokio::test]
+async fn string_product_ids_are_kept_as_given_through_capture_and_restore() {
+    let woo = FakeWoo::start().await;
+    woo.set_product(42, true, "instock");
+    let m = Manual::start(Kind::Sqlite, |c| woo.configure(c)).await;
+    let app = &m.app;
+    let mut body = capture_body(&session(), "str@example.com", 1);
+    body["items"].as_array_mut().unwrap().push(json!({
+        "product_id": "tea:green,50%", "variation_id": "杯-L", "name": "Tea", "quantity": 3,
+        "unit_price": 500
+    }));
+    body["items"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"product_id": "42", "name": "Digits as text", "quantity": 1, "unit_price": 100}));
+    body["totals"] = json!({"subtotal": 2850, "total": 2850});
+    let (status, reply) = app.capture(&body).await;
+    assert_eq!(status, 202, "{reply}");
+    let cart_id = reply["cart_id"].as_str().unwrap().to_owned();
+    m.project().await;
+    let (status, cart) = app.admin_get(&format!("/ocart/v1/carts/{cart_id}")).await;
+    assert_eq!(status, 200, "{cart}");
+    assert_eq!(cart["items"][0]["product_id"], json!(42), "a number stays a number");
+    assert_eq!(cart["items"][1]["product_id"], json!("tea:green,50%"));
+    assert_eq!(cart["items"][1]["variation_id"], json!("杯-L"));
+    assert_eq!(cart["items"][2]["product_id"], json!("42"), "a string stays a string");
+    app.clock.advance(Duration::minutes(31));
+    m.settle().await;
+    app.clock.advance(Duration::minutes(45));
+    assert_eq!(m.dispatch().await.sent, 1);
+    let resp = no_redirects()
+        .get(app.url(&restore_path(app, 0)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 303);
+    let query = query_of(resp.headers()["location"].to_str().unwrap());
+    assert!(
+        query.contains(&(
+            "ocart_items".into(),
+            "42x1,tea%3Agreen%2C50%25:杯-Lx3,42x1".into()
+        )),
+        "{query:?}"
+    );
+    let clicks = events_of(app, "recovery/restore_clicked").await;
+    assert_eq!(clicks[0]["outcome"]["result"], "restored");
+    // Ids that are neither: refused by name, nothing written.
+    for bad in [json!(-1), json!(4.5), json!(""), json!("x".repeat(101)), json!(null)] {
+        let mut body = capture_body(&session(), "bad.id@example.com", 1);
+        body["items"][0]["product_id"] = bad.clone();
+        let (status, problem) = app.capture(&body).await;
+        assert_eq!(status, 422, "{bad}: {problem}");
+        assert_eq!(problem["errors"][0]["field"], "items[0].product_id", "{bad}: {problem}");
+    }
+}
+
 /// Without a store connector the checkout is `<public_url>/checkout/`, and an erased cart's
 /// link fails politely.
 #[tokio::test]
@@ -366,6 +426,7 @@ async fn webhooks(kind: Kind) {
         .wc_webhook("order.created", &three, Some(WOO_WEBHOOK_SECRET))
         .await;
     assert_eq!(status, 200, "{reply}");
+    m.project().await;
     let (_, order) = app.admin_get("/ocart/v1/orders/1002").await;
     assert_eq!(order["total_minor"], 2501, "{order}");
     // What is no amount at all is still refused, naming the field.
@@ -483,6 +544,18 @@ async fn bad_order_signals_get_clear_errors() {
         .collect();
     for field in ["order_id", "status", "currency", "total", "email"] {
         assert!(fields.contains(&field), "{field} in {fields:?}");
+    }
+    // A total that would overflow the sums is refused as any other bad amount.
+    for total in [json!(i64::MAX), json!(100_000_000_001i64)] {
+        let (status, problem) = app
+            .post(
+                "/ocart/v1/orders",
+                Some(&app.admin),
+                &json!({"order_id": "big", "status": "processing", "currency": "EUR", "total": total}),
+            )
+            .await;
+        assert_eq!(status, 422, "{problem}");
+        assert_eq!(problem["errors"][0]["field"], "total", "{problem}");
     }
     let (status, problem) = app
         .post(

@@ -361,7 +361,7 @@ async fn a_rebuild_gives_exactly_the_live_tables(kind: Kind) {
             .iter()
             .find(|e| e.event_id.to_string() == entry["event_id"])
             .unwrap();
-        let _ = (entry, event);
+        assert_eq!(entry["id"], event.global_position, "{entry}");
     }
 
     let live = snapshot(&app.core.db, &read_tables).await;

@@ -1,0 +1,216 @@
+//! `ocart bench capture`: the capture endpoint over HTTP: requests/s, p50 and p99.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ocart_domain::SystemClock;
+
+use super::{machine, BenchStore, CaptureArgs};
+use crate::config::Config;
+use crate::Application;
+
+/// A capture body, formatted rather than serialised so the load generator stays cheap: a new
+/// checkout session per request, 5,000 distinct shoppers, two items.
+fn capture_payload(i: u64) -> String {
+    format!(
+        r#"{{"session_token":"bench-session-{i:012}-{}","email":"shopper{}@example.com","consent":true,"source":"block","stage":"{}","currency":"EUR","items":[{{"product_id":42,"name":"Mug","quantity":{},"unit_price":1250,"categories":["kitchen"]}},{{"product_id":7,"name":"Tea","quantity":2,"unit_price":450}}]}}"#,
+        i % 7,
+        i % 5000,
+        if i.is_multiple_of(2) {
+            "checkout"
+        } else {
+            "cart"
+        },
+        1 + i % 3
+    )
+}
+
+/// The load generator's side of one keep-alive HTTP/1.1 connection: it writes a request and
+/// reads the response's head and `Content-Length` body, like wrk, so that the client costs
+/// little of the two cores it shares with the server (reqwest took about a third of them).
+struct LoadConnection {
+    stream: tokio::io::BufReader<tokio::net::TcpStream>,
+    request: Vec<u8>,
+    line: String,
+}
+
+impl LoadConnection {
+    async fn open(port: u16) -> std::io::Result<Self> {
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        stream.set_nodelay(true)?;
+        Ok(Self {
+            stream: tokio::io::BufReader::new(stream),
+            request: Vec::with_capacity(1024),
+            line: String::with_capacity(128),
+        })
+    }
+
+    /// POSTs a JSON body and returns the response status.
+    async fn post(&mut self, path: &str, body: &str) -> std::io::Result<u16> {
+        use std::io::Write as _;
+        use std::io::{Error, ErrorKind};
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+
+        self.request.clear();
+        write!(
+            self.request,
+            "POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )?;
+        self.stream.get_mut().write_all(&self.request).await?;
+        let mut status = 0u16;
+        let mut length = 0usize;
+        let mut first = true;
+        loop {
+            self.line.clear();
+            if self.stream.read_line(&mut self.line).await? == 0 {
+                return Err(Error::new(
+                    ErrorKind::UnexpectedEof,
+                    "the server closed the connection",
+                ));
+            }
+            let line = self.line.trim_end();
+            if first {
+                status = line
+                    .split(' ')
+                    .nth(1)
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| Error::new(ErrorKind::InvalidData, "no status line"))?;
+                first = false;
+            } else if line.is_empty() {
+                break;
+            } else if let Some((name, value)) = line.split_once(':') {
+                if name.eq_ignore_ascii_case("content-length") {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+            }
+        }
+        let mut remaining = length;
+        let mut sink = [0u8; 1024];
+        while remaining > 0 {
+            let n = self.stream.read(&mut sink[..remaining.min(1024)]).await?;
+            if n == 0 {
+                return Err(Error::new(
+                    ErrorKind::UnexpectedEof,
+                    "the body was cut short",
+                ));
+            }
+            remaining -= n;
+        }
+        Ok(status)
+    }
+}
+
+pub(super) async fn run(args: CaptureArgs) -> anyhow::Result<()> {
+    println!(
+        "# ocart bench capture — {}; {} connections, {} s",
+        machine(),
+        args.connections,
+        args.common.seconds
+    );
+    println!("| backend | requests | requests/s | p50 ms | p99 ms | non-2xx | relay lag → 0 after the end |");
+    println!("|---|---|---|---|---|---|---|");
+    for backend in &args.common.backends {
+        let store = BenchStore::new(backend, &args.common.pg_url).await?;
+        let mut config = Config {
+            database_url: Some(store.url.clone()),
+            data_dir: store.dir.clone().unwrap_or_else(std::env::temp_dir),
+            bind: "127.0.0.1:0".parse()?,
+            ..Config::default()
+        };
+        config.rate_limit.capture_requests = 0;
+        config.nats_url = args.nats.clone();
+        config.processors.enabled = !args.without_processors;
+        let app = Application::build(config, Arc::new(SystemClock)).await?;
+        let port = app.port();
+        let core = app.core();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(app.run_until_stopped(async move {
+            let _ = stop_rx.await;
+        }));
+        let stop = Arc::new(AtomicBool::new(false));
+        let next = Arc::new(AtomicU64::new(0));
+        let errors = Arc::new(AtomicU64::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..args.connections {
+            let (stop, next, errors) = (stop.clone(), next.clone(), errors.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(100_000);
+                let mut conn = match LoadConnection::open(port).await {
+                    Ok(conn) => conn,
+                    Err(_) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                        return latencies;
+                    }
+                };
+                while !stop.load(Ordering::Relaxed) {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let body = capture_payload(i);
+                    let started = Instant::now();
+                    match conn.post("/ocart/v1/checkout/capture", &body).await {
+                        Ok(status) if (200..300).contains(&status) => {}
+                        Ok(_) => {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(_) => {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                            match LoadConnection::open(port).await {
+                                Ok(fresh) => conn = fresh,
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    latencies.push(started.elapsed().as_micros() as u64);
+                }
+                latencies
+            }));
+        }
+        let started = Instant::now();
+        tokio::time::sleep(Duration::from_secs(args.common.seconds)).await;
+        stop.store(true, Ordering::Relaxed);
+        let mut latencies = Vec::new();
+        for t in tasks {
+            latencies.extend(t.await?);
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        latencies.sort_unstable();
+        let pick = |q: f64| {
+            latencies
+                .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or(0) as f64
+                / 1000.0
+        };
+        let relay = if args.nats.is_some() {
+            let end = Instant::now();
+            let mut caught_up = None;
+            while end.elapsed() < Duration::from_secs(60) {
+                let at = ocart_projections::load_checkpoint(&core.db, "nats_relay").await?;
+                if ocart_projections::queries::lag_after(&core.db, at).await? == 0 {
+                    caught_up = Some(end.elapsed().as_secs_f64());
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            caught_up
+                .map(|s| format!("{s:.2} s"))
+                .unwrap_or_else(|| "> 60 s".into())
+        } else {
+            "relay off".into()
+        };
+        println!(
+            "| {backend} | {} | {:.0} | {:.1} | {:.1} | {} | {relay} |",
+            latencies.len(),
+            latencies.len() as f64 / elapsed,
+            pick(0.50),
+            pick(0.99),
+            errors.load(Ordering::Relaxed)
+        );
+        let _ = stop_tx.send(());
+        let _ = server.await;
+        core.db.close().await;
+        store.remove().await;
+    }
+    Ok(())
+}

@@ -1,0 +1,206 @@
+//! `ocart bench …`: the figures in BENCHMARKS.md. Each bench makes its own stores (a SQLite file
+//! in a temporary folder; a throw-away PostgreSQL database on the server named by `--pg-url`)
+//! and removes them afterwards.
+
+mod append;
+mod capture;
+mod dispatch;
+mod replay;
+mod seed;
+mod sweep;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use uuid::Uuid;
+
+use crate::config::Config;
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCmd {
+    /// Events/s appended with 1, 16 and 64 concurrent writers, 1 and 5 events per command,
+    /// on each backend, and pgbench's raw ceiling for comparison.
+    Append(BenchArgs),
+    /// The capture endpoint over HTTP at 64 connections: requests/s, p50 and p99.
+    Capture(CaptureArgs),
+    /// Rebuild of the carts projection from a log of N events: events/s.
+    Replay(ReplayArgs),
+    /// The recovery dispatcher sending N due first steps over SMTP to an in-process SMTP
+    /// sink, with the projections running: messages/s.
+    Dispatch(DispatchArgs),
+    /// The abandonment sweep over N captured carts gone quiet at once, with the recovery
+    /// opener and the projections running: seconds until every cart is marked abandoned, and
+    /// until every run is open.
+    Sweep(SweepArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SweepArgs {
+    #[command(flatten)]
+    pub common: BenchArgs,
+    /// Captured carts, all inactive past the threshold when the sweep starts.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub carts: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct DispatchArgs {
+    #[command(flatten)]
+    pub common: BenchArgs,
+    /// Abandoned carts, each with a run whose first step is due.
+    #[arg(long, default_value_t = 5_000)]
+    pub runs: u64,
+    /// Runs handled at once within a dispatcher pass.
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Backends to measure.
+    #[arg(long, value_delimiter = ',', default_value = "sqlite,postgres")]
+    pub backends: Vec<String>,
+    /// A PostgreSQL server (any database) on which a throw-away database is created.
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/test")]
+    pub pg_url: String,
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 5)]
+    pub seconds: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct CaptureArgs {
+    #[command(flatten)]
+    pub common: BenchArgs,
+    /// Concurrent HTTP connections.
+    #[arg(long, default_value_t = 64)]
+    pub connections: usize,
+    /// Also run the NATS relay against this server and time how long its lag takes to reach 0.
+    #[arg(long)]
+    pub nats: Option<String>,
+    /// Run without the background processors (projections, sweeper, relay), to see the
+    /// command path alone.
+    #[arg(long)]
+    pub without_processors: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    pub common: BenchArgs,
+    /// Events in the log to rebuild from.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub events: u64,
+}
+
+/// A throw-away store.
+struct BenchStore {
+    url: String,
+    dir: Option<PathBuf>,
+    pg: Option<(String, String)>,
+}
+
+impl BenchStore {
+    async fn new(backend: &str, pg_url: &str) -> anyhow::Result<Self> {
+        match backend {
+            "sqlite" => {
+                let dir =
+                    std::env::temp_dir().join(format!("ocart-bench-{}", Uuid::new_v4().simple()));
+                std::fs::create_dir_all(&dir)?;
+                Ok(Self {
+                    url: format!("sqlite://{}", dir.join("ocart.db").display()),
+                    dir: Some(dir),
+                    pg: None,
+                })
+            }
+            "postgres" => {
+                let name = format!("ocart_bench_{}", Uuid::new_v4().simple());
+                let pool = sqlx::PgPool::connect(pg_url).await.with_context(|| {
+                    format!("connecting to {}", ocart_projections::redact(pg_url))
+                })?;
+                sqlx::query(&format!("CREATE DATABASE {name}"))
+                    .execute(&pool)
+                    .await?;
+                pool.close().await;
+                let base = pg_url
+                    .rsplit_once('/')
+                    .map(|(b, _)| b.to_owned())
+                    .unwrap_or_else(|| pg_url.to_owned());
+                Ok(Self {
+                    url: format!("{base}/{name}"),
+                    dir: None,
+                    pg: Some((pg_url.to_owned(), name)),
+                })
+            }
+            other => anyhow::bail!("unknown backend {other:?}: use sqlite or postgres"),
+        }
+    }
+
+    async fn remove(self) {
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        if let Some((admin, name)) = &self.pg {
+            if let Ok(pool) = sqlx::PgPool::connect(admin).await {
+                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&pool)
+                    .await;
+                pool.close().await;
+            }
+        }
+    }
+}
+
+pub async fn run(cmd: BenchCmd, _config: Config) -> anyhow::Result<()> {
+    match cmd {
+        BenchCmd::Append(args) => append::run(args).await,
+        BenchCmd::Capture(args) => capture::run(args).await,
+        BenchCmd::Replay(args) => replay::run(args).await,
+        BenchCmd::Dispatch(args) => dispatch::run(args).await,
+        BenchCmd::Sweep(args) => sweep::run(args).await,
+    }
+}
+
+fn machine() -> String {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown cpu".into());
+    format!("{cores} cores, {model}")
+}
+
+/// A core for the recovery benches: on `store`, with a throw-away data folder, a manual
+/// clock, the processors off (the bench runs what it measures) and the default sequence;
+/// `adjust` tunes the configuration first.
+async fn recovery_core(
+    store: &BenchStore,
+    adjust: impl FnOnce(&mut Config),
+) -> anyhow::Result<(
+    Arc<crate::core::Core>,
+    Arc<ocart_domain::ManualClock>,
+    std::path::PathBuf,
+)> {
+    let data_dir = std::env::temp_dir().join(format!("ocart-bench-{}", Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&data_dir)?;
+    let mut config = Config {
+        database_url: Some(store.url.clone()),
+        data_dir: data_dir.clone(),
+        ..Config::default()
+    };
+    config.processors.enabled = false;
+    adjust(&mut config);
+    let clock = Arc::new(ocart_domain::ManualClock::new(chrono::Utc::now()));
+    let core = crate::core::Core::open(config, clock.clone()).await?;
+    let meta = ocart_projections::CommandMeta::system("bench", None, chrono::Utc::now());
+    core.seed_default_sequence(&meta).await?;
+    Ok((core, clock, data_dir))
+}

@@ -1,0 +1,39 @@
+//! The application layer: one use case per file, between the edges (HTTP handlers, CLI
+//! commands) and the log. A use case takes validated input and a `CommandMeta`, runs the
+//! commands and reads it needs, and answers a typed error of its own whose variants are the
+//! kinds every caller must tell apart: invalid input, not found, a conflict (a closed
+//! aggregate, a race lost after every retry), the store unavailable (retry), or an internal
+//! failure. `crate::error` maps each use case's error to a problem document, once; the CLI
+//! prints it. Handlers and CLI commands only translate to and from the use case.
+
+/// Marking a cart converted by an admin: the same order path as an order signal.
+pub mod convert;
+
+use ocart_projections::CommandError;
+
+/// How a command failed, apart from the aggregate's own refusal: what every use case's error
+/// keeps of a `CommandError`.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreFailure {
+    /// A race lost after every retry (409).
+    #[error("the {0} was changed by concurrent requests; retry")]
+    Conflict(&'static str),
+    /// The log is unavailable (503, retry).
+    #[error("{0}")]
+    Unavailable(String),
+    /// A stored event cannot be read (500).
+    #[error("a stored event cannot be read: {0}")]
+    Corrupt(String),
+}
+
+impl StoreFailure {
+    /// Splits a command failure into the aggregate's refusal (`Err`) and the store's failure.
+    pub fn split<E: std::error::Error>(err: CommandError<E>) -> Result<Self, E> {
+        match err {
+            CommandError::Rejected(e) => Err(e),
+            CommandError::Conflict(what) => Ok(Self::Conflict(what)),
+            CommandError::Unavailable(msg) => Ok(Self::Unavailable(msg)),
+            CommandError::Corrupt(msg) => Ok(Self::Corrupt(msg)),
+        }
+    }
+}

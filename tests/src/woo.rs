@@ -1,0 +1,322 @@
+//! A fake WooCommerce store (REST API behind basic auth) and its signed order webhooks.
+
+use std::sync::Arc;
+
+use ocart_api::Config;
+use serde_json::{json, Value};
+
+use crate::app::{read, TestApp};
+
+/// A WooCommerce store at the edge of the world: the REST API parts OCart calls
+/// (`GET /wp-json/wc/v3/products`, `POST /wp-json/wc/v3/coupons`) behind basic auth with a
+/// consumer key and secret, answering WooCommerce's error shapes, plus a signer for the
+/// order webhooks it would deliver.
+pub struct FakeWoo {
+    pub port: u16,
+    pub state: Arc<WooState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Default)]
+pub struct WooState {
+    /// product id → (purchasable, stock_status)
+    pub products: std::sync::Mutex<std::collections::HashMap<u64, (bool, String)>>,
+    /// Coupons created, as posted.
+    pub coupons: std::sync::Mutex<Vec<Value>>,
+    /// Every request line seen.
+    pub requests: std::sync::Mutex<Vec<String>>,
+}
+
+pub const WOO_KEY: &str = "ck_test";
+pub const WOO_SECRET: &str = "cs_test";
+pub const WOO_WEBHOOK_SECRET: &str = "whsec-test";
+
+impl FakeWoo {
+    pub async fn start() -> Self {
+        use axum::extract::{Query, State};
+        use axum::http::{HeaderMap, StatusCode};
+        use axum::routing::get;
+        use axum::Json;
+        type Reply = (StatusCode, Json<Value>);
+        fn authorised(headers: &HeaderMap) -> Result<(), Reply> {
+            use base64::Engine;
+            let expected = format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{WOO_KEY}:{WOO_SECRET}"))
+            );
+            match headers.get("authorization").and_then(|v| v.to_str().ok()) {
+                Some(v) if v == expected => Ok(()),
+                _ => Err((
+                    StatusCode::UNAUTHORIZED,
+                    Json(
+                        json!({"code": "woocommerce_rest_cannot_view", "message": "Sorry, you cannot list resources.", "data": {"status": 401}}),
+                    ),
+                )),
+            }
+        }
+        async fn products(
+            State(state): State<Arc<WooState>>,
+            headers: HeaderMap,
+            Query(query): Query<std::collections::HashMap<String, String>>,
+        ) -> Reply {
+            state.requests.lock().unwrap().push(format!(
+                "GET /wp-json/wc/v3/products?include={}",
+                query.get("include").cloned().unwrap_or_default()
+            ));
+            if let Err(e) = authorised(&headers) {
+                return e;
+            }
+            let known = state.products.lock().unwrap().clone();
+            let list: Vec<Value> = query
+                .get("include")
+                .map(|s| s.split(',').filter_map(|id| id.parse::<u64>().ok()).collect::<Vec<_>>())
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|id| {
+                    known.get(&id).map(|(purchasable, stock)| {
+                        json!({"id": id, "status": "publish", "purchasable": purchasable, "stock_status": stock})
+                    })
+                })
+                .collect();
+            (StatusCode::OK, Json(Value::Array(list)))
+        }
+        async fn coupons(
+            State(state): State<Arc<WooState>>,
+            headers: HeaderMap,
+            body: axum::body::Bytes,
+        ) -> Reply {
+            state
+                .requests
+                .lock()
+                .unwrap()
+                .push("POST /wp-json/wc/v3/coupons".into());
+            if let Err(e) = authorised(&headers) {
+                return e;
+            }
+            let Ok(coupon) = serde_json::from_slice::<Value>(&body) else {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    Json(
+                        json!({"code": "rest_invalid_json", "message": "Invalid JSON body passed.", "data": {"status": 400}}),
+                    ),
+                );
+            };
+            let code = coupon["code"].as_str().unwrap_or_default().to_lowercase();
+            let valid_type = matches!(
+                coupon["discount_type"].as_str(),
+                Some("percent" | "fixed_cart" | "fixed_product")
+            );
+            let valid_amount = coupon["amount"]
+                .as_str()
+                .is_some_and(|a| a.parse::<f64>().is_ok());
+            if code.is_empty() || !valid_type || !valid_amount {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    Json(
+                        json!({"code": "rest_invalid_param", "message": "Invalid parameter(s): discount_type, amount", "data": {"status": 400}}),
+                    ),
+                );
+            }
+            let mut coupons = state.coupons.lock().unwrap();
+            if coupons
+                .iter()
+                .any(|c| c["code"].as_str().unwrap_or_default().to_lowercase() == code)
+            {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    Json(
+                        json!({"code": "woocommerce_rest_coupon_code_already_exists", "message": "The coupon code already exists", "data": {"status": 400}}),
+                    ),
+                );
+            }
+            let id = coupons.len() as u64 + 1;
+            let mut created = coupon.clone();
+            created["id"] = json!(id);
+            created["code"] = json!(code);
+            coupons.push(created.clone());
+            (StatusCode::CREATED, Json(created))
+        }
+        async fn delete_coupon(
+            State(state): State<Arc<WooState>>,
+            headers: HeaderMap,
+            axum::extract::Path(id): axum::extract::Path<u64>,
+            Query(query): Query<std::collections::HashMap<String, String>>,
+        ) -> Reply {
+            state
+                .requests
+                .lock()
+                .unwrap()
+                .push(format!("DELETE /wp-json/wc/v3/coupons/{id}"));
+            if let Err(e) = authorised(&headers) {
+                return e;
+            }
+            if query.get("force").map(String::as_str) != Some("true") {
+                return (
+                    StatusCode::NOT_IMPLEMENTED,
+                    Json(
+                        json!({"code": "woocommerce_rest_trash_not_supported", "message": "Resource does not support trashing.", "data": {"status": 501}}),
+                    ),
+                );
+            }
+            let mut coupons = state.coupons.lock().unwrap();
+            match coupons.iter().position(|c| c["id"] == json!(id)) {
+                Some(i) => (StatusCode::OK, Json(coupons.remove(i))),
+                None => (
+                    StatusCode::NOT_FOUND,
+                    Json(
+                        json!({"code": "woocommerce_rest_shop_coupon_invalid_id", "message": "Invalid ID.", "data": {"status": 404}}),
+                    ),
+                ),
+            }
+        }
+        async fn find_coupons(
+            State(state): State<Arc<WooState>>,
+            headers: HeaderMap,
+            Query(query): Query<std::collections::HashMap<String, String>>,
+        ) -> Reply {
+            if let Err(e) = authorised(&headers) {
+                return e;
+            }
+            let code = query
+                .get("code")
+                .cloned()
+                .unwrap_or_default()
+                .to_lowercase();
+            let found: Vec<Value> = state
+                .coupons
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|c| c["code"].as_str() == Some(code.as_str()))
+                .cloned()
+                .collect();
+            (StatusCode::OK, Json(Value::Array(found)))
+        }
+        let state = Arc::new(WooState::default());
+        let app = axum::Router::new()
+            .route("/wp-json/wc/v3/products", get(products))
+            .route(
+                "/wp-json/wc/v3/coupons",
+                axum::routing::post(coupons).get(find_coupons),
+            )
+            .route(
+                "/wp-json/wc/v3/coupons/{id}",
+                axum::routing::delete(delete_coupon),
+            )
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.ok();
+        });
+        Self { port, state, task }
+    }
+
+    pub fn set_product(&self, id: u64, purchasable: bool, stock_status: &str) {
+        self.state
+            .products
+            .lock()
+            .unwrap()
+            .insert(id, (purchasable, stock_status.to_owned()));
+    }
+
+    /// Points `config` at this store (REST API and webhook secret).
+    pub fn configure(&self, config: &mut Config) {
+        config.woocommerce.url = Some(format!("http://127.0.0.1:{}", self.port));
+        config.woocommerce.consumer_key = Some(WOO_KEY.into());
+        config.woocommerce.consumer_secret = Some(WOO_SECRET.into());
+        config.woocommerce.webhook_secret = Some(WOO_WEBHOOK_SECRET.into());
+    }
+}
+
+impl Drop for FakeWoo {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// `X-WC-Webhook-Signature` of `body` under `secret`: base64 HMAC-SHA256, as WooCommerce signs.
+pub fn wc_signature(secret: &str, body: &[u8]) -> String {
+    use base64::Engine;
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
+/// `value` as WooCommerce writes a webhook body: PHP's `wp_json_encode` with its default
+/// flags, which escapes `/` as `\/` and every non-ASCII character as `\uXXXX` (UTF-16).
+pub fn wp_json_encode(value: &Value) -> Vec<u8> {
+    let compact = serde_json::to_string(value).unwrap();
+    let mut out = String::with_capacity(compact.len() + compact.len() / 8);
+    for c in compact.chars() {
+        match c {
+            '/' => out.push_str("\\/"),
+            c if c.is_ascii() => out.push(c),
+            c => {
+                let mut units = [0u16; 2];
+                for unit in c.encode_utf16(&mut units) {
+                    out.push_str(&format!("\\u{unit:04x}"));
+                }
+            }
+        }
+    }
+    out.into_bytes()
+}
+
+/// A WooCommerce order as its order webhooks deliver it (REST API v3 shape, trimmed).
+pub fn wc_order(id: u64, status: &str, payment_method: &str, total: &str, email: &str) -> Value {
+    json!({
+        "id": id,
+        "parent_id": 0,
+        "number": id.to_string(),
+        "order_key": format!("wc_order_{id}"),
+        "created_via": "checkout",
+        "status": status,
+        "currency": "EUR",
+        "date_created": "2026-01-01T10:00:00",
+        "date_created_gmt": "2026-01-01T10:00:00",
+        "total": total,
+        "customer_id": 0,
+        "billing": {"first_name": "Ann", "email": email},
+        "payment_method": payment_method,
+        "payment_method_title": payment_method,
+        "line_items": [{"id": 1, "product_id": 42, "quantity": 2, "total": total}],
+        "coupon_lines": [],
+        "meta_data": []
+    })
+}
+
+impl TestApp {
+    /// Delivers a WooCommerce order webhook signed with `secret` (None: unsigned).
+    pub async fn wc_webhook(
+        &self,
+        topic: &str,
+        body: &Value,
+        secret: Option<&str>,
+    ) -> (u16, Value) {
+        self.wc_webhook_raw(topic, serde_json::to_vec(body).unwrap(), secret)
+            .await
+    }
+
+    /// Delivers `raw` as a WooCommerce order webhook body, signed with `secret` over exactly
+    /// these bytes (None: unsigned).
+    pub async fn wc_webhook_raw(
+        &self,
+        topic: &str,
+        raw: Vec<u8>,
+        secret: Option<&str>,
+    ) -> (u16, Value) {
+        let mut request = self
+            .client
+            .post(self.url("/ocart/v1/webhooks/woocommerce"))
+            .header("content-type", "application/json")
+            .header("x-wc-webhook-topic", topic)
+            .header("x-wc-webhook-source", "https://shop.example/")
+            .header("x-wc-webhook-delivery-id", uuid::Uuid::new_v4().to_string());
+        if let Some(secret) = secret {
+            request = request.header("x-wc-webhook-signature", wc_signature(secret, &raw));
+        }
+        read(request.body(raw).send().await.unwrap()).await
+    }
+}
