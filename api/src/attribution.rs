@@ -12,10 +12,13 @@ use chrono::{DateTime, Duration, Utc};
 use ocart_domain::ProductId;
 use ocart_domain::cart::{cart_id_for_session, CartCommand, CartError, CartStatus};
 use ocart_domain::order::{
-    is_paid, order_blocks_restore, order_id_for, signal_applies, Attribution, AttributionOutcome,
+    is_paid, order_id_for, signal_applies, Attribution, AttributionOutcome,
     MatchedBy, OrderCommand, OrderFacts,
 };
-use ocart_domain::recovery::{RestoreFailure, RestoreOutcome, RunCommand};
+use ocart_domain::recovery::{
+    restore_link_expired, restore_refusal, CartState, RestoreCart, RestoreFailure, RestoreOutcome,
+    RunCommand,
+};
 use ocart_domain::{CartItem, Currency, Email};
 use ocart_projections::queries::recovery as q;
 use ocart_projections::{CommandError, CommandMeta};
@@ -296,28 +299,28 @@ impl Core {
             outcome,
             at: meta.at,
         };
-        let expires =
-            link.created_at + Duration::days(i64::from(settings.recovery.restore_link_days));
+        let expired = restore_link_expired(
+            link.created_at,
+            settings.recovery.restore_link_days,
+            meta.at,
+        );
         let cart = q::cart_for_send(&self.db, &link.cart_id).await?;
         // A converted cart blocks its restore only while its order stands (paid): a cancelled,
         // failed or refunded order leaves the shopper free to buy it again.
-        let ordered = match &cart {
-            Some(c) if c.status == "converted" => {
-                let order = match &c.order_id {
-                    Some(id) => q::get_order(&self.db, id).await?,
-                    None => None,
-                };
-                order_blocks_restore(order.map(|o| o.paid))
+        let order_paid = match cart.as_ref().and_then(|c| c.order_id.as_deref()) {
+            Some(id) if cart.as_ref().is_some_and(|c| c.status == "converted") => {
+                q::get_order(&self.db, id).await?.map(|o| o.paid)
             }
-            _ => false,
+            _ => None,
         };
-        let failure = match &cart {
-            _ if meta.at >= expires => Some(RestoreFailure::Expired),
-            None => Some(RestoreFailure::CartErased),
-            Some(c) if c.erased || c.status == "expired" => Some(RestoreFailure::CartErased),
-            Some(_) if ordered => Some(RestoreFailure::AlreadyOrdered),
-            Some(_) => None,
-        };
+        let failure = restore_refusal(
+            expired,
+            cart.as_ref().map(|c| RestoreCart {
+                state: CartState::from_status(&c.status),
+                erased: c.erased,
+                order_paid,
+            }),
+        );
         let (cart, items) = match (failure, cart) {
             (None, Some(cart)) => {
                 let items: Vec<CartItem> = serde_json::from_value(cart.items.0.clone())?;

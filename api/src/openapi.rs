@@ -195,9 +195,17 @@ mod tests {
         let cases = [
             ("get", "/ocart/v1/carts", "get_carts"),
             ("get", "/ocart/v1/carts/{id}", "get_carts_by_id"),
-            ("post", "/ocart/v1/carts/{id}/abandon", "post_carts_by_id_abandon"),
+            (
+                "post",
+                "/ocart/v1/carts/{id}/abandon",
+                "post_carts_by_id_abandon",
+            ),
             ("get", "/metrics", "get_metrics"),
-            ("post", "/ocart/v1/webhooks/woocommerce", "post_webhooks_woocommerce"),
+            (
+                "post",
+                "/ocart/v1/webhooks/woocommerce",
+                "post_webhooks_woocommerce",
+            ),
         ];
         for (method, path, want) in cases {
             assert_eq!(operation_id(method, path), want, "{method} {path}");

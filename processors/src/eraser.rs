@@ -6,7 +6,8 @@
 //! the projections blank the read tables, live and on rebuild), then deletes the key itself
 //! before it answers. A crash between the two leaves an erasure in the log whose key still
 //! exists; this processor, checkpointed, deletes it when it reaches the event, so no crash can
-//! leave erased data readable. Deleting a key twice is a no-op.
+//! leave erased data readable. Deleting a key twice is a no-op, and a key created after the
+//! erasure was recorded (the subject came back with new consent) is left alone.
 
 use std::time::Duration;
 
@@ -59,7 +60,11 @@ impl Eraser {
         };
         for event in &events {
             for subject in erased_subjects(event)? {
-                self.vault.erase(&subject).await?;
+                // Only the key the erasure covered: one the subject got after the erasure was
+                // recorded (a later capture with new consent) stays.
+                self.vault
+                    .erase_if_created_by(&subject, event.recorded_at)
+                    .await?;
             }
         }
         let mut tx = db.begin().await?;

@@ -188,6 +188,46 @@ impl Vault {
         Ok(())
     }
 
+    /// Deletes the subject's data key if it was created no later than `at`, the time an
+    /// erasure was recorded: a key the subject got afterwards (a new capture, with new consent)
+    /// seals data that erasure did not cover. Answers whether a key was deleted. This is how
+    /// the eraser completes an erasure after a crash without touching what came later.
+    pub async fn erase_if_created_by(
+        &self,
+        subject: &SubjectHash,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool, VaultError> {
+        let row: Option<(String, chrono::DateTime<chrono::Utc>)> = fetch_optional_db!(
+            &self.db,
+            (String, chrono::DateTime<chrono::Utc>),
+            "SELECT key_id, created_at FROM key_vault WHERE subject = $1",
+            subject.as_str()
+        )?;
+        let Some((key_id, created_at)) = row else {
+            return Ok(false);
+        };
+        if created_at > at {
+            return Ok(false);
+        }
+        {
+            let mut by_subject = self.by_subject.write().expect("vault lock");
+            if by_subject
+                .get(subject.as_str())
+                .is_some_and(|k| k.id == key_id)
+            {
+                by_subject.remove(subject.as_str());
+            }
+        }
+        self.by_id.write().expect("vault lock").remove(&key_id);
+        exec_db!(
+            &self.db,
+            "DELETE FROM key_vault WHERE subject = $1 AND key_id = $2",
+            subject.as_str(),
+            &key_id
+        )?;
+        Ok(true)
+    }
+
     /// Forgets cached keys of a subject erased by another process.
     pub fn forget(&self, subject: &SubjectHash) {
         if let Some(key) = self

@@ -119,7 +119,10 @@ pub struct CaptureRequest {
     #[serde(default)]
     #[schema(pattern = "^[A-Za-z0-9_-]{16,128}$")]
     pub session_token: Option<String>,
-    #[schema(max_length = 254, pattern = "^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")]
+    #[schema(
+        max_length = 254,
+        pattern = "^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
+    )]
     pub email: String,
     /// E.164 (spaces, dashes, dots and parentheses are ignored); blank means none.
     #[serde(default)]
@@ -143,7 +146,9 @@ pub struct CaptureRequest {
     #[schema(pattern = "^(cart|checkout)$")]
     pub stage: Option<String>,
     /// An active ISO 4217 code.
-    #[schema(pattern = "^(AED|AFN|ALL|AMD|ANG|AOA|ARS|AUD|AWG|AZN|BAM|BBD|BDT|BGN|BHD|BIF|BMD|BND|BOB|BRL|BSD|BTN|BWP|BYN|BZD|CAD|CDF|CHF|CLP|CNY|COP|CRC|CUP|CVE|CZK|DJF|DKK|DOP|DZD|EGP|ERN|ETB|EUR|FJD|FKP|GBP|GEL|GHS|GIP|GMD|GNF|GTQ|GYD|HKD|HNL|HTG|HUF|IDR|ILS|INR|IQD|IRR|ISK|JMD|JOD|JPY|KES|KGS|KHR|KMF|KPW|KRW|KWD|KYD|KZT|LAK|LBP|LKR|LRD|LSL|LYD|MAD|MDL|MGA|MKD|MMK|MNT|MOP|MRU|MUR|MVR|MWK|MXN|MYR|MZN|NAD|NGN|NIO|NOK|NPR|NZD|OMR|PAB|PEN|PGK|PHP|PKR|PLN|PYG|QAR|RON|RSD|RUB|RWF|SAR|SBD|SCR|SDG|SEK|SGD|SHP|SLE|SOS|SRD|SSP|STN|SVC|SYP|SZL|THB|TJS|TMT|TND|TOP|TRY|TTD|TWD|TZS|UAH|UGX|USD|UYU|UZS|VES|VND|VUV|WST|XAF|XCD|XCG|XOF|XPF|YER|ZAR|ZMW|ZWG)$")]
+    #[schema(
+        pattern = "^(AED|AFN|ALL|AMD|ANG|AOA|ARS|AUD|AWG|AZN|BAM|BBD|BDT|BGN|BHD|BIF|BMD|BND|BOB|BRL|BSD|BTN|BWP|BYN|BZD|CAD|CDF|CHF|CLP|CNY|COP|CRC|CUP|CVE|CZK|DJF|DKK|DOP|DZD|EGP|ERN|ETB|EUR|FJD|FKP|GBP|GEL|GHS|GIP|GMD|GNF|GTQ|GYD|HKD|HNL|HTG|HUF|IDR|ILS|INR|IQD|IRR|ISK|JMD|JOD|JPY|KES|KGS|KHR|KMF|KPW|KRW|KWD|KYD|KZT|LAK|LBP|LKR|LRD|LSL|LYD|MAD|MDL|MGA|MKD|MMK|MNT|MOP|MRU|MUR|MVR|MWK|MXN|MYR|MZN|NAD|NGN|NIO|NOK|NPR|NZD|OMR|PAB|PEN|PGK|PHP|PKR|PLN|PYG|QAR|RON|RSD|RUB|RWF|SAR|SBD|SCR|SDG|SEK|SGD|SHP|SLE|SOS|SRD|SSP|STN|SVC|SYP|SZL|THB|TJS|TMT|TND|TOP|TRY|TTD|TWD|TZS|UAH|UGX|USD|UYU|UZS|VES|VND|VUV|WST|XAF|XCD|XCG|XOF|XPF|YER|ZAR|ZMW|ZWG)$"
+    )]
     pub currency: String,
     #[schema(min_items = 1, max_items = 500)]
     pub items: Vec<ItemRequest>,
@@ -272,7 +277,10 @@ fn validate(req: CaptureRequest) -> Result<ValidCapture, ApiError> {
         if item.quantity <= 0 || item.quantity > i64::from(MAX_QUANTITY) {
             e.push(FieldError::new(
                 at("quantity"),
-                format!("must be between 1 and {MAX_QUANTITY}, got {}", item.quantity),
+                format!(
+                    "must be between 1 and {MAX_QUANTITY}, got {}",
+                    item.quantity
+                ),
             ));
         }
         if let Err(err) = Money::new(item.unit_price, currency.unwrap_or(FALLBACK_CURRENCY)) {
@@ -421,31 +429,35 @@ pub async fn capture(
     let cart_id = cart_id_for_session(&session_token).to_string();
     let vault = &state.core.vault;
     let email_subject = vault.subject_for_email(&input.email);
-    let wants_capture = input.consent.given == Some(true)
-        || (input.consent.given.is_none() && !settings.recovery.consent_required);
-    // A shopper who unsubscribed, bounced or complained is not tracked again. The answer is
-    // the one a kept cart gets, so this public endpoint does not tell anyone who is on the
-    // suppression list; the position is this instance's latest write, as good as any for
-    // read-your-writes.
-    if wants_capture
+    let required = settings.recovery.consent_required;
+    // Only a capture that would keep the cart asks the suppression list.
+    let suppressed = ocart_domain::cart::consents(input.consent.given, required)
         && ocart_projections::queries::recovery::is_suppressed(
             &state.core.db,
             email_subject.as_str(),
         )
-        .await?
-    {
-        return Ok((
-            StatusCode::ACCEPTED,
-            Json(CaptureReply {
-                cart_id,
-                session_token,
-                captured: true,
-                status: ocart_domain::cart::CartStatus::Active.as_str().to_owned(),
-                position: Some(state.core.log.head()),
-            }),
-        ));
-    }
-    let command = if wants_capture {
+        .await?;
+    let command = match ocart_domain::cart::capture_decision(
+        input.consent.given,
+        required,
+        suppressed,
+    ) {
+        // The answer a kept cart gets, so this public endpoint tells no one who is on the
+        // suppression list; the position is this instance's latest write, as good as any for
+        // read-your-writes.
+        ocart_domain::cart::CaptureDecision::IgnoreSuppressed => {
+            return Ok((
+                StatusCode::ACCEPTED,
+                Json(CaptureReply {
+                    cart_id,
+                    session_token,
+                    captured: true,
+                    status: ocart_domain::cart::CartStatus::Active.as_str().to_owned(),
+                    position: Some(state.core.log.head()),
+                }),
+            ));
+        }
+        ocart_domain::cart::CaptureDecision::Keep => {
         let email = PersonalField {
             sealed: vault.seal(&email_subject, input.email.as_str()).await?,
             subject: email_subject.clone(),
@@ -482,22 +494,23 @@ pub async fn capture(
             totals: input.totals,
             at: state.core.clock.now(),
         }))
-    } else if input.consent.given == Some(false) {
-        CartCommand::WithdrawConsent {
-            at: state.core.clock.now(),
         }
-    } else {
+        ocart_domain::cart::CaptureDecision::Withdraw => CartCommand::WithdrawConsent {
+            at: state.core.clock.now(),
+        },
         // No consent and none required to be withdrawn: nothing is kept.
-        return Ok((
-            StatusCode::ACCEPTED,
-            Json(CaptureReply {
-                cart_id,
-                session_token,
-                captured: false,
-                status: "not_captured".into(),
-                position: None,
-            }),
-        ));
+        ocart_domain::cart::CaptureDecision::NotKept => {
+            return Ok((
+                StatusCode::ACCEPTED,
+                Json(CaptureReply {
+                    cart_id,
+                    session_token,
+                    captured: false,
+                    status: "not_captured".into(),
+                    position: None,
+                }),
+            ));
+        }
     };
     let withdrawing = matches!(command, CartCommand::WithdrawConsent { .. });
     let meta = ctx.meta("public:checkout".into(), &state);
@@ -530,7 +543,7 @@ pub async fn capture(
         Json(CaptureReply {
             cart_id,
             session_token,
-            captured: wants_capture,
+            captured: !withdrawing,
             status,
             position: outcome.last_position(),
         }),

@@ -36,7 +36,9 @@ pub struct ListQuery {
     #[param(pattern = "^(active|abandoned|converted|expired)$")]
     pub status: Option<String>,
     /// RFC 3339 time, or a relative age such as `24h`, `7d`, `30m`.
-    #[param(pattern = "^([0-9]{1,7}[smhd]|[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9]))$")]
+    #[param(
+        pattern = "^([0-9]{1,7}[smhd]|[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9]))$"
+    )]
     pub since: Option<String>,
     /// 1 to 200 (default 50).
     #[param(minimum = 1, maximum = 200)]

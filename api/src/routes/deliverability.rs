@@ -110,7 +110,10 @@ pub async fn feed(
 #[serde(deny_unknown_fields)]
 pub struct DnsCheckRequest {
     /// The sending domain (the From address's).
-    #[schema(max_length = 253, pattern = "^[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(\\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)+\\.?$")]
+    #[schema(
+        max_length = 253,
+        pattern = "^[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(\\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)+\\.?$"
+    )]
     pub domain: String,
     /// The DKIM selector (default: `[email.dkim] selector`; required without one).
     #[schema(pattern = "^[A-Za-z0-9._-]{1,63}$")]

@@ -56,7 +56,10 @@ pub mod keyset {
         if micros.is_empty() || micros.len() > 16 || !micros.bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }
-        if !id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if !id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             return None;
         }
         let at = DateTime::from_timestamp_micros(micros.parse().ok()?)?;
@@ -72,7 +75,10 @@ pub mod keyset {
         #[test]
         fn cursors_round_trip_and_refuse_other_shapes() {
             let at = DateTime::from_timestamp_micros(1_780_000_000_123_456).unwrap();
-            assert_eq!(decode(&encode(at, "cart-1|x")), Some((at, "cart-1|x".into())));
+            assert_eq!(
+                decode(&encode(at, "cart-1|x")),
+                Some((at, "cart-1|x".into()))
+            );
             for (rule, raw) in [
                 ("an empty cursor is refused", ""),
                 ("a cursor without a dot is refused", "123"),

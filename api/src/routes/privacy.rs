@@ -35,8 +35,11 @@ pub struct EraseRequest {
 #[serde(untagged)]
 pub enum EraseBody {
     ByEmail {
-        #[schema(max_length = 254, pattern = "^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")]
-    email: String,
+        #[schema(
+            max_length = 254,
+            pattern = "^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
+        )]
+        email: String,
         #[serde(default)]
         #[schema(inline, value_type = crate::openapi::Null)]
         phone: (),

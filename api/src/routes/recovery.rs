@@ -579,7 +579,10 @@ pub async fn list_suppression(
 #[serde(deny_unknown_fields)]
 pub struct AddSuppression {
     /// An email address or an E.164 phone number; only its hash is kept.
-    #[schema(max_length = 254, pattern = "^([A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+|\\+[1-9][0-9]{7,14})$")]
+    #[schema(
+        max_length = 254,
+        pattern = "^([A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+|\\+[1-9][0-9]{7,14})$"
+    )]
     pub recipient: String,
     /// manual (default), bounce, complaint, unsubscribe or winback_failed
     #[schema(value_type = Option<String>, pattern = "^(manual|bounce|complaint|unsubscribe|winback_failed)$")]
@@ -631,7 +634,10 @@ pub async fn add_suppression(
 pub struct RemoveSuppressionQuery {
     /// The email address or E.164 phone number to allow again (give it or
     /// `recipient_hash`, not both).
-    #[param(max_length = 254, pattern = "^([A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+|\\+[1-9][0-9]{7,14})$")]
+    #[param(
+        max_length = 254,
+        pattern = "^([A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+|\\+[1-9][0-9]{7,14})$"
+    )]
     pub recipient: Option<String>,
     /// Or its hash, as the list shows it.
     #[param(pattern = "^[0-9a-fA-F]{64}$")]
@@ -691,7 +697,10 @@ pub async fn remove_suppression(
 #[serde(deny_unknown_fields)]
 pub struct TriggerTest {
     /// Where the test messages go.
-    #[schema(max_length = 254, pattern = "^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")]
+    #[schema(
+        max_length = 254,
+        pattern = "^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
+    )]
     pub email: String,
 }
 

@@ -33,7 +33,9 @@ pub struct CreateTokenRequest {
 
 /// A capability a token may hold.
 #[derive(ToSchema)]
-#[schema(pattern = "^(ocart_manage|ocart_manage_funnels|ocart_manage_offers|ocart_manage_recovery|ocart_manage_tests|ocart_view_reports|ocart_run_migration|ocart_view_personal_data)$")]
+#[schema(
+    pattern = "^(ocart_manage|ocart_manage_funnels|ocart_manage_offers|ocart_manage_recovery|ocart_manage_tests|ocart_view_reports|ocart_run_migration|ocart_view_personal_data)$"
+)]
 pub struct CapabilityName(#[allow(dead_code)] String);
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -149,11 +149,7 @@ impl Cart {
     }
 
     fn capture(&self, capture: CaptureCart) -> Result<Option<CartEvent>, CartError> {
-        let consented = match capture.consent.given {
-            Some(given) => given,
-            None => !capture.consent_required,
-        };
-        if !consented {
+        if !super::consents(capture.consent.given, capture.consent_required) {
             return Ok(self.withdrawal(capture.at));
         }
         if matches!(self.status, CartStatus::Converted | CartStatus::Expired) {

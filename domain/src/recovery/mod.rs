@@ -4,6 +4,10 @@
 
 mod eligibility;
 mod feed;
+/// The send guards: a pure decision over typed facts.
+mod guards;
+/// The restore link's expiry and refusals.
+mod restore;
 mod run;
 mod sequence;
 mod steps;
@@ -11,9 +15,14 @@ mod suppression;
 mod template;
 
 pub use eligibility::cart_may_get_coupon;
+pub use guards::{
+    send_verdict, CartFacts, CartState, GuardSettings, HoldReason, OtherRun, RunState, SendFacts,
+    SendVerdict,
+};
 pub use feed::{
     feed_cutoff, prune_moves, DeliverabilityFeed, FeedCommand, FeedError, FeedEvent, FEED_ID,
 };
+pub use restore::{restore_link_expired, restore_refusal, RestoreCart};
 pub use run::{
     message_key, run_earns_credit, Claim, DeliveryKind, DeliveryReport, IssuedCoupon, LinkHashes,
     RecoveryRun, RestoreFailure, RestoreOutcome, RunCommand, RunError, RunEvent, RunStart,

@@ -11,7 +11,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use ocart_domain::recovery::{
-    Channel, LinkHashes, RecoveryRun, RunCommand, RunError, Step, StopReason,
+    send_verdict, CartFacts, CartState, Channel, GuardSettings, LinkHashes, OtherRun,
+    RecoveryRun, RunCommand, RunError, RunState, SendFacts, SendVerdict, Step, StopReason,
 };
 use ocart_domain::settings::SettingsValues;
 use ocart_domain::Clock;
@@ -662,8 +663,9 @@ impl Processor for Dispatcher {
     }
 }
 
-/// The send guards, in order, on the facts of the pass. Answers the decision and the cart
-/// (for rendering).
+/// The send guards (`ocart_domain::recovery::send_verdict`) on the facts of the pass: this
+/// only gathers the run's facts and turns the verdict into a decision. Answers the decision
+/// and the cart (for rendering).
 fn decide(
     due: &DueRun,
     facts: &Facts,
@@ -671,86 +673,58 @@ fn decide(
     now: DateTime<Utc>,
 ) -> (Decision, Option<CartForSend>) {
     let row = &due.run;
-    let stop = |reason| (Decision::Stop { reason }, None);
-    // The step due (or, under a stale claim, in flight) is the one after those done.
-    let index = row.current_step as usize;
-    let Some(step) = due.steps.get(index) else {
-        return stop(StopReason::Completed);
+    let cart = facts.carts.get(&row.cart_id);
+    let others: Vec<OtherRun<'_>> = cart
+        .and_then(|c| c.email_hash.as_deref())
+        .and_then(|email| facts.holders.get(email))
+        .map(|runs| {
+            runs.iter()
+                .map(|r| OtherRun {
+                    run_id: &r.run_id,
+                    state: RunState::from_status(&r.status),
+                    abandoned_at: r.abandoned_at,
+                    last_sent_at: r.last_sent_at,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let send = SendFacts {
+        run_id: &row.run_id,
+        run_state: RunState::from_status(&row.status),
+        steps_done: u32::try_from(row.current_step).unwrap_or(0),
+        // The step due (or, under a stale claim, in flight) is the one after those done.
+        next_channel: usize::try_from(row.current_step)
+            .ok()
+            .and_then(|i| due.steps.get(i))
+            .map(|step| step.channel),
+        abandoned_at: row.abandoned_at,
+        cart: cart.map(|c| CartFacts {
+            state: CartState::from_status(&c.status),
+            erased: c.erased,
+            has_order: c.order_id.is_some(),
+            email_hash: c.email_hash.as_deref(),
+            phone_hash: c.phone_hash.as_deref(),
+            has_email: c.email.is_some(),
+            has_phone: c.phone.is_some(),
+        }),
+        suppressed: &facts.suppressed,
+        buyers: &facts.buyers,
+        others: &others,
     };
-    let Some(cart) = facts.carts.get(&row.cart_id) else {
-        return stop(StopReason::CartNotAbandoned);
+    let guards = GuardSettings {
+        max_age_days: settings.recovery.max_age_days,
+        quiet_period_hours: settings.recovery.quiet_period_hours,
     };
-    if cart.erased {
-        return stop(StopReason::NoConsent);
+    match send_verdict(&send, guards, now) {
+        SendVerdict::Send { step, channel } => (Decision::Send { step, channel }, cart.cloned()),
+        SendVerdict::Stop(reason) => (Decision::Stop { reason }, None),
+        SendVerdict::Hold(why) => (
+            Decision::Hold {
+                why: why.as_str().into(),
+            },
+            None,
+        ),
     }
-    match cart.status.as_str() {
-        "abandoned" => {}
-        // The opener converts the run with the order's revenue; never send meanwhile.
-        "converted" => {
-            return (
-                Decision::Hold {
-                    why: "the cart converted; the run is being credited".into(),
-                },
-                None,
-            )
-        }
-        _ => return stop(StopReason::CartNotAbandoned),
-    }
-    if cart.order_id.is_some() {
-        return stop(StopReason::OrderPlaced);
-    }
-    let max_age = chrono::Duration::days(i64::from(settings.recovery.max_age_days));
-    if row.abandoned_at < now - max_age {
-        return stop(StopReason::TooOld);
-    }
-    let Some(email_hash) = cart.email_hash.as_deref() else {
-        return stop(StopReason::NoConsent);
-    };
-    let recipient_hash = match step.channel {
-        Channel::Email => Some(email_hash),
-        Channel::Sms => cart.phone_hash.as_deref(),
-    };
-    let Some(recipient_hash) = recipient_hash else {
-        return stop(StopReason::NoRecipient);
-    };
-    if facts.suppressed.contains(email_hash) || facts.suppressed.contains(recipient_hash) {
-        return stop(StopReason::Suppressed);
-    }
-    if facts.buyers.contains(email_hash) {
-        return stop(StopReason::OrderPlaced);
-    }
-    let quiet = chrono::Duration::hours(i64::from(settings.recovery.quiet_period_hours));
-    if row.current_step == 0 && row.status == "pending" {
-        // Only a run that has not messaged yet yields to another run of the recipient: one
-        // still open that started before it (the oldest open run of a recipient is the one
-        // that messages them), or one that messaged them within the quiet period.
-        let held = facts.holders.get(email_hash).is_some_and(|runs| {
-            runs.iter().any(|other| {
-                other.run_id != row.run_id
-                    && ((matches!(other.status.as_str(), "pending" | "running")
-                        && (other.abandoned_at, other.run_id.as_str())
-                            < (row.abandoned_at, row.run_id.as_str()))
-                        || other.last_sent_at.is_some_and(|at| at > now - quiet))
-            })
-        });
-        if held {
-            return stop(StopReason::QuietPeriod);
-        }
-    }
-    let has_address = match step.channel {
-        Channel::Email => cart.email.is_some(),
-        Channel::Sms => cart.phone.is_some(),
-    };
-    if !has_address {
-        return stop(StopReason::NoRecipient);
-    }
-    (
-        Decision::Send {
-            step: index as u32 + 1,
-            channel: step.channel,
-        },
-        Some(cart.clone()),
-    )
 }
 
 enum Handled {

@@ -180,3 +180,47 @@ async fn an_acknowledged_withdrawal_stays_erased_after_kill_9() {
         .unwrap();
     let _ = child.wait_with_output().await;
 }
+
+/// The eraser completes an erasure by deleting the key the erasure covered, never one the
+/// subject got afterwards: a shopper who withdraws and later checks out again with consent
+/// keeps the new cart readable, whenever the eraser reaches the old withdrawal.
+async fn the_eraser_leaves_a_key_created_after_the_erasure(kind: Kind) {
+    let fresh = FreshDb::new(kind).await;
+    let db = fresh.connect().await;
+    let vault = ocart_projections::Vault::open(db.clone(), None).await.unwrap();
+    let email = ocart_domain::Email::parse("email", "back.again@example.com").unwrap();
+    let subject = vault.subject_for_email(&email);
+    let old = vault.seal(&subject, "back.again@example.com").await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let erased_at = chrono::Utc::now();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    // The erasure ran inline; the shopper comes back and gets a new key.
+    vault.erase(&subject).await.unwrap();
+    let new = vault.seal(&subject, "back.again@example.com").await.unwrap();
+    assert_ne!(old.key, new.key);
+    // The eraser reaches the old erasure now: the new key stays.
+    assert!(!vault.erase_if_created_by(&subject, erased_at).await.unwrap());
+    assert_eq!(
+        vault.unseal(&new).await.unwrap().as_deref(),
+        Some("back.again@example.com")
+    );
+    assert_eq!(vault.unseal(&old).await.unwrap(), None);
+    // An erasure recorded after the key was made does delete it.
+    assert!(vault
+        .erase_if_created_by(&subject, chrono::Utc::now())
+        .await
+        .unwrap());
+    let reopened = ocart_projections::Vault::open(db.clone(), None).await.unwrap();
+    assert_eq!(reopened.unseal(&new).await.unwrap(), None);
+    assert_eq!(keys_in_vault(&db).await, 0);
+}
+
+#[tokio::test]
+async fn postgres_the_eraser_leaves_a_key_created_after_the_erasure() {
+    the_eraser_leaves_a_key_created_after_the_erasure(Kind::Postgres).await;
+}
+
+#[tokio::test]
+async fn sqlite_the_eraser_leaves_a_key_created_after_the_erasure() {
+    the_eraser_leaves_a_key_created_after_the_erasure(Kind::Sqlite).await;
+}
