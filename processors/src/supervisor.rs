@@ -28,6 +28,9 @@ use ocart_projections::EventLog;
 /// unless it is told otherwise (`processors.poll_interval_ms`).
 pub const DEFAULT_POLL: Duration = Duration::from_millis(500);
 
+/// How long a step in flight may go on after the server is told to stop.
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
+
 /// The first wait after a failure; it doubles up to [`MAX_BACKOFF`].
 pub const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// The longest wait between two failing steps.
@@ -315,9 +318,16 @@ async fn supervise(
             if *stop.borrow() {
                 break;
             }
+            // A step in flight when the server stops may finish (a graceful stop projects
+            // what was just written); one still running after the grace period is dropped,
+            // which every step tolerates: its effects are committed with its checkpoint.
+            let mut stopping = stop.clone();
             let step = tokio::select! {
                 step = AssertUnwindSafe(processor.step()).catch_unwind() => step,
-                _ = stop.changed() => break,
+                _ = async {
+                    let _ = stopping.wait_for(|stopped| *stopped).await;
+                    tokio::time::sleep(STOP_GRACE).await;
+                } => break,
             };
             match step {
                 Ok(Ok(next)) => {

@@ -1,6 +1,6 @@
 //! The abandonment sweeper, a process manager. It keeps one exact timer: the moment the
 //! earliest active cart passes `recovery.abandoned_threshold_min` of inactivity (read from the
-//! carts table's `(status, last_activity_at)` index). When it fires, every cart due by then is
+//! carts table's `carts_due (status, last_activity_at, cart_id)` index). When it fires, every cart due by then is
 //! marked abandoned with a `MarkAbandoned` command (the aggregate re-checks the inactivity), and
 //! the timer is re-armed for the next one. `recovery.abandonment_scan_interval_min` bounds the
 //! sleep, so a fallback scan runs at least that often. A new capture can only be due later than

@@ -69,3 +69,40 @@ pub async fn ocart(db: &FreshDb, args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// `ocart serve` on the embedded default in `dir` (its current directory, so `./ocart.db`),
+/// listening on 127.0.0.1:`port`; the caller reads or discards its output and stops it.
+pub fn serve_in(
+    bin: &std::path::Path,
+    dir: &std::path::Path,
+    port: u16,
+    output: fn() -> std::process::Stdio,
+) -> tokio::process::Child {
+    tokio::process::Command::new(bin)
+        .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+        .current_dir(dir)
+        .env_remove("OCART_DATABASE_URL")
+        .env_remove("OCART_DATA_DIR")
+        .env_remove("OCART_NATS_URL")
+        .stdout(output())
+        .stderr(output())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start ocart serve")
+}
+
+/// Waits (at most 10 s) until a server answers `GET /ocart/v1/ping` on 127.0.0.1:`port`.
+pub async fn wait_until_serving(client: &reqwest::Client, port: u16) {
+    for _ in 0..100 {
+        if client
+            .get(format!("http://127.0.0.1:{port}/ocart/v1/ping"))
+            .send()
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("ocart serve did not come up on port {port}");
+}

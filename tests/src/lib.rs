@@ -22,7 +22,7 @@ pub use app::{
     capture_body, outbox_emails, read, session, spawn_app, spawn_app_with, spawn_on, start_time,
     test_config, TestApp,
 };
-pub use cli::{ocart, ocart_bin};
+pub use cli::{ocart, ocart_bin, serve_in, wait_until_serving};
 pub use db::{pg_admin_url, FreshDb, Kind};
 pub use dns::DnsServer;
 pub use nats::{free_port, nats_url, NatsServer};

@@ -215,33 +215,9 @@ async fn serve_runs_on_the_embedded_default_and_stops_gracefully_on_sigterm() {
     let bin = tokio::task::spawn_blocking(ocart_tests::ocart_bin)
         .await
         .unwrap();
-    let start = || {
-        tokio::process::Command::new(&bin)
-            .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
-            .current_dir(&dir)
-            .env_remove("OCART_DATABASE_URL")
-            .env_remove("OCART_DATA_DIR")
-            .env_remove("OCART_NATS_URL")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
+    let start = || ocart_tests::serve_in(&bin, &dir, port, std::process::Stdio::piped);
     let client = reqwest::Client::new();
-    let wait_up = || async {
-        for _ in 0..100 {
-            if client
-                .get(format!("http://127.0.0.1:{port}/ocart/v1/ping"))
-                .send()
-                .await
-                .is_ok()
-            {
-                return;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-        panic!("ocart serve did not come up");
-    };
+    let wait_up = || ocart_tests::wait_until_serving(&client, port);
     let child = start();
     wait_up().await;
     let resp = client

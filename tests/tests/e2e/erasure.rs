@@ -101,30 +101,10 @@ async fn an_acknowledged_withdrawal_stays_erased_after_kill_9() {
     let bin = tokio::task::spawn_blocking(ocart_tests::ocart_bin)
         .await
         .unwrap();
-    let start = || {
-        tokio::process::Command::new(&bin)
-            .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
-            .current_dir(&dir)
-            .env_remove("OCART_DATABASE_URL")
-            .env_remove("OCART_DATA_DIR")
-            .env_remove("OCART_NATS_URL")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap()
-    };
+    let start = || ocart_tests::serve_in(&bin, &dir, port, std::process::Stdio::null);
     let client = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}/ocart/v1");
-    let wait_up = || async {
-        for _ in 0..100 {
-            if client.get(format!("{base}/ping")).send().await.is_ok() {
-                return;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-        panic!("ocart serve did not come up");
-    };
+    let wait_up = || ocart_tests::wait_until_serving(&client, port);
     let child = start();
     wait_up().await;
     let s = session();
