@@ -14,10 +14,10 @@ use axum::Router;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use ocart_domain::token::Capability;
 use ocart_domain::Clock;
+use ocart_processors::supervisor::{factory, Supervisor};
 use ocart_projections::CommandMeta;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use ocart_processors::supervisor::{factory, Supervisor};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -192,8 +192,10 @@ async fn run_processors(core: Arc<Core>, stop: watch::Receiver<bool>) {
         factory(move || {
             let core = c.clone();
             async move {
-                Ok(ocart_processors::Sweeper::new(core.log.clone(), core.clock.clone())
-                    .with_poll(poll))
+                Ok(
+                    ocart_processors::Sweeper::new(core.log.clone(), core.clock.clone())
+                        .with_poll(poll),
+                )
             }
         }),
     );
@@ -203,8 +205,10 @@ async fn run_processors(core: Arc<Core>, stop: watch::Receiver<bool>) {
         factory(move || {
             let core = c.clone();
             async move {
-                Ok(ocart_processors::Eraser::new(core.log.clone(), core.vault.clone())
-                    .with_poll(poll))
+                Ok(
+                    ocart_processors::Eraser::new(core.log.clone(), core.vault.clone())
+                        .with_poll(poll),
+                )
             }
         }),
     );
@@ -345,9 +349,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::api_router())
         .split_for_parts();
     let document = routes::system::Document(Arc::new(crate::openapi::document(routed)));
-    let router = router
-        .fallback(not_found)
-        .layer(axum::Extension(document));
+    let router = router.fallback(not_found).layer(axum::Extension(document));
     // Every body up to MAX_BODY; the order signals allow more (routes::orders).
     crate::json::with_body_limit(router, MAX_BODY)
         .layer(middleware::from_fn(track))

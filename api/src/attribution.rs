@@ -9,16 +9,16 @@
 //! finds each step done and changes nothing.
 
 use chrono::{DateTime, Duration, Utc};
-use ocart_domain::ProductId;
 use ocart_domain::cart::{cart_id_for_session, CartCommand, CartError, CartStatus};
 use ocart_domain::order::{
-    is_paid, order_id_for, signal_applies, Attribution, AttributionOutcome,
-    MatchedBy, OrderCommand, OrderFacts,
+    is_paid, order_id_for, signal_applies, Attribution, AttributionOutcome, MatchedBy,
+    OrderCommand, OrderFacts,
 };
 use ocart_domain::recovery::{
     restore_link_expired, restore_refusal, CartState, RestoreCart, RestoreFailure, RestoreOutcome,
     RunCommand,
 };
+use ocart_domain::ProductId;
 use ocart_domain::{CartItem, Currency, Email};
 use ocart_projections::queries::recovery as q;
 use ocart_projections::{CommandError, CommandMeta};
@@ -338,7 +338,10 @@ impl Core {
             }
         };
         // WooCommerce's ids are numbers; a store with string ids is not asked (fail open).
-        let mut ids: Vec<u64> = items.iter().filter_map(|i| i.product_id.as_number()).collect();
+        let mut ids: Vec<u64> = items
+            .iter()
+            .filter_map(|i| i.product_id.as_number())
+            .collect();
         ids.sort_unstable();
         ids.dedup();
         let unavailable: Vec<ProductId> = match &self.woo {

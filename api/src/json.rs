@@ -30,8 +30,7 @@ pub fn documented_with_body_limit<S: Clone + Send + Sync + 'static>(
     max: usize,
 ) -> utoipa_axum::router::OpenApiRouter<S> {
     let (router, doc) = router.split_for_parts();
-    utoipa_axum::router::OpenApiRouter::with_openapi(doc)
-        .merge(with_body_limit(router, max).into())
+    utoipa_axum::router::OpenApiRouter::with_openapi(doc).merge(with_body_limit(router, max).into())
 }
 
 /// Turns axum's plain-text 413 (a body over the limit, refused while it was read) into the
@@ -61,7 +60,10 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     // Every body is a JSON object (or, where the body is optional, null); serde would
     // otherwise read a top-level array positionally into a struct (`[null]` as `{}`).
     if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
-        return Err(ApiError::validation("body", "must be a JSON object, not an array"));
+        return Err(ApiError::validation(
+            "body",
+            "must be a JSON object, not an array",
+        ));
     }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {

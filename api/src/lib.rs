@@ -31,12 +31,12 @@ mod ratelimit;
 mod routes;
 /// Handler state and request context.
 mod state;
-/// The application layer: one use case per file, called by HTTP handlers and CLI commands.
-pub mod usecases;
 /// Test mode's trigger: a dummy abandoned cart mailed within 30 seconds.
 pub mod testflow;
 /// Delivery reports and opens of sent messages.
 pub mod tracking;
+/// The application layer: one use case per file, called by HTTP handlers and CLI commands.
+pub mod usecases;
 
 pub use app::Application;
 pub use config::Config;

@@ -42,13 +42,37 @@ mod tests {
         let cases: &[(&str, &str, Option<&str>)] = &[
             ("an age in hours", "24h", Some("2026-11-30T12:00:00+00:00")),
             ("an age in days", "7d", Some("2026-11-24T12:00:00+00:00")),
-            ("an age in minutes", "30m", Some("2026-12-01T11:30:00+00:00")),
-            ("an age in seconds", "90s", Some("2026-12-01T11:58:30+00:00")),
-            ("an RFC 3339 time", "2026-01-02T03:04:05Z", Some("2026-01-02T03:04:05+00:00")),
+            (
+                "an age in minutes",
+                "30m",
+                Some("2026-12-01T11:30:00+00:00"),
+            ),
+            (
+                "an age in seconds",
+                "90s",
+                Some("2026-12-01T11:58:30+00:00"),
+            ),
+            (
+                "an RFC 3339 time",
+                "2026-01-02T03:04:05Z",
+                Some("2026-01-02T03:04:05+00:00"),
+            ),
             ("a zero age is now", "0s", Some("2026-12-01T12:00:00+00:00")),
-            ("days past chrono's range are refused", "99999999999999d", None),
-            ("an age before the earliest time is refused", "9223372036854775s", None),
-            ("a number past i64 is refused", "99999999999999999999h", None),
+            (
+                "days past chrono's range are refused",
+                "99999999999999d",
+                None,
+            ),
+            (
+                "an age before the earliest time is refused",
+                "9223372036854775s",
+                None,
+            ),
+            (
+                "a number past i64 is refused",
+                "99999999999999999999h",
+                None,
+            ),
             ("a multi-byte unit is refused", "24é", None),
             ("a multi-byte number is refused", "２4h", None),
             ("a lone unit is refused", "h", None),

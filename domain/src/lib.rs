@@ -31,7 +31,9 @@ pub mod token;
 mod values;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use money::{format_decimal, line_total, lines_total, Money, MoneyError, MAX_AMOUNT, MAX_QUANTITY};
+pub use money::{
+    format_decimal, line_total, lines_total, Money, MoneyError, MAX_AMOUNT, MAX_QUANTITY,
+};
 pub use privacy::{PersonalField, Sealed, SubjectHash};
 pub use values::{
     CartItem, CartTotals, Currency, Email, FieldError, Phone, ProductId, Source, Stage,

@@ -146,22 +146,85 @@ mod tests {
     #[test]
     fn amounts_are_bounded_and_arithmetic_never_wraps() {
         let m = |minor| Money::new(minor, eur());
-        type Case = (&'static str, Result<i64, MoneyError>, Result<i64, MoneyError>);
+        type Case = (
+            &'static str,
+            Result<i64, MoneyError>,
+            Result<i64, MoneyError>,
+        );
         let cases: Vec<Case> = vec![
-            ("a price inside the bounds is kept", m(1250).map(|x| x.minor()), Ok(1250)),
+            (
+                "a price inside the bounds is kept",
+                m(1250).map(|x| x.minor()),
+                Ok(1250),
+            ),
             ("zero is an amount", m(0).map(|x| x.minor()), Ok(0)),
-            ("the largest amount is accepted", m(MAX_AMOUNT).map(|x| x.minor()), Ok(MAX_AMOUNT)),
-            ("one past the largest amount is refused", m(MAX_AMOUNT + 1).map(|x| x.minor()), Err(MoneyError::TooLarge)),
-            ("i64::MAX is refused", m(i64::MAX).map(|x| x.minor()), Err(MoneyError::TooLarge)),
-            ("a negative amount is refused", m(-1).map(|x| x.minor()), Err(MoneyError::Negative)),
-            ("i64::MIN is refused", m(i64::MIN).map(|x| x.minor()), Err(MoneyError::Negative)),
-            ("adding stays exact", m(1).and_then(|a| a.checked_add(m(2)?)).map(|x| x.minor()), Ok(3)),
-            ("adding past the bound is refused", m(MAX_AMOUNT).and_then(|a| a.checked_add(m(1)?)).map(|x| x.minor()), Err(MoneyError::TooLarge)),
-            ("subtracting below zero is refused", m(1).and_then(|a| a.checked_sub(m(2)?)).map(|x| x.minor()), Err(MoneyError::Negative)),
-            ("multiplying stays exact", m(1250).and_then(|a| a.times(3)).map(|x| x.minor()), Ok(3750)),
-            ("multiplying past the bound is refused", m(MAX_AMOUNT).and_then(|a| a.times(2)).map(|x| x.minor()), Err(MoneyError::TooLarge)),
-            ("multiplying by u32::MAX is refused, not wrapped", m(MAX_AMOUNT).and_then(|a| a.times(u32::MAX)).map(|x| x.minor()), Err(MoneyError::TooLarge)),
-            ("two currencies are not added", m(1).and_then(|a| a.checked_add(Money::new(1, Currency::parse("c", "USD").unwrap())?)).map(|x| x.minor()), Err(MoneyError::CurrencyMismatch)),
+            (
+                "the largest amount is accepted",
+                m(MAX_AMOUNT).map(|x| x.minor()),
+                Ok(MAX_AMOUNT),
+            ),
+            (
+                "one past the largest amount is refused",
+                m(MAX_AMOUNT + 1).map(|x| x.minor()),
+                Err(MoneyError::TooLarge),
+            ),
+            (
+                "i64::MAX is refused",
+                m(i64::MAX).map(|x| x.minor()),
+                Err(MoneyError::TooLarge),
+            ),
+            (
+                "a negative amount is refused",
+                m(-1).map(|x| x.minor()),
+                Err(MoneyError::Negative),
+            ),
+            (
+                "i64::MIN is refused",
+                m(i64::MIN).map(|x| x.minor()),
+                Err(MoneyError::Negative),
+            ),
+            (
+                "adding stays exact",
+                m(1).and_then(|a| a.checked_add(m(2)?)).map(|x| x.minor()),
+                Ok(3),
+            ),
+            (
+                "adding past the bound is refused",
+                m(MAX_AMOUNT)
+                    .and_then(|a| a.checked_add(m(1)?))
+                    .map(|x| x.minor()),
+                Err(MoneyError::TooLarge),
+            ),
+            (
+                "subtracting below zero is refused",
+                m(1).and_then(|a| a.checked_sub(m(2)?)).map(|x| x.minor()),
+                Err(MoneyError::Negative),
+            ),
+            (
+                "multiplying stays exact",
+                m(1250).and_then(|a| a.times(3)).map(|x| x.minor()),
+                Ok(3750),
+            ),
+            (
+                "multiplying past the bound is refused",
+                m(MAX_AMOUNT).and_then(|a| a.times(2)).map(|x| x.minor()),
+                Err(MoneyError::TooLarge),
+            ),
+            (
+                "multiplying by u32::MAX is refused, not wrapped",
+                m(MAX_AMOUNT)
+                    .and_then(|a| a.times(u32::MAX))
+                    .map(|x| x.minor()),
+                Err(MoneyError::TooLarge),
+            ),
+            (
+                "two currencies are not added",
+                m(1).and_then(|a| {
+                    a.checked_add(Money::new(1, Currency::parse("c", "USD").unwrap())?)
+                })
+                .map(|x| x.minor()),
+                Err(MoneyError::CurrencyMismatch),
+            ),
         ];
         for (rule, got, want) in cases {
             assert_eq!(got, want, "{rule}");
@@ -181,7 +244,11 @@ mod tests {
             assert_eq!(line_total(*price, *quantity), *want, "{rule}");
         }
         assert_eq!(lines_total([(1250, 2), (450, 2)]), Some(3400));
-        assert_eq!(lines_total([(MAX_AMOUNT, 1), (1, 1)]), None, "a sum past the bound");
+        assert_eq!(
+            lines_total([(MAX_AMOUNT, 1), (1, 1)]),
+            None,
+            "a sum past the bound"
+        );
         assert_eq!(lines_total([(i64::MAX, 2)]), None);
     }
 

@@ -185,9 +185,7 @@ impl Currency {
         let scaled = format!("{whole}{kept:0<exponent$}");
         let minor = scaled.parse::<i64>().map_err(|_| bad())?;
         let round_up = dropped.as_bytes().first().is_some_and(|d| *d >= b'5');
-        minor
-            .checked_add(i64::from(round_up))
-            .ok_or_else(bad)
+        minor.checked_add(i64::from(round_up)).ok_or_else(bad)
     }
 
     /// Minor units as a plain decimal in this currency's own digits (`1000` EUR → `10.00`,
@@ -392,25 +390,74 @@ mod tests {
             ("one decimal is tens of cents", "EUR", "39.8", Some(3980)),
             ("no decimals are whole units", "EUR", "39", Some(3900)),
             ("zero is zero", "EUR", "0.00", Some(0)),
-            ("a third decimal below five rounds down", "EUR", "39.804", Some(3980)),
-            ("a third decimal of five rounds half away from zero", "EUR", "39.805", Some(3981)),
-            ("a third decimal above five rounds up", "EUR", "39.809", Some(3981)),
-            ("rounding carries into the whole units", "EUR", "0.995", Some(100)),
-            ("only the first dropped digit decides", "EUR", "1.00499", Some(100)),
-            ("trailing zeros change nothing", "EUR", "39.80000", Some(3980)),
+            (
+                "a third decimal below five rounds down",
+                "EUR",
+                "39.804",
+                Some(3980),
+            ),
+            (
+                "a third decimal of five rounds half away from zero",
+                "EUR",
+                "39.805",
+                Some(3981),
+            ),
+            (
+                "a third decimal above five rounds up",
+                "EUR",
+                "39.809",
+                Some(3981),
+            ),
+            (
+                "rounding carries into the whole units",
+                "EUR",
+                "0.995",
+                Some(100),
+            ),
+            (
+                "only the first dropped digit decides",
+                "EUR",
+                "1.00499",
+                Some(100),
+            ),
+            (
+                "trailing zeros change nothing",
+                "EUR",
+                "39.80000",
+                Some(3980),
+            ),
             ("a sign is refused", "EUR", "-1.00", None),
             ("an exponent is refused", "EUR", "1e3", None),
             ("a missing whole part is refused", "EUR", ".5", None),
-            ("more than fifteen whole digits are refused", "EUR", "1234567890123456", None),
+            (
+                "more than fifteen whole digits are refused",
+                "EUR",
+                "1234567890123456",
+                None,
+            ),
             ("multi-byte digits are refused", "EUR", "１.00", None),
             ("yen have no decimals", "JPY", "1200", Some(1200)),
-            ("zero yen decimals are dropped", "JPY", "1200.00", Some(1200)),
-            ("yen decimals round half away from zero", "JPY", "1200.5", Some(1201)),
+            (
+                "zero yen decimals are dropped",
+                "JPY",
+                "1200.00",
+                Some(1200),
+            ),
+            (
+                "yen decimals round half away from zero",
+                "JPY",
+                "1200.5",
+                Some(1201),
+            ),
             ("dinars have three decimals", "KWD", "1.5", Some(1500)),
         ];
         for (rule, code, raw, want) in cases {
             let currency = Currency::parse("c", code).unwrap();
-            assert_eq!(currency.parse_decimal("t", raw).ok(), *want, "{rule}: {raw}");
+            assert_eq!(
+                currency.parse_decimal("t", raw).ok(),
+                *want,
+                "{rule}: {raw}"
+            );
         }
     }
 
@@ -418,23 +465,47 @@ mod tests {
     fn product_ids_are_numbers_or_strings_kept_as_given() {
         let cases: &[(&str, &str, Option<ProductId>)] = &[
             ("a number stays a number", "42", Some(ProductId::Number(42))),
-            ("the largest u64 is an id", "18446744073709551615", Some(ProductId::Number(u64::MAX))),
-            ("a string stays a string", "\"sku-9/blue\"", Some(ProductId::Text("sku-9/blue".into()))),
-            ("a string of digits stays a string", "\"42\"", Some(ProductId::Text("42".into()))),
-            ("multi-byte text is an id", "\"咖啡-杯\"", Some(ProductId::Text("咖啡-杯".into()))),
+            (
+                "the largest u64 is an id",
+                "18446744073709551615",
+                Some(ProductId::Number(u64::MAX)),
+            ),
+            (
+                "a string stays a string",
+                "\"sku-9/blue\"",
+                Some(ProductId::Text("sku-9/blue".into())),
+            ),
+            (
+                "a string of digits stays a string",
+                "\"42\"",
+                Some(ProductId::Text("42".into())),
+            ),
+            (
+                "multi-byte text is an id",
+                "\"咖啡-杯\"",
+                Some(ProductId::Text("咖啡-杯".into())),
+            ),
             ("a negative number is refused", "-1", None),
             ("a fraction is refused", "4.2", None),
             ("a number past u64 is refused", "18446744073709551616", None),
             ("an empty string is refused", "\"\"", None),
             ("a control character is refused", "\"a\\u0000b\"", None),
-            ("a string past 100 characters is refused", &format!("\"{}\"", "é".repeat(101)), None),
+            (
+                "a string past 100 characters is refused",
+                &format!("\"{}\"", "é".repeat(101)),
+                None,
+            ),
             ("null is refused", "null", None),
         ];
         for (rule, json, want) in cases {
             let got = serde_json::from_str::<ProductId>(json).ok();
             assert_eq!(&got, want, "{rule}: {json}");
             if let Some(id) = got {
-                assert_eq!(serde_json::to_string(&id).unwrap(), *json, "{rule}: round trip");
+                assert_eq!(
+                    serde_json::to_string(&id).unwrap(),
+                    *json,
+                    "{rule}: round trip"
+                );
             }
         }
         let id = ProductId::Text("a,b:c%dx".into());

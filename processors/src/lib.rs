@@ -19,17 +19,17 @@ mod relay;
 mod retention;
 /// The store connector: restore hand-over and the WooCommerce REST API.
 pub mod store;
-/// The abandonment sweeper (process manager).
-mod sweeper;
 /// One shape for every processor (`Processor`), and the supervised run loop.
 pub mod supervisor;
+/// The abandonment sweeper (process manager).
+mod sweeper;
 
 pub use eraser::{Eraser, ERASER};
 pub use lease::{try_acquire, wait_acquire, Lease, LeaseGuard};
+pub use projecting::{Projections, PROJECTIONS};
 pub use relay::{
     connect, envelope, subject_for, Relay, DEFAULT_BATCH_SIZE, DUPLICATE_WINDOW, RELAY_CHECKPOINT,
     STREAM_NAME, STREAM_SUBJECTS,
 };
-pub use projecting::{Projections, PROJECTIONS};
 pub use retention::{Pruned, Retention, RETENTION, RETENTION_EVERY};
 pub use sweeper::{Sweeper, SWEEPER};

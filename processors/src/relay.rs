@@ -149,7 +149,6 @@ impl Relay {
         self
     }
 
-
     /// The JetStream context the relay publishes with.
     pub fn jetstream(&self) -> &jetstream::Context {
         &self.js

@@ -454,7 +454,10 @@ mod tests {
             .unwrap();
         assert_eq!(flaky.errors, 1, "{flaky:?}");
         assert_eq!(flaky.panics, 1, "{flaky:?}");
-        assert_eq!(flaky.restarts, 1, "rebuilt once, after the panic: {flaky:?}");
+        assert_eq!(
+            flaky.restarts, 1,
+            "rebuilt once, after the panic: {flaky:?}"
+        );
         assert_eq!(built.load(Ordering::SeqCst), 2);
         assert_eq!(flaky.consecutive_failures, 0, "healthy again: {flaky:?}");
         assert_eq!(flaky.state, ProcessorState::Running);
@@ -496,10 +499,7 @@ mod tests {
         let status = registry.snapshot().remove(0);
         assert_eq!(status.errors, 2, "{status:?}");
         assert_eq!(status.restarts, 2, "{status:?}");
-        assert_eq!(
-            status.last_error.as_deref(),
-            Some("NATS is not reachable")
-        );
+        assert_eq!(status.last_error.as_deref(), Some("NATS is not reachable"));
         stop_tx.send(true).unwrap();
         supervisor.join().await;
     }

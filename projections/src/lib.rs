@@ -30,8 +30,7 @@ pub use projectors::{
 };
 pub use runner::{
     checkpoint_of, load_checkpoint, save_checkpoint, wait_for_position, Outcome, ProjectionGroup,
-    COALESCE,
-    ProjectionRunner, Projector,
+    ProjectionRunner, Projector, COALESCE,
 };
 pub use vault::{Vault, VaultError};
 /// Hash-chain verification of the whole log (`ocart audit verify`).

@@ -410,9 +410,9 @@ async fn cart(cmd: CartCmd, config: Config, json_out: bool) -> anyhow::Result<()
         } => {
             let since = match since {
                 Some(raw) => Some(
-                    crate::params::parse_since(&raw, chrono::Utc::now()).with_context(
-                        || format!("--since {raw:?}: use an RFC 3339 time or an age such as 24h"),
-                    )?,
+                    crate::params::parse_since(&raw, chrono::Utc::now()).with_context(|| {
+                        format!("--since {raw:?}: use an RFC 3339 time or an age such as 24h")
+                    })?,
                 ),
                 None => None,
             };

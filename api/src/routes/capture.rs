@@ -437,81 +437,78 @@ pub async fn capture(
             email_subject.as_str(),
         )
         .await?;
-    let command = match ocart_domain::cart::capture_decision(
-        input.consent.given,
-        required,
-        suppressed,
-    ) {
-        // The answer a kept cart gets, so this public endpoint tells no one who is on the
-        // suppression list; the position is this instance's latest write, as good as any for
-        // read-your-writes.
-        ocart_domain::cart::CaptureDecision::IgnoreSuppressed => {
-            return Ok((
-                StatusCode::ACCEPTED,
-                Json(CaptureReply {
-                    cart_id,
-                    session_token,
-                    captured: true,
-                    status: ocart_domain::cart::CartStatus::Active.as_str().to_owned(),
-                    position: Some(state.core.log.head()),
-                }),
-            ));
-        }
-        ocart_domain::cart::CaptureDecision::Keep => {
-        let email = PersonalField {
-            sealed: vault.seal(&email_subject, input.email.as_str()).await?,
-            subject: email_subject.clone(),
-        };
-        let phone = match &input.phone {
-            Some(phone) => {
-                let subject = vault.subject_for_phone(phone);
-                Some(PersonalField {
-                    sealed: vault.seal(&subject, phone.as_str()).await?,
-                    subject,
-                })
+    let command =
+        match ocart_domain::cart::capture_decision(input.consent.given, required, suppressed) {
+            // The answer a kept cart gets, so this public endpoint tells no one who is on the
+            // suppression list; the position is this instance's latest write, as good as any for
+            // read-your-writes.
+            ocart_domain::cart::CaptureDecision::IgnoreSuppressed => {
+                return Ok((
+                    StatusCode::ACCEPTED,
+                    Json(CaptureReply {
+                        cart_id,
+                        session_token,
+                        captured: true,
+                        status: ocart_domain::cart::CartStatus::Active.as_str().to_owned(),
+                        position: Some(state.core.log.head()),
+                    }),
+                ));
             }
-            None => None,
+            ocart_domain::cart::CaptureDecision::Keep => {
+                let email = PersonalField {
+                    sealed: vault.seal(&email_subject, input.email.as_str()).await?,
+                    subject: email_subject.clone(),
+                };
+                let phone = match &input.phone {
+                    Some(phone) => {
+                        let subject = vault.subject_for_phone(phone);
+                        Some(PersonalField {
+                            sealed: vault.seal(&subject, phone.as_str()).await?,
+                            subject,
+                        })
+                    }
+                    None => None,
+                };
+                let (name, name_hash) = match &input.name {
+                    Some(name) => (
+                        Some(vault.seal(&email_subject, name).await?),
+                        Some(vault.fingerprint(name)),
+                    ),
+                    None => (None, None),
+                };
+                CartCommand::Capture(Box::new(CaptureCart {
+                    session_token_hash: session_token_hash(&session_token),
+                    email,
+                    phone,
+                    name,
+                    name_hash,
+                    consent: input.consent,
+                    consent_required: settings.recovery.consent_required,
+                    source: input.source,
+                    stage: input.stage,
+                    currency: input.currency,
+                    items: input.items,
+                    totals: input.totals,
+                    at: state.core.clock.now(),
+                }))
+            }
+            ocart_domain::cart::CaptureDecision::Withdraw => CartCommand::WithdrawConsent {
+                at: state.core.clock.now(),
+            },
+            // No consent and none required to be withdrawn: nothing is kept.
+            ocart_domain::cart::CaptureDecision::NotKept => {
+                return Ok((
+                    StatusCode::ACCEPTED,
+                    Json(CaptureReply {
+                        cart_id,
+                        session_token,
+                        captured: false,
+                        status: "not_captured".into(),
+                        position: None,
+                    }),
+                ));
+            }
         };
-        let (name, name_hash) = match &input.name {
-            Some(name) => (
-                Some(vault.seal(&email_subject, name).await?),
-                Some(vault.fingerprint(name)),
-            ),
-            None => (None, None),
-        };
-        CartCommand::Capture(Box::new(CaptureCart {
-            session_token_hash: session_token_hash(&session_token),
-            email,
-            phone,
-            name,
-            name_hash,
-            consent: input.consent,
-            consent_required: settings.recovery.consent_required,
-            source: input.source,
-            stage: input.stage,
-            currency: input.currency,
-            items: input.items,
-            totals: input.totals,
-            at: state.core.clock.now(),
-        }))
-        }
-        ocart_domain::cart::CaptureDecision::Withdraw => CartCommand::WithdrawConsent {
-            at: state.core.clock.now(),
-        },
-        // No consent and none required to be withdrawn: nothing is kept.
-        ocart_domain::cart::CaptureDecision::NotKept => {
-            return Ok((
-                StatusCode::ACCEPTED,
-                Json(CaptureReply {
-                    cart_id,
-                    session_token,
-                    captured: false,
-                    status: "not_captured".into(),
-                    position: None,
-                }),
-            ));
-        }
-    };
     let withdrawing = matches!(command, CartCommand::WithdrawConsent { .. });
     let meta = ctx.meta("public:checkout".into(), &state);
     let outcome = state

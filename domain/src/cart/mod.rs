@@ -8,5 +8,5 @@ pub use aggregate::{
     cart_id_for_session, session_token_hash, Cart, CartStatus, MATERIAL_WINDOW_SECS,
 };
 pub use commands::{CaptureCart, CartCommand, Consent};
-pub use policy::{capture_decision, consents, CaptureDecision};
 pub use events::{AbandonmentKind, CartContent, CartError, CartEvent};
+pub use policy::{capture_decision, consents, CaptureDecision};

@@ -30,8 +30,16 @@ mod tests {
     #[test]
     fn coupons_go_only_to_carts_without_subscriptions() {
         let cases: &[(&str, Vec<CartItem>, bool)] = &[
-            ("a cart of plain products may get a coupon", vec![line(false), line(false)], true),
-            ("a cart with one subscription line gets none", vec![line(false), line(true)], false),
+            (
+                "a cart of plain products may get a coupon",
+                vec![line(false), line(false)],
+                true,
+            ),
+            (
+                "a cart with one subscription line gets none",
+                vec![line(false), line(true)],
+                false,
+            ),
             ("a cart of subscriptions gets none", vec![line(true)], false),
             ("an empty cart is not refused by this rule", vec![], true),
         ];

@@ -15,12 +15,12 @@ mod suppression;
 mod template;
 
 pub use eligibility::cart_may_get_coupon;
+pub use feed::{
+    feed_cutoff, prune_moves, DeliverabilityFeed, FeedCommand, FeedError, FeedEvent, FEED_ID,
+};
 pub use guards::{
     send_verdict, CartFacts, CartState, GuardSettings, HoldReason, OtherRun, RunState, SendFacts,
     SendVerdict,
-};
-pub use feed::{
-    feed_cutoff, prune_moves, DeliverabilityFeed, FeedCommand, FeedError, FeedEvent, FEED_ID,
 };
 pub use restore::{restore_link_expired, restore_refusal, RestoreCart};
 pub use run::{
@@ -38,7 +38,8 @@ pub use steps::{
     MAX_STEPS, MIN_DELAY_MIN,
 };
 pub use suppression::{
-    report_suppresses, Suppression, SuppressionCommand, SuppressionError, SuppressionEvent, SuppressionReason,
+    report_suppresses, Suppression, SuppressionCommand, SuppressionError, SuppressionEvent,
+    SuppressionReason,
 };
 pub use template::{
     check_template_id, RecoveryTemplate, TemplateCommand, TemplateContent, TemplateError,

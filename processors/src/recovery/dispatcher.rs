@@ -11,8 +11,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use ocart_domain::recovery::{
-    send_verdict, CartFacts, CartState, Channel, GuardSettings, LinkHashes, OtherRun,
-    RecoveryRun, RunCommand, RunError, RunState, SendFacts, SendVerdict, Step, StopReason,
+    send_verdict, CartFacts, CartState, Channel, GuardSettings, LinkHashes, OtherRun, RecoveryRun,
+    RunCommand, RunError, RunState, SendFacts, SendVerdict, Step, StopReason,
 };
 use ocart_domain::settings::SettingsValues;
 use ocart_domain::Clock;

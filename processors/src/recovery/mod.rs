@@ -6,10 +6,10 @@
 pub mod channels;
 /// Recovery coupons: issued on coupon steps, expired when unused.
 pub mod coupons;
-/// DKIM keys, the signed headers and the DNS record to publish.
-pub mod dkim;
 /// Due runs → guards → claim → send → record.
 mod dispatcher;
+/// DKIM keys, the signed headers and the DNS record to publish.
+pub mod dkim;
 /// Log follower for what orders and delivery reports entail: a buyer's other runs stopped, a
 /// bouncing or complaining recipient suppressed.
 mod followups;

@@ -30,8 +30,7 @@ impl TryFrom<Row> for StoredEvent {
     type Error = sqlx::Error;
     fn try_from(r: Row) -> Result<Self, sqlx::Error> {
         Ok(StoredEvent {
-            event_id: Uuid::parse_str(&r.event_id)
-                .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+            event_id: Uuid::parse_str(&r.event_id).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
             aggregate_type: r.aggregate_type,
             aggregate_id: r.aggregate_id,
             sequence: r.sequence,

@@ -401,8 +401,7 @@ async fn concurrent_captures_of_one_cart_lose_no_update(kind: Kind) {
         let url = app.url("/ocart/v1/checkout/capture");
         let body = capture_body(&s, "race@example.com", q);
         tasks.push(tokio::spawn(async move {
-            let reply =
-                ocart_tests::read(client.post(url).json(&body).send().await.unwrap()).await;
+            let reply = ocart_tests::read(client.post(url).json(&body).send().await.unwrap()).await;
             (q, reply)
         }));
     }
@@ -460,7 +459,10 @@ async fn concurrent_captures_of_one_cart_lose_no_update(kind: Kind) {
     let mut answered: Vec<i64> = accepted.iter().map(|(_, q)| *q).collect();
     logged.sort_unstable();
     answered.sort_unstable();
-    assert_eq!(logged, answered, "the log holds exactly the accepted captures");
+    assert_eq!(
+        logged, answered,
+        "the log holds exactly the accepted captures"
+    );
 }
 
 #[tokio::test]

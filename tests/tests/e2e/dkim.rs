@@ -472,7 +472,10 @@ webhook_secret = "{}"
     let config = Config::from_file(&path).unwrap();
     for shown in [format!("{config:?}"), format!("{config:#?}")] {
         assert!(shown.contains("AC123"), "the config is shown: {shown}");
-        assert!(shown.contains("db.internal"), "the URLs are shown, redacted: {shown}");
+        assert!(
+            shown.contains("db.internal"),
+            "the URLs are shown, redacted: {shown}"
+        );
         for secret in secrets {
             assert!(!shown.contains(secret), "{secret} shows in {shown}");
         }

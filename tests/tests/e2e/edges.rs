@@ -11,9 +11,7 @@ async fn event_count(app: &TestApp) -> i64 {
 /// Two carts priced at 2⁶³−1 once broke analytics and the dashboard for good (integer
 /// overflow in the sums) and made the email read `-€0.02`. Capture now refuses any price,
 /// line or total past 10¹¹ minor units; the largest accepted carts still add up.
-async fn prices_that_could_overflow_are_refused_and_the_largest_accepted_still_add_up(
-    kind: Kind,
-) {
+async fn prices_that_could_overflow_are_refused_and_the_largest_accepted_still_add_up(kind: Kind) {
     let app = spawn_app(kind).await;
     let before = event_count(&app).await;
     let s = session();
@@ -173,8 +171,14 @@ async fn an_order_signal_in_another_currency_is_a_conflict() {
 async fn a_json_array_is_not_a_request_body() {
     let app = spawn_app(Kind::Sqlite).await;
     for (path, body) in [
-        ("/ocart/v1/recovery/templates/recovery_email_1/preview", "[null]"),
-        ("/ocart/v1/privacy/erase", r#"["a@example.com", null, "why"]"#),
+        (
+            "/ocart/v1/recovery/templates/recovery_email_1/preview",
+            "[null]",
+        ),
+        (
+            "/ocart/v1/privacy/erase",
+            r#"["a@example.com", null, "why"]"#,
+        ),
     ] {
         let resp = app
             .client

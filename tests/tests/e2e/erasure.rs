@@ -123,14 +123,23 @@ async fn an_acknowledged_withdrawal_stays_erased_after_kill_9() {
         .send()
         .await
         .unwrap();
-    assert_eq!(withdrawn.status(), 202, "{}", withdrawn.text().await.unwrap());
+    assert_eq!(
+        withdrawn.status(),
+        202,
+        "{}",
+        withdrawn.text().await.unwrap()
+    );
     std::process::Command::new("kill")
         .args(["-KILL", &child.id().unwrap().to_string()])
         .status()
         .unwrap();
     let _ = child.wait_with_output().await;
     let db = fresh.connect().await;
-    assert_eq!(keys_in_vault(&db).await, 0, "no key survives the acknowledgement");
+    assert_eq!(
+        keys_in_vault(&db).await,
+        0,
+        "no key survives the acknowledgement"
+    );
     // After the restart the read table shows the cart erased, and nothing reads the email.
     let child = start();
     wait_up().await;
@@ -144,15 +153,17 @@ async fn an_acknowledged_withdrawal_stays_erased_after_kill_9() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    assert!(erased, "the withdrawn cart is not in the read table after the restart");
+    assert!(
+        erased,
+        "the withdrawn cart is not in the read table after the restart"
+    );
     assert_eq!(keys_in_vault(&db).await, 0);
     // Nothing in the log reads as the shopper's email: every sealed field's key is gone.
     let Db::Lite(pool) = &db else { unreachable!() };
-    let (payloads,): (String,) =
-        sqlx::query_as("SELECT group_concat(payload, '') FROM events")
-            .fetch_one(pool)
-            .await
-            .unwrap();
+    let (payloads,): (String,) = sqlx::query_as("SELECT group_concat(payload, '') FROM events")
+        .fetch_one(pool)
+        .await
+        .unwrap();
     assert!(!payloads.contains("kill.nine"), "no clear text in the log");
     std::process::Command::new("kill")
         .args(["-TERM", &child.id().unwrap().to_string()])
@@ -167,19 +178,30 @@ async fn an_acknowledged_withdrawal_stays_erased_after_kill_9() {
 async fn the_eraser_leaves_a_key_created_after_the_erasure(kind: Kind) {
     let fresh = FreshDb::new(kind).await;
     let db = fresh.connect().await;
-    let vault = ocart_projections::Vault::open(db.clone(), None).await.unwrap();
+    let vault = ocart_projections::Vault::open(db.clone(), None)
+        .await
+        .unwrap();
     let email = ocart_domain::Email::parse("email", "back.again@example.com").unwrap();
     let subject = vault.subject_for_email(&email);
-    let old = vault.seal(&subject, "back.again@example.com").await.unwrap();
+    let old = vault
+        .seal(&subject, "back.again@example.com")
+        .await
+        .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     let erased_at = chrono::Utc::now();
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     // The erasure ran inline; the shopper comes back and gets a new key.
     vault.erase(&subject).await.unwrap();
-    let new = vault.seal(&subject, "back.again@example.com").await.unwrap();
+    let new = vault
+        .seal(&subject, "back.again@example.com")
+        .await
+        .unwrap();
     assert_ne!(old.key, new.key);
     // The eraser reaches the old erasure now: the new key stays.
-    assert!(!vault.erase_if_created_by(&subject, erased_at).await.unwrap());
+    assert!(!vault
+        .erase_if_created_by(&subject, erased_at)
+        .await
+        .unwrap());
     assert_eq!(
         vault.unseal(&new).await.unwrap().as_deref(),
         Some("back.again@example.com")
@@ -190,7 +212,9 @@ async fn the_eraser_leaves_a_key_created_after_the_erasure(kind: Kind) {
         .erase_if_created_by(&subject, chrono::Utc::now())
         .await
         .unwrap());
-    let reopened = ocart_projections::Vault::open(db.clone(), None).await.unwrap();
+    let reopened = ocart_projections::Vault::open(db.clone(), None)
+        .await
+        .unwrap();
     assert_eq!(reopened.unseal(&new).await.unwrap(), None);
     assert_eq!(keys_in_vault(&db).await, 0);
 }

@@ -234,10 +234,9 @@ async fn string_product_ids_are_kept_as_given_through_capture_and_restore() {
         "product_id": "tea:green,50%", "variation_id": "杯-L", "name": "Tea", "quantity": 3,
         "unit_price": 500
     }));
-    body["items"]
-        .as_array_mut()
-        .unwrap()
-        .push(json!({"product_id": "42", "name": "Digits as text", "quantity": 1, "unit_price": 100}));
+    body["items"].as_array_mut().unwrap().push(
+        json!({"product_id": "42", "name": "Digits as text", "quantity": 1, "unit_price": 100}),
+    );
     body["totals"] = json!({"subtotal": 2850, "total": 2850});
     let (status, reply) = app.capture(&body).await;
     assert_eq!(status, 202, "{reply}");
@@ -245,10 +244,18 @@ async fn string_product_ids_are_kept_as_given_through_capture_and_restore() {
     m.project().await;
     let (status, cart) = app.admin_get(&format!("/ocart/v1/carts/{cart_id}")).await;
     assert_eq!(status, 200, "{cart}");
-    assert_eq!(cart["items"][0]["product_id"], json!(42), "a number stays a number");
+    assert_eq!(
+        cart["items"][0]["product_id"],
+        json!(42),
+        "a number stays a number"
+    );
     assert_eq!(cart["items"][1]["product_id"], json!("tea:green,50%"));
     assert_eq!(cart["items"][1]["variation_id"], json!("杯-L"));
-    assert_eq!(cart["items"][2]["product_id"], json!("42"), "a string stays a string");
+    assert_eq!(
+        cart["items"][2]["product_id"],
+        json!("42"),
+        "a string stays a string"
+    );
     app.clock.advance(Duration::minutes(31));
     m.settle().await;
     app.clock.advance(Duration::minutes(45));
@@ -270,12 +277,21 @@ async fn string_product_ids_are_kept_as_given_through_capture_and_restore() {
     let clicks = events_of(app, "recovery/restore_clicked").await;
     assert_eq!(clicks[0]["outcome"]["result"], "restored");
     // Ids that are neither: refused by name, nothing written.
-    for bad in [json!(-1), json!(4.5), json!(""), json!("x".repeat(101)), json!(null)] {
+    for bad in [
+        json!(-1),
+        json!(4.5),
+        json!(""),
+        json!("x".repeat(101)),
+        json!(null),
+    ] {
         let mut body = capture_body(&session(), "bad.id@example.com", 1);
         body["items"][0]["product_id"] = bad.clone();
         let (status, problem) = app.capture(&body).await;
         assert_eq!(status, 422, "{bad}: {problem}");
-        assert_eq!(problem["errors"][0]["field"], "items[0].product_id", "{bad}: {problem}");
+        assert_eq!(
+            problem["errors"][0]["field"], "items[0].product_id",
+            "{bad}: {problem}"
+        );
     }
 }
 

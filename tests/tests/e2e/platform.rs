@@ -214,9 +214,9 @@ async fn the_openapi_document_covers_every_route() {
             let responses = operation["responses"].as_object().unwrap();
             for (status, response) in responses {
                 if status.starts_with('4') || status.starts_with('5') {
-                    let content = response["content"].as_object().unwrap_or_else(|| {
-                        panic!("{method} {path} {status} declares no content")
-                    });
+                    let content = response["content"]
+                        .as_object()
+                        .unwrap_or_else(|| panic!("{method} {path} {status} declares no content"));
                     assert!(
                         content.contains_key("application/problem+json")
                             || content.contains_key("text/html"),
@@ -299,7 +299,10 @@ async fn info_and_metrics_report_the_system() {
     let info = app
         .eventually("/ocart/v1/info", |i| {
             i["processors"].as_array().is_some_and(|ps| {
-                ps.len() == 7 && ps.iter().all(|p| p["state"] == "running" && p["steps"].as_u64() > Some(0))
+                ps.len() == 7
+                    && ps
+                        .iter()
+                        .all(|p| p["state"] == "running" && p["steps"].as_u64() > Some(0))
             })
         })
         .await;
