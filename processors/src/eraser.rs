@@ -26,7 +26,11 @@ use crate::supervisor::{LogWaker, Next, Processor, DEFAULT_POLL};
 pub const ERASER: &str = "privacy_eraser";
 
 /// Events read per step.
-const BATCH: i64 = 500;
+const BATCH: i64 = 2_000;
+
+/// How long the eraser lets events gather after a wake-up (it is the crash backstop: every
+/// entry point has already deleted the key before it answered).
+const GATHER: Duration = Duration::from_millis(250);
 
 pub struct Eraser {
     log: EventLog,
@@ -111,12 +115,13 @@ impl Processor for Eraser {
 
     async fn step(&self) -> anyhow::Result<Next> {
         Ok(match self.try_handle_next().await? {
-            Outcome::Processed(_) => Next::Now,
+            Outcome::Processed(n) if n as i64 >= BATCH => Next::Now,
+            Outcome::Processed(_) => Next::NewEvents,
             Outcome::Idle => Next::NewEvents,
         })
     }
 
     async fn wait_for_events(&self, stop: &mut watch::Receiver<bool>) {
-        self.waker.wait(stop).await;
+        self.waker.wait_and_gather(GATHER, stop).await;
     }
 }

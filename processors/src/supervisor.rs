@@ -89,6 +89,32 @@ impl LogWaker {
         self.log.wait_for_new(&mut seen, self.poll).await;
     }
 
+    /// For a processor that reads the log only as far as the projections have applied it:
+    /// wakes on new events and then waits a moment more, while the projections apply them;
+    /// looks again after 100 ms at most (or the poll interval, if shorter) in any case.
+    pub async fn wait_behind_projections(&self, stop: &mut watch::Receiver<bool>) {
+        tokio::select! {
+            _ = self.changed() => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            _ = tokio::time::sleep(Duration::from_millis(100).min(self.poll)) => {}
+            _ = stop.changed() => {}
+        }
+    }
+
+    /// For a follow-up that may lag a moment (it reacts to a few event types among many):
+    /// wakes on new events, then lets `gather` pass so the next read takes a batch rather than
+    /// a handful — each read of the log costs the writers on a busy store.
+    pub async fn wait_and_gather(&self, gather: Duration, stop: &mut watch::Receiver<bool>) {
+        tokio::select! {
+            _ = async {
+                self.changed().await;
+                tokio::time::sleep(gather).await;
+            } => {}
+            _ = stop.changed() => {}
+        }
+    }
+
     /// Waits for new events, at most the poll interval; returns early when `stop` changes.
     pub async fn wait(&self, stop: &mut watch::Receiver<bool>) {
         tokio::select! {

@@ -34,6 +34,9 @@ use tokio::sync::watch;
 use crate::supervisor::{LogWaker, Next, Processor, DEFAULT_POLL};
 
 /// The follow-ups' name and checkpoint.
+/// How long the follow-ups let events gather after a wake-up.
+const GATHER: Duration = Duration::from_millis(250);
+
 pub const FOLLOWUPS: &str = "recovery_followups";
 /// Its actor (`system:recovery`), as the opener's.
 const ACTOR: &str = "recovery";
@@ -59,7 +62,7 @@ impl RecoveryFollowUps {
             waker: LogWaker::new(&log, DEFAULT_POLL),
             log,
             clock,
-            batch_size: 200,
+            batch_size: 1_000,
         }
     }
 
@@ -220,7 +223,8 @@ impl Processor for RecoveryFollowUps {
 
     async fn step(&self) -> anyhow::Result<Next> {
         Ok(match self.try_handle_next().await? {
-            Outcome::Processed(_) => Next::Now,
+            Outcome::Processed(n) if n as i64 >= self.batch_size => Next::Now,
+            Outcome::Processed(_) => Next::NewEvents,
             Outcome::Idle => Next::NewEvents,
         })
     }
@@ -228,12 +232,8 @@ impl Processor for RecoveryFollowUps {
     /// The projection moves just after the log does: wake on new events, then look again
     /// shortly after, when it has applied them.
     async fn wait_for_events(&self, stop: &mut watch::Receiver<bool>) {
-        tokio::select! {
-            _ = self.waker.changed() => {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            _ = tokio::time::sleep(Duration::from_millis(100).min(self.waker.poll())) => {}
-            _ = stop.changed() => {}
-        }
+        // Stopping other runs and suppressing may lag a moment; the dispatcher's own guards
+        // (a buyer's order, the suppression list) hold meanwhile.
+        self.waker.wait_and_gather(GATHER, stop).await;
     }
 }

@@ -351,13 +351,7 @@ impl Processor for RecoveryOpener {
     /// The projections move just after the log does: wake on new events, then look again
     /// shortly after, when they have applied them.
     async fn wait_for_events(&self, stop: &mut watch::Receiver<bool>) {
-        tokio::select! {
-            _ = self.waker.changed() => {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            _ = tokio::time::sleep(Duration::from_millis(100).min(self.waker.poll())) => {}
-            _ = stop.changed() => {}
-        }
+        self.waker.wait_behind_projections(stop).await;
     }
 }
 
