@@ -1,6 +1,6 @@
 //! The `Order` aggregate: what OCart knows of one store order, from the store-neutral order API
 //! or WooCommerce's order webhooks, and which cart it converted. Its id derives from the
-//! store's order id ([`order_id_for`]), so the API and the webhook name the same order and a
+//! store's order id ([`order_id_for`](crate::order::order_id_for)), so the API and the webhook name the same order and a
 //! replayed delivery lands on the aggregate that already has it: recording what is already
 //! recorded emits nothing.
 

@@ -1,4 +1,4 @@
-//! The `Settings` aggregate (one per installation, id [`SETTINGS_ID`]) with the groups, keys
+//! The `Settings` aggregate (one per installation, id [`SETTINGS_ID`](crate::settings::SETTINGS_ID)) with the groups, keys
 //! and defaults of OCart's settings reference, and the range rules a change must pass.
 
 use chrono::{DateTime, Utc};
