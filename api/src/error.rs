@@ -235,3 +235,13 @@ impl From<crate::usecases::convert::ConvertError> for ApiError {
         }
     }
 }
+
+// Each use case's error → problem document, one block per use case, in this order:
+// capture
+// erase
+// record_order
+// report_delivery
+// restore
+// suppress
+// test_trigger
+// unsubscribe

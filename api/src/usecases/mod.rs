@@ -6,8 +6,24 @@
 //! failure. `crate::error` maps each use case's error to a problem document, once; the CLI
 //! prints it. Handlers and CLI commands only translate to and from the use case.
 
+/// Capturing a cart at checkout, and withdrawing consent (the same public endpoint).
+pub mod capture;
 /// Marking a cart converted by an admin: the same order path as an order signal.
 pub mod convert;
+/// Erasing a data subject (privacy request).
+pub mod erase;
+/// Recording an order signal (order API, WooCommerce webhook).
+pub mod record_order;
+/// Reporting a delivery event (bounce, complaint, delivered) from the mail provider.
+pub mod report_delivery;
+/// Opening a restore link.
+pub mod restore;
+/// Adding to and lifting from the suppression list.
+pub mod suppress;
+/// Sending a test message of a sequence step.
+pub mod test_trigger;
+/// One-click and page unsubscribe.
+pub mod unsubscribe;
 
 use ocart_projections::CommandError;
 

@@ -1,0 +1,1 @@
+//! Capture and consent withdrawal. (being moved here from the handlers.)

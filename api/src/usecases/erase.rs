@@ -1,0 +1,1 @@
+//! Erasure of a data subject. (being moved here from the handlers.)

@@ -1,0 +1,1 @@
+//! Recording an order signal. (being moved here from the handlers.)

@@ -1,0 +1,1 @@
+//! Delivery reports. (being moved here from the handlers.)

@@ -1,0 +1,1 @@
+//! Restore links. (being moved here from the handlers.)

@@ -1,0 +1,1 @@
+//! The suppression list. (being moved here from the handlers.)

@@ -1,0 +1,1 @@
+//! Test sends. (being moved here from the handlers.)

@@ -1,0 +1,1 @@
+//! Unsubscribe. (being moved here from the handlers.)
