@@ -9,12 +9,16 @@
 pub mod cart;
 /// The `Clock` port and its system and manual implementations.
 mod clock;
+/// Funnels: steps, branches and the rules their graph keeps.
+pub mod funnel;
 /// Masking of personal data for readers without `ocart_view_personal_data`.
 pub mod masking;
 /// Metadata keys every event carries, and the per-aggregate hash chain.
 pub mod metadata;
 /// Money in minor units with checked arithmetic and the bounds OCart accepts.
 mod money;
+/// Offers (bumps, upsells, downsells): pricing rules on `Money`, one rounding rule.
+pub mod offer;
 /// The `Order` aggregate: store orders and the cart each converted.
 pub mod order;
 /// Sealed personal data and data-subject hashes (the crypto itself lives outside the domain).
