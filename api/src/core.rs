@@ -8,8 +8,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use ocart_domain::cart::Cart;
 use ocart_domain::recovery::{
-    default_steps, Channel, RecoveryRun, RecoverySequence, RunCommand, SequenceCommand,
-    SequenceError, StopReason, Suppression, SuppressionCommand, SuppressionReason, TriggerType,
+    default_steps, RecoveryRun, RecoverySequence, SequenceCommand, SequenceError, Suppression,
+    TriggerType,
 };
 use ocart_domain::settings::{
     Settings, SettingsCommand, SettingsError, SettingsValues, SETTINGS_ID,
@@ -19,8 +19,8 @@ use ocart_domain::token::{ApiToken, Capability, TokenCommand};
 use ocart_domain::Clock;
 use ocart_projections::{
     AuditProjector, CartsProjector, CommandError, CommandMeta, CommandOutcome, Commands, Db,
-    EventLog, ProjectionRunner, Projector, RecoveryProjector, SettingsProjector, TokensProjector,
-    Vault,
+    EventLog, OrdersProjector, ProjectionRunner, Projector, RecoveryRunsProjector,
+    RecoverySequencesProjector, SettingsProjector, SuppressionProjector, TokensProjector, Vault,
 };
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -121,7 +121,10 @@ impl Core {
             Arc::new(TokensProjector),
             Arc::new(SettingsProjector),
             Arc::new(CartsProjector::new(self.vault.clone())),
-            Arc::new(RecoveryProjector),
+            Arc::new(RecoverySequencesProjector),
+            Arc::new(RecoveryRunsProjector),
+            Arc::new(SuppressionProjector),
+            Arc::new(OrdersProjector),
             Arc::new(AuditProjector),
         ]
     }
@@ -260,51 +263,6 @@ impl Core {
             Ok(_) | Err(CommandError::Rejected(SequenceError::AlreadyExists)) => Ok(()),
             Err(other) => Err(other.into()),
         }
-    }
-
-    /// Suppresses a recipient (subject hash) and stops every open run that messages them, so
-    /// no claim can follow even before the read tables catch up. Answers the position of the
-    /// last event written, if any.
-    pub async fn suppress(
-        &self,
-        recipient_hash: &str,
-        reason: SuppressionReason,
-        channel: Option<Channel>,
-        source: Option<String>,
-        meta: &CommandMeta,
-    ) -> anyhow::Result<Option<i64>> {
-        let command = SuppressionCommand::Suppress {
-            reason,
-            channel,
-            source,
-            at: meta.at,
-        };
-        let outcome = self
-            .suppressions
-            .execute(recipient_hash, command, meta)
-            .await?;
-        let mut position = outcome.last_position();
-        let stop_reason = if reason == SuppressionReason::Unsubscribe {
-            StopReason::Unsubscribed
-        } else {
-            StopReason::Suppressed
-        };
-        for run in
-            ocart_projections::queries::recovery::open_runs_of_recipient(&self.db, recipient_hash)
-                .await?
-        {
-            let run = run.run_id;
-            let stop = RunCommand::Stop {
-                reason: stop_reason,
-                at: meta.at,
-            };
-            match self.runs.execute(&run, stop, meta).await {
-                Ok(outcome) => position = outcome.last_position().or(position),
-                Err(CommandError::Rejected(_)) => {}
-                Err(other) => return Err(other.into()),
-            }
-        }
-        Ok(position)
     }
 
     /// The subject hash of a recipient given as an email address or an E.164 phone number

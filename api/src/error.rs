@@ -238,10 +238,95 @@ impl From<crate::usecases::convert::ConvertError> for ApiError {
 
 // Each use case's error → problem document, one block per use case, in this order:
 // capture
+impl From<crate::usecases::capture::CaptureError> for ApiError {
+    fn from(err: crate::usecases::capture::CaptureError) -> Self {
+        use crate::usecases::capture::CaptureError;
+        match err {
+            CaptureError::Invalid(errors) => Self::Validation(errors),
+            CaptureError::Closed(why) => Self::Conflict(why),
+            CaptureError::Store(failure) => failure.into(),
+            CaptureError::Internal(err) => Self::Internal(err),
+        }
+    }
+}
 // erase
+impl From<crate::usecases::erase::EraseError> for ApiError {
+    fn from(err: crate::usecases::erase::EraseError) -> Self {
+        use crate::usecases::erase::EraseError;
+        match err {
+            EraseError::Invalid(errors) => Self::Validation(errors),
+            EraseError::Store(failure) => failure.into(),
+            EraseError::Internal(err) => Self::Internal(err),
+        }
+    }
+}
 // record_order
+impl From<crate::usecases::record_order::RecordOrderError> for ApiError {
+    fn from(err: crate::usecases::record_order::RecordOrderError) -> Self {
+        use crate::usecases::record_order::RecordOrderError;
+        match err {
+            RecordOrderError::Invalid(errors) => Self::Validation(errors),
+            RecordOrderError::Conflict(why) => Self::Conflict(why),
+            RecordOrderError::Store(failure) => failure.into(),
+            RecordOrderError::Internal(err) => Self::Internal(err),
+        }
+    }
+}
 // report_delivery
+impl From<crate::usecases::report_delivery::ReportDeliveryError> for ApiError {
+    fn from(err: crate::usecases::report_delivery::ReportDeliveryError) -> Self {
+        use crate::usecases::report_delivery::ReportDeliveryError;
+        match err {
+            ReportDeliveryError::Store(failure) => failure.into(),
+            ReportDeliveryError::Internal(err) => Self::Internal(err),
+        }
+    }
+}
 // restore
+impl From<crate::usecases::restore::RestoreError> for ApiError {
+    fn from(err: crate::usecases::restore::RestoreError) -> Self {
+        use crate::usecases::restore::RestoreError;
+        match err {
+            RestoreError::Store(failure) => failure.into(),
+            RestoreError::Internal(err) => Self::Internal(err),
+        }
+    }
+}
 // suppress
+impl From<crate::usecases::suppress::SuppressError> for ApiError {
+    fn from(err: crate::usecases::suppress::SuppressError) -> Self {
+        use crate::usecases::suppress::SuppressError;
+        match err {
+            SuppressError::Invalid(errors) => Self::Validation(errors),
+            SuppressError::NotSuppressed => {
+                Self::NotFound("a suppression of this recipient".into())
+            }
+            SuppressError::Store(failure) => failure.into(),
+            SuppressError::Internal(err) => Self::Internal(err),
+        }
+    }
+}
 // test_trigger
+impl From<crate::usecases::test_trigger::TestTriggerError> for ApiError {
+    fn from(err: crate::usecases::test_trigger::TestTriggerError) -> Self {
+        use crate::usecases::test_trigger::TestTriggerError;
+        match err {
+            TestTriggerError::Invalid(errors) => Self::Validation(errors),
+            TestTriggerError::TestModeOff | TestTriggerError::NoSequence => {
+                Self::Conflict(err.to_string())
+            }
+            TestTriggerError::Store(failure) => failure.into(),
+            TestTriggerError::Internal(err) => Self::Internal(err),
+        }
+    }
+}
 // unsubscribe
+impl From<crate::usecases::unsubscribe::UnsubscribeError> for ApiError {
+    fn from(err: crate::usecases::unsubscribe::UnsubscribeError) -> Self {
+        use crate::usecases::unsubscribe::UnsubscribeError;
+        match err {
+            UnsubscribeError::Store(failure) => failure.into(),
+            UnsubscribeError::Internal(err) => Self::Internal(err),
+        }
+    }
+}

@@ -3,8 +3,6 @@
 
 /// The server and its background processors.
 mod app;
-/// Orders in, carts converted and runs credited; restore links.
-pub mod attribution;
 /// Bearer-token auth and capabilities.
 mod auth;
 /// The `ocart` command line.
@@ -31,10 +29,6 @@ mod ratelimit;
 mod routes;
 /// Handler state and request context.
 mod state;
-/// Test mode's trigger: a dummy abandoned cart mailed within 30 seconds.
-pub mod testflow;
-/// Delivery reports and opens of sent messages.
-pub mod tracking;
 /// The application layer: one use case per file, called by HTTP handlers and CLI commands.
 pub mod usecases;
 

@@ -42,6 +42,152 @@ impl utoipa::PartialSchema for Null {
 
 impl utoipa::ToSchema for Null {}
 
+/// An email address's shape as `domain::Email::parse` checks it: a dot-atom local part, `@`,
+/// and a domain of at least two labels (letters, digits, inner hyphens; 1 to 63 each).
+const EMAIL: &str = "[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+";
+/// [`EMAIL`] not starting with `+`: where a recipient may be an email address or a phone
+/// number, one starting with `+` is read as a phone number (`Core::recipient_hash`).
+const EMAIL_NOT_PLUS: &str = "[A-Za-z0-9!#$%&'*/=?^_`{|}~-][A-Za-z0-9!#$%&'*+/=?^_`{|}~-]*(\\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+";
+/// An E.164 phone number (`domain::Phone`).
+const PHONE: &str = "\\+[1-9][0-9]{7,14}";
+/// The longest email address (`domain::Email`), and the longest part before its `@`
+/// (RFC 5321).
+const EMAIL_MAX_LEN: usize = 254;
+const LOCAL_PART_MAX_LEN: usize = 64;
+
+/// A string matching both `shape` (anchored) and `prefix`, at most [`EMAIL_MAX_LEN`]
+/// characters. A JSON Schema object has one `pattern`; two are stated with `allOf`, so the
+/// local part's length is stated without look-ahead (which generators do not follow).
+fn two_patterns(
+    shape: String,
+    prefix: String,
+    description: &str,
+) -> RefOr<utoipa::openapi::schema::Schema> {
+    use utoipa::openapi::schema::{AllOfBuilder, ObjectBuilder, Type};
+    AllOfBuilder::new()
+        .description(Some(description))
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .max_length(Some(EMAIL_MAX_LEN))
+                .pattern(Some(shape)),
+        )
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(prefix)),
+        )
+        .into()
+}
+
+/// An email address: at most 254 characters, at most 64 before the `@`.
+pub struct EmailAddress;
+
+impl utoipa::PartialSchema for EmailAddress {
+    fn schema() -> RefOr<utoipa::openapi::schema::Schema> {
+        two_patterns(
+            format!("^{EMAIL}$"),
+            format!("^[^@]{{1,{LOCAL_PART_MAX_LEN}}}@"),
+            "An email address: at most 254 characters, at most 64 before the @.",
+        )
+    }
+}
+
+impl utoipa::ToSchema for EmailAddress {}
+
+/// An email address, or blank (spaces only, or empty): none.
+pub struct EmailAddressOrBlank;
+
+impl utoipa::PartialSchema for EmailAddressOrBlank {
+    fn schema() -> RefOr<utoipa::openapi::schema::Schema> {
+        two_patterns(
+            format!("^( *|{EMAIL})$"),
+            format!("^( *$|[^@]{{1,{LOCAL_PART_MAX_LEN}}}@)"),
+            "An email address (at most 254 characters, at most 64 before the @), or blank for none.",
+        )
+    }
+}
+
+impl utoipa::ToSchema for EmailAddressOrBlank {}
+
+/// An email address or an E.164 phone number.
+pub struct EmailAddressOrPhone;
+
+impl utoipa::PartialSchema for EmailAddressOrPhone {
+    fn schema() -> RefOr<utoipa::openapi::schema::Schema> {
+        two_patterns(
+            format!("^({EMAIL_NOT_PLUS}|{PHONE})$"),
+            format!("^([^@]{{1,{LOCAL_PART_MAX_LEN}}}@|\\+)"),
+            "An email address (at most 254 characters, at most 64 before the @, not starting with +) or an E.164 phone number (+ then 8 to 15 digits).",
+        )
+    }
+}
+
+impl utoipa::ToSchema for EmailAddressOrPhone {}
+
+/// A sequence's steps as documented: 1 to [`MAX_STEPS`] [`StepBody`]s whose delays can be
+/// kept [`MIN_DELAY_MIN`] minutes apart within [`MAX_DELAY_MIN`] minutes of abandonment.
+///
+/// `domain::recovery::normalise` clamps each delay to 15–10,080 and moves each step to at
+/// least 15 minutes after the one before, so step `j` of `n` ends at least `15·(n−1−j)`
+/// minutes before the last; it is refused exactly when some step but the last asks for more
+/// than `10,080 − 15·(n−1−j)`. That is stated here as one branch per length `n`, each with
+/// that maximum on every step's `delay_min` (JSON Schema's `prefixItems`).
+///
+/// [`StepBody`]: crate::routes::recovery::StepBody
+pub struct SequenceSteps;
+
+impl utoipa::PartialSchema for SequenceSteps {
+    fn schema() -> RefOr<utoipa::openapi::schema::Schema> {
+        use ocart_domain::recovery::{MAX_DELAY_MIN, MAX_STEPS, MIN_DELAY_MIN};
+        use utoipa::openapi::schema::{
+            AllOfBuilder, ArrayBuilder, ObjectBuilder, OneOfBuilder, Type,
+        };
+        let step = || RefOr::Ref(Ref::from_schema_name("StepBody"));
+        let mut lengths = OneOfBuilder::new().description(Some(format!(
+            "1 to {MAX_STEPS} steps. Each delay is saved clamped to {MIN_DELAY_MIN}–{MAX_DELAY_MIN} \
+             minutes and at least {MIN_DELAY_MIN} after the step before, so a step but the last \
+             may ask for at most {MAX_DELAY_MIN} − {MIN_DELAY_MIN} × (the steps after it)."
+        )));
+        for n in 1..=MAX_STEPS {
+            let prefix = (0..n - 1).map(|j| {
+                let after = i64::try_from(n - 1 - j).unwrap_or(i64::MAX);
+                let latest = MAX_DELAY_MIN.saturating_sub(MIN_DELAY_MIN.saturating_mul(after));
+                AllOfBuilder::new()
+                    .item(step())
+                    .item(
+                        ObjectBuilder::new().schema_type(Type::Object).property(
+                            "delay_min",
+                            ObjectBuilder::new()
+                                .schema_type(Type::Integer)
+                                .maximum(Some(latest)),
+                        ),
+                    )
+                    .build()
+            });
+            lengths = lengths.item(
+                ArrayBuilder::new()
+                    .items(step())
+                    .prefix_items(prefix)
+                    .min_items(Some(n))
+                    .max_items(Some(n)),
+            );
+        }
+        lengths.into()
+    }
+}
+
+impl utoipa::ToSchema for SequenceSteps {
+    fn schemas(schemas: &mut Vec<(String, RefOr<utoipa::openapi::schema::Schema>)>) {
+        type Step = crate::routes::recovery::StepBody;
+        schemas.push((
+            Step::name().into(),
+            <Step as utoipa::PartialSchema>::schema(),
+        ));
+        Step::schemas(schemas);
+    }
+}
+
 struct BearerAuth;
 
 impl Modify for BearerAuth {
@@ -189,6 +335,61 @@ impl Modify for ErrorAnswers {
 #[cfg(test)]
 mod tests {
     use super::operation_id;
+
+    /// Each length's branch of [`super::SequenceSteps`] bounds each step's delay exactly where
+    /// `domain::recovery::normalise` starts refusing it.
+    #[test]
+    fn the_steps_document_bounds_each_delay_where_normalise_refuses_it() {
+        use ocart_domain::recovery::{normalise, Channel, Step, MAX_STEPS};
+        let doc = serde_json::to_value(<super::SequenceSteps as utoipa::PartialSchema>::schema())
+            .unwrap();
+        let branches = doc["oneOf"].as_array().unwrap();
+        assert_eq!(branches.len(), MAX_STEPS);
+        let step = |delay_min: i64| Step {
+            channel: Channel::Email,
+            delay_min,
+            template: "recovery_email_1".into(),
+            coupon: false,
+            discount: None,
+            ab_test: None,
+        };
+        for (i, branch) in branches.iter().enumerate() {
+            let n = i + 1;
+            assert_eq!(
+                (branch["minItems"].as_u64(), branch["maxItems"].as_u64()),
+                (Some(n as u64), Some(n as u64))
+            );
+            let prefix = branch["prefixItems"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            assert_eq!(prefix.len(), n - 1, "every step but the last is bounded");
+            for (j, item) in prefix.iter().enumerate() {
+                let max = item["allOf"][1]["properties"]["delay_min"]["maximum"]
+                    .as_i64()
+                    .unwrap();
+                // The others as early as they may be; step j at its bound, then one past it.
+                let steps = |d: i64| {
+                    (0..n)
+                        .map(|k| step(if k == j { d } else { 0 }))
+                        .collect::<Vec<_>>()
+                };
+                assert!(
+                    normalise(steps(max)).is_ok(),
+                    "{n} steps, step {j} at {max}"
+                );
+                assert!(
+                    normalise(steps(max + 1)).is_err(),
+                    "{n} steps, step {j} at {}",
+                    max + 1
+                );
+            }
+            // The last step may ask for any delay: it is clamped to 7 days.
+            let mut steps: Vec<Step> = (0..n).map(|_| step(0)).collect();
+            steps[n - 1].delay_min = i64::MAX;
+            assert!(normalise(steps).is_ok(), "{n} steps, the last at i64::MAX");
+        }
+    }
 
     #[test]
     fn operation_ids_follow_the_method_and_path() {

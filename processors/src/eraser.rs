@@ -15,11 +15,10 @@ use async_trait::async_trait;
 use ocart_domain::cart::CartEvent;
 use ocart_domain::subject::SubjectEvent;
 use ocart_domain::SubjectHash;
-use ocart_projections::{
-    decode_event, load_checkpoint, save_checkpoint, EventLog, Outcome, StoredEvent, Vault,
-};
+use ocart_projections::{decode_event, EventLog, Outcome, StoredEvent, Vault};
 use tokio::sync::watch;
 
+use crate::follow::{Horizon, LogFollower};
 use crate::supervisor::{LogWaker, Next, Processor, DEFAULT_POLL};
 
 /// The eraser's name and checkpoint.
@@ -35,6 +34,7 @@ const GATHER: Duration = Duration::from_millis(250);
 pub struct Eraser {
     log: EventLog,
     vault: Vault,
+    follower: LogFollower,
     waker: LogWaker,
 }
 
@@ -42,6 +42,8 @@ impl Eraser {
     pub fn new(log: EventLog, vault: Vault) -> Self {
         Self {
             waker: LogWaker::new(&log, DEFAULT_POLL),
+            // It reads no read table: the whole log, as far as it goes.
+            follower: LogFollower::new(&log, ERASER, Horizon::Log, BATCH),
             log,
             vault,
         }
@@ -56,12 +58,10 @@ impl Eraser {
     /// Deletes the keys of the subjects erased by the next batch of events, then moves the
     /// checkpoint past them.
     pub async fn try_handle_next(&self) -> anyhow::Result<Outcome> {
-        let db = self.log.db();
-        let at = load_checkpoint(db, ERASER).await?;
-        let events = self.log.read_after(at, BATCH).await?;
-        let Some(last) = events.last().map(StoredEvent::checkpoint) else {
+        let events = self.follower.next_batch().await?;
+        if events.is_empty() {
             return Ok(Outcome::Idle);
-        };
+        }
         for event in &events {
             for subject in erased_subjects(event)? {
                 // Only the key the erasure covered: one the subject got after the erasure was
@@ -71,9 +71,7 @@ impl Eraser {
                     .await?;
             }
         }
-        let mut tx = db.begin().await?;
-        save_checkpoint(&mut tx, ERASER, last).await?;
-        tx.commit().await?;
+        self.follower.handled(&events).await?;
         Ok(Outcome::Processed(events.len()))
     }
 }

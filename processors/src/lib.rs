@@ -5,6 +5,8 @@
 
 /// The follow-up of every erasure: deletes the data keys the log says are erased.
 mod eraser;
+/// Reading the log after a checkpoint, behind the projections: what the log followers share.
+pub mod follow;
 /// Walking a read table by keyset while it lags behind one's own appends.
 mod keyset;
 /// Processor leases: one instance at a time runs the background work.

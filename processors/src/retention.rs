@@ -2,7 +2,7 @@
 //!
 //! - Deliverability rows older than `recovery.deliverability_days` (180, counted in whole UTC
 //!   days) leave the feed: retention records the cut-off (`recovery/deliverability_pruned`, on
-//!   the `DeliverabilityFeed` aggregate) and the recovery projection, which owns the feed,
+//!   the `DeliverabilityFeed` aggregate) and the `recovery_runs` projector, which owns the feed,
 //!   deletes the older rows when it applies that event, so a rebuild deletes the same rows at
 //!   the same point of the log. Retention never writes a read table.
 //! - Carts inactive for longer than `recovery.cart_retention_days` (90) expire (`cart/expired`),
@@ -34,7 +34,7 @@ const BATCH: i64 = 500;
 /// What one pass did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Pruned {
-    /// Feed rows older than the cut-off this pass recorded (the recovery projection deletes
+    /// Feed rows older than the cut-off this pass recorded (the `recovery_runs` projector deletes
     /// them when it applies `recovery/deliverability_pruned`).
     pub deliverability_rows: u64,
     pub carts_expired: u64,

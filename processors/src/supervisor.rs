@@ -241,17 +241,28 @@ impl Registry {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn update(&self, name: &str, change: impl FnOnce(&mut ProcessorStatus)) {
+    /// Changes `name`'s record. The failures gauge is touched only when its value changes (or
+    /// the record is new): a healthy processor's steps cost no metrics work.
+    fn update(&self, name: &'static str, change: impl FnOnce(&mut ProcessorStatus)) {
         let mut map = self.lock();
-        let status = map
-            .entry(name.to_owned())
-            .or_insert_with(|| ProcessorStatus::new(name));
+        let before = match map.get(name) {
+            Some(status) => Some(status.consecutive_failures),
+            None => {
+                map.insert(name.to_owned(), ProcessorStatus::new(name));
+                None
+            }
+        };
+        let Some(status) = map.get_mut(name) else {
+            return;
+        };
         change(status);
-        metrics::gauge!("ocart_processor_consecutive_failures", "processor" => name.to_owned())
-            .set(status.consecutive_failures as f64);
+        if before != Some(status.consecutive_failures) {
+            metrics::gauge!("ocart_processor_consecutive_failures", "processor" => name)
+                .set(status.consecutive_failures as f64);
+        }
     }
 
-    fn failed(&self, name: &str, error: String, panicked: bool) {
+    fn failed(&self, name: &'static str, error: String, panicked: bool) {
         self.update(name, |s| {
             s.state = ProcessorState::BackingOff;
             if panicked {
@@ -500,6 +511,100 @@ mod tests {
             .snapshot()
             .iter()
             .all(|p| p.state == ProcessorState::Stopped));
+    }
+
+    /// Records every set of a gauge, by its `processor` label.
+    #[derive(Default)]
+    struct Gauges(Arc<Mutex<Vec<(String, f64)>>>);
+
+    struct Setter(String, Arc<Mutex<Vec<(String, f64)>>>);
+
+    impl metrics::GaugeFn for Setter {
+        fn increment(&self, _: f64) {}
+        fn decrement(&self, _: f64) {}
+        fn set(&self, value: f64) {
+            self.1.lock().unwrap().push((self.0.clone(), value));
+        }
+    }
+
+    impl metrics::Recorder for Gauges {
+        fn describe_counter(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn describe_gauge(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn describe_histogram(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn register_counter(
+            &self,
+            _: &metrics::Key,
+            _: &metrics::Metadata<'_>,
+        ) -> metrics::Counter {
+            metrics::Counter::noop()
+        }
+        fn register_gauge(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+            let label = key
+                .labels()
+                .find(|l| l.key() == "processor")
+                .map(|l| l.value().to_owned())
+                .unwrap_or_default();
+            metrics::Gauge::from_arc(Arc::new(Setter(label, self.0.clone())))
+        }
+        fn register_histogram(
+            &self,
+            _: &metrics::Key,
+            _: &metrics::Metadata<'_>,
+        ) -> metrics::Histogram {
+            metrics::Histogram::noop()
+        }
+    }
+
+    #[test]
+    fn the_failures_gauge_is_set_only_when_it_changes() {
+        let gauges = Gauges::default();
+        let sets = gauges.0.clone();
+        let registry = Registry::default();
+        metrics::with_local_recorder(&gauges, || {
+            let ok = |s: &mut ProcessorStatus| {
+                s.steps += 1;
+                s.consecutive_failures = 0;
+            };
+            // New: the gauge starts at 0.
+            registry.update("a", |_| {});
+            for _ in 0..100 {
+                registry.update("a", ok);
+            }
+            registry.failed("a", "down".into(), false);
+            registry.failed("a", "down".into(), false);
+            registry.update("b", ok);
+            for _ in 0..100 {
+                registry.update("a", ok);
+            }
+        });
+        let sets = sets.lock().unwrap().clone();
+        let of = |name: &str| -> Vec<f64> {
+            sets.iter()
+                .filter(|(label, _)| label == name)
+                .map(|(_, v)| *v)
+                .collect()
+        };
+        assert_eq!(of("a"), vec![0.0, 1.0, 2.0, 0.0], "{sets:?}");
+        assert_eq!(of("b"), vec![0.0], "{sets:?}");
+        assert_eq!(registry.snapshot()[0].steps, 200);
     }
 
     #[tokio::test]

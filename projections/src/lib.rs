@@ -12,7 +12,7 @@ pub use db::{database_url, lite_sql, redact, Backend, Db, Tx};
 pub use store::{AppendError, Checkpoint, Committed, EventLog, NewEvent, StoredEvent};
 /// Runs commands over the log, returning committed positions (cqrs-es plain event-store mode).
 mod commands;
-/// One projector per read table.
+/// The projectors, each the only writer of its read tables.
 mod projectors;
 /// Read queries used by the API and CLI.
 pub mod queries;
@@ -26,7 +26,8 @@ pub use commands::{
     MAX_ATTEMPTS,
 };
 pub use projectors::{
-    AuditProjector, CartsProjector, RecoveryProjector, SettingsProjector, TokensProjector,
+    AuditProjector, CartsProjector, OrdersProjector, RecoveryRunsProjector,
+    RecoverySequencesProjector, SettingsProjector, SuppressionProjector, TokensProjector,
 };
 pub use runner::{
     checkpoint_of, load_checkpoint, save_checkpoint, wait_for_position, Outcome, ProjectionGroup,

@@ -12,7 +12,8 @@ use crate::db::{Db, Tx};
 use crate::store::{Checkpoint, EventLog, StoredEvent};
 use crate::{exec_tx, fetch_optional_db};
 
-/// Builds one read table from the log. `apply` must be idempotent.
+/// Builds its read tables from the log: it alone writes them, and while it applies it reads
+/// only them (so it rebuilds on its own). `apply` must be idempotent.
 #[async_trait]
 pub trait Projector: Send + Sync + 'static {
     /// The projection's name: its checkpoint and `ocart replay --projection NAME`.

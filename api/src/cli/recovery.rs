@@ -13,6 +13,7 @@ use uuid::Uuid;
 use super::{cli_meta, open, print};
 use crate::config::Config;
 use crate::core::{Core, PROCESSORS_LEASE};
+use crate::usecases::suppress::{lift, suppress, Recipient, Suppress, SuppressError};
 
 #[derive(Debug, Subcommand)]
 pub enum RecoveryCmd {
@@ -431,19 +432,33 @@ async fn dispatch_with(
     Ok(())
 }
 
-/// The subject hash of an email, an E.164 phone, or a hash given as such.
-fn recipient_hash(core: &Core, raw: &str) -> anyhow::Result<String> {
-    let raw = raw.trim();
-    if raw.len() == 64 && raw.chars().all(|c| c.is_ascii_hexdigit()) {
-        return Ok(raw.to_ascii_lowercase());
+/// A recipient given as an email, an E.164 phone, or a hash as the suppression list shows it.
+fn recipient_of(raw: &str) -> Recipient {
+    let trimmed = raw.trim();
+    if trimmed.len() == 64 && trimmed.chars().all(|c| c.is_ascii_hexdigit()) {
+        Recipient::hash(trimmed)
+    } else {
+        Recipient::address(raw)
     }
-    core.recipient_hash("recipient", raw).map_err(|e| {
-        if raw.starts_with('+') {
-            anyhow::anyhow!("{}: {}", e.field, e.message)
-        } else {
+}
+
+/// A suppression failure as the CLI says it.
+fn suppress_failure(raw: &str, err: SuppressError) -> anyhow::Error {
+    match err {
+        SuppressError::Invalid(errors) if raw.trim().starts_with('+') => anyhow::anyhow!(
+            "{}",
+            errors
+                .iter()
+                .map(|e| format!("{}: {}", e.field, e.message))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+        SuppressError::Invalid(_) => {
             anyhow::anyhow!("{raw:?} is not an email address, an E.164 phone number or a hash")
         }
-    })
+        SuppressError::NotSuppressed => anyhow::anyhow!("{raw} is not suppressed"),
+        other => other.into(),
+    }
 }
 
 async fn suppression(core: &Core, cmd: SuppressionCmd, json_out: bool) -> anyhow::Result<()> {
@@ -477,14 +492,20 @@ async fn suppression(core: &Core, cmd: SuppressionCmd, json_out: bool) -> anyhow
                         "--reason {reason:?}: use manual, bounce, complaint, unsubscribe or winback_failed"
                     )
                 })?;
-            let hash = recipient_hash(core, &recipient)?;
             let meta = cli_meta(core);
-            let position = core
-                .suppress(&hash, reason, None, Some("cli".into()), &meta)
-                .await?;
-            if let Some(position) = position {
+            let input = Suppress {
+                recipient: recipient_of(&recipient),
+                reason,
+                channel: None,
+                source: Some("cli".into()),
+            };
+            let done = suppress(core, input, &meta)
+                .await
+                .map_err(|e| suppress_failure(&recipient, e))?;
+            if let Some(position) = done.position {
                 core.ensure_projected(position).await?;
             }
+            let hash = done.recipient_hash;
             print(
                 json_out,
                 &json!({"recipient_hash": hash, "suppressed": true}),
@@ -492,23 +513,14 @@ async fn suppression(core: &Core, cmd: SuppressionCmd, json_out: bool) -> anyhow
             );
         }
         SuppressionCmd::Remove { recipient } => {
-            let hash = recipient_hash(core, &recipient)?;
             let meta = cli_meta(core);
-            let outcome = core
-                .suppressions
-                .execute(
-                    &hash,
-                    ocart_domain::recovery::SuppressionCommand::Lift { at: meta.at },
-                    &meta,
-                )
+            let done = lift(core, recipient_of(&recipient), &meta)
                 .await
-                .map_err(|e| match e {
-                    CommandError::Rejected(_) => anyhow::anyhow!("{recipient} is not suppressed"),
-                    other => other.into(),
-                })?;
-            if let Some(position) = outcome.last_position() {
+                .map_err(|e| suppress_failure(&recipient, e))?;
+            if let Some(position) = done.position {
                 core.ensure_projected(position).await?;
             }
+            let hash = done.recipient_hash;
             print(
                 json_out,
                 &json!({"recipient_hash": hash, "suppressed": false}),

@@ -3,22 +3,20 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use ocart_domain::cart::{
-    cart_id_for_session, session_token_hash, CaptureCart, CartCommand, CartError, Consent,
-};
+use ocart_domain::cart::Consent;
 use ocart_domain::{
-    line_total, lines_total, CartItem, CartTotals, Currency, Email, FieldError, Money,
-    PersonalField, Phone, ProductId, Source, Stage, MAX_AMOUNT, MAX_CART_ITEMS, MAX_QUANTITY,
+    line_total, lines_total, CartItem, CartTotals, Currency, Email, FieldError, Money, Phone,
+    ProductId, Source, Stage, MAX_AMOUNT, MAX_CART_ITEMS, MAX_QUANTITY,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::core::random_secret;
-use crate::error::{command_error, ApiError};
+use crate::error::ApiError;
 use crate::json::JsonBody;
 use crate::state::{AppState, RequestContext};
+use crate::usecases::capture::{self as usecase, Capture, CaptureError};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(capture))
@@ -29,9 +27,10 @@ pub fn router() -> OpenApiRouter<AppState> {
 pub struct ItemRequest {
     /// The store's id: an integer (WooCommerce) or a string of 1 to 100 characters, kept as
     /// given.
+    #[serde(deserialize_with = "crate::json::with_whole_numbers")]
     #[schema(value_type = ProductIdBody)]
     pub product_id: ProductId,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::json::with_whole_numbers")]
     #[schema(value_type = Option<ProductIdBody>)]
     pub variation_id: Option<ProductId>,
     #[serde(default)]
@@ -40,9 +39,11 @@ pub struct ItemRequest {
     /// Not blank; at most 200 characters.
     #[schema(max_length = 200, pattern = "\\S")]
     pub name: String,
+    #[serde(deserialize_with = "crate::json::whole")]
     #[schema(minimum = 1, maximum = 10000)]
     pub quantity: i64,
     /// Minor units; times the quantity at most 100000000000.
+    #[serde(deserialize_with = "crate::json::whole")]
     #[schema(minimum = 0, maximum = 100000000000_i64)]
     pub unit_price: i64,
     #[serde(default)]
@@ -68,7 +69,8 @@ impl utoipa::PartialSchema for ProductIdBody {
             .item(
                 ObjectBuilder::new()
                     .schema_type(Type::Integer)
-                    .minimum(Some(0)),
+                    .minimum(Some(0))
+                    .maximum(Some(u64::MAX)),
             )
             .item(
                 ObjectBuilder::new()
@@ -98,17 +100,19 @@ impl ToSchema for Category {}
 /// Amounts in minor units, each 0 to 100000000000.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct TotalsRequest {
+    #[serde(deserialize_with = "crate::json::whole")]
     #[schema(minimum = 0, maximum = 100000000000_i64)]
     pub subtotal: i64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::json::whole")]
     #[schema(minimum = 0, maximum = 100000000000_i64)]
     pub discount: i64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::json::whole")]
     #[schema(minimum = 0, maximum = 100000000000_i64)]
     pub shipping: i64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::json::whole")]
     #[schema(minimum = 0, maximum = 100000000000_i64)]
     pub tax: i64,
+    #[serde(deserialize_with = "crate::json::whole")]
     #[schema(minimum = 0, maximum = 100000000000_i64)]
     pub total: i64,
 }
@@ -119,10 +123,7 @@ pub struct CaptureRequest {
     #[serde(default)]
     #[schema(pattern = "^[A-Za-z0-9_-]{16,128}$")]
     pub session_token: Option<String>,
-    #[schema(
-        max_length = 254,
-        pattern = "^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
-    )]
+    #[schema(value_type = crate::openapi::EmailAddress)]
     pub email: String,
     /// E.164 (spaces, dashes, dots and parentheses are ignored); blank means none.
     #[serde(default)]
@@ -179,24 +180,12 @@ fn check_len(errors: &mut Vec<FieldError>, field: &str, value: &str, max: usize)
     }
 }
 
-/// Validated, typed capture input (before sealing).
-struct ValidCapture {
-    session_token: Option<String>,
-    email: Email,
-    phone: Option<Phone>,
-    name: Option<String>,
-    consent: Consent,
-    source: Source,
-    stage: Stage,
-    currency: Currency,
-    items: Vec<CartItem>,
-    totals: CartTotals,
-}
-
 /// Bounds are the same in every currency; this one stands in while the currency is invalid.
 const FALLBACK_CURRENCY: Currency = Currency::EUR;
 
-fn validate(req: CaptureRequest) -> Result<ValidCapture, ApiError> {
+/// The request as typed capture input (personal fields still in clear text), or every bad
+/// field named.
+fn validate(req: CaptureRequest) -> Result<Capture, CaptureError> {
     let mut e = Vec::new();
     if let Some(token) = &req.session_token {
         let ok = (16..=128).contains(&token.len())
@@ -381,24 +370,22 @@ fn validate(req: CaptureRequest) -> Result<ValidCapture, ApiError> {
         }
     };
     match (email, source, stage, currency) {
-        (Some(email), Some(source), Some(stage), Some(currency)) if e.is_empty() => {
-            Ok(ValidCapture {
-                session_token: req.session_token,
-                email,
-                phone,
-                name,
-                consent: Consent {
-                    given: req.consent,
-                    text: req.consent_text,
-                },
-                source,
-                stage,
-                currency,
-                items,
-                totals,
-            })
-        }
-        _ => Err(ApiError::Validation(e)),
+        (Some(email), Some(source), Some(stage), Some(currency)) if e.is_empty() => Ok(Capture {
+            session_token: req.session_token,
+            email,
+            phone,
+            name,
+            consent: Consent {
+                given: req.consent,
+                text: req.consent_text,
+            },
+            source,
+            stage,
+            currency,
+            items,
+            totals,
+        }),
+        _ => Err(CaptureError::Invalid(e)),
     }
 }
 
@@ -412,7 +399,9 @@ fn validate(req: CaptureRequest) -> Result<ValidCapture, ApiError> {
         (status = 413, description = "Body over 64 KiB", body = crate::error::Problem),
         (status = 415, description = "Content-Type neither application/json nor text/plain", body = crate::error::Problem),
         (status = 422, description = "Invalid fields, each named", body = crate::error::Problem),
+        (status = 409, description = "The cart is converted or expired (start a new checkout session), or was changed by concurrent requests (retry)", body = crate::error::Problem),
         (status = 429, description = "Rate limited; see Retry-After", body = crate::error::Problem),
+        (status = 503, description = "The store is unavailable; see Retry-After", body = crate::error::Problem),
     )
 )]
 pub async fn capture(
@@ -421,128 +410,19 @@ pub async fn capture(
     JsonBody(request): JsonBody<CaptureRequest>,
 ) -> Result<(StatusCode, Json<CaptureReply>), ApiError> {
     let input = validate(request)?;
-    let settings = state.core.settings().await?;
-    let session_token = input
-        .session_token
-        .clone()
-        .unwrap_or_else(|| random_secret(""));
-    let cart_id = cart_id_for_session(&session_token).to_string();
-    let vault = &state.core.vault;
-    let email_subject = vault.subject_for_email(&input.email);
-    let required = settings.recovery.consent_required;
-    // Only a capture that would keep the cart asks the suppression list.
-    let suppressed = ocart_domain::cart::consents(input.consent.given, required)
-        && ocart_projections::queries::recovery::is_suppressed(
-            &state.core.db,
-            email_subject.as_str(),
-        )
-        .await?;
-    let command =
-        match ocart_domain::cart::capture_decision(input.consent.given, required, suppressed) {
-            // The answer a kept cart gets, so this public endpoint tells no one who is on the
-            // suppression list; the position is this instance's latest write, as good as any for
-            // read-your-writes.
-            ocart_domain::cart::CaptureDecision::IgnoreSuppressed => {
-                return Ok((
-                    StatusCode::ACCEPTED,
-                    Json(CaptureReply {
-                        cart_id,
-                        session_token,
-                        captured: true,
-                        status: ocart_domain::cart::CartStatus::Active.as_str().to_owned(),
-                        position: Some(state.core.log.head()),
-                    }),
-                ));
-            }
-            ocart_domain::cart::CaptureDecision::Keep => {
-                let email = PersonalField {
-                    sealed: vault.seal(&email_subject, input.email.as_str()).await?,
-                    subject: email_subject.clone(),
-                };
-                let phone = match &input.phone {
-                    Some(phone) => {
-                        let subject = vault.subject_for_phone(phone);
-                        Some(PersonalField {
-                            sealed: vault.seal(&subject, phone.as_str()).await?,
-                            subject,
-                        })
-                    }
-                    None => None,
-                };
-                let (name, name_hash) = match &input.name {
-                    Some(name) => (
-                        Some(vault.seal(&email_subject, name).await?),
-                        Some(vault.fingerprint(name)),
-                    ),
-                    None => (None, None),
-                };
-                CartCommand::Capture(Box::new(CaptureCart {
-                    session_token_hash: session_token_hash(&session_token),
-                    email,
-                    phone,
-                    name,
-                    name_hash,
-                    consent: input.consent,
-                    consent_required: settings.recovery.consent_required,
-                    source: input.source,
-                    stage: input.stage,
-                    currency: input.currency,
-                    items: input.items,
-                    totals: input.totals,
-                    at: state.core.clock.now(),
-                }))
-            }
-            ocart_domain::cart::CaptureDecision::Withdraw => CartCommand::WithdrawConsent {
-                at: state.core.clock.now(),
-            },
-            // No consent and none required to be withdrawn: nothing is kept.
-            ocart_domain::cart::CaptureDecision::NotKept => {
-                return Ok((
-                    StatusCode::ACCEPTED,
-                    Json(CaptureReply {
-                        cart_id,
-                        session_token,
-                        captured: false,
-                        status: "not_captured".into(),
-                        position: None,
-                    }),
-                ));
-            }
-        };
-    let withdrawing = matches!(command, CartCommand::WithdrawConsent { .. });
     let meta = ctx.meta("public:checkout".into(), &state);
-    let outcome = state
-        .core
-        .carts
-        .execute(&cart_id, command, &meta)
-        .await
-        .map_err(|err| {
-            command_error(err, |e| match e {
-                CartError::Closed(status) => ApiError::Conflict(format!(
-                    "the cart is {status}; start a new checkout session"
-                )),
-                other => ApiError::Conflict(other.to_string()),
-            })
-        })?;
-    if withdrawing && !outcome.events.is_empty() {
-        // Withdrawal erases: the data keys go, so what the log holds becomes unreadable.
-        for event in &outcome.events {
-            if let ocart_domain::cart::CartEvent::ConsentWithdrawn { subjects, .. } = &event.event {
-                for subject in subjects {
-                    vault.erase(subject).await?;
-                }
-            }
-        }
-    }
-    let status = outcome.aggregate.status().as_str().to_owned();
+    let captured = usecase::capture(&state.core, input, &meta).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(CaptureReply {
-            cart_id,
-            session_token,
-            captured: !withdrawing,
-            status,
-            position: outcome.last_position(),
+            cart_id: captured.cart_id,
+            session_token: captured.session_token,
+            captured: captured.captured,
+            status: captured
+                .status
+                .map_or("not_captured", |status| status.as_str())
+                .to_owned(),
+            position: captured.position,
         }),
     ))
 }

@@ -218,6 +218,7 @@ pub struct ConvertRequest {
     #[schema(max_length = 100)]
     pub order_id: Option<String>,
     /// Order revenue in minor units.
+    #[serde(default, deserialize_with = "crate::json::whole_opt")]
     #[schema(minimum = 0)]
     pub revenue: Option<i64>,
 }

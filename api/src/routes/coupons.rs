@@ -79,10 +79,7 @@ pub struct ValidateCoupon {
     #[schema(max_length = 64, pattern = "\\S")]
     pub code: String,
     /// The checkout's billing email: a recovery coupon is for the captured email only.
-    #[schema(
-        max_length = 254,
-        pattern = "^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
-    )]
+    #[schema(value_type = crate::openapi::EmailAddress)]
     pub email: String,
 }
 

@@ -27,7 +27,7 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::Query;
 use crate::state::{AppState, RequestContext};
-use crate::tracking::Reported;
+use crate::usecases::report_delivery::{report_delivery, Reported};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -348,12 +348,7 @@ pub async fn inbound(
         unknown: 0,
     };
     for (key, report) in reports {
-        match state
-            .core
-            .report_delivery(&key, report, &meta)
-            .await
-            .map_err(ApiError::Internal)?
-        {
+        match report_delivery(&state.core, &key, report, &meta).await? {
             Reported::Recorded => reply.recorded += 1,
             Reported::Repeated => reply.repeated += 1,
             Reported::Unknown => reply.unknown += 1,

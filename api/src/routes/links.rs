@@ -18,17 +18,17 @@ use axum::http::header;
 use axum::http::StatusCode;
 use axum::middleware;
 use axum::response::{Html, IntoResponse, Response};
-use ocart_domain::recovery::{
-    Channel, DeliveryKind, DeliveryReport, RestoreFailure, SuppressionReason,
-};
+use ocart_domain::recovery::{DeliveryKind, DeliveryReport, RestoreFailure};
 use ocart_projections::queries::recovery::{self as q, LinkRow};
 use sha2::{Digest, Sha256};
 
-use crate::attribution::Restore;
 use crate::error::ApiError;
 use crate::extract::Path;
 use crate::ratelimit::{self, Bucket};
 use crate::state::{AppState, RequestContext};
+use crate::usecases;
+use crate::usecases::restore::Restore;
+use crate::usecases::unsubscribe::Unsubscribed;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -88,6 +88,7 @@ fn well_formed(token: &str) -> bool {
         (status = 404, description = "The link is not one of ours", content_type = "text/html", body = String),
         (status = 410, description = "The link has expired or its cart was erased", content_type = "text/html", body = String),
         (status = 429, description = "Rate limited by client IP; see Retry-After"),
+        (status = 503, description = "The store is unavailable; see Retry-After"),
     ))]
 pub async fn restore(
     State(state): State<AppState>,
@@ -100,12 +101,7 @@ pub async fn restore(
     }
     let meta = ctx.meta("public:restore".into(), &state);
     let store = html_escape(&state.core.config.recovery.store_name);
-    let reply = match state
-        .core
-        .restore(&token, &meta)
-        .await
-        .map_err(ApiError::Internal)?
-    {
+    let reply = match usecases::restore::restore(&state.core, &token, &meta).await? {
         Restore::Redirect { location, .. } => (
             StatusCode::SEE_OTHER,
             [
@@ -179,11 +175,13 @@ pub async fn open_pixel(
             provider_id: None,
             detail: None,
         };
-        state
-            .core
-            .report_delivery(&link.message_key, report, &meta)
-            .await
-            .map_err(ApiError::Internal)?;
+        crate::usecases::report_delivery::report_delivery(
+            &state.core,
+            &link.message_key,
+            report,
+            &meta,
+        )
+        .await?;
     }
     Ok((
         StatusCode::OK,
@@ -215,7 +213,12 @@ async fn unsubscribe_link(
     ctx: &RequestContext,
     token: &str,
 ) -> Result<Option<LinkRow>, ApiError> {
-    match link(state, "unsubscribe", token).await? {
+    let found = if well_formed(token) {
+        usecases::unsubscribe::find_link(&state.core, token).await?
+    } else {
+        None
+    };
+    match found {
         Some(found) => {
             state.limiter.check_unsubscribe(token)?;
             Ok(Some(found))
@@ -237,6 +240,7 @@ async fn unsubscribe_link(
         (status = 200, description = "The confirmation form", content_type = "text/html", body = String),
         (status = 404, description = "The link is not one of ours", content_type = "text/html", body = String),
         (status = 429, description = "Rate limited: by link, or by client IP for a token that is no link of ours"),
+        (status = 503, description = "The store is unavailable; see Retry-After"),
     ))]
 pub async fn unsubscribe_page(
     State(state): State<AppState>,
@@ -266,6 +270,7 @@ pub async fn unsubscribe_page(
         (status = 200, description = "Unsubscribed", content_type = "text/html", body = String),
         (status = 404, description = "The link is not one of ours", content_type = "text/html", body = String),
         (status = 429, description = "Rate limited: by link, or by client IP for a token that is no link of ours"),
+        (status = 503, description = "The store is unavailable; see Retry-After"),
     ))]
 pub async fn unsubscribe(
     State(state): State<AppState>,
@@ -275,25 +280,11 @@ pub async fn unsubscribe(
     let Some(link) = unsubscribe_link(&state, &ctx, &token).await? else {
         return Ok(not_found());
     };
-    let Some(recipient) = link.recipient_hash.as_deref() else {
-        return Ok(not_found());
-    };
     let meta = ctx.meta("public:unsubscribe".into(), &state);
-    let channel = match link.channel.as_str() {
-        "sms" => Channel::Sms,
-        _ => Channel::Email,
-    };
-    state
-        .core
-        .suppress(
-            recipient,
-            SuppressionReason::Unsubscribe,
-            Some(channel),
-            Some(link.message_key.clone()),
-            &meta,
-        )
-        .await
-        .map_err(ApiError::Internal)?;
+    match usecases::unsubscribe::unsubscribe(&state.core, &link, &meta).await? {
+        Unsubscribed::Done { .. } => {}
+        Unsubscribed::NoRecipient => return Ok(not_found()),
+    }
     let store = html_escape(&state.core.config.recovery.store_name);
     Ok(page(
         StatusCode::OK,

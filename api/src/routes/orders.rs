@@ -16,7 +16,7 @@ use base64::Engine;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use hmac::{Hmac, Mac};
 use ocart_domain::token::Capability;
-use ocart_domain::{Currency, Email, FieldError};
+use ocart_domain::Currency;
 use ocart_projections::queries::recovery::{self as q, OrderRow};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
@@ -24,12 +24,12 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::attribution::{OrderSignal, RecordedOrder};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{Path, Query};
 use crate::routes::keyset;
 use crate::state::{AppState, RequestContext};
+use crate::usecases::record_order::{record_order, OrderInput, RecordedOrder};
 
 /// The most an order signal (API or webhook) may weigh: WooCommerce sends the whole order,
 /// every line with its taxes and meta data, about 1.5 KiB a line.
@@ -71,13 +71,11 @@ pub struct OrderRequest {
     )]
     pub currency: String,
     /// The order total in minor units (cents).
-    #[schema(minimum = 0)]
+    #[serde(deserialize_with = "crate::json::whole")]
+    #[schema(minimum = 0, maximum = 100000000000_i64)]
     pub total: i64,
     /// The buyer's email: only its keyed hash is kept, to match carts and to stop runs.
-    #[schema(
-        max_length = 254,
-        pattern = "^( *|[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+)$"
-    )]
+    #[schema(value_type = Option<crate::openapi::EmailAddressOrBlank>)]
     pub email: Option<String>,
     /// When the order was placed (RFC 3339; default now).
     pub placed_at: Option<DateTime<Utc>>,
@@ -101,115 +99,28 @@ pub struct OrderRequest {
     pub coupon_codes: Vec<String>,
 }
 
-fn short(field: &str, value: Option<String>, max: usize) -> Result<Option<String>, FieldError> {
-    match value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty()) {
-        Some(v) if v.len() > max => Err(FieldError::new(
-            field,
-            format!("must be at most {max} characters"),
-        )),
-        other => Ok(other),
-    }
-}
-
-/// The validated signal, or every field that is wrong.
-fn signal_of(
-    request: OrderRequest,
-    source: &'static str,
-    now: DateTime<Utc>,
-) -> Result<OrderSignal, ApiError> {
-    let mut errors = Vec::new();
-    let mut check = |r: Result<Option<String>, FieldError>| {
-        r.unwrap_or_else(|e| {
-            errors.push(e);
-            None
-        })
-    };
-    let order_id = check(short("order_id", Some(request.order_id), 100));
-    let status = check(short(
-        "status",
-        Some(request.status.to_ascii_lowercase()),
-        40,
-    ));
-    let payment_method = check(short("payment_method", request.payment_method, 64));
-    let cart_id = check(short("cart_id", request.cart_id, 64));
-    let session_token = check(short("session_token", request.session_token, 200));
-    let restore_token = check(short("restore_token", request.restore_token, 100));
-    if order_id.is_none() {
-        errors.push(FieldError::new("order_id", "must not be empty"));
-    }
-    let status = match status {
-        Some(s)
-            if s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') =>
-        {
-            Some(s)
-        }
-        _ => {
-            errors.push(FieldError::new(
-                "status",
-                "must be a status such as processing, completed, on-hold or pending",
-            ));
-            None
-        }
-    };
-    let currency = Currency::parse("currency", &request.currency)
-        .map_err(|e| errors.push(e))
-        .ok();
-    if let Err(e) = ocart_domain::Money::new(request.total, currency.unwrap_or(Currency::EUR)) {
-        errors.push(FieldError::new(
-            "total",
-            format!("{e} (minor units), got {}", request.total),
-        ));
-    }
-    let email = match request
-        .email
-        .as_deref()
-        .map(str::trim)
-        .filter(|e| !e.is_empty())
-    {
-        Some(raw) => Email::parse("email", raw).map_err(|e| errors.push(e)).ok(),
-        None => None,
-    };
-    if request.coupon_codes.len() > 20 || request.coupon_codes.iter().any(|c| c.len() > 64) {
-        errors.push(FieldError::new(
-            "coupon_codes",
-            "at most 20 codes of at most 64 characters",
-        ));
-    }
-    if let Some(placed_at) = request.placed_at {
-        if placed_at > now + chrono::Duration::days(1) {
-            errors.push(FieldError::new("placed_at", "must not be in the future"));
+impl From<OrderRequest> for OrderInput {
+    fn from(r: OrderRequest) -> Self {
+        OrderInput {
+            order_id: r.order_id,
+            status: r.status,
+            payment_method: r.payment_method,
+            currency: r.currency,
+            total: r.total,
+            email: r.email,
+            placed_at: r.placed_at,
+            modified_at: r.modified_at,
+            cart_id: r.cart_id,
+            session_token: r.session_token,
+            restore_token: r.restore_token,
+            coupon_codes: r.coupon_codes,
         }
     }
-    // A time far ahead would make every later signal stale.
-    if let Some(modified_at) = request.modified_at {
-        if modified_at > now + chrono::Duration::days(1) {
-            errors.push(FieldError::new("modified_at", "must not be in the future"));
-        }
-    }
-    if !errors.is_empty() {
-        return Err(ApiError::Validation(errors));
-    }
-    Ok(OrderSignal {
-        order_id: order_id.unwrap_or_default(),
-        status: status.unwrap_or_default(),
-        payment_method,
-        currency: currency.expect("checked"),
-        total: request.total,
-        email,
-        placed_at: request.placed_at.unwrap_or(now),
-        source,
-        cart_id,
-        session_token,
-        restore_token,
-        coupon_codes: request.coupon_codes,
-        modified_at: request.modified_at,
-    })
 }
 
 /// Records an order signal from the store.
 #[utoipa::path(post, path = "/ocart/v1/orders", tag = "orders", request_body = OrderRequest,
-    responses((status = 200, body = RecordedOrder), (status = 400, body = crate::error::Problem), (status = 409, description = "The order is recorded in another currency"), (status = 413, body = crate::error::Problem), (status = 422, body = crate::error::Problem)),
+    responses((status = 200, body = RecordedOrder), (status = 400, body = crate::error::Problem), (status = 409, description = "The order is recorded in another currency, or concurrent requests changed it (retry)"), (status = 413, body = crate::error::Problem), (status = 422, body = crate::error::Problem), (status = 503, description = "The store is unavailable; see Retry-After")),
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
@@ -220,12 +131,7 @@ pub async fn create(
     caller.require(WRITE)?;
     let request: OrderRequest = crate::json::parse(&body)?;
     let meta = ctx.meta(caller.actor(), &state);
-    let signal = signal_of(request, "api", meta.at)?;
-    let recorded = state
-        .core
-        .record_order(signal, &meta)
-        .await
-        .map_err(record_error)?;
+    let recorded = record_order(&state.core, request.into(), "api", &meta).await?;
     Ok(Json(recorded))
 }
 
@@ -298,6 +204,7 @@ pub async fn show(
 /// OCart reads.
 #[derive(Debug, Deserialize)]
 struct WcOrder {
+    #[serde(deserialize_with = "crate::json::whole")]
     id: u64,
     status: String,
     currency: String,
@@ -389,15 +296,6 @@ pub enum WebhookReply {
     Note { ignored: String },
 }
 
-/// A signal the order refuses (another currency than it was recorded in) is a conflict, not
-/// a failure of the server; anything else is.
-fn record_error(err: anyhow::Error) -> ApiError {
-    match err.downcast::<ocart_projections::CommandError<ocart_domain::order::OrderError>>() {
-        Ok(err) => crate::error::command_error(err, |e| ApiError::Conflict(e.to_string())),
-        Err(other) => ApiError::Internal(other),
-    }
-}
-
 /// Whether `signature` (base64) is the HMAC-SHA256 of `body` under `secret`.
 fn signed(secret: &str, body: &[u8], signature: &str) -> bool {
     let Ok(expected) = STANDARD.decode(signature.trim()) else {
@@ -420,8 +318,8 @@ fn signed(secret: &str, body: &[u8], signature: &str) -> bool {
     responses(
         (status = 200, description = "Recorded, or acknowledged and ignored (ping, other topics)", body = Object),
         (status = 401, description = "The signature is missing or does not match"),
-        (status = 409, description = "The order is recorded in another currency"),
-        (status = 503, description = "No webhook secret is set up, or the store is unavailable"),
+        (status = 409, description = "The order is recorded in another currency, or concurrent requests changed it (retry)"),
+        (status = 503, description = "No webhook secret is set up, or the store is unavailable; see Retry-After"),
     ))]
 pub async fn woocommerce(
     State(state): State<AppState>,
@@ -473,12 +371,8 @@ pub async fn woocommerce(
     }
     let order: WcOrder = crate::json::parse(&body)?;
     let meta = ctx.meta("webhook:woocommerce".into(), &state);
-    let signal = signal_of(order.into_request()?, "woocommerce", meta.at)?;
-    let recorded = state
-        .core
-        .record_order(signal, &meta)
-        .await
-        .map_err(record_error)?;
+    let request = order.into_request()?;
+    let recorded = record_order(&state.core, request.into(), "woocommerce", &meta).await?;
     Ok(Json(WebhookReply::Recorded(recorded)))
 }
 

@@ -2,18 +2,17 @@
 
 use axum::extract::State;
 use axum::Json;
-use ocart_domain::subject::SubjectCommand;
 use ocart_domain::token::Capability;
-use ocart_domain::{Email, Phone};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::Caller;
-use crate::error::{command_error, ApiError};
+use crate::error::ApiError;
 use crate::json::JsonBody;
 use crate::state::{AppState, RequestContext};
+use crate::usecases::erase;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(erase))
@@ -35,10 +34,7 @@ pub struct EraseRequest {
 #[serde(untagged)]
 pub enum EraseBody {
     ByEmail {
-        #[schema(
-            max_length = 254,
-            pattern = "^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
-        )]
+        #[schema(value_type = crate::openapi::EmailAddress)]
         email: String,
         #[serde(default)]
         #[schema(inline, value_type = crate::openapi::Null)]
@@ -75,51 +71,15 @@ pub async fn erase(
     JsonBody(req): JsonBody<EraseRequest>,
 ) -> Result<Json<EraseReply>, ApiError> {
     caller.require(&[Capability::OcartManage])?;
-    let vault = &state.core.vault;
-    let subject = match (&req.email, &req.phone) {
-        (Some(email), None) => vault.subject_for_email(
-            &Email::parse("email", email).map_err(|e| ApiError::Validation(vec![e]))?,
-        ),
-        (None, Some(phone)) => vault.subject_for_phone(
-            &Phone::parse("phone", phone).map_err(|e| ApiError::Validation(vec![e]))?,
-        ),
-        _ => {
-            return Err(ApiError::validation(
-                "email",
-                "give exactly one of email or phone",
-            ))
-        }
-    };
-    let reason = req.reason.unwrap_or_else(|| "request".into());
-    if reason.chars().count() > 500 {
-        return Err(ApiError::validation(
-            "reason",
-            "must be at most 500 characters",
-        ));
-    }
-    // One order at every entry point: the erasure is recorded first (the projections blank
-    // the read tables), then the key goes before the answer; the eraser process manager
-    // deletes it after a crash between the two.
     let meta = ctx.meta(caller.actor(), &state);
-    let outcome = state
-        .core
-        .subjects
-        .execute(
-            subject.as_str(),
-            (
-                subject.clone(),
-                SubjectCommand::Erase {
-                    at: meta.at,
-                    reason,
-                },
-            ),
-            &meta,
-        )
-        .await
-        .map_err(|e| command_error(e, |e| ApiError::Internal(e.into())))?;
-    vault.erase(&subject).await?;
+    let input = erase::Erase {
+        email: req.email,
+        phone: req.phone,
+        reason: req.reason,
+    };
+    let erased = erase::erase(&state.core, input, &meta).await?;
     Ok(Json(EraseReply {
-        subject: subject.to_string(),
-        position: outcome.last_position(),
+        subject: erased.subject.to_string(),
+        position: erased.position,
     }))
 }

@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use ocart_domain::recovery::{
     Channel, Discount, RunCommand, RunError, SequenceCommand, SequenceError, Step, StopReason,
-    SuppressionCommand, SuppressionReason, TriggerType,
+    SuppressionReason, TriggerType,
 };
 use ocart_domain::token::Capability;
 use ocart_domain::FieldError;
@@ -23,6 +23,7 @@ use crate::auth::Caller;
 use crate::error::{command_error, ApiError};
 use crate::extract::{Path, Query};
 use crate::state::{AppState, RequestContext};
+use crate::usecases::{suppress, test_trigger};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -56,6 +57,7 @@ pub struct StepBody {
     pub channel: Channel,
     /// Minutes after abandonment (saved clamped to 15–10080, and at least 15 after the step
     /// before; refused where the steps cannot fit 15 minutes apart within 7 days).
+    #[serde(deserialize_with = "crate::json::whole")]
     #[schema(minimum = 0)]
     pub delay_min: i64,
     /// The template this step sends.
@@ -67,7 +69,11 @@ pub struct StepBody {
     /// The coupon's terms: `{"type": "fixed_cart" | "percent", "amount", "expiry_days"}`
     /// (amount in minor units, or a percentage; expiry 1–365 days). Absent: the
     /// `recovery.coupon_*` settings. Setting it turns the coupon on.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::json::with_whole_numbers"
+    )]
     #[schema(value_type = Option<DiscountBody>)]
     pub discount: Option<Discount>,
     /// An A/B test this step takes part in.
@@ -101,18 +107,24 @@ impl From<&Step> for StepBody {
     }
 }
 
-/// A step's coupon terms (documentation of [`Discount`]).
+/// A step's coupon terms (documentation of [`Discount`]): `fixed_cart`, an amount in minor
+/// units, or `percent`, a percentage from 1 to 100; valid 1 to 365 days after it is issued.
 #[derive(ToSchema)]
 #[allow(dead_code)]
-pub struct DiscountBody {
-    /// fixed_cart (amount in minor units) or percent (amount 1 to 100)
-    #[schema(rename = "type", pattern = "^(fixed_cart|percent)$")]
-    kind: String,
-    #[schema(minimum = 1)]
-    amount: i64,
-    /// Days the coupon stays valid after it is issued.
-    #[schema(minimum = 1, maximum = 365)]
-    expiry_days: u32,
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum DiscountBody {
+    FixedCart {
+        #[schema(minimum = 1, maximum = 9223372036854775807_i64)]
+        amount: i64,
+        #[schema(minimum = 1, maximum = 365)]
+        expiry_days: u32,
+    },
+    Percent {
+        #[schema(minimum = 1, maximum = 100)]
+        amount: i64,
+        #[schema(minimum = 1, maximum = 365)]
+        expiry_days: u32,
+    },
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -124,7 +136,7 @@ pub struct CreateSequence {
     /// cart_abandoned, checkout_abandoned or browse_abandoned
     #[schema(value_type = String, pattern = "^(cart_abandoned|checkout_abandoned|browse_abandoned)$")]
     pub trigger_type: TriggerType,
-    #[schema(min_items = 1, max_items = 10)]
+    #[schema(value_type = crate::openapi::SequenceSteps)]
     pub steps: Vec<StepBody>,
     /// Default true.
     pub active: Option<bool>,
@@ -137,7 +149,7 @@ pub struct UpdateSequence {
     pub name: Option<String>,
     #[schema(value_type = Option<String>, pattern = "^(cart_abandoned|checkout_abandoned|browse_abandoned)$")]
     pub trigger_type: Option<TriggerType>,
-    #[schema(min_items = 1, max_items = 10)]
+    #[schema(value_type = Option<crate::openapi::SequenceSteps>)]
     pub steps: Option<Vec<StepBody>>,
     pub active: Option<bool>,
 }
@@ -218,7 +230,9 @@ pub async fn list_sequences(
     Query(query): Query<SequenceQuery>,
 ) -> Result<Json<SequenceList>, ApiError> {
     caller.require(READ)?;
-    state.read_your_writes("recovery", ctx.min_position).await?;
+    state
+        .read_your_writes("recovery_sequences", ctx.min_position)
+        .await?;
     let rows = q::list_sequences(&state.core.db, query.include_archived.unwrap_or(false)).await?;
     let sequences = rows
         .into_iter()
@@ -269,7 +283,9 @@ pub async fn show_sequence(
     Path(id): Path<String>,
 ) -> Result<Json<SequenceView>, ApiError> {
     caller.require(READ)?;
-    state.read_your_writes("recovery", ctx.min_position).await?;
+    state
+        .read_your_writes("recovery_sequences", ctx.min_position)
+        .await?;
     let row = q::get_sequence(&state.core.db, &id)
         .await?
         .filter(|row| !row.archived)
@@ -395,7 +411,9 @@ pub async fn list_runs(
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
-    state.read_your_writes("recovery", ctx.min_position).await?;
+    state
+        .read_your_writes("recovery_runs", ctx.min_position)
+        .await?;
     let mut runs = q::list_runs(
         &state.core.db,
         &RunFilter {
@@ -435,7 +453,9 @@ pub async fn show_run(
     Path(id): Path<String>,
 ) -> Result<Json<RunDetail>, ApiError> {
     caller.require(READ)?;
-    state.read_your_writes("recovery", ctx.min_position).await?;
+    state
+        .read_your_writes("recovery_runs", ctx.min_position)
+        .await?;
     let run = q::get_run(&state.core.db, &id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("recovery run {id}")))?;
@@ -569,7 +589,9 @@ pub async fn list_suppression(
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::validation("limit", "must be between 1 and 1000"));
     }
-    state.read_your_writes("recovery", ctx.min_position).await?;
+    state
+        .read_your_writes("suppression", ctx.min_position)
+        .await?;
     Ok(Json(SuppressionList {
         suppression: q::list_suppression(&state.core.db, limit).await?,
     }))
@@ -579,10 +601,7 @@ pub async fn list_suppression(
 #[serde(deny_unknown_fields)]
 pub struct AddSuppression {
     /// An email address or an E.164 phone number; only its hash is kept.
-    #[schema(
-        max_length = 254,
-        pattern = "^([A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+|\\+[1-9][0-9]{7,14})$"
-    )]
+    #[schema(value_type = crate::openapi::EmailAddressOrPhone)]
     pub recipient: String,
     /// manual (default), bounce, complaint, unsubscribe or winback_failed
     #[schema(value_type = Option<String>, pattern = "^(manual|bounce|complaint|unsubscribe|winback_failed)$")]
@@ -607,37 +626,32 @@ pub async fn add_suppression(
 ) -> Result<Json<SuppressionReply>, ApiError> {
     caller.require(WRITE)?;
     let request: AddSuppression = crate::json::parse(&body)?;
-    let hash = state
-        .core
-        .recipient_hash("recipient", &request.recipient)
-        .map_err(|e| ApiError::Validation(vec![e]))?;
     let meta = ctx.meta(caller.actor(), &state);
-    let position = state
-        .core
-        .suppress(
-            &hash,
-            request.reason.unwrap_or(SuppressionReason::Manual),
-            None,
-            Some("admin".into()),
-            &meta,
-        )
-        .await
-        .map_err(ApiError::Internal)?;
-    Ok(Json(SuppressionReply {
-        recipient_hash: hash,
-        suppressed: true,
-        position,
-    }))
+    let input = suppress::Suppress {
+        recipient: suppress::Recipient::address(request.recipient),
+        reason: request.reason.unwrap_or(SuppressionReason::Manual),
+        channel: None,
+        source: Some("admin".into()),
+    };
+    let done = suppress::suppress(&state.core, input, &meta).await?;
+    Ok(Json(done.into()))
+}
+
+impl From<suppress::Suppressed> for SuppressionReply {
+    fn from(done: suppress::Suppressed) -> Self {
+        Self {
+            recipient_hash: done.recipient_hash,
+            suppressed: done.suppressed,
+            position: done.position,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct RemoveSuppressionQuery {
     /// The email address or E.164 phone number to allow again (give it or
     /// `recipient_hash`, not both).
-    #[param(
-        max_length = 254,
-        pattern = "^([A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+|\\+[1-9][0-9]{7,14})$"
-    )]
+    #[param(value_type = Option<crate::openapi::EmailAddressOrPhone>)]
     pub recipient: Option<String>,
     /// Or its hash, as the list shows it.
     #[param(pattern = "^[0-9a-fA-F]{64}$")]
@@ -654,87 +668,37 @@ pub async fn remove_suppression(
     Query(query): Query<RemoveSuppressionQuery>,
 ) -> Result<Json<SuppressionReply>, ApiError> {
     caller.require(WRITE)?;
-    let hash = match (&query.recipient, &query.recipient_hash) {
-        (Some(raw), None) => state
-            .core
-            .recipient_hash("recipient", raw)
-            .map_err(|e| ApiError::Validation(vec![e]))?,
-        (None, Some(hash)) if hash.len() == 64 && hash.chars().all(|c| c.is_ascii_hexdigit()) => {
-            hash.to_ascii_lowercase()
-        }
-        (None, Some(_)) => {
-            return Err(ApiError::validation(
-                "recipient_hash",
-                "must be the 64-character hex hash the suppression list shows",
-            ))
-        }
-        _ => {
-            return Err(ApiError::validation(
-                "recipient",
-                "give recipient (an email or phone) or recipient_hash, not both",
-            ))
-        }
-    };
+    let recipient = suppress::Recipient::one_of(query.recipient, query.recipient_hash)?;
     let meta = ctx.meta(caller.actor(), &state);
-    let outcome = state
-        .core
-        .suppressions
-        .execute(&hash, SuppressionCommand::Lift { at: meta.at }, &meta)
-        .await
-        .map_err(|e| {
-            command_error(e, |_| {
-                ApiError::NotFound("a suppression of this recipient".into())
-            })
-        })?;
-    Ok(Json(SuppressionReply {
-        recipient_hash: hash,
-        suppressed: false,
-        position: outcome.last_position(),
-    }))
+    let done = suppress::lift(&state.core, recipient, &meta).await?;
+    Ok(Json(done.into()))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TriggerTest {
     /// Where the test messages go.
-    #[schema(
-        max_length = 254,
-        pattern = "^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
-    )]
+    #[schema(value_type = crate::openapi::EmailAddress)]
     pub email: String,
 }
 
 /// Test mode: a dummy abandoned cart for `email` whose first message goes out in about 30
 /// seconds. Refused unless `recovery.test_mode` is on.
 #[utoipa::path(post, path = "/ocart/v1/recovery/test/trigger", tag = "recovery", request_body = TriggerTest,
-    responses((status = 201, body = crate::testflow::TestFlow), (status = 409, body = crate::error::Problem), (status = 422, body = crate::error::Problem)),
+    responses((status = 201, body = test_trigger::TestFlow), (status = 409, body = crate::error::Problem), (status = 422, body = crate::error::Problem)),
     security(("bearer" = [])))]
 pub async fn trigger_test(
     State(state): State<AppState>,
     caller: Caller,
     ctx: RequestContext,
     body: axum::body::Bytes,
-) -> Result<(StatusCode, Json<crate::testflow::TestFlow>), ApiError> {
+) -> Result<(StatusCode, Json<test_trigger::TestFlow>), ApiError> {
     caller.require(WRITE)?;
     let request: TriggerTest = crate::json::parse(&body)?;
-    let email = ocart_domain::Email::parse("email", &request.email)
-        .map_err(|e| ApiError::Validation(vec![e]))?;
-    let settings = state.core.settings().await?;
-    if !settings.recovery.test_mode {
-        return Err(ApiError::Conflict(
-            "test mode is off: set recovery.test_mode to true first".into(),
-        ));
-    }
     let meta = ctx.meta(caller.actor(), &state);
-    match state
-        .core
-        .trigger_test(&email, &meta)
-        .await
-        .map_err(ApiError::Internal)?
-    {
-        Some(flow) => Ok((StatusCode::CREATED, Json(flow))),
-        None => Err(ApiError::Conflict(
-            "no active sequence handles abandoned carts".into(),
-        )),
-    }
+    let input = test_trigger::TriggerTest {
+        email: request.email,
+    };
+    let flow = test_trigger::trigger_test(&state.core, input, &meta).await?;
+    Ok((StatusCode::CREATED, Json(flow)))
 }

@@ -131,8 +131,7 @@ pub async fn convert(
         },
     };
     let status = cart.status();
-    let recorded = core
-        .record_order_facts(facts, Some(attribution), meta)
+    let recorded = super::record_order::record_order_facts(core, facts, Some(attribution), meta)
         .await
         .map_err(|e| match StoreFailure::split(e) {
             Ok(failure) => ConvertError::Store(failure),

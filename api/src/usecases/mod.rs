@@ -53,3 +53,42 @@ impl StoreFailure {
         }
     }
 }
+
+impl StoreFailure {
+    /// A database failure the caller should retry (a timed-out pool, a broken connection) as
+    /// `Unavailable`; any other stays the database's error.
+    pub fn of_database(err: sqlx::Error) -> Result<Self, sqlx::Error> {
+        match err {
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => Ok(Self::Unavailable(
+                "the database is unavailable; retry shortly".into(),
+            )),
+            other => Err(other),
+        }
+    }
+}
+
+/// Gives a use case's error (with variants `Store(StoreFailure)` and `Internal(anyhow::Error)`)
+/// its conversions from database and key-vault errors: a database to retry is `Unavailable`
+/// (503 with Retry-After), anything else internal (500).
+macro_rules! database_errors {
+    ($error:ty) => {
+        impl From<sqlx::Error> for $error {
+            fn from(err: sqlx::Error) -> Self {
+                match $crate::usecases::StoreFailure::of_database(err) {
+                    Ok(failure) => Self::Store(failure),
+                    Err(other) => Self::Internal(other.into()),
+                }
+            }
+        }
+
+        impl From<ocart_projections::VaultError> for $error {
+            fn from(err: ocart_projections::VaultError) -> Self {
+                match err {
+                    ocart_projections::VaultError::Database(e) => e.into(),
+                    other => Self::Internal(other.into()),
+                }
+            }
+        }
+    };
+}
+pub(crate) use database_errors;

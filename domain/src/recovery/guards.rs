@@ -41,7 +41,7 @@ pub enum RunState {
     Running,
     Converted,
     Stopped,
-    /// A status the guards do not know (the recovery projector writes none).
+    /// A status the guards do not know (the `recovery_runs` projector writes none).
     Unknown,
 }
 

@@ -85,6 +85,52 @@ impl Recovery {
             expiry_days: self.coupon_expiry_days,
         }
     }
+
+    /// `coupon_type`, `coupon_amount` and `coupon_expiry_days`, as one discount.
+    fn check_coupon(&self, e: &mut Vec<FieldError>) {
+        let coupon_kind = match self.coupon_type.as_str() {
+            "fixed_cart" => Some(crate::recovery::CouponKind::FixedCart),
+            "percent" => Some(crate::recovery::CouponKind::Percent),
+            _ => {
+                e.push(FieldError::new(
+                    "recovery.coupon_type",
+                    "must be fixed_cart or percent",
+                ));
+                None
+            }
+        };
+        if let Some(kind) = coupon_kind {
+            let discount = crate::recovery::Discount {
+                kind,
+                amount: self.coupon_amount,
+                expiry_days: self.coupon_expiry_days,
+            };
+            for problem in discount.check() {
+                let field = if problem.contains("expire") {
+                    "recovery.coupon_expiry_days"
+                } else {
+                    "recovery.coupon_amount"
+                };
+                e.push(FieldError::new(field, problem));
+            }
+        }
+    }
+
+    fn check_gateways(&self, e: &mut Vec<FieldError>) {
+        for (i, gateway) in self.offline_gateways.iter().enumerate() {
+            let ok = !gateway.is_empty()
+                && gateway.len() <= 64
+                && gateway
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            if !ok {
+                e.push(FieldError::new(
+                    format!("recovery.offline_gateways[{i}]"),
+                    "must be a payment gateway id such as bacs or cod",
+                ));
+            }
+        }
+    }
 }
 
 impl Default for Recovery {
@@ -173,6 +219,119 @@ pub struct SettingChange {
     pub new: Value,
 }
 
+/// What one setting's value must be: the rule [`SettingsValues::validate`] checks, and what a
+/// settings document (the API's JSON Schema of a patch) states about the key.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Rule {
+    /// true or false.
+    Flag,
+    /// An integer from `min` to `max`.
+    Integer { min: i64, max: i64 },
+    /// A number from `min` to `max`.
+    Number { min: f64, max: f64 },
+    /// One of these strings.
+    OneOf(&'static [&'static str]),
+    /// A list of store origins: each matches [`Rule::ORIGIN_PATTERN`] and is at most
+    /// [`Rule::ORIGIN_MAX_LEN`] bytes.
+    Origins,
+    /// A list of payment gateway ids, each matching [`Rule::GATEWAY_PATTERN`].
+    GatewayIds,
+    /// `recovery.coupon_type`, checked with the amount and expiry as one
+    /// [`Discount`](crate::recovery::Discount): `fixed_cart` or `percent`.
+    CouponType,
+    /// `recovery.coupon_amount`: at least 1; with `coupon_type` `percent` (in the patch or in
+    /// force) at most 100. The second half depends on another key's value, in force or patched.
+    CouponAmount,
+    /// `recovery.coupon_expiry_days`: 1 to 365.
+    CouponExpiryDays,
+}
+
+impl Rule {
+    /// `scheme://host`, no path: what [`Rule::Origins`] checks, as a regular expression.
+    pub const ORIGIN_PATTERN: &'static str = "^https?://[^/]+$";
+    pub const ORIGIN_MAX_LEN: usize = 253;
+    /// What [`Rule::GatewayIds`] checks, as a regular expression.
+    pub const GATEWAY_PATTERN: &'static str = "^[A-Za-z0-9_-]{1,64}$";
+    /// The kinds of [`Rule::CouponType`].
+    pub const COUPON_TYPES: &'static [&'static str] = &["fixed_cart", "percent"];
+    /// The range of [`Rule::CouponAmount`] whatever the coupon type, and of a percentage.
+    pub const COUPON_AMOUNT: (i64, i64) = (1, i64::MAX);
+    pub const COUPON_PERCENT: (i64, i64) = (1, 100);
+    /// The range of [`Rule::CouponExpiryDays`].
+    pub const COUPON_EXPIRY_DAYS: (i64, i64) = (1, 365);
+}
+
+/// One setting: its group, its key and its rule.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Setting {
+    pub group: &'static str,
+    pub key: &'static str,
+    pub rule: Rule,
+}
+
+const fn setting(group: &'static str, key: &'static str, rule: Rule) -> Setting {
+    Setting { group, key, rule }
+}
+
+const fn int(min: i64, max: i64) -> Rule {
+    Rule::Integer { min, max }
+}
+
+const fn number(min: f64, max: f64) -> Rule {
+    Rule::Number { min, max }
+}
+
+/// Every setting, in the order [`SettingsValues::validate`] checks them (which is the order of
+/// its errors). The one table of the settings' rules: `validate` reads its ranges and
+/// enumerations here, and the API's document of a settings patch is made from it.
+pub const SETTINGS: &[Setting] = &[
+    setting("general", "enabled", Rule::Flag),
+    setting("general", "replace_woo_checkout", Rule::Flag),
+    setting(
+        "general",
+        "log_level",
+        Rule::OneOf(&["debug", "info", "warning", "error"]),
+    ),
+    setting("general", "allowed_origins", Rule::Origins),
+    setting("recovery", "capture_email_debounce_ms", int(0, 10_000)),
+    setting("recovery", "consent_required", Rule::Flag),
+    setting("recovery", "abandoned_threshold_min", int(5, 1440)),
+    setting("recovery", "abandonment_scan_interval_min", int(1, 60)),
+    setting("recovery", "cart_retention_days", int(1, 3650)),
+    setting("recovery", "test_assignment_days", int(1, 3650)),
+    setting("recovery", "deliverability_days", int(1, 3650)),
+    setting("recovery", "enabled", Rule::Flag),
+    setting("recovery", "max_age_days", int(1, 90)),
+    setting("recovery", "quiet_period_hours", int(0, 720)),
+    setting("recovery", "order_lookback_days", int(1, 365)),
+    setting("recovery", "restore_link_days", int(1, 90)),
+    setting("recovery", "coupon_type", Rule::CouponType),
+    setting("recovery", "coupon_amount", Rule::CouponAmount),
+    setting("recovery", "coupon_expiry_days", Rule::CouponExpiryDays),
+    setting("recovery", "offline_gateways", Rule::GatewayIds),
+    setting("recovery", "test_mode", Rule::Flag),
+    setting("upsells", "one_click_token_ttl_min", int(1, 1440)),
+    setting(
+        "upsells",
+        "order_strategy_default",
+        Rule::OneOf(&["A", "B"]),
+    ),
+    setting("upsells", "merge_cutoff_min", int(0, 1440)),
+    setting("upsells", "sca_modal_enabled", Rule::Flag),
+    setting(
+        "tests",
+        "method_default",
+        Rule::OneOf(&["frequentist", "bayesian", "bandit"]),
+    ),
+    setting("tests", "mde_relative", number(0.001, 10.0)),
+    setting("tests", "power_target", number(0.5, 0.999)),
+    setting("tests", "significance", number(0.5, 0.999)),
+    setting("tests", "srm_threshold", number(0.0001, 0.5)),
+];
+
+/// The settings groups, in the order of [`SETTINGS`].
+pub const GROUPS: &[&str] = &["general", "recovery", "upsells", "tests"];
+
 fn check_range(errors: &mut Vec<FieldError>, key: &str, value: f64, min: f64, max: f64) {
     if !(min..=max).contains(&value) {
         errors.push(FieldError::new(
@@ -192,19 +351,45 @@ fn check_one_of(errors: &mut Vec<FieldError>, key: &str, value: &str, allowed: &
 }
 
 impl SettingsValues {
-    /// The range and enumeration rules of every key.
+    /// The rules of [`SETTINGS`], every key's.
     pub fn validate(&self) -> Result<(), Vec<FieldError>> {
         let mut e = Vec::new();
-        check_one_of(
-            &mut e,
-            "general.log_level",
-            &self.general.log_level,
-            &["debug", "info", "warning", "error"],
-        );
+        let values = serde_json::to_value(self).unwrap_or_default();
+        for setting in SETTINGS {
+            let name = format!("{}.{}", setting.group, setting.key);
+            let value = &values[setting.group][setting.key];
+            match setting.rule {
+                Rule::Flag | Rule::CouponAmount | Rule::CouponExpiryDays => {}
+                Rule::Integer { min, max } => check_range(
+                    &mut e,
+                    &name,
+                    value.as_f64().unwrap_or(f64::NAN),
+                    min as f64,
+                    max as f64,
+                ),
+                Rule::Number { min, max } => {
+                    check_range(&mut e, &name, value.as_f64().unwrap_or(f64::NAN), min, max)
+                }
+                Rule::OneOf(allowed) => {
+                    check_one_of(&mut e, &name, value.as_str().unwrap_or_default(), allowed)
+                }
+                Rule::Origins => self.check_origins(&mut e),
+                Rule::CouponType => self.recovery.check_coupon(&mut e),
+                Rule::GatewayIds => self.recovery.check_gateways(&mut e),
+            }
+        }
+        if e.is_empty() {
+            Ok(())
+        } else {
+            Err(e)
+        }
+    }
+
+    fn check_origins(&self, e: &mut Vec<FieldError>) {
         for (i, origin) in self.general.allowed_origins.iter().enumerate() {
             let ok = (origin.starts_with("https://") || origin.starts_with("http://"))
                 && !origin.ends_with('/')
-                && origin.len() <= 253
+                && origin.len() <= Rule::ORIGIN_MAX_LEN
                 && !origin[origin.find("//").map_or(0, |p| p + 2)..].contains('/');
             if !ok {
                 e.push(FieldError::new(
@@ -212,153 +397,6 @@ impl SettingsValues {
                     "must be an origin such as https://shop.example.com (scheme and host, no path)",
                 ));
             }
-        }
-        let r = &self.recovery;
-        check_range(
-            &mut e,
-            "recovery.capture_email_debounce_ms",
-            r.capture_email_debounce_ms.into(),
-            0.0,
-            10_000.0,
-        );
-        check_range(
-            &mut e,
-            "recovery.abandoned_threshold_min",
-            r.abandoned_threshold_min.into(),
-            5.0,
-            1440.0,
-        );
-        check_range(
-            &mut e,
-            "recovery.abandonment_scan_interval_min",
-            r.abandonment_scan_interval_min.into(),
-            1.0,
-            60.0,
-        );
-        check_range(
-            &mut e,
-            "recovery.cart_retention_days",
-            r.cart_retention_days.into(),
-            1.0,
-            3650.0,
-        );
-        check_range(
-            &mut e,
-            "recovery.test_assignment_days",
-            r.test_assignment_days.into(),
-            1.0,
-            3650.0,
-        );
-        check_range(
-            &mut e,
-            "recovery.deliverability_days",
-            r.deliverability_days.into(),
-            1.0,
-            3650.0,
-        );
-        check_range(
-            &mut e,
-            "recovery.max_age_days",
-            r.max_age_days.into(),
-            1.0,
-            90.0,
-        );
-        check_range(
-            &mut e,
-            "recovery.quiet_period_hours",
-            r.quiet_period_hours.into(),
-            0.0,
-            720.0,
-        );
-        check_range(
-            &mut e,
-            "recovery.order_lookback_days",
-            r.order_lookback_days.into(),
-            1.0,
-            365.0,
-        );
-        check_range(
-            &mut e,
-            "recovery.restore_link_days",
-            r.restore_link_days.into(),
-            1.0,
-            90.0,
-        );
-        let coupon_kind = match r.coupon_type.as_str() {
-            "fixed_cart" => Some(crate::recovery::CouponKind::FixedCart),
-            "percent" => Some(crate::recovery::CouponKind::Percent),
-            _ => {
-                e.push(FieldError::new(
-                    "recovery.coupon_type",
-                    "must be fixed_cart or percent",
-                ));
-                None
-            }
-        };
-        if let Some(kind) = coupon_kind {
-            let discount = crate::recovery::Discount {
-                kind,
-                amount: r.coupon_amount,
-                expiry_days: r.coupon_expiry_days,
-            };
-            for problem in discount.check() {
-                let field = if problem.contains("expire") {
-                    "recovery.coupon_expiry_days"
-                } else {
-                    "recovery.coupon_amount"
-                };
-                e.push(FieldError::new(field, problem));
-            }
-        }
-        for (i, gateway) in r.offline_gateways.iter().enumerate() {
-            let ok = !gateway.is_empty()
-                && gateway.len() <= 64
-                && gateway
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-            if !ok {
-                e.push(FieldError::new(
-                    format!("recovery.offline_gateways[{i}]"),
-                    "must be a payment gateway id such as bacs or cod",
-                ));
-            }
-        }
-        let u = &self.upsells;
-        check_range(
-            &mut e,
-            "upsells.one_click_token_ttl_min",
-            u.one_click_token_ttl_min.into(),
-            1.0,
-            1440.0,
-        );
-        check_one_of(
-            &mut e,
-            "upsells.order_strategy_default",
-            &u.order_strategy_default,
-            &["A", "B"],
-        );
-        check_range(
-            &mut e,
-            "upsells.merge_cutoff_min",
-            u.merge_cutoff_min.into(),
-            0.0,
-            1440.0,
-        );
-        let t = &self.tests;
-        check_one_of(
-            &mut e,
-            "tests.method_default",
-            &t.method_default,
-            &["frequentist", "bayesian", "bandit"],
-        );
-        check_range(&mut e, "tests.mde_relative", t.mde_relative, 0.001, 10.0);
-        check_range(&mut e, "tests.power_target", t.power_target, 0.5, 0.999);
-        check_range(&mut e, "tests.significance", t.significance, 0.5, 0.999);
-        check_range(&mut e, "tests.srm_threshold", t.srm_threshold, 0.0001, 0.5);
-        if e.is_empty() {
-            Ok(())
-        } else {
-            Err(e)
         }
     }
 
@@ -531,6 +569,151 @@ mod tests {
                 new: json!(45)
             }]
         );
+    }
+
+    #[test]
+    fn the_table_names_every_setting_once_with_its_type() {
+        let values = serde_json::to_value(SettingsValues::default()).unwrap();
+        let mut in_values: Vec<String> = Vec::new();
+        for (group, keys) in values.as_object().unwrap() {
+            assert!(GROUPS.contains(&group.as_str()), "{group} is in GROUPS");
+            for (key, value) in keys.as_object().unwrap() {
+                in_values.push(format!("{group}.{key}"));
+                let setting = SETTINGS
+                    .iter()
+                    .find(|s| s.group == group && s.key == key)
+                    .unwrap_or_else(|| panic!("{group}.{key} is in SETTINGS"));
+                let fits = match setting.rule {
+                    Rule::Flag => value.is_boolean(),
+                    Rule::Integer { .. } | Rule::CouponAmount | Rule::CouponExpiryDays => {
+                        value.is_i64() || value.is_u64()
+                    }
+                    Rule::Number { .. } => value.is_number(),
+                    Rule::OneOf(_) | Rule::CouponType => value.is_string(),
+                    Rule::Origins | Rule::GatewayIds => value.is_array(),
+                };
+                assert!(fits, "{group}.{key}: {value} fits {:?}", setting.rule);
+            }
+        }
+        let mut in_table: Vec<String> = SETTINGS
+            .iter()
+            .map(|s| format!("{}.{}", s.group, s.key))
+            .collect();
+        in_values.sort();
+        in_table.sort();
+        assert_eq!(in_table, in_values, "each setting once, no other");
+    }
+
+    /// The table is what `validate` checks: each bound is accepted, one step past it is
+    /// refused by name, and so is each value outside an enumeration.
+    #[test]
+    fn validate_checks_the_ranges_and_enumerations_of_the_table() {
+        let base = SettingsValues::default();
+        let patch = |group: &str, key: &str, value: Value| json!({ group: { key: value } });
+        for setting in SETTINGS {
+            let (group, key) = (setting.group, setting.key);
+            let name = format!("{group}.{key}");
+            let (accepted, refused): (Vec<Value>, Vec<Value>) = match setting.rule {
+                Rule::Integer { min, max } => {
+                    let mut refused = vec![json!(max + 1)];
+                    if min > 0 {
+                        refused.push(json!(min - 1));
+                    }
+                    (vec![json!(min), json!(max)], refused)
+                }
+                Rule::Number { min, max } => (
+                    vec![json!(min), json!(max)],
+                    vec![json!(min - min / 10.0), json!(max + 0.001)],
+                ),
+                Rule::OneOf(allowed) => (
+                    allowed.iter().map(|a| json!(a)).collect(),
+                    vec![json!("nope"), json!("")],
+                ),
+                Rule::CouponType => (
+                    Rule::COUPON_TYPES.iter().map(|a| json!(a)).collect(),
+                    vec![json!("nope")],
+                ),
+                Rule::CouponAmount => (
+                    vec![json!(Rule::COUPON_AMOUNT.0), json!(Rule::COUPON_AMOUNT.1)],
+                    vec![json!(Rule::COUPON_AMOUNT.0 - 1)],
+                ),
+                Rule::CouponExpiryDays => (
+                    vec![
+                        json!(Rule::COUPON_EXPIRY_DAYS.0),
+                        json!(Rule::COUPON_EXPIRY_DAYS.1),
+                    ],
+                    vec![
+                        json!(Rule::COUPON_EXPIRY_DAYS.0 - 1),
+                        json!(Rule::COUPON_EXPIRY_DAYS.1 + 1),
+                    ],
+                ),
+                Rule::Flag | Rule::Origins | Rule::GatewayIds => continue,
+            };
+            for value in accepted {
+                let mut patch = patch(group, key, value.clone());
+                if setting.rule == Rule::CouponType {
+                    // An amount that fits either type (the default's does not fit a percentage).
+                    patch["recovery"]["coupon_amount"] = json!(10);
+                }
+                let got = base.patched(&patch);
+                assert!(got.is_ok(), "{name} = {value}: {got:?}");
+            }
+            for value in refused {
+                let err = base
+                    .patched(&patch(group, key, value.clone()))
+                    .expect_err(&format!("{name} = {value} is refused"));
+                assert_eq!(err[0].field, name, "{name} = {value}");
+            }
+        }
+        // A percentage coupon is 1 to 100, whichever request set the type.
+        let percent = base
+            .patched(&json!({"recovery": {"coupon_type": "percent", "coupon_amount": 10}}))
+            .unwrap()
+            .0;
+        for (amount, ok) in [
+            (Rule::COUPON_PERCENT.0, true),
+            (Rule::COUPON_PERCENT.1, true),
+            (Rule::COUPON_PERCENT.1 + 1, false),
+        ] {
+            let got = percent.patched(&json!({"recovery": {"coupon_amount": amount}}));
+            assert_eq!(got.is_ok(), ok, "percent amount {amount}: {got:?}");
+        }
+    }
+
+    #[test]
+    fn origins_and_gateway_ids_are_checked_as_their_patterns_say() {
+        let base = SettingsValues::default();
+        let origins = |o: &str| base.patched(&json!({"general": {"allowed_origins": [o]}}));
+        for ok in [
+            "https://shop.example.com",
+            "http://localhost:8080",
+            "https://a",
+        ] {
+            assert!(origins(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "https://",
+            "https://shop.example.com/",
+            "https://shop.example.com/path",
+            "ftp://shop.example.com",
+            "shop.example.com",
+        ] {
+            assert_eq!(
+                origins(bad).unwrap_err()[0].field,
+                "general.allowed_origins[0]",
+                "{bad}"
+            );
+        }
+        let long = format!("https://{}", "a".repeat(Rule::ORIGIN_MAX_LEN - 8));
+        assert!(origins(&long).is_ok(), "{} bytes", long.len());
+        assert!(origins(&format!("{long}a")).is_err(), "one byte more");
+        let gateways = |g: &str| base.patched(&json!({"recovery": {"offline_gateways": [g]}}));
+        for ok in ["bacs", "cod", "my_gate-2", &"g".repeat(64)] {
+            assert!(gateways(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "pay pal", "é", &"g".repeat(65)] {
+            assert!(gateways(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

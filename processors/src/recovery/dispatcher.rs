@@ -1,8 +1,8 @@
 //! The recovery dispatcher, a process manager. Each pass looks at the runs due now (and at
 //! claims a crashed dispatcher left behind), checks the send guards, claims the step on the
 //! run aggregate (an append at the run's next sequence number, so exactly one of several
-//! dispatchers wins), sends the message, and records the outcome. A guard that fails ends
-//! the run with its reason; nothing is sent on a guess.
+//! dispatchers wins), sends the message (rendered by `render`, which does no IO), and records
+//! the outcome. A guard that fails ends the run with its reason; nothing is sent on a guess.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -11,21 +11,21 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use ocart_domain::recovery::{
-    send_verdict, CartFacts, CartState, Channel, GuardSettings, LinkHashes, OtherRun, RecoveryRun,
-    RunCommand, RunError, RunState, SendFacts, SendVerdict, Step, StopReason,
+    send_verdict, CartFacts, CartState, Channel, GuardSettings, IssuedCoupon, OtherRun,
+    RecoveryRun, RunCommand, RunError, RunState, SendFacts, SendVerdict, StopReason,
 };
 use ocart_domain::settings::SettingsValues;
 use ocart_domain::Clock;
 use ocart_projections::queries::recovery::{self as q, CartForSend, DueRun, RecipientRun, RunRow};
 use ocart_projections::{queries, CommandError, CommandMeta, Commands, EventLog, Outcome, Vault};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::channels::{
-    EmailBuilder, EmailConfig, EmailTransport, Outbox, OutgoingEmail, OutgoingSms, SendError,
-    SmsConfig, SmsTransport, Smtp, TwilioSms,
+    EmailBuilder, EmailConfig, EmailTransport, Outbox, SendError, SmsConfig, SmsTransport, Smtp,
+    TwilioSms,
 };
-use super::templates::{format_money, MergeContext, MergeItem, TemplateParts};
+use super::render::{self, Draft, LinkTokens, Message, RenderError};
+use super::templates::TemplateParts;
 use crate::keyset::KeysetWalk;
 use crate::supervisor::{Next, Processor, DEFAULT_POLL};
 
@@ -446,66 +446,30 @@ impl Dispatcher {
             .start()
             .cloned()
             .ok_or_else(|| anyhow::anyhow!("a claimed run has no start"))?;
-        let step = usize::try_from(claim.step)
-            .ok()
-            .and_then(|n| start.steps.get(n.checked_sub(1)?))
-            .cloned()
-            .ok_or_else(|| {
-                anyhow::anyhow!(
-                    "run {} claimed step {} of a {}-step sequence",
-                    row.run_id,
-                    claim.step,
-                    start.steps.len()
-                )
-            })?;
+        let step = render::claimed_step(&start.steps, claim.step)
+            .map_err(|e| anyhow::anyhow!("run {} {e}", row.run_id))?;
         let key = claim.message_key.clone();
-        let restore = self.vault.link_token("restore", &key);
-        let unsubscribe = self.vault.link_token("unsubscribe", &key);
-        let hash = |token: &str| Some(hex::encode(Sha256::digest(token.as_bytes())));
-        let open = (step.channel == Channel::Email).then(|| self.vault.link_token("open", &key));
-        let links = LinkHashes {
-            restore: hash(&restore),
-            unsubscribe: hash(&unsubscribe),
-            open: open.as_deref().and_then(hash),
-        };
-        let base = self.config.public_url.trim_end_matches('/');
-        let pixel = open.map(|t| format!("{base}/o/{t}"));
-        let context = self.context(
-            cart,
-            format!("{base}/r/{restore}"),
-            format!("{base}/u/{unsubscribe}"),
-        );
-        let result = match context {
-            Ok(mut context) => match self
-                .coupon_for(&row.run_id, claim.step, &step, cart, settings, now)
-                .await
-            {
-                Ok(coupon) => {
-                    if let Some(c) = &coupon {
-                        context.coupon_code = Some(c.code.clone());
-                        context.coupon_expiry = Some(super::coupons::expiry_label(c.expires_at));
-                    }
-                    let template = facts.templates.get(&step.template);
-                    self.deliver(
-                        &key,
-                        &step,
-                        template,
-                        cart,
-                        &context,
-                        pixel.as_deref(),
-                        resumed,
-                    )
-                    .await
-                    .map(|()| coupon)
-                }
-                Err(err) => Err(err),
-            },
-            Err(err) => Err(err),
-        };
+        let tokens = LinkTokens::of_message(&self.vault, &key, step.channel);
+        let links = tokens.links(&self.config.public_url);
+        let result: Result<Option<IssuedCoupon>, SendError> = async {
+            // The cart is drafted (or refused) before a coupon is issued for it.
+            let mut draft = Draft::new(&key, step, cart, &self.config.store_name, &links)
+                .map_err(unrenderable)?;
+            let coupon = self
+                .coupon_for(&row.run_id, claim.step, step, cart, settings, now)
+                .await?;
+            if let Some(coupon) = &coupon {
+                draft.offer(coupon);
+            }
+            self.deliver(&draft, facts.templates.get(&step.template), resumed)
+                .await?;
+            Ok(coupon)
+        }
+        .await;
         let record = match result {
             Ok(coupon) => RunCommand::RecordSent {
                 message_key: key.clone(),
-                links,
+                links: tokens.hashes(),
                 coupon,
                 at: self.clock.now(),
             },
@@ -530,58 +494,15 @@ impl Dispatcher {
         })
     }
 
-    fn context(
-        &self,
-        cart: &CartForSend,
-        restore_url: String,
-        unsubscribe_url: String,
-    ) -> Result<MergeContext, SendError> {
-        let items = cart.cart_items().map_err(|message| SendError {
-            message,
-            permanent: true,
-        })?;
-        Ok(MergeContext {
-            store_name: self.config.store_name.clone(),
-            customer_first_name: cart
-                .name
-                .as_deref()
-                .and_then(|n| n.split_whitespace().next())
-                .unwrap_or_default()
-                .to_owned(),
-            customer_email: cart.email.clone().unwrap_or_default(),
-            cart_items: items
-                .iter()
-                .map(|i| MergeItem {
-                    name: i.name.clone(),
-                    quantity: i64::from(i.quantity),
-                    // Captured lines are bounded; a line only wrapping could total shows no price.
-                    price: ocart_domain::line_total(i.unit_price, i.quantity)
-                        .map(|minor| format_money(minor, &cart.currency))
-                        .unwrap_or_default(),
-                    image: i.image_url.clone(),
-                })
-                .collect(),
-            cart_total: format_money(cart.total_minor, &cart.currency),
-            restore_url,
-            unsubscribe_url,
-            coupon_code: None,
-            coupon_expiry: None,
-        })
-    }
-
     /// Renders (with the pass's copy of the step's template) and hands the message to its
     /// channel. A resumed claim whose message the channel already has is not sent again.
-    #[allow(clippy::too_many_arguments)]
     async fn deliver(
         &self,
-        key: &str,
-        step: &Step,
+        draft: &Draft<'_>,
         template: Option<&TemplateParts>,
-        cart: &CartForSend,
-        context: &MergeContext,
-        pixel: Option<&str>,
         resumed: bool,
     ) -> Result<(), SendError> {
+        let step = draft.step();
         let parts = match template {
             Some(parts) => parts.clone(),
             None => super::templates::resolve(self.log.db(), &step.template)
@@ -591,52 +512,29 @@ impl Dispatcher {
                     permanent: false,
                 })?,
         };
-        let rendered = parts.render(context).map_err(|e| SendError {
-            message: format!("template {}: {e}", step.template),
-            permanent: true,
-        })?;
-        match step.channel {
-            Channel::Email => {
-                if resumed && self.email.was_sent(key).await == Some(true) {
+        match draft.render(&parts).map_err(unrenderable)? {
+            Message::Email(email) => {
+                if resumed && self.email.was_sent(&email.key).await == Some(true) {
                     return Ok(());
                 }
-                let mut html = rendered.html;
-                if let Some(pixel) = pixel {
-                    // The open pixel goes last in the body (where a layout has one).
-                    let img = format!(
-                        "<img src=\"{pixel}\" width=\"1\" height=\"1\" alt=\"\" style=\"display:block\">"
-                    );
-                    match html.rfind("</body>") {
-                        Some(at) => html.insert_str(at, &img),
-                        None => html.push_str(&img),
-                    }
-                }
-                let email = OutgoingEmail {
-                    key: key.to_owned(),
-                    to: cart.email.clone().unwrap_or_default(),
-                    subject: rendered.subject,
-                    html,
-                    text: rendered.text,
-                    unsubscribe_url: context.unsubscribe_url.clone(),
-                };
                 let message = self.builder.build(&email)?;
-                self.email.send(&message, key).await
+                self.email.send(&message, &email.key).await
             }
-            Channel::Sms => {
-                if resumed && self.sms.was_sent(key).await == Some(true) {
+            Message::Sms(sms) => {
+                if resumed && self.sms.was_sent(&sms.key).await == Some(true) {
                     return Ok(());
                 }
-                let sms = OutgoingSms {
-                    key: key.to_owned(),
-                    to: cart.phone.clone().unwrap_or_default(),
-                    body: format!(
-                        "{} Reply STOP to opt out: {}",
-                        rendered.sms, context.unsubscribe_url
-                    ),
-                };
                 self.sms.send(&sms).await
             }
         }
+    }
+}
+
+/// A message that cannot be rendered fails for good (its attempts still count).
+fn unrenderable(err: RenderError) -> SendError {
+    SendError {
+        message: err.to_string(),
+        permanent: true,
     }
 }
 

@@ -10,8 +10,9 @@
 //!   suppresses its recipient on the message's channel and stops their open runs
 //!   (`suppressed`).
 //!
-//! It reads the log after its own checkpoint, but only up to what the `recovery` projection has
-//! applied, so the runs and messages it looks up are never older than the event it handles.
+//! It reads the log after its own checkpoint, but only up to what the projections have applied
+//! (`follow::LogFollower`), so the runs and messages it looks up are never older than the event
+//! it handles.
 //! Every command it issues is idempotent (stopping a stopped run is refused and ignored,
 //! suppressing twice records nothing), so a crash before the checkpoint only repeats no-ops.
 
@@ -26,22 +27,22 @@ use ocart_domain::recovery::{
 use ocart_domain::Clock;
 use ocart_projections::queries::recovery as q;
 use ocart_projections::{
-    decode_event, load_checkpoint, save_checkpoint, CommandError, CommandMeta, Commands, EventLog,
-    Outcome, StoredEvent,
+    decode_event, CommandError, CommandMeta, Commands, EventLog, Outcome, StoredEvent,
 };
 use tokio::sync::watch;
 
+use crate::follow::{Horizon, LogFollower};
 use crate::supervisor::{LogWaker, Next, Processor, DEFAULT_POLL};
 
-/// The follow-ups' name and checkpoint.
 /// How long the follow-ups let events gather after a wake-up.
 const GATHER: Duration = Duration::from_millis(250);
 
+/// The follow-ups' name and checkpoint.
 pub const FOLLOWUPS: &str = "recovery_followups";
 /// Its actor (`system:recovery`), as the opener's.
 const ACTOR: &str = "recovery";
-/// The projection whose tables (runs, messages) it consults.
-const AFTER: &str = "recovery";
+/// Events read per batch.
+const BATCH: i64 = 1_000;
 
 pub struct RecoveryFollowUps {
     log: EventLog,
@@ -49,7 +50,7 @@ pub struct RecoveryFollowUps {
     orders: Commands<Order>,
     suppressions: Commands<Suppression>,
     clock: Arc<dyn Clock>,
-    batch_size: i64,
+    follower: LogFollower,
     waker: LogWaker,
 }
 
@@ -60,9 +61,9 @@ impl RecoveryFollowUps {
             orders: Commands::new(log.clone(), ()),
             suppressions: Commands::new(log.clone(), ()),
             waker: LogWaker::new(&log, DEFAULT_POLL),
+            follower: LogFollower::new(&log, FOLLOWUPS, Horizon::Projections, BATCH),
             log,
             clock,
-            batch_size: 1_000,
         }
     }
 
@@ -72,28 +73,16 @@ impl RecoveryFollowUps {
         self
     }
 
-    /// Handles the next batch of events the `recovery` projection has already applied.
+    /// Handles the next batch of events the projections have already applied.
     pub async fn try_handle_next(&self) -> anyhow::Result<Outcome> {
-        let db = self.log.db();
-        let at = load_checkpoint(db, FOLLOWUPS).await?;
-        let horizon = load_checkpoint(db, AFTER).await?;
-        if horizon <= at {
+        let ready = self.follower.next_batch().await?;
+        if ready.is_empty() {
             return Ok(Outcome::Idle);
         }
-        let events = self.log.read_after(at, self.batch_size).await?;
-        let ready: Vec<&StoredEvent> = events
-            .iter()
-            .take_while(|e| e.checkpoint() <= horizon)
-            .collect();
-        let Some(last) = ready.last().map(|e| e.checkpoint()) else {
-            return Ok(Outcome::Idle);
-        };
         for event in &ready {
             self.handle(event).await?;
         }
-        let mut tx = db.begin().await?;
-        save_checkpoint(&mut tx, FOLLOWUPS, last).await?;
-        tx.commit().await?;
+        self.follower.handled(&ready).await?;
         Ok(Outcome::Processed(ready.len()))
     }
 
@@ -223,7 +212,7 @@ impl Processor for RecoveryFollowUps {
 
     async fn step(&self) -> anyhow::Result<Next> {
         Ok(match self.try_handle_next().await? {
-            Outcome::Processed(n) if n as i64 >= self.batch_size => Next::Now,
+            Outcome::Processed(n) if n as i64 >= self.follower.batch_size() => Next::Now,
             Outcome::Processed(_) => Next::NewEvents,
             Outcome::Idle => Next::NewEvents,
         })

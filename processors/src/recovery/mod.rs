@@ -15,6 +15,8 @@ pub mod dkim;
 mod followups;
 /// Log follower that opens, converts and stops runs.
 mod opener;
+/// One message rendered from its run, cart, step, template and links (no IO).
+mod render;
 /// minijinja templates and merge tags.
 pub mod templates;
 

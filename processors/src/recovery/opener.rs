@@ -5,8 +5,8 @@
 //! order that later turns cancelled, refunded or failed (`order/status_changed`) takes the
 //! credit back from the run it converted (`recovery/conversion_reversed`).
 //!
-//! It reads the log after its own checkpoint, but only up to what the `carts` and `recovery`
-//! projections have applied, so the read tables it consults are never older than the event it
+//! It reads the log after its own checkpoint, but only up to what the projections have applied
+//! (`follow::LogFollower`), so the read tables it consults are never older than the event it
 //! handles. Every command it issues is idempotent (the run id derives from the abandonment
 //! event), so a crash before the checkpoint is saved only repeats no-ops.
 
@@ -24,13 +24,14 @@ use ocart_domain::recovery::{
 use ocart_domain::Clock;
 use ocart_projections::queries::recovery as q;
 use ocart_projections::{
-    decode_event, load_checkpoint, queries, save_checkpoint, Checkpoint, CommandError, CommandMeta,
-    Commands, EventLog, Outcome, StoredEvent,
+    decode_event, load_checkpoint, queries, Checkpoint, CommandError, CommandMeta, Commands,
+    EventLog, Outcome, StoredEvent,
 };
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use crate::follow::{Horizon, LogFollower};
 use crate::supervisor::{LogWaker, Next, Processor, DEFAULT_POLL};
 
 /// Cart events that convert or stop a cart's open runs.
@@ -60,7 +61,7 @@ pub struct RecoveryOpener {
     log: EventLog,
     runs: Commands<RecoveryRun>,
     clock: Arc<dyn Clock>,
-    batch_size: i64,
+    follower: LogFollower,
     waker: LogWaker,
 }
 
@@ -69,9 +70,9 @@ impl RecoveryOpener {
         Self {
             runs: Commands::new(log.clone(), ()),
             waker: LogWaker::new(&log, DEFAULT_POLL),
+            follower: LogFollower::new(&log, OPENER, Horizon::Projections, 200),
             log,
             clock,
-            batch_size: 200,
         }
     }
 
@@ -84,18 +85,10 @@ impl RecoveryOpener {
     /// Handles the next batch of events the projections have already applied.
     pub async fn try_handle_next(&self) -> anyhow::Result<Outcome> {
         let db = self.log.db();
-        let at = load_checkpoint(db, OPENER).await?;
-        let carts = load_checkpoint(db, "carts").await?;
-        let recovery = load_checkpoint(db, "recovery").await?;
-        let horizon = carts.min(recovery);
-        if horizon <= at {
+        let ready = self.follower.next_batch().await?;
+        if ready.is_empty() {
             return Ok(Outcome::Idle);
         }
-        let events = self.log.read_after(at, self.batch_size).await?;
-        let ready: Vec<&StoredEvent> = events
-            .iter()
-            .take_while(|e| e.checkpoint() <= horizon)
-            .collect();
         // One query for the open runs of every cart whose events in this batch may end them.
         let ending: Vec<&str> = ready
             .iter()
@@ -110,9 +103,6 @@ impl RecoveryOpener {
                 open.entry(cart).or_default().push(run);
             }
         }
-        let Some(last) = ready.last().map(|e| e.checkpoint()) else {
-            return Ok(Outcome::Idle);
-        };
         let handled = ready.len();
         // Carts are independent: each cart's events in order, several carts at once (their
         // commands address different runs, so the appends group-commit together).
@@ -121,7 +111,7 @@ impl RecoveryOpener {
         // An order that takes back its recovery goes with the events of the cart it converted,
         // after them, so the run it reverses has been credited first.
         let mut carts: Vec<(String, &StoredEvent, Option<String>)> = Vec::new();
-        for event in ready {
+        for event in &ready {
             if event.aggregate_type == "cart" {
                 carts.push((event.aggregate_id.clone(), event, None));
             } else if let Some((cart, order_id)) = self.reversing_order(event).await? {
@@ -157,9 +147,7 @@ impl RecoveryOpener {
         for result in results {
             result?;
         }
-        let mut tx = db.begin().await?;
-        save_checkpoint(&mut tx, OPENER, last).await?;
-        tx.commit().await?;
+        self.follower.handled(&ready).await?;
         Ok(Outcome::Processed(handled))
     }
 

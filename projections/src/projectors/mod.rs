@@ -1,4 +1,4 @@
-//! One projector per read table.
+//! The projectors: each alone writes its read tables, and reads only them while it applies.
 
 mod audit;
 mod carts;
@@ -8,6 +8,8 @@ mod tokens;
 
 pub use audit::AuditProjector;
 pub use carts::CartsProjector;
-pub use recovery::RecoveryProjector;
+pub use recovery::{
+    OrdersProjector, RecoveryRunsProjector, RecoverySequencesProjector, SuppressionProjector,
+};
 pub use settings::SettingsProjector;
 pub use tokens::TokensProjector;

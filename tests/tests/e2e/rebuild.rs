@@ -6,8 +6,10 @@
 use chrono::Duration;
 use hmac::{Hmac, Mac};
 use ocart_domain::Clock;
-use ocart_projections::Db;
-use ocart_tests::{wc_order, FakeWoo, Kind, SmtpSink, TestApp, WOO_WEBHOOK_SECRET};
+use ocart_projections::{Checkpoint, Db};
+use ocart_tests::{
+    spawn_on, test_config, wc_order, FakeWoo, Kind, SmtpSink, TestApp, WOO_WEBHOOK_SECRET,
+};
 use serde_json::{json, Value};
 
 use crate::orders::{link_path, no_redirects};
@@ -106,6 +108,15 @@ async fn snapshot(db: &Db, read_tables: &[String]) -> Vec<(String, Vec<String>)>
         all.push((table.clone(), rows(db, table).await));
     }
     all
+}
+
+/// Runs `sql` (one statement) on `db`.
+async fn execute(db: &Db, sql: &str) {
+    match db {
+        Db::Pg(p) => sqlx::query(sql).execute(p).await.map(drop),
+        Db::Lite(p) => sqlx::query(sql).execute(p).await.map(drop),
+    }
+    .unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
 
 /// A signed batch of provider delivery reports.
@@ -368,6 +379,12 @@ async fn a_rebuild_gives_exactly_the_live_tables(kind: Kind) {
     for (table, rows) in &live {
         assert!(!rows.is_empty(), "the workload wrote {table}");
     }
+    let owners: Vec<(&'static str, &'static [&'static str])> = app
+        .core
+        .projectors()
+        .iter()
+        .map(|p| (p.name(), p.tables()))
+        .collect();
     let Manual { app, .. } = m;
     let db = app.stop().await;
     // Rebuild with the CLI, as an operator would.
@@ -381,6 +398,24 @@ async fn a_rebuild_gives_exactly_the_live_tables(kind: Kind) {
             "{table}: a rebuild gives exactly the live rows"
         );
     }
+
+    // Each projector reads only its own tables while it applies: rebuilt alone, with every
+    // other read table empty, it gives exactly its live rows too.
+    for (name, owned) in &owners {
+        for table in &read_tables {
+            execute(&pool, &format!("DELETE FROM {table}")).await;
+        }
+        let (code, out, err) =
+            ocart_tests::ocart(&db, &["replay", "--projection", name, "--json"]).await;
+        assert_eq!(code, 0, "{name}: {out}{err}");
+        for (table, live) in live.iter().filter(|(t, _)| owned.contains(&t.as_str())) {
+            assert_eq!(
+                &rows(&pool, table).await,
+                live,
+                "{table}: {name} rebuilt alone gives exactly the live rows"
+            );
+        }
+    }
 }
 
 #[tokio::test]
@@ -391,4 +426,141 @@ async fn postgres_a_rebuild_gives_exactly_the_live_tables_after_every_kind_of_ch
 #[tokio::test]
 async fn sqlite_a_rebuild_gives_exactly_the_live_tables_after_every_kind_of_change() {
     a_rebuild_gives_exactly_the_live_tables(Kind::Sqlite).await;
+}
+
+/// The projectors the recovery read tables were split into from one `recovery` projector.
+const SPLIT_FROM_RECOVERY: [&str; 4] = [
+    "orders",
+    "recovery_runs",
+    "recovery_sequences",
+    "suppression",
+];
+
+/// A database projected by the one `recovery` projector of before (its checkpoint at N)
+/// migrates to the projectors split from it, each at N: none applies again an event its
+/// tables already hold, and every table stays as it was.
+async fn an_old_recovery_checkpoint_passes_to_the_projectors_split_from_it(kind: Kind) {
+    let m = Manual::start(kind, |_| {}).await;
+    let app = &m.app;
+    // Rows in each of the four's tables: the default sequence, a suppression, runs with their
+    // messages, links and feed rows, an order.
+    capture(app, "ann@example.com").await;
+    capture(app, "bob@example.com").await;
+    m.project().await;
+    let (status, reply) = app
+        .post(
+            "/ocart/v1/recovery/suppression",
+            Some(&app.admin),
+            &json!({"recipient": "bob@example.com", "reason": "manual"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    app.clock.advance(Duration::minutes(41));
+    m.settle().await;
+    app.clock.advance(Duration::minutes(45));
+    assert_eq!(m.dispatch().await.sent, 1);
+    m.project().await;
+    let (status, reply) = app
+        .post(
+            "/ocart/v1/orders",
+            Some(&app.admin),
+            &json!({"order_id": "A-1", "status": "completed", "currency": "EUR",
+                    "total": 1500, "email": "walk-in@example.com"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    m.project().await;
+
+    let mut tables: Vec<String> = Vec::new();
+    let mut at: Vec<Checkpoint> = Vec::new();
+    for runner in app.core.runners().await.unwrap() {
+        if SPLIT_FROM_RECOVERY.contains(&runner.name()) {
+            at.push(runner.checkpoint());
+        }
+    }
+    for projector in app.core.projectors() {
+        if SPLIT_FROM_RECOVERY.contains(&projector.name()) {
+            tables.extend(projector.tables().iter().map(|t| (*t).to_owned()));
+        }
+    }
+    assert_eq!(at.len(), SPLIT_FROM_RECOVERY.len());
+    let n = at[0];
+    assert!(n.position > 0 && at.iter().all(|c| *c == n), "{at:?}");
+    let live = snapshot(&app.core.db, &tables).await;
+    let written = [
+        "orders",
+        "recovery_runs",
+        "recovery_notifications",
+        "recovery_links",
+        "recovery_sequences",
+        "suppression",
+        "deliverability_events",
+    ];
+    for (table, rows) in live.iter().filter(|(t, _)| written.contains(&t.as_str())) {
+        assert!(!rows.is_empty(), "the workload wrote {table}");
+    }
+
+    // The layout before the split: one `recovery` checkpoint at N, and the migration that
+    // splits it not applied yet.
+    let names = SPLIT_FROM_RECOVERY.map(|n| format!("'{n}'")).join(", ");
+    execute(
+        &app.core.db,
+        &format!("DELETE FROM checkpoints WHERE name IN ({names})"),
+    )
+    .await;
+    execute(
+        &app.core.db,
+        &format!(
+            "INSERT INTO checkpoints (name, tx, position) VALUES ('recovery', {}, {})",
+            n.tx, n.position
+        ),
+    )
+    .await;
+    execute(
+        &app.core.db,
+        "DELETE FROM _sqlx_migrations WHERE version = 11",
+    )
+    .await;
+    let Manual { app, .. } = m;
+    let db = app.stop().await;
+
+    let (code, out, err) = ocart_tests::ocart(&db, &["migrate"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let pool = db.connect().await;
+    let sql = "SELECT name, tx, position FROM checkpoints \
+               WHERE name IN ('recovery', 'orders', 'recovery_runs', 'recovery_sequences', \
+               'suppression') ORDER BY name";
+    let saved: Vec<(String, i64, i64)> = match &pool {
+        Db::Pg(p) => sqlx::query_as(sql).fetch_all(p).await,
+        Db::Lite(p) => sqlx::query_as(sql).fetch_all(p).await,
+    }
+    .unwrap();
+    let expected: Vec<(String, i64, i64)> = SPLIT_FROM_RECOVERY
+        .iter()
+        .map(|name| ((*name).to_owned(), n.tx, n.position))
+        .collect();
+    assert_eq!(saved, expected, "each takes the old checkpoint, which goes");
+    pool.close().await;
+
+    // Started again, each goes on from N: the tables are as they were.
+    let mut config = test_config(&db);
+    config.processors.enabled = false;
+    let app = spawn_on(db, config).await;
+    for runner in app.core.runners().await.unwrap() {
+        if SPLIT_FROM_RECOVERY.contains(&runner.name()) {
+            assert_eq!(runner.checkpoint(), n, "{}", runner.name());
+            runner.catch_up().await.unwrap();
+        }
+    }
+    assert_eq!(snapshot(&app.core.db, &tables).await, live);
+}
+
+#[tokio::test]
+async fn postgres_an_old_recovery_checkpoint_passes_to_the_projectors_split_from_it() {
+    an_old_recovery_checkpoint_passes_to_the_projectors_split_from_it(Kind::Postgres).await;
+}
+
+#[tokio::test]
+async fn sqlite_an_old_recovery_checkpoint_passes_to_the_projectors_split_from_it() {
+    an_old_recovery_checkpoint_passes_to_the_projectors_split_from_it(Kind::Sqlite).await;
 }

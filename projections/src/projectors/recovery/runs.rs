@@ -1,52 +1,47 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use ocart_domain::order::OrderEvent;
-use ocart_domain::recovery::{
-    FeedEvent, RestoreOutcome, RunEvent, SequenceEvent, Step, SuppressionEvent, TemplateEvent,
-};
+use ocart_domain::recovery::{RestoreOutcome, RunEvent, Step};
 use sqlx::types::Json;
 
+use super::feed;
 use crate::commands::decode_event;
 use crate::db::Tx;
 use crate::runner::Projector;
 use crate::store::StoredEvent;
 use crate::{exec_tx, fetch_optional_tx};
 
-/// Builds the recovery read tables: `recovery_sequences`, `recovery_runs` and
-/// `recovery_notifications` (one row per message and its lifecycle: queued, attempted, sent,
-/// failed, retry_queued, canceled).
-pub struct RecoveryProjector;
+/// Builds a recovery run and what hangs on it: `recovery_runs`, `recovery_notifications` (one
+/// row per message and its lifecycle: queued, attempted, sent, delivered, failed,
+/// retry_queued, canceled), `recovery_links` (the tokens a message carries),
+/// `recovery_restores` (restore clicks), `recovery_coupons` (issued with a message, used by
+/// an order, expired) and the deliverability feed `deliverability_events`.
+pub struct RecoveryRunsProjector;
 
 #[async_trait]
-impl Projector for RecoveryProjector {
+impl Projector for RecoveryRunsProjector {
     fn name(&self) -> &'static str {
-        "recovery"
+        "recovery_runs"
     }
 
     fn tables(&self) -> &'static [&'static str] {
         &[
-            "recovery_sequences",
             "recovery_runs",
             "recovery_notifications",
             "recovery_links",
             "recovery_restores",
-            "suppression",
-            "orders",
             "recovery_coupons",
             "deliverability_events",
-            "recovery_templates",
         ]
     }
 
     async fn apply(&self, tx: &mut Tx, events: &[StoredEvent]) -> anyhow::Result<()> {
         for event in events {
             match event.aggregate_type.as_str() {
-                "recovery_sequence" => sequence(tx, event).await?,
                 "recovery_run" => run(tx, event).await?,
-                "suppression" => suppression(tx, event).await?,
-                "order" => order(tx, event).await?,
-                "recovery_template" => template(tx, event).await?,
-                "deliverability_feed" => feed_pruned(tx, event).await?,
+                "order" => coupons_used(tx, event).await?,
+                "suppression" => feed::unsubscribed(tx, event).await?,
+                "deliverability_feed" => feed::pruned(tx, event).await?,
                 _ => {}
             }
         }
@@ -54,50 +49,22 @@ impl Projector for RecoveryProjector {
     }
 }
 
-async fn sequence(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
-    let id = &event.aggregate_id;
-    let position = event.global_position;
-    match decode_event::<SequenceEvent>(&event.event_type, &event.payload)? {
-        SequenceEvent::Created { definition, at } => {
-            exec_tx!(
-                tx,
-                "INSERT INTO recovery_sequences (sequence_id, name, trigger_type, steps, active, \
-                 archived, created_at, updated_at, last_position) \
-                 VALUES ($1, $2, $3, $4, $5, false, $6, $6, $7) ON CONFLICT (sequence_id) DO NOTHING",
-                id,
-                &definition.name,
-                definition.trigger.as_str(),
-                Json(&definition.steps),
-                definition.active,
-                at,
-                position
-            )?;
-        }
-        SequenceEvent::Updated { definition, at } => {
-            exec_tx!(
-                tx,
-                "UPDATE recovery_sequences SET name = $2, trigger_type = $3, steps = $4, \
-                 active = $5, updated_at = $6, last_position = $7 \
-                 WHERE sequence_id = $1 AND last_position < $7",
-                id,
-                &definition.name,
-                definition.trigger.as_str(),
-                Json(&definition.steps),
-                definition.active,
-                at,
-                position
-            )?;
-        }
-        SequenceEvent::Archived { at } => {
-            exec_tx!(
-                tx,
-                "UPDATE recovery_sequences SET archived = true, active = false, updated_at = $2, \
-                 last_position = $3 WHERE sequence_id = $1 AND last_position < $3",
-                id,
-                at,
-                position
-            )?;
-        }
+/// A recovery coupon on an order is spent (single use), whatever the order's status.
+async fn coupons_used(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
+    let OrderEvent::Recorded { facts, .. } =
+        decode_event::<OrderEvent>(&event.event_type, &event.payload)?
+    else {
+        return Ok(());
+    };
+    for code in &facts.coupon_codes {
+        exec_tx!(
+            tx,
+            "UPDATE recovery_coupons SET status = 'used', used_order_id = $2, \
+             last_position = $3 WHERE code = $1 AND status <> 'used'",
+            code,
+            &facts.order_id,
+            event.global_position
+        )?;
     }
     Ok(())
 }
@@ -177,85 +144,6 @@ async fn cancel_queued(tx: &mut Tx, run_id: &str, at: DateTime<Utc>) -> anyhow::
     Ok(())
 }
 
-async fn template(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
-    let id = event.aggregate_id.as_str();
-    let position = event.global_position;
-    match decode_event::<TemplateEvent>(&event.event_type, &event.payload)? {
-        TemplateEvent::Saved { content, at } => {
-            exec_tx!(
-                tx,
-                "INSERT INTO recovery_templates (template_id, subject, preheader, html, text, sms, \
-                 updated_at, last_position) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-                 ON CONFLICT (template_id) DO UPDATE SET subject = excluded.subject, \
-                 preheader = excluded.preheader, html = excluded.html, text = excluded.text, \
-                 sms = excluded.sms, updated_at = excluded.updated_at, \
-                 last_position = excluded.last_position \
-                 WHERE recovery_templates.last_position < excluded.last_position",
-                id,
-                &content.subject,
-                &content.preheader,
-                &content.html,
-                &content.text,
-                &content.sms,
-                at,
-                position
-            )?;
-        }
-        TemplateEvent::Deleted { .. } => {
-            exec_tx!(
-                tx,
-                "DELETE FROM recovery_templates WHERE template_id = $1 AND last_position < $2",
-                id,
-                position
-            )?;
-        }
-    }
-    Ok(())
-}
-
-/// One row of the deliverability feed.
-#[allow(clippy::too_many_arguments)]
-async fn feed(
-    tx: &mut Tx,
-    position: i64,
-    kind: &str,
-    run_id: Option<&str>,
-    message_key: Option<&str>,
-    channel: Option<&str>,
-    recipient_hash: Option<&str>,
-    detail: Option<&str>,
-    at: DateTime<Utc>,
-) -> anyhow::Result<()> {
-    exec_tx!(
-        tx,
-        "INSERT INTO deliverability_events (position, kind, run_id, message_key, channel, \
-         recipient_hash, detail, at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-         ON CONFLICT (position) DO NOTHING",
-        position,
-        kind,
-        run_id,
-        message_key,
-        channel,
-        recipient_hash,
-        detail,
-        at
-    )?;
-    Ok(())
-}
-
-/// Retention's cut-off (`recovery/deliverability_pruned`): the feed's rows recorded before it
-/// leave, here, so a rebuild deletes the same rows at the same point of the log.
-async fn feed_pruned(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
-    let FeedEvent::Pruned { before, .. } =
-        decode_event::<FeedEvent>(&event.event_type, &event.payload)?;
-    exec_tx!(
-        tx,
-        "DELETE FROM deliverability_events WHERE at < $1",
-        before
-    )?;
-    Ok(())
-}
-
 /// The channel and recipient of a run's message (by its message key's notification).
 async fn message_target(
     tx: &mut Tx,
@@ -277,78 +165,6 @@ async fn message_target(
         }
         None => (None, None),
     })
-}
-
-async fn order(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
-    let position = event.global_position;
-    match decode_event::<OrderEvent>(&event.event_type, &event.payload)? {
-        OrderEvent::Recorded {
-            facts,
-            attribution,
-            at,
-        } => {
-            exec_tx!(
-                tx,
-                "INSERT INTO orders (order_id, status, paid, payment_method, currency, total_minor, \
-                 email_hash, placed_at, source, cart_id, matched_by, outcome, created_at, updated_at, \
-                 last_position, order_key) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $14, $15) \
-                 ON CONFLICT (order_id) DO NOTHING",
-                &facts.order_id,
-                &facts.status,
-                facts.paid,
-                &facts.payment_method,
-                facts.currency.as_str(),
-                facts.total,
-                &facts.email_hash,
-                facts.placed_at,
-                &facts.source,
-                attribution.as_ref().map(|a| a.cart_id.as_str()),
-                attribution.as_ref().map(|a| a.matched_by.as_str()),
-                attribution.as_ref().map(|a| a.outcome.as_str()),
-                at,
-                position,
-                &event.aggregate_id
-            )?;
-            // A recovery coupon on an order is spent (single use), whatever its status.
-            for code in &facts.coupon_codes {
-                exec_tx!(
-                    tx,
-                    "UPDATE recovery_coupons SET status = 'used', used_order_id = $2, \
-                     last_position = $3 WHERE code = $1 AND status <> 'used'",
-                    code,
-                    &facts.order_id,
-                    position
-                )?;
-            }
-        }
-        OrderEvent::StatusChanged {
-            status,
-            paid,
-            total,
-            attribution,
-            at,
-            ..
-        } => {
-            exec_tx!(
-                tx,
-                "UPDATE orders SET status = $2, paid = $3, total_minor = $4, \
-                 cart_id = COALESCE($5, cart_id), matched_by = COALESCE($6, matched_by), \
-                 outcome = COALESCE($7, outcome), updated_at = $8, last_position = $9 \
-                 WHERE order_key = $1 AND last_position < $9",
-                &event.aggregate_id,
-                &status,
-                paid,
-                total,
-                attribution.as_ref().map(|a| a.cart_id.as_str()),
-                attribution.as_ref().map(|a| a.matched_by.as_str()),
-                attribution.as_ref().map(|a| a.outcome.as_str()),
-                at,
-                position
-            )?;
-        }
-    }
-    Ok(())
 }
 
 async fn run(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
@@ -427,7 +243,7 @@ async fn run(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
                 } else {
                     email_hash.clone()
                 };
-                feed(
+                feed::row(
                     tx,
                     position,
                     "send",
@@ -589,7 +405,7 @@ async fn run(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
             at,
         } => {
             let (channel, recipient) = message_target(tx, id, &message_key).await?;
-            feed(
+            feed::row(
                 tx,
                 position,
                 report.kind.as_str(),
@@ -632,7 +448,7 @@ async fn run(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
             };
             // A restore link is the message's tracked click.
             let (channel, recipient) = message_target(tx, id, &message_key).await?;
-            feed(
+            feed::row(
                 tx,
                 position,
                 "click",
@@ -658,63 +474,5 @@ async fn run(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
             )?;
         }
     }
-    Ok(())
-}
-
-async fn suppression(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
-    let recipient = event.aggregate_id.as_str();
-    let position = event.global_position;
-    let (reason, channel, source, at) =
-        match decode_event::<SuppressionEvent>(&event.event_type, &event.payload)? {
-            SuppressionEvent::Unsubscribed {
-                channel,
-                source,
-                at,
-            } => ("unsubscribe", channel, source, at),
-            SuppressionEvent::Suppressed {
-                reason,
-                channel,
-                source,
-                at,
-            } => (reason.as_str(), channel, source, at),
-            SuppressionEvent::Lifted { .. } => {
-                exec_tx!(
-                    tx,
-                    "DELETE FROM suppression WHERE recipient_hash = $1 AND last_position < $2",
-                    recipient,
-                    position
-                )?;
-                return Ok(());
-            }
-        };
-    let channel = channel.map(|c| c.as_str());
-    if reason == "unsubscribe" {
-        feed(
-            tx,
-            position,
-            "unsubscribe",
-            None,
-            source.as_deref(),
-            channel,
-            Some(recipient),
-            None,
-            at,
-        )
-        .await?;
-    }
-    exec_tx!(
-        tx,
-        "INSERT INTO suppression (recipient_hash, channel, reason, source, created_at, last_position) \
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (recipient_hash) DO UPDATE SET \
-         channel = excluded.channel, reason = excluded.reason, source = excluded.source, \
-         created_at = excluded.created_at, last_position = excluded.last_position \
-         WHERE suppression.last_position < excluded.last_position",
-        recipient,
-        channel,
-        reason,
-        source,
-        at,
-        position
-    )?;
     Ok(())
 }
