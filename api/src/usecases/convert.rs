@@ -54,6 +54,8 @@ pub enum ConvertError {
     Internal(#[from] anyhow::Error),
 }
 
+super::database_errors!(ConvertError);
+
 /// The order id an admin conversion records when the admin gave none.
 pub fn admin_order_id(cart_id: &str) -> String {
     format!("admin-{cart_id}")

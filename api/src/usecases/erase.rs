@@ -95,20 +95,10 @@ pub async fn erase(core: &Core, input: Erase, meta: &CommandMeta) -> Result<Eras
 
 #[cfg(test)]
 mod tests {
-    use axum::http::{header, StatusCode};
-    use axum::response::IntoResponse;
+    use axum::http::StatusCode;
 
     use super::*;
-    use crate::error::ApiError;
-
-    fn answer(err: EraseError) -> (StatusCode, Option<String>) {
-        let response = ApiError::from(err).into_response();
-        let retry = response
-            .headers()
-            .get(header::RETRY_AFTER)
-            .map(|v| v.to_str().unwrap().to_owned());
-        (response.status(), retry)
-    }
+    use crate::usecases::testing::answer;
 
     #[test]
     fn each_failure_has_its_status_and_an_unavailable_store_says_when_to_retry() {

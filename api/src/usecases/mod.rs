@@ -92,3 +92,92 @@ macro_rules! database_errors {
     };
 }
 pub(crate) use database_errors;
+
+#[cfg(test)]
+pub(crate) mod testing {
+    use axum::http::{header, StatusCode};
+    use axum::response::IntoResponse;
+
+    use super::StoreFailure;
+    use crate::error::ApiError;
+
+    /// The status an error answers with, and its `Retry-After`.
+    pub type Answer = (StatusCode, Option<String>);
+
+    /// The status and `Retry-After` an error answers with.
+    pub fn answer(err: impl Into<ApiError>) -> Answer {
+        let response = err.into().into_response();
+        let retry = response
+            .headers()
+            .get(header::RETRY_AFTER)
+            .map(|v| v.to_str().unwrap_or_default().to_owned());
+        (response.status(), retry)
+    }
+
+    /// What every use case's error answers for a store failure: a lost race 409, an unavailable
+    /// store (or database, or vault database) 503 with `Retry-After`, a corrupt event or any
+    /// other database error 500.
+    pub fn store_failures_answer_alike<E>(use_case: &str)
+    where
+        E: From<StoreFailure> + From<sqlx::Error> + From<ocart_projections::VaultError>,
+        ApiError: From<E>,
+    {
+        let retry = Some("1".to_owned());
+        let cases: Vec<(&str, E, Answer)> = vec![
+            (
+                "a race lost after every retry is a conflict",
+                E::from(StoreFailure::Conflict("cart")),
+                (StatusCode::CONFLICT, None),
+            ),
+            (
+                "an unavailable log says when to retry",
+                E::from(StoreFailure::Unavailable("down".into())),
+                (StatusCode::SERVICE_UNAVAILABLE, retry.clone()),
+            ),
+            (
+                "a timed-out database pool says when to retry",
+                E::from(sqlx::Error::PoolTimedOut),
+                (StatusCode::SERVICE_UNAVAILABLE, retry.clone()),
+            ),
+            (
+                "a broken database connection says when to retry",
+                E::from(sqlx::Error::Io(std::io::ErrorKind::BrokenPipe.into())),
+                (StatusCode::SERVICE_UNAVAILABLE, retry.clone()),
+            ),
+            (
+                "an unavailable vault database says when to retry",
+                E::from(ocart_projections::VaultError::Database(
+                    sqlx::Error::PoolTimedOut,
+                )),
+                (StatusCode::SERVICE_UNAVAILABLE, retry),
+            ),
+            (
+                "a corrupt stored event is internal",
+                E::from(StoreFailure::Corrupt("bad".into())),
+                (StatusCode::INTERNAL_SERVER_ERROR, None),
+            ),
+            (
+                "another database error is internal",
+                E::from(sqlx::Error::RowNotFound),
+                (StatusCode::INTERNAL_SERVER_ERROR, None),
+            ),
+        ];
+        for (name, err, expected) in cases {
+            assert_eq!(answer(ApiError::from(err)), expected, "{use_case}: {name}");
+        }
+    }
+
+    #[test]
+    fn every_use_case_answers_store_failures_alike() {
+        use super::*;
+        store_failures_answer_alike::<capture::CaptureError>("capture");
+        store_failures_answer_alike::<convert::ConvertError>("convert");
+        store_failures_answer_alike::<erase::EraseError>("erase");
+        store_failures_answer_alike::<record_order::RecordOrderError>("record_order");
+        store_failures_answer_alike::<report_delivery::ReportDeliveryError>("report_delivery");
+        store_failures_answer_alike::<restore::RestoreError>("restore");
+        store_failures_answer_alike::<suppress::SuppressError>("suppress");
+        store_failures_answer_alike::<test_trigger::TestTriggerError>("test_trigger");
+        store_failures_answer_alike::<unsubscribe::UnsubscribeError>("unsubscribe");
+    }
+}

@@ -413,20 +413,10 @@ pub(crate) async fn record_order_facts(
 
 #[cfg(test)]
 mod tests {
-    use axum::http::{header, StatusCode};
-    use axum::response::IntoResponse;
+    use axum::http::StatusCode;
 
     use super::*;
-    use crate::error::ApiError;
-
-    fn answer(err: RecordOrderError) -> (StatusCode, Option<String>) {
-        let response = ApiError::from(err).into_response();
-        let retry = response
-            .headers()
-            .get(header::RETRY_AFTER)
-            .map(|v| v.to_str().unwrap().to_owned());
-        (response.status(), retry)
-    }
+    use crate::usecases::testing::answer;
 
     #[test]
     fn a_lost_race_is_409_and_an_unavailable_store_503_with_retry_after() {
