@@ -43,4 +43,9 @@ impl Processor for Projections {
     async fn wait_for_events(&self, stop: &mut watch::Receiver<bool>) {
         self.waker.wait(stop).await;
     }
+
+    /// A graceful stop projects every write it acknowledged.
+    fn drains_on_stop(&self) -> bool {
+        true
+    }
 }

@@ -61,6 +61,43 @@ pub trait Processor: Send + Sync {
     async fn wait_for_events(&self, stop: &mut watch::Receiver<bool>) {
         sleep_or_stop(Duration::from_secs(1), stop).await;
     }
+
+    /// Whether, when the server stops, this processor first finishes what the log holds (steps
+    /// until it answers [`Next::NewEvents`], within [`STOP_GRACE`]): the projections do, so a
+    /// graceful stop leaves the read tables up to date with every acknowledged write.
+    fn drains_on_stop(&self) -> bool {
+        false
+    }
+}
+
+/// Steps `processor` until it has nothing left in the log (or fails), within [`STOP_GRACE`].
+async fn drain(name: &'static str, processor: &dyn Processor) {
+    let steps = async {
+        loop {
+            match processor.step().await {
+                Ok(Next::NewEvents) => return Ok(()),
+                // More to do, or readable shortly: go on without the pause a running server
+                // takes to coalesce work.
+                Ok(Next::Now) => {}
+                Ok(Next::After(pause)) => {
+                    tokio::time::sleep(pause.min(Duration::from_millis(10))).await
+                }
+                Err(err) => return Err(err),
+            }
+        }
+    };
+    match tokio::time::timeout(STOP_GRACE, AssertUnwindSafe(steps).catch_unwind()).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(err))) => {
+            tracing::warn!(processor = name, error = %format!("{err:#}"), "could not finish the log before stopping; the next start goes on from the checkpoint")
+        }
+        Ok(Err(panic)) => {
+            tracing::error!(processor = name, panic = %panic_message(panic.as_ref()), "panicked while finishing the log before stopping")
+        }
+        Err(_) => {
+            tracing::warn!(processor = name, grace = ?STOP_GRACE, "stopped before finishing the log; the next start goes on from the checkpoint")
+        }
+    }
 }
 
 /// Wakes a processor when the log moves (or every `poll`, for writers in other processes).
@@ -401,6 +438,9 @@ async fn supervise(
                 }
             }
         }
+        if *stop.borrow() && processor.drains_on_stop() {
+            drain(name, processor.as_ref()).await;
+        }
     }
     registry.update(name, |s| s.state = ProcessorState::Stopped);
 }
@@ -511,6 +551,53 @@ mod tests {
             .snapshot()
             .iter()
             .all(|p| p.state == ProcessorState::Stopped));
+    }
+
+    /// Has `left` events to handle, one per step, each step answering a long pause as the
+    /// projections do after a small batch.
+    struct Backlog {
+        left: Arc<AtomicU64>,
+        drains: bool,
+    }
+
+    #[async_trait]
+    impl Processor for Backlog {
+        fn name(&self) -> &'static str {
+            "backlog"
+        }
+        async fn step(&self) -> anyhow::Result<Next> {
+            if self.left.load(Ordering::SeqCst) == 0 {
+                return Ok(Next::NewEvents);
+            }
+            self.left.fetch_sub(1, Ordering::SeqCst);
+            Ok(Next::After(Duration::from_secs(3600)))
+        }
+        fn drains_on_stop(&self) -> bool {
+            self.drains
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stop_lets_a_draining_processor_finish_the_log_and_no_other() {
+        for drains in [true, false] {
+            let registry = Registry::new();
+            let (stop_tx, stop) = watch::channel(false);
+            let mut supervisor = Supervisor::new(registry.clone(), stop);
+            let left = Arc::new(AtomicU64::new(5));
+            let l = left.clone();
+            supervisor.spawn(
+                "backlog",
+                factory(move || {
+                    let left = l.clone();
+                    async move { Ok(Backlog { left, drains }) }
+                }),
+            );
+            until(&registry, |all| all.iter().any(|p| p.steps >= 1)).await;
+            stop_tx.send(true).unwrap();
+            supervisor.join().await;
+            let expected = if drains { 0 } else { 4 };
+            assert_eq!(left.load(Ordering::SeqCst), expected, "drains: {drains}");
+        }
     }
 
     /// Records every set of a gauge, by its `processor` label.
