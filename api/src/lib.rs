@@ -17,6 +17,8 @@ pub mod dnscheck;
 mod error;
 /// Query and path extractors, and the layer that makes every error a problem document.
 mod extract;
+/// Payment gateway adapters: Stripe's webhook signature so far (issue 11).
+pub mod gateways;
 /// The JSON body extractor.
 mod json;
 /// The OpenAPI document.
