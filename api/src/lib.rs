@@ -31,6 +31,8 @@ mod ratelimit;
 mod routes;
 /// Handler state and request context.
 mod state;
+/// One-click upsell tokens: signed, bound to an order, a step and an offer, short-lived.
+pub mod upsell_token;
 /// The application layer: one use case per file, called by HTTP handlers and CLI commands.
 pub mod usecases;
 
