@@ -217,12 +217,21 @@ impl TestApp {
                 .map(|p| (p.name, p.steps))
                 .collect()
         };
+        // The processors start once this instance holds the processor lease, which may be a
+        // moment after the app answers HTTP: wait for every watched one to be registered.
+        for _ in 0..2_000 {
+            if steps(self).len() == WATCHED.len() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         for _ in 0..50 {
             let head = self.core.log.stats().await.expect("log stats").1;
             let before = steps(self);
             assert!(
-                !before.is_empty(),
-                "settle needs the background processors running"
+                before.len() == WATCHED.len(),
+                "settle needs the background processors running: {:?}",
+                self.core.processors.snapshot()
             );
             let mut stepped = false;
             for _ in 0..1_000 {
