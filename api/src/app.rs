@@ -235,6 +235,7 @@ async fn run_processors(core: Arc<Core>, stop: watch::Receiver<bool>) {
                 Ok(ocart_processors::recovery::RecoveryOpener::new(
                     core.log.clone(),
                     core.clock.clone(),
+                    core.projector_names(),
                 )
                 .with_poll(poll))
             }
@@ -249,6 +250,7 @@ async fn run_processors(core: Arc<Core>, stop: watch::Receiver<bool>) {
                 Ok(ocart_processors::recovery::RecoveryFollowUps::new(
                     core.log.clone(),
                     core.clock.clone(),
+                    core.projector_names(),
                 )
                 .with_poll(poll))
             }

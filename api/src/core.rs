@@ -116,6 +116,12 @@ impl Core {
     }
 
     /// Every projector, in the order they are run.
+    /// The checkpoint names of [`Self::projectors`]: how far the log followers that read the
+    /// projections' tables may read.
+    pub fn projector_names(&self) -> Arc<[&'static str]> {
+        self.projectors().iter().map(|p| p.name()).collect()
+    }
+
     pub fn projectors(&self) -> Vec<Arc<dyn Projector>> {
         vec![
             Arc::new(TokensProjector),

@@ -8,29 +8,19 @@
 //! move together. The horizon is the lowest of them (what a test driving the projectors one by
 //! one, or a projector just added, has not applied yet is not handled either).
 
+use std::sync::Arc;
+
 use ocart_projections::{load_checkpoint, save_checkpoint, Checkpoint, Db, EventLog, StoredEvent};
 
-/// The checkpoint names of the projections of the group (`Projector::name` of each projector
-/// `ocart_api::Core::projectors` runs). A name missing here lets a follower run ahead of that
-/// projection; a name no projector saves holds every follower at the start of the log.
-pub const PROJECTIONS: &[&str] = &[
-    "api_tokens",
-    "settings",
-    "carts",
-    "recovery_sequences",
-    "recovery_runs",
-    "suppression",
-    "orders",
-    "audit_log",
-];
-
 /// How far a [`LogFollower`] reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Horizon {
     /// As far as the log goes: a follower that consults no read table (the eraser).
     Log,
-    /// As far as every projection has applied ([`projections_horizon`]).
-    Projections,
+    /// As far as every projection named here has applied ([`projections_horizon`]): the
+    /// checkpoint names of the projectors the server runs (`Projector::name` of each of
+    /// `ocart_api::Core::projectors`).
+    Projections(Arc<[&'static str]>),
 }
 
 /// Reads the log in batches after a named checkpoint, up to a [`Horizon`].
@@ -62,10 +52,10 @@ impl LogFollower {
     pub async fn next_batch(&self) -> anyhow::Result<Vec<StoredEvent>> {
         let db = self.log.db();
         let at = load_checkpoint(db, self.name).await?;
-        let horizon = match self.horizon {
+        let horizon = match &self.horizon {
             Horizon::Log => None,
-            Horizon::Projections => {
-                let horizon = projections_horizon(db).await?;
+            Horizon::Projections(projections) => {
+                let horizon = projections_horizon(db, &projections[..]).await?;
                 if horizon <= at {
                     return Ok(Vec::new());
                 }
@@ -94,9 +84,9 @@ impl LogFollower {
     }
 }
 
-/// How far every projection has applied the log: the lowest checkpoint of [`PROJECTIONS`] (the
-/// start of the log for one that has saved none).
-pub async fn projections_horizon(db: &Db) -> anyhow::Result<Checkpoint> {
+/// How far every projection in `projections` has applied the log: the lowest of their
+/// checkpoints (the start of the log for one that has saved none).
+pub async fn projections_horizon(db: &Db, projections: &[&str]) -> anyhow::Result<Checkpoint> {
     // The checkpoints table holds a row per projection and per follower: a handful, read in
     // one query rather than one per projection.
     let rows: Vec<(String, i64, i64)> = match db {
@@ -111,22 +101,28 @@ pub async fn projections_horizon(db: &Db) -> anyhow::Result<Checkpoint> {
                 .await?
         }
     };
-    Ok(horizon_of(rows.iter().map(|(name, tx, position)| {
-        (
-            name.as_str(),
-            Checkpoint {
-                tx: *tx,
-                position: *position,
-            },
-        )
-    })))
+    Ok(horizon_of(
+        projections,
+        rows.iter().map(|(name, tx, position)| {
+            (
+                name.as_str(),
+                Checkpoint {
+                    tx: *tx,
+                    position: *position,
+                },
+            )
+        }),
+    ))
 }
 
-/// The lowest checkpoint of [`PROJECTIONS`] among `saved`; a projection with none counts as the
+/// The lowest checkpoint of `projections` among `saved`; a projection with none counts as the
 /// start of the log.
-fn horizon_of<'a>(saved: impl Iterator<Item = (&'a str, Checkpoint)>) -> Checkpoint {
+fn horizon_of<'a>(
+    projections: &[&str],
+    saved: impl Iterator<Item = (&'a str, Checkpoint)>,
+) -> Checkpoint {
     let saved: Vec<(&str, Checkpoint)> = saved.collect();
-    PROJECTIONS
+    projections
         .iter()
         .map(|projection| {
             saved
@@ -143,6 +139,8 @@ fn horizon_of<'a>(saved: impl Iterator<Item = (&'a str, Checkpoint)>) -> Checkpo
 mod tests {
     use super::*;
 
+    const PROJECTIONS: &[&str] = &["carts", "recovery_runs", "orders", "audit_log"];
+
     fn at(position: i64) -> Checkpoint {
         Checkpoint {
             tx: position,
@@ -158,7 +156,7 @@ mod tests {
         // Followers' own checkpoints, behind or ahead, do not count.
         saved.push(("recovery_opener", at(10)));
         saved.push(("nats_relay", at(200)));
-        assert_eq!(horizon_of(saved.iter().copied()), at(40));
+        assert_eq!(horizon_of(PROJECTIONS, saved.iter().copied()), at(40));
     }
 
     #[test]
@@ -168,7 +166,13 @@ mod tests {
             .skip(1)
             .map(|name| (*name, at(90)))
             .collect();
-        assert_eq!(horizon_of(saved.iter().copied()), Checkpoint::default());
-        assert_eq!(horizon_of(std::iter::empty()), Checkpoint::default());
+        assert_eq!(
+            horizon_of(PROJECTIONS, saved.iter().copied()),
+            Checkpoint::default()
+        );
+        assert_eq!(
+            horizon_of(PROJECTIONS, std::iter::empty()),
+            Checkpoint::default()
+        );
     }
 }

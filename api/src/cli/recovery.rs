@@ -376,7 +376,7 @@ async fn dispatch_with(
     if holds_lease {
         project(core).await?;
         if !dry_run {
-            RecoveryOpener::new(core.log.clone(), core.clock.clone())
+            RecoveryOpener::new(core.log.clone(), core.clock.clone(), core.projector_names())
                 .catch_up()
                 .await?;
             project(core).await?;

@@ -55,13 +55,15 @@ pub struct RecoveryFollowUps {
 }
 
 impl RecoveryFollowUps {
-    pub fn new(log: EventLog, clock: Arc<dyn Clock>) -> Self {
+    /// `projections`: the checkpoint names of the projectors whose tables it reads (it follows
+    /// the log only as far as they have applied it).
+    pub fn new(log: EventLog, clock: Arc<dyn Clock>, projections: Arc<[&'static str]>) -> Self {
         Self {
             runs: Commands::new(log.clone(), ()),
             orders: Commands::new(log.clone(), ()),
             suppressions: Commands::new(log.clone(), ()),
             waker: LogWaker::new(&log, DEFAULT_POLL),
-            follower: LogFollower::new(&log, FOLLOWUPS, Horizon::Projections, BATCH),
+            follower: LogFollower::new(&log, FOLLOWUPS, Horizon::Projections(projections), BATCH),
             log,
             clock,
         }

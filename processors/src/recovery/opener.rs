@@ -66,11 +66,13 @@ pub struct RecoveryOpener {
 }
 
 impl RecoveryOpener {
-    pub fn new(log: EventLog, clock: Arc<dyn Clock>) -> Self {
+    /// `projections`: the checkpoint names of the projectors whose tables it reads (it follows
+    /// the log only as far as they have applied it).
+    pub fn new(log: EventLog, clock: Arc<dyn Clock>, projections: Arc<[&'static str]>) -> Self {
         Self {
             runs: Commands::new(log.clone(), ()),
             waker: LogWaker::new(&log, DEFAULT_POLL),
-            follower: LogFollower::new(&log, OPENER, Horizon::Projections, 200),
+            follower: LogFollower::new(&log, OPENER, Horizon::Projections(projections), 200),
             log,
             clock,
         }

@@ -295,16 +295,3 @@ async fn a_restart_resumes_where_processing_stopped() {
     };
     assert_eq!(count, 8, "nothing lost, nothing doubled");
 }
-
-/// The log followers wait for the projections by checkpoint name (`follow::PROJECTIONS`); the
-/// list must be exactly the projectors the server runs, or a follower runs ahead of one (a name
-/// missing) or waits forever (a name no projector saves).
-#[tokio::test]
-async fn the_followers_wait_for_exactly_the_projectors_the_server_runs() {
-    let app = spawn_app(Kind::Sqlite).await;
-    let mut run: Vec<&str> = app.core.projectors().iter().map(|p| p.name()).collect();
-    let mut followed = ocart_processors::follow::PROJECTIONS.to_vec();
-    run.sort_unstable();
-    followed.sort_unstable();
-    assert_eq!(run, followed);
-}

@@ -88,9 +88,13 @@ pub(super) async fn run(args: DispatchArgs) -> anyhow::Result<()> {
             anyhow::Ok(())
         };
         project().await?;
-        ocart_processors::recovery::RecoveryOpener::new(core.log.clone(), core.clock.clone())
-            .catch_up()
-            .await?;
+        ocart_processors::recovery::RecoveryOpener::new(
+            core.log.clone(),
+            core.clock.clone(),
+            core.projector_names(),
+        )
+        .catch_up()
+        .await?;
         project().await?;
         clock.advance(chrono::Duration::minutes(46));
         // The projections run beside the dispatcher, as in a server.

@@ -53,8 +53,12 @@ pub(super) async fn run(args: SweepArgs) -> anyhow::Result<()> {
             stop_rx.clone(),
         ));
         tasks.spawn(run(
-            ocart_processors::recovery::RecoveryOpener::new(core.log.clone(), core.clock.clone())
-                .with_poll(poll),
+            ocart_processors::recovery::RecoveryOpener::new(
+                core.log.clone(),
+                core.clock.clone(),
+                core.projector_names(),
+            )
+            .with_poll(poll),
             stop_rx.clone(),
         ));
         let total = args.carts as i64;

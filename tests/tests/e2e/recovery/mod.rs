@@ -110,6 +110,7 @@ impl Manual {
         let followups = ocart_processors::recovery::RecoveryFollowUps::new(
             self.app.core.log.clone(),
             self.app.clock.clone(),
+            self.app.core.projector_names(),
         );
         loop {
             self.project_to_head().await;
@@ -156,6 +157,7 @@ impl Manual {
         ocart_processors::recovery::RecoveryOpener::new(
             self.app.core.log.clone(),
             self.app.clock.clone(),
+            self.app.core.projector_names(),
         )
         .catch_up()
         .await
