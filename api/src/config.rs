@@ -108,6 +108,8 @@ pub struct Config {
     /// The WooCommerce connector: REST API (product availability, coupons) and the order
     /// webhooks' secret.
     pub woocommerce: ocart_processors::store::WooConfig,
+    /// Payment gateways for one-click upsells: the sandbox (on by default), Stripe, PayPal.
+    pub gateways: ocart_processors::gateways::GatewaysConfig,
 }
 
 impl std::fmt::Debug for Config {
@@ -126,6 +128,7 @@ impl std::fmt::Debug for Config {
             .field("email", &self.email)
             .field("sms", &self.sms)
             .field("woocommerce", &self.woocommerce)
+            .field("gateways", &self.gateways)
             .finish()
     }
 }
@@ -145,6 +148,7 @@ impl Default for Config {
             email: Default::default(),
             sms: Default::default(),
             woocommerce: Default::default(),
+            gateways: Default::default(),
         }
     }
 }

@@ -51,6 +51,8 @@ pub struct Core {
     pub templates: Commands<ocart_domain::recovery::RecoveryTemplate>,
     /// The WooCommerce connector, when `[woocommerce] url` is set.
     pub woo: Option<ocart_processors::store::WooCommerce>,
+    /// The payment gateways configured for upsell charges (the sandbox by default).
+    pub gateways: ocart_processors::gateways::Gateways,
     /// The states of this instance's background processors (empty unless it holds the lease).
     pub processors: Arc<ocart_processors::supervisor::Registry>,
     settings_cache: RwLock<Option<(Instant, SettingsValues)>>,
@@ -94,10 +96,12 @@ impl Core {
         )
         .await?;
         let woo = ocart_processors::store::WooCommerce::from_config(&config.woocommerce)?;
+        let gateways = ocart_processors::gateways::Gateways::from_config(&config.gateways)?;
         Ok(Arc::new(Core {
             orders: Commands::new(log.clone(), ()),
             templates: Commands::new(log.clone(), ()),
             woo,
+            gateways,
             carts: Commands::new(log.clone(), ()).with_cache(100_000),
             settings: Commands::new(log.clone(), ()),
             tokens: Commands::new(log.clone(), ()),

@@ -7,6 +7,8 @@
 mod eraser;
 /// Reading the log after a checkpoint, behind the projections: what the log followers share.
 pub mod follow;
+/// Payment gateways: the contract, Stripe, PayPal, the sandbox.
+pub mod gateways;
 /// Walking a read table by keyset while it lags behind one's own appends.
 mod keyset;
 /// Processor leases: one instance at a time runs the background work.
