@@ -122,6 +122,8 @@ pub async fn convert(
         source: "admin".into(),
         coupon_codes: Vec::new(),
         modified_at: None,
+        payment: None,
+        offer_lines: Vec::new(),
     };
     let attribution = Attribution {
         cart_id: cart_id.clone(),

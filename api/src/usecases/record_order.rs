@@ -369,6 +369,8 @@ async fn record_signal(
             .map(|c| c.trim().to_ascii_uppercase())
             .collect(),
         modified_at: signal.modified_at,
+        payment: None,
+        offer_lines: Vec::new(),
     };
     let recorded = record_order_facts(core, facts, attribution, meta)
         .await

@@ -126,6 +126,35 @@ pub struct OrderFacts {
     /// Signals are ordered by it ([`signal_applies`]): an older one changes nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub modified_at: Option<DateTime<Utc>>,
+    /// The saved payment the parent order was paid with, for one-click upsells (issue 11).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment: Option<PaymentRef>,
+    /// The order's lines that came from an OCart offer (a bump the shopper took, kept as line
+    /// meta `_ocart_offer_id`): what counts the offer's revenue.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub offer_lines: Vec<OfferLine>,
+}
+
+/// A parent order's saved payment: which gateway, its customer and the saved payment method
+/// (Stripe `cus_…` / `pm_…`, a PayPal vault id, a sandbox test method). Gateway-side ids only;
+/// no card data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentRef {
+    /// `stripe`, `paypal` or `sandbox`.
+    pub gateway: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer: Option<String>,
+    pub payment_method: String,
+}
+
+/// An order line that came from an offer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OfferLine {
+    pub offer_id: String,
+    pub product_id: crate::ProductId,
+    pub quantity: u32,
+    /// The line's total in minor units of the order's currency.
+    pub total: i64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -366,6 +395,8 @@ mod tests {
             source: "woocommerce".into(),
             coupon_codes: vec![],
             modified_at: None,
+            payment: None,
+            offer_lines: Vec::new(),
         })
     }
 

@@ -70,6 +70,8 @@ async fn an_order_recorded_before_a_crash_stops_the_buyers_runs_on_restart(kind:
         source: "api".into(),
         coupon_codes: Vec::new(),
         modified_at: None,
+        payment: None,
+        offer_lines: Vec::new(),
     };
     let outcome = orders
         .execute(
