@@ -31,6 +31,9 @@ pub mod settings;
 pub mod subject;
 /// The `ApiToken` aggregate and the capabilities a token can carry.
 pub mod token;
+/// One-click upsells and downsells: the `UpsellAcceptance` aggregate (decision, charge,
+/// store order, refunds).
+pub mod upsell;
 /// Validated values built at the edge: email, phone, currency, money, cart items.
 mod values;
 

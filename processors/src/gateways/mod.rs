@@ -178,13 +178,16 @@ impl Default for GatewaysConfig {
 #[derive(Clone, Default)]
 pub struct Gateways {
     by_id: BTreeMap<&'static str, Arc<dyn Gateway>>,
+    sandbox: Option<Arc<sandbox::Sandbox>>,
 }
 
 impl Gateways {
     pub fn from_config(config: &GatewaysConfig) -> anyhow::Result<Self> {
         let mut gateways = Self::default();
         if config.sandbox.enabled {
-            gateways.add(Arc::new(sandbox::Sandbox::new()));
+            let sandbox = Arc::new(sandbox::Sandbox::new());
+            gateways.sandbox = Some(sandbox.clone());
+            gateways.add(sandbox);
         }
         if let Some(stripe) = &config.stripe {
             gateways.add(Arc::new(stripe::Stripe::from_config(stripe)?));
@@ -203,6 +206,11 @@ impl Gateways {
     /// The adapter a parent order's `payment.gateway` names.
     pub fn get(&self, id: &str) -> Option<Arc<dyn Gateway>> {
         self.by_id.get(id).cloned()
+    }
+
+    /// The sandbox, when it runs: its 3DS page authenticates through it.
+    pub fn sandbox(&self) -> Option<Arc<sandbox::Sandbox>> {
+        self.sandbox.clone()
     }
 
     pub fn states(&self) -> Vec<GatewayState> {
