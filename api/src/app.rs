@@ -264,6 +264,25 @@ async fn run_processors(core: Arc<Core>, stop: watch::Receiver<bool>) {
             async move { Ok(core.dispatcher()?.with_poll(poll)) }
         }),
     );
+    let c = core.clone();
+    supervisor.spawn(
+        ocart_processors::upsell::UPSELL_CHARGER,
+        factory(move || {
+            let core = c.clone();
+            async move {
+                Ok(ocart_processors::upsell::UpsellCharger::new(
+                    core.log.clone(),
+                    core.gateways.clone(),
+                    core.woo.clone(),
+                    core.clock.clone(),
+                    ocart_processors::upsell::ChargerConfig {
+                        public_url: core.config.recovery.public_url.clone(),
+                    },
+                )
+                .with_poll(poll))
+            }
+        }),
+    );
     if let Some(url) = core.config.nats_url.clone() {
         let log = core.log.clone();
         supervisor.spawn(

@@ -27,6 +27,9 @@ pub struct RateLimitConfig {
     /// Requests per unsubscribe link (`/u/…`) per window. Unsubscribes are never limited by
     /// IP: mailbox providers send one-click unsubscribes from shared addresses.
     pub unsubscribe_per_token: u32,
+    /// Order bump requests (`/bumps/eligible`, `/bumps/{id}/accept`, `/bumps/{id}/decline`)
+    /// per client IP per window.
+    pub bump_requests: u32,
     pub window_secs: u64,
     /// Keys a limiter tracks before it drops those whose budget is whole again.
     pub max_tracked: usize,
@@ -41,6 +44,7 @@ impl Default for RateLimitConfig {
             restore_requests: 60,
             pixel_requests: 600,
             unsubscribe_per_token: 10,
+            bump_requests: 120,
             window_secs: 600,
             max_tracked: 100_000,
             trusted_proxies: Vec::new(),

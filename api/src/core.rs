@@ -49,6 +49,18 @@ pub struct Core {
     pub suppressions: Commands<Suppression>,
     pub orders: Commands<ocart_domain::order::Order>,
     pub templates: Commands<ocart_domain::recovery::RecoveryTemplate>,
+    /// Offers: bumps, upsells, downsells.
+    pub offers: Commands<ocart_domain::offer::Offer>,
+    /// Bump decisions: one offer shown to one cart, accepted, declined.
+    pub bumps: Commands<ocart_domain::offer::BumpDecision>,
+    /// The active bumps, read from the `offers` table at most every 250 ms.
+    pub bump_cache: crate::usecases::bumps::BumpCache,
+    /// One-click upsell and downsell decisions, charges, store orders and refunds.
+    pub acceptances: Commands<ocart_domain::upsell::UpsellAcceptance>,
+    /// Funnels (id = slug).
+    pub funnels: Commands<ocart_domain::funnel::Funnel>,
+    /// The active funnels, read from the `funnels` tables at most every 250 ms.
+    pub funnel_cache: crate::usecases::funnels::FunnelCache,
     /// The WooCommerce connector, when `[woocommerce] url` is set.
     pub woo: Option<ocart_processors::store::WooCommerce>,
     /// The payment gateways configured for upsell charges (the sandbox by default).
@@ -100,6 +112,12 @@ impl Core {
         Ok(Arc::new(Core {
             orders: Commands::new(log.clone(), ()),
             templates: Commands::new(log.clone(), ()),
+            offers: Commands::new(log.clone(), ()),
+            bumps: Commands::new(log.clone(), ()),
+            bump_cache: Default::default(),
+            acceptances: Commands::new(log.clone(), ()),
+            funnels: Commands::new(log.clone(), ()),
+            funnel_cache: Default::default(),
             woo,
             gateways,
             carts: Commands::new(log.clone(), ()).with_cache(100_000),
@@ -135,6 +153,9 @@ impl Core {
             Arc::new(RecoveryRunsProjector),
             Arc::new(SuppressionProjector),
             Arc::new(OrdersProjector),
+            Arc::new(ocart_projections::FunnelsProjector),
+            Arc::new(ocart_projections::OffersProjector),
+            Arc::new(ocart_projections::UpsellsProjector),
             Arc::new(AuditProjector),
         ]
     }

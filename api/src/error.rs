@@ -236,6 +236,34 @@ impl From<crate::usecases::convert::ConvertError> for ApiError {
     }
 }
 
+// offers
+impl From<crate::usecases::offers::OffersError> for ApiError {
+    fn from(err: crate::usecases::offers::OffersError) -> Self {
+        use crate::usecases::offers::OffersError;
+        match err {
+            OffersError::Invalid(errors) => Self::Validation(errors),
+            OffersError::NotFound => Self::NotFound("offer".into()),
+            OffersError::Conflict(why) => Self::Conflict(why),
+            OffersError::Store(failure) => failure.into(),
+            OffersError::Internal(err) => Self::Internal(err),
+        }
+    }
+}
+// bumps
+impl From<crate::usecases::bumps::BumpsError> for ApiError {
+    fn from(err: crate::usecases::bumps::BumpsError) -> Self {
+        use crate::usecases::bumps::BumpsError;
+        match err {
+            BumpsError::Invalid(errors) => Self::Validation(errors),
+            BumpsError::CartNotFound => Self::NotFound("cart".into()),
+            BumpsError::OfferNotFound => Self::NotFound("bump".into()),
+            BumpsError::NotEligible => Self::Conflict(err.to_string()),
+            BumpsError::Store(failure) => failure.into(),
+            BumpsError::Internal(err) => Self::Internal(err),
+        }
+    }
+}
+
 // Each use case's error → problem document, one block per use case, in this order:
 // capture
 impl From<crate::usecases::capture::CaptureError> for ApiError {
@@ -257,6 +285,23 @@ impl From<crate::usecases::erase::EraseError> for ApiError {
             EraseError::Invalid(errors) => Self::Validation(errors),
             EraseError::Store(failure) => failure.into(),
             EraseError::Internal(err) => Self::Internal(err),
+        }
+    }
+}
+// funnels
+impl From<crate::usecases::funnels::FunnelsError> for ApiError {
+    fn from(err: crate::usecases::funnels::FunnelsError) -> Self {
+        use crate::usecases::funnels::FunnelsError;
+        match err {
+            FunnelsError::Invalid(errors) => Self::Validation(errors),
+            FunnelsError::NotFound(_) | FunnelsError::CartNotFound(_) => {
+                Self::NotFound(err.to_string())
+            }
+            FunnelsError::SlugTaken(_) | FunnelsError::Archived(_) => {
+                Self::Conflict(err.to_string())
+            }
+            FunnelsError::Store(failure) => failure.into(),
+            FunnelsError::Internal(err) => Self::Internal(err),
         }
     }
 }
@@ -289,6 +334,23 @@ impl From<crate::usecases::restore::RestoreError> for ApiError {
         match err {
             RestoreError::Store(failure) => failure.into(),
             RestoreError::Internal(err) => Self::Internal(err),
+        }
+    }
+}
+// payment_webhook
+impl From<crate::usecases::payment_webhook::PaymentWebhookError> for ApiError {
+    fn from(err: crate::usecases::payment_webhook::PaymentWebhookError) -> Self {
+        use crate::usecases::payment_webhook::PaymentWebhookError;
+        match err {
+            PaymentWebhookError::NotConfigured
+            | PaymentWebhookError::NotConfiguredFor(..)
+            | PaymentWebhookError::Unverifiable(_) => Self::Unavailable(err.to_string()),
+            PaymentWebhookError::BadSignature(why) => Self::BadSignature(why),
+            PaymentWebhookError::Malformed(why) => {
+                Self::BadRequest(format!("the event cannot be read: {why}"))
+            }
+            PaymentWebhookError::Store(failure) => failure.into(),
+            PaymentWebhookError::Internal(err) => Self::Internal(err),
         }
     }
 }
@@ -327,6 +389,30 @@ impl From<crate::usecases::unsubscribe::UnsubscribeError> for ApiError {
         match err {
             UnsubscribeError::Store(failure) => failure.into(),
             UnsubscribeError::Internal(err) => Self::Internal(err),
+        }
+    }
+}
+// upsells (the routes answer the token, decision and idempotency refusals with their own
+// problem types, `routes::upsells::problem`; this is the plain mapping)
+impl From<crate::usecases::upsells::UpsellsError> for ApiError {
+    fn from(err: crate::usecases::upsells::UpsellsError) -> Self {
+        use crate::usecases::upsells::UpsellsError;
+        match err {
+            UpsellsError::Invalid(errors) => Self::Validation(errors),
+            UpsellsError::NotFound(what) => Self::NotFound(what),
+            UpsellsError::TokenInvalid => Self::Http(StatusCode::UNAUTHORIZED, err.to_string()),
+            UpsellsError::TokenExpired => Self::Http(StatusCode::GONE, err.to_string()),
+            UpsellsError::TokenForeign(_) => Self::Http(StatusCode::FORBIDDEN, err.to_string()),
+            UpsellsError::Ineligible(_) | UpsellsError::KeyReused => {
+                Self::Http(StatusCode::UNPROCESSABLE_ENTITY, err.to_string())
+            }
+            UpsellsError::Decided { .. }
+            | UpsellsError::Unpaid(_)
+            | UpsellsError::NoPayment(_)
+            | UpsellsError::InFlight
+            | UpsellsError::Refused(_) => Self::Conflict(err.to_string()),
+            UpsellsError::Store(failure) => failure.into(),
+            UpsellsError::Internal(err) => Self::Internal(err),
         }
     }
 }

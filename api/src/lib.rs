@@ -31,6 +31,8 @@ mod ratelimit;
 mod routes;
 /// Handler state and request context.
 mod state;
+/// The hosted one-click offer page (server-rendered HTML).
+pub mod upsell_page;
 /// One-click upsell tokens: signed, bound to an order, a step and an offer, short-lived.
 pub mod upsell_token;
 /// The application layer: one use case per file, called by HTTP handlers and CLI commands.

@@ -39,6 +39,8 @@ pub enum Bucket {
     Restore,
     /// `GET /o/{token}`: the open-tracking pixel.
     Pixel,
+    /// The public order bump endpoints (eligible, accept, decline).
+    Bump,
 }
 
 /// One keyed limiter: `limit` requests per `window` per key, as a GCRA with a burst of `limit`
@@ -101,6 +103,7 @@ pub struct RateLimiter {
     capture: Keyed<IpAddr>,
     restore: Keyed<IpAddr>,
     pixel: Keyed<IpAddr>,
+    bump: Keyed<IpAddr>,
     /// Keyed by the sha256 of the unsubscribe token.
     unsubscribe: Keyed<[u8; 32]>,
 }
@@ -114,6 +117,7 @@ impl RateLimiter {
             capture: Keyed::new(config.capture_requests, window, cap),
             restore: Keyed::new(config.restore_requests, window, cap),
             pixel: Keyed::new(config.pixel_requests, window, cap),
+            bump: Keyed::new(config.bump_requests, window, cap),
             unsubscribe: Keyed::new(config.unsubscribe_per_token, window, cap),
         }
     }
@@ -140,12 +144,17 @@ impl RateLimiter {
         self.capture.tidy();
         self.restore.tidy();
         self.pixel.tidy();
+        self.bump.tidy();
         self.unsubscribe.tidy();
     }
 
     /// Keys tracked by all limiters together.
     pub fn tracked(&self) -> usize {
-        self.capture.len() + self.restore.len() + self.pixel.len() + self.unsubscribe.len()
+        self.capture.len()
+            + self.restore.len()
+            + self.pixel.len()
+            + self.bump.len()
+            + self.unsubscribe.len()
     }
 
     /// The client's address: the peer, or (behind a trusted proxy) the right-most address in
@@ -175,6 +184,7 @@ impl RateLimiter {
             Bucket::Capture => self.capture.check(&ip),
             Bucket::Restore => self.restore.check(&ip),
             Bucket::Pixel => self.pixel.check(&ip),
+            Bucket::Bump => self.bump.check(&ip),
         }
     }
 

@@ -1,5 +1,5 @@
-//! One-click upsell tokens (issue 11, begun): an HMAC-SHA256-signed, short-lived token bound to
-//! one paid parent order, one funnel step and one offer, with a unique `jti` that the accept
+//! One-click upsell tokens (issue 11): an HMAC-SHA256-signed, short-lived token bound to
+//! one paid parent order, one funnel and step, one offer and the return URL, with a unique `jti` that the accept
 //! use case burns in the log on first use (a replay is refused there, not here).
 //!
 //! Form: `base64url(claims JSON) "." base64url(HMAC-SHA256(key, first part))`, no padding. The
@@ -22,6 +22,9 @@ pub const MAX_TOKEN_LEN: usize = 2048;
 pub struct UpsellClaims {
     /// The parent order (the store's order id).
     pub order_id: String,
+    /// The funnel (its slug).
+    #[serde(default)]
+    pub funnel_id: String,
     /// The funnel step the offer is shown at.
     pub step: String,
     /// The offer.
@@ -30,6 +33,9 @@ pub struct UpsellClaims {
     pub jti: String,
     /// Expiry, Unix seconds.
     pub exp: i64,
+    /// Where the shopper goes after the funnel's last step (signed with the rest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub return_url: Option<String>,
 }
 
 /// Why a token was refused.
@@ -44,10 +50,11 @@ pub enum TokenError {
 }
 
 impl UpsellClaims {
-    /// Claims for `order_id` at `step` for `offer_id`, valid for `ttl` from `now`, with a fresh
-    /// random `jti`.
+    /// Claims for `order_id` at `step` of `funnel_id` for `offer_id`, valid for `ttl` from
+    /// `now`, with a fresh random `jti` and no return URL.
     pub fn new(
         order_id: &str,
+        funnel_id: &str,
         step: &str,
         offer_id: &str,
         now: DateTime<Utc>,
@@ -55,11 +62,18 @@ impl UpsellClaims {
     ) -> Self {
         Self {
             order_id: order_id.to_owned(),
+            funnel_id: funnel_id.to_owned(),
             step: step.to_owned(),
             offer_id: offer_id.to_owned(),
             jti: uuid::Uuid::new_v4().to_string(),
             exp: now.timestamp().saturating_add(ttl.num_seconds()),
+            return_url: None,
         }
+    }
+
+    /// When the token expires.
+    pub fn expires_at(&self) -> DateTime<Utc> {
+        DateTime::from_timestamp(self.exp, 0).unwrap_or(DateTime::<Utc>::MAX_UTC)
     }
 }
 
@@ -79,6 +93,17 @@ pub fn issue(claims: &UpsellClaims, key: &[u8]) -> String {
 
 /// The claims of `token` if it was signed with `key` and has not expired at `now`.
 pub fn verify(token: &str, key: &[u8], now: DateTime<Utc>) -> Result<UpsellClaims, TokenError> {
+    let claims = verify_signature(token, key)?;
+    if now.timestamp() >= claims.exp {
+        return Err(TokenError::Expired);
+    }
+    Ok(claims)
+}
+
+/// The claims of `token` if it was signed with `key`, expired or not: what reading the state
+/// of a decision already made, or confirming its charge, needs (neither can decide anything
+/// new; a confirm reads the outcome back from the gateway).
+pub fn verify_signature(token: &str, key: &[u8]) -> Result<UpsellClaims, TokenError> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(TokenError::Malformed);
     }
@@ -92,11 +117,7 @@ pub fn verify(token: &str, key: &[u8], now: DateTime<Utc>) -> Result<UpsellClaim
     let json = URL_SAFE_NO_PAD
         .decode(payload)
         .map_err(|_| TokenError::Malformed)?;
-    let claims: UpsellClaims = serde_json::from_slice(&json).map_err(|_| TokenError::Malformed)?;
-    if now.timestamp() >= claims.exp {
-        return Err(TokenError::Expired);
-    }
-    Ok(claims)
+    serde_json::from_slice(&json).map_err(|_| TokenError::Malformed)
 }
 
 #[cfg(test)]
@@ -110,7 +131,14 @@ mod tests {
     }
 
     fn claims() -> UpsellClaims {
-        UpsellClaims::new("1042", "upsell-1", "offer-7", now(), Duration::minutes(30))
+        UpsellClaims::new(
+            "1042",
+            "main",
+            "upsell-1",
+            "offer-7",
+            now(),
+            Duration::minutes(30),
+        )
     }
 
     /// Name, token, key, now, what verification answers.
@@ -129,6 +157,13 @@ mod tests {
         let (payload, sig) = token.split_once('.').unwrap();
         let mut other = c.clone();
         other.order_id = "9999".into();
+        let mut redirected = c.clone();
+        redirected.return_url = Some("https://evil.test/".into());
+        let redirected_payload = issue(&redirected, KEY)
+            .split_once('.')
+            .unwrap()
+            .0
+            .to_owned();
         let foreign_payload = issue(&other, KEY).split_once('.').unwrap().0.to_owned();
         let cases: Vec<Case> = vec![
             ("a fresh token verifies", token.clone(), KEY, now(), Ok(())),
@@ -156,6 +191,13 @@ mod tests {
             (
                 "claims swapped under the old signature are refused (another order)",
                 format!("{foreign_payload}.{sig}"),
+                KEY,
+                now(),
+                Err(TokenError::BadSignature),
+            ),
+            (
+                "another return URL under the old signature is refused",
+                format!("{redirected_payload}.{sig}"),
                 KEY,
                 now(),
                 Err(TokenError::BadSignature),
@@ -204,6 +246,25 @@ mod tests {
             c,
             "the claims read back"
         );
+    }
+
+    #[test]
+    fn an_expired_token_still_shows_whose_it_is_but_never_a_forged_one() {
+        let token = issue(&claims(), KEY);
+        let later = now() + Duration::days(2);
+        assert_eq!(verify(&token, KEY, later), Err(TokenError::Expired));
+        assert_eq!(verify_signature(&token, KEY), Ok(claims_of(&token)));
+        assert_eq!(
+            verify_signature(&token, b"another key"),
+            Err(TokenError::BadSignature)
+        );
+    }
+
+    fn claims_of(token: &str) -> UpsellClaims {
+        let json = URL_SAFE_NO_PAD
+            .decode(token.split_once('.').unwrap().0)
+            .unwrap();
+        serde_json::from_slice(&json).unwrap()
     }
 
     #[test]

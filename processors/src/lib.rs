@@ -27,6 +27,8 @@ pub mod store;
 pub mod supervisor;
 /// The abandonment sweeper (process manager).
 mod sweeper;
+/// One-click upsells: the charger (charges, reconciliation, store orders, refunds).
+pub mod upsell;
 
 pub use eraser::{Eraser, ERASER};
 pub use lease::{try_acquire, wait_acquire, Lease, LeaseGuard};

@@ -10,6 +10,8 @@
 
 use std::time::Duration;
 
+mod orders;
+
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
@@ -26,6 +28,41 @@ pub struct WooConfig {
     /// The secret of the store's order webhooks (`X-WC-Webhook-Signature`).
     pub webhook_secret: Option<SecretString>,
     pub timeout_secs: Option<u64>,
+    /// Where an order webhook finds the saved payment each gateway writes (order meta keys).
+    pub payment_meta: WooPaymentMeta,
+}
+
+/// The order meta keys of the saved payment, per gateway (`[woocommerce.payment_meta]`). The
+/// WooCommerce Stripe Gateway writes the customer (`cus_…`) and the payment method (`pm_…` /
+/// `src_…`) on the order as `_stripe_customer_id` and `_stripe_source_id`. WooCommerce PayPal
+/// Payments (gateway ids `ppcp-gateway`, `ppcp-credit-card-gateway`) keeps the PayPal
+/// customer as *user* meta `_ppcp_target_customer_id` and the vaulted method as a WooCommerce
+/// payment token, neither on the order; the store copies them to the order under these keys
+/// (defaults `_ppcp_target_customer_id` and `_ppcp_paypal_vault_id`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WooPaymentMeta {
+    /// The payment method ids (`payment_method`) that are Stripe.
+    pub stripe_gateways: Vec<String>,
+    pub stripe_customer: String,
+    pub stripe_payment_method: String,
+    /// The payment method ids that are PayPal.
+    pub paypal_gateways: Vec<String>,
+    pub paypal_customer: String,
+    pub paypal_payment_method: String,
+}
+
+impl Default for WooPaymentMeta {
+    fn default() -> Self {
+        Self {
+            stripe_gateways: vec!["stripe".into()],
+            stripe_customer: "_stripe_customer_id".into(),
+            stripe_payment_method: "_stripe_source_id".into(),
+            paypal_gateways: vec!["ppcp-gateway".into(), "ppcp-credit-card-gateway".into()],
+            paypal_customer: "_ppcp_target_customer_id".into(),
+            paypal_payment_method: "_ppcp_paypal_vault_id".into(),
+        }
+    }
 }
 
 /// A WooCommerce REST API client.

@@ -25,9 +25,11 @@ pub use commands::{
     decode_event, CommandError, CommandMeta, Commands, Emitted, Outcome as CommandOutcome,
     MAX_ATTEMPTS,
 };
+pub use projectors::UpsellsProjector;
 pub use projectors::{
-    AuditProjector, CartsProjector, OrdersProjector, RecoveryRunsProjector,
-    RecoverySequencesProjector, SettingsProjector, SuppressionProjector, TokensProjector,
+    AuditProjector, CartsProjector, FunnelsProjector, OffersProjector, OrdersProjector,
+    RecoveryRunsProjector, RecoverySequencesProjector, SettingsProjector, SuppressionProjector,
+    TokensProjector,
 };
 pub use runner::{
     checkpoint_of, load_checkpoint, save_checkpoint, wait_for_position, Outcome, ProjectionGroup,

@@ -2,8 +2,14 @@
 
 /// Recovery analytics and dashboard rollups.
 pub mod analytics;
+/// Funnels and their steps.
+pub mod funnels;
+/// Offers (bumps, upsells, downsells) and their reports.
+pub mod offers;
 /// Recovery sequences, runs, messages and suppression.
 pub mod recovery;
+/// One-click upsell acceptances and their refunds.
+pub mod upsells;
 
 use chrono::{DateTime, Utc};
 use ocart_domain::settings::SettingsValues;

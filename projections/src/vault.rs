@@ -94,6 +94,16 @@ impl Vault {
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
     }
 
+    /// A signing key for `purpose` (e.g. `upsell-token`), derived from the server secret:
+    /// HMAC-SHA256(secret, "key:" purpose). The same on every instance sharing the secret;
+    /// never printed, never stored.
+    pub fn derived_key(&self, purpose: &str) -> [u8; 32] {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&*self.secret).expect("hmac key");
+        mac.update(b"key:");
+        mac.update(purpose.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
     /// A keyed hash of a free-text value (a name), to detect changes without keeping it.
     pub fn fingerprint(&self, value: &str) -> String {
         self.hmac("text", &value.trim().to_lowercase())

@@ -44,6 +44,7 @@ pub fn test_config(db: &FreshDb) -> Config {
     config.rate_limit.restore_requests = 0;
     config.rate_limit.pixel_requests = 0;
     config.rate_limit.unsubscribe_per_token = 0;
+    config.rate_limit.bump_requests = 0;
     config.processors.poll_interval_ms = 100;
     // Generous bounds: two tests run at once on two cores, and PostgreSQL's global reader waits
     // for every open transaction on the server, whichever test's database it belongs to.
@@ -200,8 +201,9 @@ impl TestApp {
     /// something did *not* happen after this, never after a fixed sleep. (Retention, which
     /// steps once a minute, is driven by hand where a test needs it.)
     pub async fn settle(&self) {
-        const WATCHED: [&str; 6] = [
+        const WATCHED: [&str; 7] = [
             "projections",
+            "upsell_charger",
             "sweeper",
             "recovery_opener",
             "recovery_followups",

@@ -8,9 +8,10 @@ use serde_json::{json, Value};
 use crate::app::{read, TestApp};
 
 /// A WooCommerce store at the edge of the world: the REST API parts OCart calls
-/// (`GET /wp-json/wc/v3/products`, `POST /wp-json/wc/v3/coupons`) behind basic auth with a
-/// consumer key and secret, answering WooCommerce's error shapes, plus a signer for the
-/// order webhooks it would deliver.
+/// (`GET /wp-json/wc/v3/products`, `POST /wp-json/wc/v3/coupons`, and stateful orders:
+/// `GET /orders?parent=`, `GET`/`PUT /orders/{id}`, `POST /orders`, `GET`/`POST
+/// /orders/{id}/refunds`) behind basic auth with a consumer key and secret, answering
+/// WooCommerce's error shapes, plus a signer for the order webhooks it would deliver.
 pub struct FakeWoo {
     pub port: u16,
     pub state: Arc<WooState>,
@@ -25,6 +26,15 @@ pub struct WooState {
     pub coupons: std::sync::Mutex<Vec<Value>>,
     /// Every request line seen.
     pub requests: std::sync::Mutex<Vec<String>>,
+    /// Orders by id, as posted or seeded (with `id`, `parent_id`, `line_items`, `meta_data`,
+    /// `transaction_id`, …).
+    pub orders: std::sync::Mutex<std::collections::BTreeMap<u64, Value>>,
+    /// Refunds by order id, as posted (with `id`, `api_refund`, `meta_data`).
+    pub refunds: std::sync::Mutex<std::collections::HashMap<u64, Vec<Value>>>,
+    /// Order writes (`POST /orders`, `PUT /orders/{id}`) still to answer 500.
+    pub fail_order_writes: std::sync::atomic::AtomicU32,
+    /// Orders created by `POST /orders`.
+    pub orders_created: std::sync::atomic::AtomicUsize,
 }
 
 pub const WOO_KEY: &str = "ck_test";
@@ -192,6 +202,267 @@ impl FakeWoo {
                 .collect();
             (StatusCode::OK, Json(Value::Array(found)))
         }
+        fn invalid_order(id: u64) -> Reply {
+            (
+                StatusCode::NOT_FOUND,
+                Json(
+                    json!({"code": "woocommerce_rest_shop_order_invalid_id", "message": format!("Invalid ID {id}."), "data": {"status": 404}}),
+                ),
+            )
+        }
+        fn failing_write(state: &WooState) -> Option<Reply> {
+            use std::sync::atomic::Ordering;
+            let failed = state
+                .fail_order_writes
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+            failed.then(|| {
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    Json(
+                        json!({"code": "internal_server_error", "message": "There has been a critical error on this website.", "data": {"status": 500}}),
+                    ),
+                )
+            })
+        }
+        fn json_body(body: &[u8]) -> Result<Value, Reply> {
+            serde_json::from_slice::<Value>(body).map_err(|_| {
+                (
+                    StatusCode::BAD_REQUEST,
+                    Json(
+                        json!({"code": "rest_invalid_json", "message": "Invalid JSON body passed.", "data": {"status": 400}}),
+                    ),
+                )
+            })
+        }
+        async fn list_orders(
+            State(state): State<Arc<WooState>>,
+            headers: HeaderMap,
+            Query(query): Query<std::collections::HashMap<String, String>>,
+        ) -> Reply {
+            state.requests.lock().unwrap().push(format!(
+                "GET /wp-json/wc/v3/orders?parent={}",
+                query.get("parent").cloned().unwrap_or_default()
+            ));
+            if let Err(e) = authorised(&headers) {
+                return e;
+            }
+            let page: usize = query.get("page").and_then(|p| p.parse().ok()).unwrap_or(1);
+            let per_page: usize = query
+                .get("per_page")
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(10);
+            let parents: Option<Vec<u64>> = query.get("parent").map(|p| {
+                p.split(',')
+                    .filter_map(|id| id.trim().parse().ok())
+                    .collect()
+            });
+            let found: Vec<Value> = state
+                .orders
+                .lock()
+                .unwrap()
+                .values()
+                .filter(|o| {
+                    parents
+                        .as_ref()
+                        .is_none_or(|ps| ps.iter().any(|p| o["parent_id"] == json!(p)))
+                })
+                .skip(page.saturating_sub(1) * per_page)
+                .take(per_page)
+                .cloned()
+                .collect();
+            (StatusCode::OK, Json(Value::Array(found)))
+        }
+        async fn create_order(
+            State(state): State<Arc<WooState>>,
+            headers: HeaderMap,
+            body: axum::body::Bytes,
+        ) -> Reply {
+            state
+                .requests
+                .lock()
+                .unwrap()
+                .push("POST /wp-json/wc/v3/orders".into());
+            if let Err(e) = authorised(&headers) {
+                return e;
+            }
+            let order = match json_body(&body) {
+                Ok(order) => order,
+                Err(e) => return e,
+            };
+            if let Some(failed) = failing_write(&state) {
+                return failed;
+            }
+            let mut orders = state.orders.lock().unwrap();
+            let id = orders.keys().next_back().copied().unwrap_or(1000).max(1000) + 1;
+            let mut created = order.clone();
+            created["id"] = json!(id);
+            if created["parent_id"].is_null() {
+                created["parent_id"] = json!(0);
+            }
+            if created["meta_data"].is_null() {
+                created["meta_data"] = json!([]);
+            }
+            if order["set_paid"] == json!(true) {
+                created["date_paid_gmt"] = json!("2026-03-01T09:00:00");
+            }
+            let mut next_line = 1;
+            if let Some(lines) = created["line_items"].as_array_mut() {
+                for line in lines {
+                    line["id"] = json!(next_line);
+                    next_line += 1;
+                }
+            }
+            orders.insert(id, created.clone());
+            state
+                .orders_created
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            (StatusCode::CREATED, Json(created))
+        }
+        async fn get_order(
+            State(state): State<Arc<WooState>>,
+            headers: HeaderMap,
+            axum::extract::Path(id): axum::extract::Path<u64>,
+        ) -> Reply {
+            state
+                .requests
+                .lock()
+                .unwrap()
+                .push(format!("GET /wp-json/wc/v3/orders/{id}"));
+            if let Err(e) = authorised(&headers) {
+                return e;
+            }
+            match state.orders.lock().unwrap().get(&id) {
+                Some(order) => (StatusCode::OK, Json(order.clone())),
+                None => invalid_order(id),
+            }
+        }
+        async fn update_order(
+            State(state): State<Arc<WooState>>,
+            headers: HeaderMap,
+            axum::extract::Path(id): axum::extract::Path<u64>,
+            body: axum::body::Bytes,
+        ) -> Reply {
+            state
+                .requests
+                .lock()
+                .unwrap()
+                .push(format!("PUT /wp-json/wc/v3/orders/{id}"));
+            if let Err(e) = authorised(&headers) {
+                return e;
+            }
+            let update = match json_body(&body) {
+                Ok(update) => update,
+                Err(e) => return e,
+            };
+            if let Some(failed) = failing_write(&state) {
+                return failed;
+            }
+            let mut orders = state.orders.lock().unwrap();
+            let Some(order) = orders.get_mut(&id) else {
+                return invalid_order(id);
+            };
+            let Some(fields) = update.as_object() else {
+                return json_body(b"").unwrap_err();
+            };
+            for (key, value) in fields {
+                match key.as_str() {
+                    // As WooCommerce: a line without an id is added, one with an id updated.
+                    "line_items" => {
+                        let lines = order["line_items"].as_array().cloned().unwrap_or_default();
+                        let mut lines = lines;
+                        for line in value.as_array().cloned().unwrap_or_default() {
+                            match lines
+                                .iter_mut()
+                                .find(|l| !line["id"].is_null() && l["id"] == line["id"])
+                            {
+                                Some(known) => *known = line,
+                                None => {
+                                    let mut line = line;
+                                    line["id"] = json!(lines.len() as u64 + 1);
+                                    lines.push(line);
+                                }
+                            }
+                        }
+                        order["line_items"] = Value::Array(lines);
+                    }
+                    // Meta by key: an existing key is replaced, a new one added.
+                    "meta_data" => {
+                        let mut meta = order["meta_data"].as_array().cloned().unwrap_or_default();
+                        for entry in value.as_array().cloned().unwrap_or_default() {
+                            match meta.iter_mut().find(|m| m["key"] == entry["key"]) {
+                                Some(known) => *known = entry,
+                                None => meta.push(entry),
+                            }
+                        }
+                        order["meta_data"] = Value::Array(meta);
+                    }
+                    _ => order[key] = value.clone(),
+                }
+            }
+            (StatusCode::OK, Json(order.clone()))
+        }
+        async fn list_refunds(
+            State(state): State<Arc<WooState>>,
+            headers: HeaderMap,
+            axum::extract::Path(id): axum::extract::Path<u64>,
+        ) -> Reply {
+            state
+                .requests
+                .lock()
+                .unwrap()
+                .push(format!("GET /wp-json/wc/v3/orders/{id}/refunds"));
+            if let Err(e) = authorised(&headers) {
+                return e;
+            }
+            if !state.orders.lock().unwrap().contains_key(&id) {
+                return invalid_order(id);
+            }
+            let found = state
+                .refunds
+                .lock()
+                .unwrap()
+                .get(&id)
+                .cloned()
+                .unwrap_or_default();
+            (StatusCode::OK, Json(Value::Array(found)))
+        }
+        async fn create_refund(
+            State(state): State<Arc<WooState>>,
+            headers: HeaderMap,
+            axum::extract::Path(id): axum::extract::Path<u64>,
+            body: axum::body::Bytes,
+        ) -> Reply {
+            state
+                .requests
+                .lock()
+                .unwrap()
+                .push(format!("POST /wp-json/wc/v3/orders/{id}/refunds"));
+            if let Err(e) = authorised(&headers) {
+                return e;
+            }
+            let refund = match json_body(&body) {
+                Ok(refund) => refund,
+                Err(e) => return e,
+            };
+            if !state.orders.lock().unwrap().contains_key(&id) {
+                return invalid_order(id);
+            }
+            let mut refunds = state.refunds.lock().unwrap();
+            let next = refunds.values().map(Vec::len).sum::<usize>() as u64 + 5000;
+            let mut created = refund.clone();
+            created["id"] = json!(next);
+            created["parent_id"] = json!(id);
+            // `api_refund` is write-only at WooCommerce; the fake keeps what was sent (default
+            // true, as WooCommerce's) so tests can see it.
+            created["api_refund"] = json!(refund["api_refund"].as_bool().unwrap_or(true));
+            created["refunded_payment"] = created["api_refund"].clone();
+            if created["meta_data"].is_null() {
+                created["meta_data"] = json!([]);
+            }
+            refunds.entry(id).or_default().push(created.clone());
+            (StatusCode::CREATED, Json(created))
+        }
         let state = Arc::new(WooState::default());
         let app = axum::Router::new()
             .route("/wp-json/wc/v3/products", get(products))
@@ -202,6 +473,15 @@ impl FakeWoo {
             .route(
                 "/wp-json/wc/v3/coupons/{id}",
                 axum::routing::delete(delete_coupon),
+            )
+            .route("/wp-json/wc/v3/orders", get(list_orders).post(create_order))
+            .route(
+                "/wp-json/wc/v3/orders/{id}",
+                get(get_order).put(update_order),
+            )
+            .route(
+                "/wp-json/wc/v3/orders/{id}/refunds",
+                get(list_refunds).post(create_refund),
             )
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -218,6 +498,66 @@ impl FakeWoo {
             .lock()
             .unwrap()
             .insert(id, (purchasable, stock_status.to_owned()));
+    }
+
+    /// Seeds order `id` (a parent, as the store's checkout made it): `processing`, placed at
+    /// `placed_at`, one line of product 42, `total` (a decimal string).
+    pub fn put_order(&self, id: u64, placed_at: chrono::DateTime<chrono::Utc>, total: &str) {
+        let placed = placed_at.format("%Y-%m-%dT%H:%M:%S").to_string();
+        let order = json!({
+            "id": id,
+            "parent_id": 0,
+            "status": "processing",
+            "currency": "EUR",
+            "date_created_gmt": placed,
+            "total": total,
+            "payment_method": "sandbox",
+            "line_items": [{"id": 1, "product_id": 42, "quantity": 1, "total": total}],
+            "meta_data": [],
+        });
+        self.state.orders.lock().unwrap().insert(id, order);
+    }
+
+    /// Order `id` as the store has it now.
+    pub fn order(&self, id: u64) -> Option<Value> {
+        self.state.orders.lock().unwrap().get(&id).cloned()
+    }
+
+    /// The child orders of `parent`.
+    pub fn children_of(&self, parent: u64) -> Vec<Value> {
+        self.state
+            .orders
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|o| o["parent_id"] == json!(parent))
+            .cloned()
+            .collect()
+    }
+
+    /// The next `n` order writes (`POST /orders`, `PUT /orders/{id}`) answer 500.
+    pub fn fail_next_order_writes(&self, n: u32) {
+        self.state
+            .fail_order_writes
+            .store(n, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// How many orders `POST /orders` created.
+    pub fn orders_created(&self) -> usize {
+        self.state
+            .orders_created
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The refunds posted for order `order`.
+    pub fn refunds_of(&self, order: u64) -> Vec<Value> {
+        self.state
+            .refunds
+            .lock()
+            .unwrap()
+            .get(&order)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Points `config` at this store (REST API and webhook secret).

@@ -86,12 +86,21 @@ pub enum Command {
     /// Abandoned-cart recovery: sequences, runs, dispatch, the outbox.
     #[command(subcommand)]
     Recovery(crate::cli::recovery::RecoveryCmd),
+    /// Funnels: list, show, create, update, activate, archive.
+    #[command(subcommand)]
+    Funnel(crate::cli::funnel::FunnelCmd),
+    /// Built-in funnel templates: list them, install one as a funnel.
+    #[command(subcommand)]
+    Template(crate::cli::funnel::TemplateCmd),
     /// Benchmarks (figures for BENCHMARKS.md).
     #[command(subcommand)]
     Bench(crate::cli::bench::BenchCmd),
     /// Email: the DKIM record to publish.
     #[command(subcommand)]
     Email(crate::cli::email::EmailCmd),
+    /// Payment gateways for upsell charges: their status.
+    #[command(subcommand)]
+    Gateway(crate::cli::gateway::GatewayCmd),
 }
 
 #[derive(Debug, Subcommand)]
@@ -169,6 +178,8 @@ pub enum SettingsCmd {
 
 pub mod bench;
 pub mod email;
+pub mod funnel;
+pub mod gateway;
 pub mod recovery;
 
 impl Global {
@@ -209,7 +220,7 @@ fn cli_meta(core: &Core) -> CommandMeta {
     }
 }
 
-fn print(json_out: bool, value: &Value, human: impl FnOnce() -> String) {
+pub(crate) fn print(json_out: bool, value: &Value, human: impl FnOnce() -> String) {
     if json_out {
         println!(
             "{}",
@@ -296,8 +307,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Settings(cmd) => settings(cmd, config, json_out).await,
         Command::Recovery(cmd) => recovery::run(cmd, config, json_out).await,
+        Command::Funnel(cmd) => funnel::run(cmd, config, json_out).await,
+        Command::Template(cmd) => funnel::template(cmd, config, json_out).await,
         Command::Bench(cmd) => bench::run(cmd, config).await,
         Command::Email(cmd) => email::run(cmd, &config, json_out),
+        Command::Gateway(cmd) => gateway::run(cmd, &config, json_out),
     }
 }
 

@@ -5,8 +5,12 @@ pub mod capture;
 pub mod carts;
 pub mod coupons;
 pub mod deliverability;
+pub mod funnels;
+pub mod gateways;
 pub mod links;
+pub mod offers;
 pub mod orders;
+pub mod payment_webhooks;
 pub mod privacy;
 pub mod recovery;
 pub mod reports;
@@ -14,6 +18,7 @@ pub mod settings;
 pub mod system;
 pub mod templates;
 pub mod tokens;
+pub mod upsells;
 
 use chrono::{DateTime, Utc};
 use utoipa_axum::router::OpenApiRouter;
@@ -32,11 +37,16 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(privacy::router())
         .merge(recovery::router())
         .merge(orders::router())
+        .merge(offers::router())
         .merge(coupons::router())
         .merge(deliverability::router())
+        .merge(funnels::router())
         .merge(reports::router())
         .merge(templates::router())
         .merge(audit::router())
+        .merge(gateways::router())
+        .merge(upsells::router())
+        .merge(payment_webhooks::router())
         .merge(system::router())
 }
 

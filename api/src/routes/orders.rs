@@ -29,7 +29,9 @@ use crate::error::ApiError;
 use crate::extract::{Path, Query};
 use crate::routes::keyset;
 use crate::state::{AppState, RequestContext};
-use crate::usecases::record_order::{record_order, OrderInput, RecordedOrder};
+use crate::usecases::record_order::{
+    record_order, LineInput, OrderInput, PaymentInput, RecordedOrder,
+};
 
 /// The most an order signal (API or webhook) may weigh: WooCommerce sends the whole order,
 /// every line with its taxes and meta data, about 1.5 KiB a line.
@@ -97,6 +99,50 @@ pub struct OrderRequest {
     #[serde(default)]
     #[schema(max_items = 20)]
     pub coupon_codes: Vec<String>,
+    /// The saved payment the order was paid with (what a one-click upsell charges).
+    pub payment: Option<PaymentBody>,
+    /// The order's lines: at most 1000. Those with an `offer_id` (an accepted bump's line
+    /// meta `_ocart_offer_id`) count the offer's revenue once the order is paid.
+    #[serde(default)]
+    #[schema(max_items = 1000)]
+    pub lines: Vec<LineBody>,
+}
+
+/// A saved payment: gateway-side ids only, no card data.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentBody {
+    #[schema(pattern = "^(stripe|paypal|sandbox)$")]
+    pub gateway: String,
+    /// The gateway's customer (Stripe `cus_…`, a PayPal customer id): 1 to 255 printable ASCII
+    /// characters.
+    #[schema(min_length = 1, max_length = 255, pattern = "^[!-~]{1,255}$")]
+    pub customer: Option<String>,
+    /// The saved payment method (Stripe `pm_…`, a PayPal vault id, a sandbox method): 1 to 255
+    /// printable ASCII characters.
+    #[schema(min_length = 1, max_length = 255, pattern = "^[!-~]{1,255}$")]
+    pub payment_method: String,
+}
+
+/// An order line.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LineBody {
+    /// A non-negative integer, or a string of 1 to 100 characters.
+    #[serde(deserialize_with = "crate::json::with_whole_numbers")]
+    #[schema(value_type = crate::routes::capture::ProductIdBody)]
+    pub product_id: ocart_domain::ProductId,
+    /// 1 to 10000.
+    #[serde(deserialize_with = "crate::json::whole")]
+    #[schema(minimum = 1, maximum = 10000)]
+    pub quantity: u32,
+    /// The line's total in minor units.
+    #[serde(deserialize_with = "crate::json::whole")]
+    #[schema(minimum = 0, maximum = 100000000000_i64)]
+    pub total: i64,
+    /// The OCart offer the line came from (1 to 100 printable ASCII characters).
+    #[schema(min_length = 1, max_length = 100, pattern = "^[!-~]{1,100}$")]
+    pub offer_id: Option<String>,
 }
 
 impl From<OrderRequest> for OrderInput {
@@ -114,6 +160,21 @@ impl From<OrderRequest> for OrderInput {
             session_token: r.session_token,
             restore_token: r.restore_token,
             coupon_codes: r.coupon_codes,
+            payment: r.payment.map(|p| PaymentInput {
+                gateway: p.gateway,
+                customer: p.customer,
+                payment_method: p.payment_method,
+            }),
+            lines: r
+                .lines
+                .into_iter()
+                .map(|l| LineInput {
+                    product_id: l.product_id,
+                    quantity: l.quantity,
+                    total: l.total,
+                    offer_id: l.offer_id,
+                })
+                .collect(),
         }
     }
 }
@@ -185,19 +246,45 @@ pub async fn list(
     }))
 }
 
+/// One order, with the saved payment and the offer lines it was recorded with.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrderView {
+    #[serde(flatten)]
+    pub order: OrderRow,
+    /// The saved payment (`{gateway, customer, payment_method}`), when the store sent it.
+    #[schema(value_type = Option<Object>)]
+    pub payment: Option<ocart_domain::order::PaymentRef>,
+    /// The lines that came from an offer (`{offer_id, product_id, quantity, total}`).
+    #[schema(value_type = Vec<Object>)]
+    pub offer_lines: Vec<ocart_domain::order::OfferLine>,
+}
+
 #[utoipa::path(get, path = "/ocart/v1/orders/{id}", tag = "orders", params(("id" = String, Path, description = "The store's order id")),
-    responses((status = 200, body = OrderRow), (status = 404, body = crate::error::Problem)),
+    responses((status = 200, body = OrderView), (status = 404, body = crate::error::Problem)),
     security(("bearer" = [])))]
 pub async fn show(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<OrderRow>, ApiError> {
+) -> Result<Json<OrderView>, ApiError> {
     caller.require(READ)?;
-    q::get_order(&state.core.db, &id)
+    let order = q::get_order(&state.core.db, &id)
         .await?
-        .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("order {id}")))
+        .ok_or_else(|| ApiError::NotFound(format!("order {id}")))?;
+    // The saved payment is in the order's events, not its row.
+    let aggregate_id = ocart_domain::order::order_id_for(&id).to_string();
+    let (aggregate, _, _) = state
+        .core
+        .orders
+        .load(&aggregate_id)
+        .await
+        .map_err(|e| crate::error::command_error(e, |e| ApiError::Internal(e.into())))?;
+    let facts = aggregate.facts();
+    Ok(Json(OrderView {
+        order,
+        payment: facts.and_then(|f| f.payment.clone()),
+        offer_lines: facts.map(|f| f.offer_lines.clone()).unwrap_or_default(),
+    }))
 }
 
 /// The parts of a WooCommerce order (REST API v3 shape, as order webhooks deliver it) that
@@ -219,6 +306,22 @@ struct WcOrder {
     billing: Option<WcBilling>,
     #[serde(default)]
     coupon_lines: Vec<WcCoupon>,
+    #[serde(default)]
+    meta_data: Vec<WcMeta>,
+    #[serde(default)]
+    line_items: Vec<WcLine>,
+}
+
+/// A line of a WooCommerce order: its product, quantity, total (a decimal string) and meta
+/// (`_ocart_offer_id` on a bump's line).
+#[derive(Debug, Deserialize)]
+struct WcLine {
+    #[serde(default, deserialize_with = "crate::json::whole")]
+    product_id: u64,
+    #[serde(default, deserialize_with = "crate::json::whole")]
+    quantity: u32,
+    #[serde(default)]
+    total: Option<String>,
     #[serde(default)]
     meta_data: Vec<WcMeta>,
 }
@@ -249,9 +352,60 @@ impl WcOrder {
             .and_then(|m| m.value.as_str().map(str::to_owned))
     }
 
-    fn into_request(self) -> Result<OrderRequest, ApiError> {
+    /// The saved payment the gateway wrote on the order, under the configured meta keys.
+    fn payment(&self, keys: &ocart_processors::store::WooPaymentMeta) -> Option<PaymentBody> {
+        let method = self.payment_method.as_deref()?;
+        let (gateway, customer, payment_method) =
+            if keys.stripe_gateways.iter().any(|g| g == method) {
+                ("stripe", &keys.stripe_customer, &keys.stripe_payment_method)
+            } else if keys.paypal_gateways.iter().any(|g| g == method) {
+                ("paypal", &keys.paypal_customer, &keys.paypal_payment_method)
+            } else {
+                return None;
+            };
+        let payment_method = self.meta(payment_method).filter(|m| !m.is_empty())?;
+        Some(PaymentBody {
+            gateway: gateway.into(),
+            customer: self.meta(customer).filter(|c| !c.is_empty()),
+            payment_method,
+        })
+    }
+
+    fn into_request(
+        self,
+        keys: &ocart_processors::store::WooPaymentMeta,
+    ) -> Result<OrderRequest, ApiError> {
         let currency = Currency::parse("currency", &self.currency)
             .map_err(|e| ApiError::Validation(vec![e]))?;
+        let payment = self.payment(keys);
+        let mut lines = Vec::with_capacity(self.line_items.len());
+        // Only the lines of an offer matter here; the others are the store's business.
+        for (i, line) in self.line_items.iter().enumerate() {
+            let Some(offer_id) = line
+                .meta_data
+                .iter()
+                .find(|m| m.key == "_ocart_offer_id")
+                .and_then(|m| match &m.value {
+                    serde_json::Value::String(s) => Some(s.clone()),
+                    serde_json::Value::Number(n) => Some(n.to_string()),
+                    _ => None,
+                })
+            else {
+                continue;
+            };
+            let total = match line.total.as_deref() {
+                Some(raw) => currency
+                    .parse_decimal(&format!("line_items[{i}].total"), raw)
+                    .map_err(|e| ApiError::Validation(vec![e]))?,
+                None => 0,
+            };
+            lines.push(LineBody {
+                product_id: ocart_domain::ProductId::Number(line.product_id),
+                quantity: line.quantity,
+                total,
+                offer_id: Some(offer_id),
+            });
+        }
         let total = currency
             .parse_decimal("total", &self.total)
             .map_err(|e| ApiError::Validation(vec![e]))?;
@@ -270,6 +424,8 @@ impl WcOrder {
             placed_at,
             modified_at,
             coupon_codes: self.coupon_lines.into_iter().map(|c| c.code).collect(),
+            payment,
+            lines,
         })
     }
 }
@@ -371,7 +527,7 @@ pub async fn woocommerce(
     }
     let order: WcOrder = crate::json::parse(&body)?;
     let meta = ctx.meta("webhook:woocommerce".into(), &state);
-    let request = order.into_request()?;
+    let request = order.into_request(&state.core.config.woocommerce.payment_meta)?;
     let recorded = record_order(&state.core, request.into(), "woocommerce", &meta).await?;
     Ok(Json(WebhookReply::Recorded(recorded)))
 }

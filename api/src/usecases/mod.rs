@@ -6,12 +6,20 @@
 //! failure. `crate::error` maps each use case's error to a problem document, once; the CLI
 //! prints it. Handlers and CLI commands only translate to and from the use case.
 
+/// Order bumps at checkout: eligibility with quotes, shown / accepted / declined.
+pub mod bumps;
 /// Capturing a cart at checkout, and withdrawing consent (the same public endpoint).
 pub mod capture;
 /// Marking a cart converted by an admin: the same order path as an order signal.
 pub mod convert;
 /// Erasing a data subject (privacy request).
 pub mod erase;
+/// Funnels: CRUD, activation, archiving, and the checkout's resolve.
+pub mod funnels;
+/// Defining offers: bumps, upsells and downsells (create, update, archive).
+pub mod offers;
+/// A payment gateway's webhook about an upsell charge (Stripe).
+pub mod payment_webhook;
 /// Recording an order signal (order API, WooCommerce webhook).
 pub mod record_order;
 /// Reporting a delivery event (bounce, complaint, delivered) from the mail provider.
@@ -24,6 +32,8 @@ pub mod suppress;
 pub mod test_trigger;
 /// One-click and page unsubscribe.
 pub mod unsubscribe;
+/// One-click upsells: tokens, accept and decline, confirm after SCA, reads and refunds.
+pub mod upsells;
 
 use ocart_projections::CommandError;
 
@@ -170,14 +180,19 @@ pub(crate) mod testing {
     #[test]
     fn every_use_case_answers_store_failures_alike() {
         use super::*;
+        store_failures_answer_alike::<bumps::BumpsError>("bumps");
         store_failures_answer_alike::<capture::CaptureError>("capture");
+        store_failures_answer_alike::<offers::OffersError>("offers");
         store_failures_answer_alike::<convert::ConvertError>("convert");
         store_failures_answer_alike::<erase::EraseError>("erase");
+        store_failures_answer_alike::<funnels::FunnelsError>("funnels");
+        store_failures_answer_alike::<payment_webhook::PaymentWebhookError>("payment_webhook");
         store_failures_answer_alike::<record_order::RecordOrderError>("record_order");
         store_failures_answer_alike::<report_delivery::ReportDeliveryError>("report_delivery");
         store_failures_answer_alike::<restore::RestoreError>("restore");
         store_failures_answer_alike::<suppress::SuppressError>("suppress");
         store_failures_answer_alike::<test_trigger::TestTriggerError>("test_trigger");
         store_failures_answer_alike::<unsubscribe::UnsubscribeError>("unsubscribe");
+        store_failures_answer_alike::<upsells::UpsellsError>("upsells");
     }
 }

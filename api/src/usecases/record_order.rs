@@ -13,10 +13,10 @@
 use chrono::{DateTime, Duration, Utc};
 use ocart_domain::cart::{cart_id_for_session, CartCommand, CartError, CartStatus};
 use ocart_domain::order::{
-    is_paid, order_id_for, signal_applies, Attribution, AttributionOutcome, MatchedBy,
-    OrderCommand, OrderError, OrderFacts,
+    is_paid, order_id_for, signal_applies, Attribution, AttributionOutcome, MatchedBy, OfferLine,
+    OrderCommand, OrderError, OrderFacts, PaymentRef,
 };
-use ocart_domain::{Currency, Email, FieldError, Money};
+use ocart_domain::{Currency, Email, FieldError, Money, ProductId, MAX_AMOUNT, MAX_QUANTITY};
 use ocart_projections::queries::recovery as q;
 use ocart_projections::{CommandError, CommandMeta};
 use serde::Serialize;
@@ -44,6 +44,115 @@ pub struct OrderInput {
     pub session_token: Option<String>,
     pub restore_token: Option<String>,
     pub coupon_codes: Vec<String>,
+    /// The saved payment the order was paid with (for one-click upsells).
+    pub payment: Option<PaymentInput>,
+    /// The order's lines; those with an `offer_id` count the offer's revenue.
+    pub lines: Vec<LineInput>,
+}
+
+/// A saved payment as the store sent it.
+#[derive(Debug, Clone, Default)]
+pub struct PaymentInput {
+    /// `stripe`, `paypal` or `sandbox`.
+    pub gateway: String,
+    pub customer: Option<String>,
+    pub payment_method: String,
+}
+
+/// An order line as the store sent it.
+#[derive(Debug, Clone)]
+pub struct LineInput {
+    pub product_id: ProductId,
+    pub quantity: u32,
+    /// The line's total in minor units.
+    pub total: i64,
+    /// The OCart offer the line came from (line meta `_ocart_offer_id`).
+    pub offer_id: Option<String>,
+}
+
+/// The most lines an order signal may carry.
+pub const MAX_ORDER_LINES: usize = 1000;
+/// The longest gateway-side id of a saved payment (customer, payment method).
+pub const MAX_PAYMENT_ID_LEN: usize = 255;
+
+/// The saved payment, checked: a known gateway, ids of printable ASCII.
+fn validate_payment(input: PaymentInput, errors: &mut Vec<FieldError>) -> Option<PaymentRef> {
+    let gateway = input.gateway.trim().to_ascii_lowercase();
+    let mut ok = true;
+    if !matches!(gateway.as_str(), "stripe" | "paypal" | "sandbox") {
+        errors.push(FieldError::new(
+            "payment.gateway",
+            "must be stripe, paypal or sandbox",
+        ));
+        ok = false;
+    }
+    let id = |field: &str, raw: &str, errors: &mut Vec<FieldError>| {
+        let good = !raw.is_empty()
+            && raw.len() <= MAX_PAYMENT_ID_LEN
+            && raw.bytes().all(|b| b.is_ascii_graphic());
+        if !good {
+            errors.push(FieldError::new(
+                field,
+                format!("must be 1 to {MAX_PAYMENT_ID_LEN} printable ASCII characters"),
+            ));
+        }
+        good
+    };
+    ok &= id("payment.payment_method", &input.payment_method, errors);
+    if let Some(customer) = &input.customer {
+        ok &= id("payment.customer", customer, errors);
+    }
+    ok.then_some(PaymentRef {
+        gateway,
+        customer: input.customer,
+        payment_method: input.payment_method,
+    })
+}
+
+/// The lines that came from an offer, checked.
+fn validate_lines(lines: Vec<LineInput>, errors: &mut Vec<FieldError>) -> Vec<OfferLine> {
+    if lines.len() > MAX_ORDER_LINES {
+        errors.push(FieldError::new(
+            "lines",
+            format!("at most {MAX_ORDER_LINES} lines"),
+        ));
+        return Vec::new();
+    }
+    let mut offer_lines = Vec::new();
+    for (i, line) in lines.into_iter().enumerate() {
+        if !(1..=MAX_QUANTITY).contains(&line.quantity) {
+            errors.push(FieldError::new(
+                format!("lines[{i}].quantity"),
+                format!("must be from 1 to {MAX_QUANTITY}"),
+            ));
+        }
+        if !(0..=MAX_AMOUNT).contains(&line.total) {
+            errors.push(FieldError::new(
+                format!("lines[{i}].total"),
+                format!("must be from 0 to {MAX_AMOUNT} minor units"),
+            ));
+        }
+        let Some(offer_id) = line.offer_id.map(|o| o.trim().to_owned()) else {
+            continue;
+        };
+        if offer_id.is_empty()
+            || offer_id.len() > 100
+            || !offer_id.bytes().all(|b| b.is_ascii_graphic())
+        {
+            errors.push(FieldError::new(
+                format!("lines[{i}].offer_id"),
+                "must be 1 to 100 printable ASCII characters",
+            ));
+            continue;
+        }
+        offer_lines.push(OfferLine {
+            offer_id,
+            product_id: line.product_id,
+            quantity: line.quantity,
+            total: line.total,
+        });
+    }
+    offer_lines
 }
 
 /// An order signal, validated.
@@ -66,6 +175,10 @@ pub struct OrderSignal {
     pub coupon_codes: Vec<String>,
     /// When the store last modified the order; signals are ordered by it.
     pub modified_at: Option<DateTime<Utc>>,
+    /// The saved payment the order was paid with.
+    pub payment: Option<PaymentRef>,
+    /// The lines that came from an offer.
+    pub offer_lines: Vec<OfferLine>,
 }
 
 /// What recording an order did.
@@ -191,6 +304,8 @@ pub fn validate(
             errors.push(FieldError::new("modified_at", "must not be in the future"));
         }
     }
+    let payment = input.payment.and_then(|p| validate_payment(p, &mut errors));
+    let offer_lines = validate_lines(input.lines, &mut errors);
     let (Some(currency), true) = (currency, errors.is_empty()) else {
         return Err(RecordOrderError::Invalid(errors));
     };
@@ -208,6 +323,8 @@ pub fn validate(
         restore_token,
         coupon_codes: input.coupon_codes,
         modified_at: input.modified_at,
+        payment,
+        offer_lines,
     })
 }
 
@@ -369,8 +486,8 @@ async fn record_signal(
             .map(|c| c.trim().to_ascii_uppercase())
             .collect(),
         modified_at: signal.modified_at,
-        payment: None,
-        offer_lines: Vec::new(),
+        payment: signal.payment.clone(),
+        offer_lines: signal.offer_lines.clone(),
     };
     let recorded = record_order_facts(core, facts, attribution, meta)
         .await

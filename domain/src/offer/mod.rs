@@ -1,9 +1,20 @@
 //! Offers (order bumps, upsells, downsells): their pricing rules on [`crate::Money`] and their
-//! targeting rules, as pure policies with table tests. The `Offer` aggregate and the funnel
-//! graph build on them (issue 11).
+//! targeting rules, as pure policies with table tests; the `Offer` aggregate (definitions) and
+//! the `BumpDecision` aggregate (a bump shown to a cart, accepted, declined).
 
+mod aggregate;
+mod bump;
 mod pricing;
 mod targeting;
+
+pub use aggregate::{
+    BumpPosition, Offer, OfferCommand, OfferDefinition, OfferDisplay, OfferError, OfferEvent,
+    OfferKind, OfferPricing, OfferProduct, OfferStatus, PercentValue, MAX_COPY_LEN,
+    MAX_HEADLINE_LEN, MAX_IMAGE_URL_LEN, MAX_NAME_LEN, MAX_OFFER_QUANTITY, MAX_PAGE_TEMPLATE_BYTES,
+};
+pub use bump::{
+    bump_decision_id, BumpAnswer, BumpCommand, BumpDecision, BumpError, BumpEvent, BumpLine,
+};
 
 pub use pricing::{BumpPricing, Percent, PricingError, Quote, UpsellPricing, FULL};
 pub use targeting::{CartView, Targeting, MAX_CATEGORY_LEN, MAX_DEPTH, MAX_RULES};

@@ -446,6 +446,19 @@ pub struct UpsellAcceptance {
     request_hash: Option<String>,
     unknown_attempts: u32,
     refunds: Vec<RefundState>,
+    /// The funnel and step the decision was made at, and the offer's kind.
+    #[serde(default)]
+    funnel_id: String,
+    #[serde(default)]
+    step: String,
+    #[serde(default)]
+    kind: Option<UpsellKind>,
+    /// Where the gateway sends the shopper for the action it asked for, if it said.
+    #[serde(default)]
+    action_url: Option<String>,
+    /// When the shopper decided (accepted or declined).
+    #[serde(default)]
+    decided_at: Option<DateTime<Utc>>,
 }
 
 impl UpsellAcceptance {
@@ -482,6 +495,26 @@ impl UpsellAcceptance {
     }
     pub fn unknown_attempts(&self) -> u32 {
         self.unknown_attempts
+    }
+    /// The funnel the decision was made in.
+    pub fn funnel_id(&self) -> &str {
+        &self.funnel_id
+    }
+    /// The funnel step the decision was made at.
+    pub fn step(&self) -> &str {
+        &self.step
+    }
+    /// Upsell or downsell, once decided.
+    pub fn kind(&self) -> Option<UpsellKind> {
+        self.kind
+    }
+    /// The gateway's action URL while it waits for the shopper (3DS, payer action), if any.
+    pub fn action_url(&self) -> Option<&str> {
+        self.action_url.as_deref()
+    }
+    /// When the shopper decided (accepted or declined).
+    pub fn decided_at(&self) -> Option<DateTime<Utc>> {
+        self.decided_at
     }
     pub fn refunds(&self) -> &[RefundState] {
         &self.refunds
@@ -520,15 +553,23 @@ impl Aggregate for UpsellAcceptance {
             UpsellEvent::BeforeCharge {
                 acceptance_id,
                 offer_id,
+                kind,
+                funnel_id,
+                step,
                 parent_order_id,
                 gateway,
                 amount,
                 currency,
                 request_key,
                 request_hash,
+                at,
                 ..
             } => {
                 self.id = acceptance_id;
+                self.funnel_id = funnel_id;
+                self.step = step;
+                self.kind = Some(kind);
+                self.decided_at = Some(at);
                 self.status = Some(AcceptanceStatus::Charging);
                 self.offer_id = offer_id;
                 self.parent_order_id = parent_order_id;
@@ -542,9 +583,14 @@ impl Aggregate for UpsellAcceptance {
                 self.status = Some(AcceptanceStatus::Succeeded);
                 self.charge_ref = Some(charge_ref);
             }
-            UpsellEvent::ChargeRequiresAction { charge_ref, .. } => {
+            UpsellEvent::ChargeRequiresAction {
+                charge_ref,
+                action_url,
+                ..
+            } => {
                 self.status = Some(AcceptanceStatus::RequiresAction);
                 self.charge_ref = Some(charge_ref);
+                self.action_url = action_url;
             }
             UpsellEvent::ChargeDeclined { charge_ref, .. } => {
                 self.status = Some(AcceptanceStatus::Declined);
@@ -574,12 +620,20 @@ impl Aggregate for UpsellAcceptance {
             UpsellEvent::Declined {
                 acceptance_id,
                 offer_id,
+                kind,
+                funnel_id,
+                step,
                 parent_order_id,
                 request_key,
                 request_hash,
+                at,
                 ..
             } => {
                 self.id = acceptance_id;
+                self.funnel_id = funnel_id;
+                self.step = step;
+                self.kind = Some(kind);
+                self.decided_at = Some(at);
                 self.status = Some(AcceptanceStatus::DeclinedByShopper);
                 self.offer_id = offer_id;
                 self.parent_order_id = parent_order_id;
@@ -1151,6 +1205,29 @@ mod tests {
             decide(&events, refund("r2", 1999)).is_ok(),
             "a failed refund gives its amount back"
         );
+    }
+
+    #[test]
+    fn the_state_keeps_where_and_when_the_decision_was_made_and_the_action_url() {
+        let mut state = UpsellAcceptance::default();
+        for e in then(
+            accepted(),
+            UpsellCommand::RecordCharge {
+                result: ChargeResult::RequiresAction {
+                    charge_ref: "pi_9".into(),
+                    action_url: Some("https://hooks.stripe.test/3ds".into()),
+                },
+                at: at(),
+            },
+        ) {
+            state.apply(e);
+        }
+        assert_eq!(
+            (state.funnel_id(), state.step(), state.kind()),
+            ("main", "upsell-1", Some(UpsellKind::Upsell))
+        );
+        assert_eq!(state.decided_at(), Some(at()));
+        assert_eq!(state.action_url(), Some("https://hooks.stripe.test/3ds"));
     }
 
     #[test]

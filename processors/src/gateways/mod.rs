@@ -156,7 +156,7 @@ use std::sync::Arc;
 
 /// `[gateways]`: which adapters run. The sandbox is on unless turned off; Stripe and PayPal
 /// when their section is present.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GatewaysConfig {
     pub sandbox: sandbox::SandboxConfig,
@@ -164,21 +164,12 @@ pub struct GatewaysConfig {
     pub paypal: Option<paypal::PayPalConfig>,
 }
 
-impl Default for GatewaysConfig {
-    fn default() -> Self {
-        Self {
-            sandbox: sandbox::SandboxConfig::default(),
-            stripe: None,
-            paypal: None,
-        }
-    }
-}
-
 /// The configured adapters, by id.
 #[derive(Clone, Default)]
 pub struct Gateways {
     by_id: BTreeMap<&'static str, Arc<dyn Gateway>>,
     sandbox: Option<Arc<sandbox::Sandbox>>,
+    paypal: Option<Arc<paypal::PayPal>>,
 }
 
 impl Gateways {
@@ -193,7 +184,9 @@ impl Gateways {
             gateways.add(Arc::new(stripe::Stripe::from_config(stripe)?));
         }
         if let Some(paypal) = &config.paypal {
-            gateways.add(Arc::new(paypal::PayPal::from_config(paypal)?));
+            let paypal = Arc::new(paypal::PayPal::from_config(paypal)?);
+            gateways.paypal = Some(paypal.clone());
+            gateways.add(paypal);
         }
         Ok(gateways)
     }
@@ -211,6 +204,11 @@ impl Gateways {
     /// The sandbox, when it runs: its 3DS page authenticates through it.
     pub fn sandbox(&self) -> Option<Arc<sandbox::Sandbox>> {
         self.sandbox.clone()
+    }
+
+    /// PayPal, when configured: its webhooks are verified through its API.
+    pub fn paypal(&self) -> Option<Arc<paypal::PayPal>> {
+        self.paypal.clone()
     }
 
     pub fn states(&self) -> Vec<GatewayState> {

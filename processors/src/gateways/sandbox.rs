@@ -97,6 +97,17 @@ impl Sandbox {
             .count()
     }
 
+    /// How many refunds were made of the charge `charge_ref`, for tests.
+    pub fn refunds_of(&self, charge_ref: &str) -> usize {
+        let state = self.state.lock().expect("sandbox state");
+        let prefix = format!("{charge_ref}|");
+        state
+            .refunds
+            .values()
+            .filter(|(print, _)| print.starts_with(&prefix))
+            .count()
+    }
+
     fn outcome(charge_ref: &str, charge: &Charge) -> ChargeOutcome {
         match charge.state {
             ChargeState::Succeeded => ChargeOutcome::Succeeded {
@@ -137,10 +148,12 @@ impl Gateway for Sandbox {
         let print = fingerprint(request);
         if let Some((seen, charge_ref)) = state.keys.get(&request.idempotency_key).cloned() {
             if seen != print {
-                return ChargeOutcome::Declined {
+                // As the Stripe adapter reads Stripe's `idempotency_error`: not a decision about
+                // the charge (the key's first request may have charged), so unknown.
+                return ChargeOutcome::Unknown {
                     charge_ref: None,
-                    code: "idempotency_error".into(),
-                    message: "Keys for idempotent requests can only be used with the same parameters they were first used with.".into(),
+                    reason: "idempotency_error: the key was first used with other parameters"
+                        .into(),
                 };
             }
             let charge = state
@@ -295,8 +308,8 @@ mod tests {
         );
         let other = sandbox.charge(&request("k1", DECLINE)).await;
         assert!(
-            matches!(&other, ChargeOutcome::Declined { code, .. } if code == "idempotency_error"),
-            "the same key with other parameters is refused: {other:?}"
+            matches!(&other, ChargeOutcome::Unknown { reason, .. } if reason.starts_with("idempotency_error")),
+            "the same key with other parameters is refused, as unknown (never declined): {other:?}"
         );
 
         let action = sandbox.charge(&request("k3", THREE_DS)).await;

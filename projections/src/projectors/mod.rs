@@ -2,14 +2,20 @@
 
 mod audit;
 mod carts;
+mod funnels;
+mod offers;
 mod recovery;
 mod settings;
 mod tokens;
+mod upsells;
 
 pub use audit::AuditProjector;
 pub use carts::CartsProjector;
+pub use funnels::FunnelsProjector;
+pub use offers::OffersProjector;
 pub use recovery::{
     OrdersProjector, RecoveryRunsProjector, RecoverySequencesProjector, SuppressionProjector,
 };
 pub use settings::SettingsProjector;
 pub use tokens::TokensProjector;
+pub use upsells::UpsellsProjector;

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod capture;
+mod charges;
 mod cli;
 mod conformance;
 mod coupons;
@@ -11,10 +12,16 @@ mod dkim;
 mod edges;
 mod erasure;
 mod followups;
+mod funnels;
+mod gateways;
 mod journey;
+mod offers;
 mod orders;
+mod paypal;
 mod platform;
 mod processors;
 mod rebuild;
 mod recovery;
 mod relay;
+mod stripe;
+mod upsells;

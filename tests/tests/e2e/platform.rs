@@ -299,7 +299,7 @@ async fn info_and_metrics_report_the_system() {
     let info = app
         .eventually("/ocart/v1/info", |i| {
             i["processors"].as_array().is_some_and(|ps| {
-                ps.len() == 7
+                ps.len() == 8
                     && ps
                         .iter()
                         .all(|p| p["state"] == "running" && p["steps"].as_u64() > Some(0))
@@ -321,7 +321,8 @@ async fn info_and_metrics_report_the_system() {
             "recovery_followups",
             "recovery_opener",
             "retention",
-            "sweeper"
+            "sweeper",
+            "upsell_charger"
         ]
     );
     for p in info["processors"].as_array().unwrap() {

@@ -270,6 +270,11 @@ async fn a_rebuild_gives_exactly_the_live_tables(kind: Kind) {
         .await;
     assert_eq!(status, 200, "{reply}");
 
+    // Funnels and offers: a bump taken at checkout and paid with its order, an upsell
+    // accepted, charged, written and partly refunded, a second order's upsell declined.
+    m.project().await;
+    offers_and_upsells(&m).await;
+
     // Ann's mailbox bounces hard; Bob unsubscribes with one click.
     m.project().await;
     let ann_message = message_to(&sink, "ann@example.com");
@@ -416,6 +421,174 @@ async fn a_rebuild_gives_exactly_the_live_tables(kind: Kind) {
             );
         }
     }
+}
+
+/// The funnels, offers and upsells part of the workload: every table of the `funnels`,
+/// `offers` and `upsell_acceptances` projectors gets rows. The processors do not run here, so
+/// the charge's outcomes are recorded as the charger records them.
+async fn offers_and_upsells(m: &Manual) {
+    use ocart_domain::upsell::{ChargeResult, OrderStrategy, RefundResult, UpsellCommand};
+    let app = &m.app;
+    let offer = |path: &str, body: Value| {
+        let path = path.to_owned();
+        async move {
+            let (status, created) = app.post(&path, Some(&app.admin), &body).await;
+            assert_eq!(status, 201, "{created}");
+            m.project().await;
+            created["id"].as_str().unwrap().to_owned()
+        }
+    };
+    let product = json!({"product_id": 77, "name": "Mug warmer", "price": 2500, "quantity": 1});
+    let bump = offer(
+        "/ocart/v1/bumps",
+        json!({"name": "Gift wrap", "currency": "EUR",
+        "product": {"product_id": 7, "name": "Gift wrap", "price": 500, "quantity": 1},
+        "pricing": {"type": "fixed_addon", "amount": 300}}),
+    )
+    .await;
+    let upsell = offer(
+        "/ocart/v1/upsells",
+        json!({"name": "Warmer", "currency": "EUR",
+        "product": product, "pricing": {"type": "discount_pct", "value": "20"}}),
+    )
+    .await;
+    let downsell = offer(
+        "/ocart/v1/upsells",
+        json!({"name": "Warmer, less", "kind": "downsell",
+        "currency": "EUR", "product": product, "pricing": {"type": "price", "amount": 1500}}),
+    )
+    .await;
+    let (status, funnel) = app
+        .post(
+            "/ocart/v1/funnels",
+            Some(&app.admin),
+            &json!({"id": "main", "name": "Main", "steps": [
+                {"key": "checkout", "type": "checkout", "branches": {"default": "bump"}},
+                {"key": "bump", "type": "bump", "offer_id": bump, "branches": {"default": "upsell"}},
+                {"key": "upsell", "type": "upsell", "offer_id": upsell,
+                 "branches": {"accepted": "thanks", "declined": "downsell"}},
+                {"key": "downsell", "type": "downsell", "offer_id": downsell,
+                 "branches": {"default": "thanks"}},
+                {"key": "thanks", "type": "thank_you"}]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{funnel}");
+    m.project().await;
+    let (status, activated) = app
+        .post(
+            "/ocart/v1/funnels/main/activate",
+            Some(&app.admin),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{activated}");
+    m.project().await;
+
+    // A shopper takes the bump at checkout and pays with it.
+    let session = ocart_tests::session();
+    let (status, _) = app
+        .capture(&ocart_tests::capture_body(&session, "hal@example.com", 1))
+        .await;
+    assert_eq!(status, 202);
+    m.project().await;
+    let (status, taken) = app
+        .post(
+            &format!("/ocart/v1/bumps/{bump}/accept"),
+            None,
+            &json!({"session_token": session}),
+        )
+        .await;
+    assert_eq!(status, 200, "{taken}");
+    for (order, cart_session) in [("U-1", Some(&session)), ("U-2", None)] {
+        let mut body = json!({"order_id": order, "status": "processing", "currency": "EUR",
+            "total": 2800, "email": "hal@example.com",
+            "payment": {"gateway": "sandbox", "payment_method": "pm_sandbox_ok"},
+            "lines": [{"product_id": 7, "quantity": 1, "total": 300, "offer_id": bump}]});
+        if let Some(s) = cart_session {
+            body["session_token"] = json!(s);
+        }
+        let (status, reply) = app.post("/ocart/v1/orders", Some(&app.admin), &body).await;
+        assert_eq!(status, 200, "{reply}");
+        m.project().await;
+    }
+
+    let token = |order: &str| {
+        let order = order.to_owned();
+        async move {
+            let (status, issued) = app
+                .post(
+                    "/ocart/v1/upsells/issue-token",
+                    Some(&app.admin),
+                    &json!({"order_id": order, "funnel_id": "main", "step": "upsell"}),
+                )
+                .await;
+            assert_eq!(status, 201, "{issued}");
+            issued["token"].as_str().unwrap().to_owned()
+        }
+    };
+    let first = token("U-1").await;
+    let (status, accepted) = app
+        .post(
+            &format!("/ocart/v1/upsells/{upsell}/accept"),
+            None,
+            &json!({"token": first}),
+        )
+        .await;
+    assert_eq!(status, 202, "{accepted}");
+    let acceptance = accepted["acceptance_id"].as_str().unwrap().to_owned();
+    let meta = ocart_projections::CommandMeta::system("charger", None, app.clock.now());
+    let at = app.clock.now();
+    for command in [
+        UpsellCommand::RecordCharge {
+            result: ChargeResult::Unknown {
+                charge_ref: None,
+                reason: "timeout".into(),
+            },
+            at,
+        },
+        UpsellCommand::RecordCharge {
+            result: ChargeResult::Succeeded {
+                charge_ref: "sb_1".into(),
+            },
+            at,
+        },
+        UpsellCommand::RecordOrderWritten {
+            order_id: "U-1-child".into(),
+            strategy: OrderStrategy::A,
+            at,
+        },
+        UpsellCommand::Refund {
+            refund_id: "r-1".into(),
+            amount: 500,
+            reason: None,
+            at,
+        },
+        UpsellCommand::RecordRefund {
+            refund_id: "r-1".into(),
+            result: RefundResult::Refunded {
+                refund_ref: "sbre_1".into(),
+            },
+            at,
+        },
+    ] {
+        app.core
+            .acceptances
+            .execute(&acceptance, command, &meta)
+            .await
+            .expect("charger step");
+    }
+    let second = token("U-2").await;
+    let (status, declined) = app
+        .post(
+            &format!("/ocart/v1/upsells/{upsell}/decline"),
+            None,
+            &json!({"token": second}),
+        )
+        .await;
+    assert_eq!(status, 200, "{declined}");
+    m.project().await;
+    let (_, report) = app.admin_get("/ocart/v1/reports/offers").await;
+    assert!(report.to_string().contains(&upsell), "{report}");
 }
 
 #[tokio::test]

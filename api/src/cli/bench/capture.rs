@@ -12,7 +12,7 @@ use crate::Application;
 
 /// A capture body, formatted rather than serialised so the load generator stays cheap: a new
 /// checkout session per request, 5,000 distinct shoppers, two items.
-fn capture_payload(i: u64) -> String {
+pub(super) fn capture_payload(i: u64) -> String {
     format!(
         r#"{{"session_token":"bench-session-{i:012}-{}","email":"shopper{}@example.com","consent":true,"source":"block","stage":"{}","currency":"EUR","items":[{{"product_id":42,"name":"Mug","quantity":{},"unit_price":1250,"categories":["kitchen"]}},{{"product_id":7,"name":"Tea","quantity":2,"unit_price":450}}]}}"#,
         i % 7,
@@ -29,14 +29,14 @@ fn capture_payload(i: u64) -> String {
 /// The load generator's side of one keep-alive HTTP/1.1 connection: it writes a request and
 /// reads the response's head and `Content-Length` body, like wrk, so that the client costs
 /// little of the two cores it shares with the server (reqwest took about a third of them).
-struct LoadConnection {
+pub(super) struct LoadConnection {
     stream: tokio::io::BufReader<tokio::net::TcpStream>,
     request: Vec<u8>,
     line: String,
 }
 
 impl LoadConnection {
-    async fn open(port: u16) -> std::io::Result<Self> {
+    pub(super) async fn open(port: u16) -> std::io::Result<Self> {
         let stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
         stream.set_nodelay(true)?;
         Ok(Self {
@@ -48,6 +48,21 @@ impl LoadConnection {
 
     /// POSTs a JSON body and returns the response status.
     async fn post(&mut self, path: &str, body: &str) -> std::io::Result<u16> {
+        let mut sink = Vec::new();
+        self.send("POST", path, "", body, &mut sink, false).await
+    }
+
+    /// Sends one request (`headers`: extra header lines, each ending in `\r\n`) and returns
+    /// the response status; the body goes to `out` when `keep` (else it is read and dropped).
+    pub(super) async fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &str,
+        body: &str,
+        out: &mut Vec<u8>,
+        keep: bool,
+    ) -> std::io::Result<u16> {
         use std::io::Write as _;
         use std::io::{Error, ErrorKind};
         use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
@@ -55,7 +70,7 @@ impl LoadConnection {
         self.request.clear();
         write!(
             self.request,
-            "POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            "{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{headers}\r\n{body}",
             body.len()
         )?;
         self.stream.get_mut().write_all(&self.request).await?;
@@ -86,6 +101,7 @@ impl LoadConnection {
                 }
             }
         }
+        out.clear();
         let mut remaining = length;
         let mut sink = [0u8; 1024];
         while remaining > 0 {
@@ -95,6 +111,9 @@ impl LoadConnection {
                     ErrorKind::UnexpectedEof,
                     "the body was cut short",
                 ));
+            }
+            if keep {
+                out.extend_from_slice(&sink[..n]);
             }
             remaining -= n;
         }

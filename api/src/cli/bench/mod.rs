@@ -6,8 +6,10 @@ mod append;
 mod capture;
 mod dispatch;
 mod replay;
+mod resolve;
 mod seed;
 mod sweep;
+mod upsell;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -34,6 +36,43 @@ pub enum BenchCmd {
     /// opener and the projections running: seconds until every cart is marked abandoned, and
     /// until every run is open.
     Sweep(SweepArgs),
+    /// `GET /funnels/resolve` (the checkout page's read) for a store with 1,000 bumps and 100
+    /// funnels at 64 connections: lookups/s, p50 and p99.
+    Resolve(ResolveArgs),
+    /// One-click upsells end to end (issue-token → accept → Stripe charge → WooCommerce child
+    /// order, both stand-ins in process) with 64 concurrent shoppers: accepts/s, p50, p99.
+    Upsell(UpsellArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UpsellArgs {
+    #[command(flatten)]
+    pub common: BenchArgs,
+    /// Concurrent shoppers.
+    #[arg(long, default_value_t = 64)]
+    pub shoppers: usize,
+    /// Paid parent orders seeded (each shopper takes the next; the run ends early when they
+    /// are used up).
+    #[arg(long, default_value_t = 6_000)]
+    pub orders: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct ResolveArgs {
+    #[command(flatten)]
+    pub common: BenchArgs,
+    /// Concurrent HTTP connections.
+    #[arg(long, default_value_t = 64)]
+    pub connections: usize,
+    /// Bumps in the store.
+    #[arg(long, default_value_t = 1_000)]
+    pub offers: usize,
+    /// Funnels in the store.
+    #[arg(long, default_value_t = 100)]
+    pub funnels: usize,
+    /// Captured carts the shoppers resolve by.
+    #[arg(long, default_value_t = 1_000)]
+    pub carts: u64,
 }
 
 #[derive(Debug, Args)]
@@ -160,6 +199,8 @@ pub async fn run(cmd: BenchCmd, _config: Config) -> anyhow::Result<()> {
         BenchCmd::Replay(args) => replay::run(args).await,
         BenchCmd::Dispatch(args) => dispatch::run(args).await,
         BenchCmd::Sweep(args) => sweep::run(args).await,
+        BenchCmd::Resolve(args) => resolve::run(args).await,
+        BenchCmd::Upsell(args) => upsell::run(args).await,
     }
 }
 
