@@ -17,7 +17,7 @@ pub mod dnscheck;
 mod error;
 /// Query and path extractors, and the layer that makes every error a problem document.
 mod extract;
-/// Payment gateway adapters: Stripe's webhook signature so far (issue 11).
+/// Payment gateways on the HTTP side: Stripe's webhook signature.
 pub mod gateways;
 /// The JSON body extractor.
 mod json;
@@ -29,6 +29,8 @@ mod params;
 mod ratelimit;
 /// Routes, one module per area.
 mod routes;
+/// Values held in memory for the hot reads: single flight, stale while refreshing.
+mod snapshot;
 /// Handler state and request context.
 mod state;
 /// The hosted one-click offer page (server-rendered HTML).

@@ -47,6 +47,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(accept))
         .routes(routes!(decline))
         .routes(routes!(confirm))
+        .routes(routes!(returned))
         .routes(routes!(show_acceptance))
         .routes(routes!(refund))
         .routes(routes!(sandbox_3ds_page, sandbox_3ds))
@@ -704,6 +705,62 @@ pub async fn confirm(
     match uc::confirm(&state.core, &request.acceptance_id, &request.token, &meta).await {
         Ok(_) if is_form(&headers) => see_other(&uc::page_url(&state.core, &request.token)),
         Ok(decision) => Json(AcceptanceView::from(&decision.acceptance)).into_response(),
+        Err(err) => refusal(err),
+    }
+}
+
+/// The `return_url` of an upsell charge: where the gateway sends the shopper back after its own
+/// step (3DS, PayPal approval). The payment is read back from the gateway (whatever the query
+/// says: Stripe appends `payment_intent` and `redirect_status`, which are not believed) and a
+/// short status page answers; the offer page the shopper came from (or its in-page step) polls
+/// and moves on by itself.
+#[utoipa::path(get, path = "/ocart/v1/upsells/acceptances/{id}/return", tag = "upsells",
+    params(("id" = String, Path, description = "The acceptance (`acc_` and 32 hex digits)", pattern = "^acc_[0-9a-f]{32}$")),
+    responses(
+        (status = 200, description = "The status page", content_type = "text/html", body = String),
+        (status = 404, description = "No such acceptance", content_type = "text/html", body = String),
+        (status = 503, description = "The gateway or the store is unavailable; retry", body = crate::error::Problem)))]
+pub async fn returned(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    let well_formed = id.len() == 36
+        && id.starts_with("acc_")
+        && id[4..]
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let page = |status: StatusCode, title: &str, text: &str| {
+        html(
+            status,
+            format!(
+                "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{title}</title></head><body><main><h1>{title}</h1><p>{text}</p></main></body></html>"
+            ),
+        )
+    };
+    if !well_formed {
+        return page(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            "There is no such offer.",
+        );
+    }
+    let meta = ctx.meta("public:upsell".into(), &state);
+    match uc::returned(&state.core, &id, &meta).await {
+        Ok(status) => {
+            let text = match status.shown() {
+                "succeeded" => "Thank you: your payment is confirmed. You can close this page.",
+                "declined" => "The payment was not taken. You have not been charged for this offer.",
+                "requires_action" => "Your bank still needs you to confirm the payment.",
+                _ => "Your payment is being processed. This page can be closed; nothing more is needed.",
+            };
+            page(StatusCode::OK, "Your offer", text)
+        }
+        Err(uc::UpsellsError::NotFound(_)) => page(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            "There is no such offer.",
+        ),
         Err(err) => refusal(err),
     }
 }

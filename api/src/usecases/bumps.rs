@@ -7,8 +7,8 @@
 //! declining are recorded once per offer and cart by the `BumpDecision` aggregate; a repeat
 //! answers the line recorded first.
 
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use ocart_domain::cart::cart_id_for_session;
 use ocart_domain::offer::{
@@ -35,36 +35,33 @@ pub struct ActiveBump {
 /// The active bumps, read from the `offers` table at most every [`BUMP_CACHE_TTL`].
 #[derive(Debug, Default)]
 pub struct BumpCache {
-    loaded: RwLock<Option<(Instant, Arc<Vec<ActiveBump>>)>>,
+    loaded: crate::snapshot::Refreshing<Vec<ActiveBump>>,
 }
 
 impl BumpCache {
-    /// The active bumps, from memory when fresh.
+    /// The active bumps, from memory when fresh (one reader refreshes a stale list while the
+    /// others use it).
     pub async fn active(&self, core: &Core) -> Result<Arc<Vec<ActiveBump>>, BumpsError> {
-        if let Some((at, bumps)) = &*self.loaded.read().unwrap_or_else(|e| e.into_inner()) {
-            if at.elapsed() < BUMP_CACHE_TTL {
-                return Ok(bumps.clone());
-            }
-        }
-        let rows = ocart_projections::queries::offers::active_bumps(&core.db).await?;
-        let mut bumps = Vec::with_capacity(rows.len());
-        for row in rows {
-            let definition = definition_of_row(&row)
-                .map_err(|e| anyhow::anyhow!("stored offer {}: {e}", row.id))?;
-            bumps.push(ActiveBump {
-                offer_id: row.id,
-                definition,
-            });
-        }
-        let bumps = Arc::new(bumps);
-        *self.loaded.write().unwrap_or_else(|e| e.into_inner()) =
-            Some((Instant::now(), bumps.clone()));
-        Ok(bumps)
+        self.loaded
+            .get(BUMP_CACHE_TTL, || async {
+                let rows = ocart_projections::queries::offers::active_bumps(&core.db).await?;
+                let mut bumps = Vec::with_capacity(rows.len());
+                for row in rows {
+                    let definition = definition_of_row(&row)
+                        .map_err(|e| anyhow::anyhow!("stored offer {}: {e}", row.id))?;
+                    bumps.push(ActiveBump {
+                        offer_id: row.id,
+                        definition,
+                    });
+                }
+                Ok::<_, BumpsError>(bumps)
+            })
+            .await
     }
 
     /// Forgets the active bumps (after a change this instance made).
     pub fn invalidate(&self) {
-        *self.loaded.write().unwrap_or_else(|e| e.into_inner()) = None;
+        self.loaded.invalidate();
     }
 }
 

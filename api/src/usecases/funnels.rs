@@ -8,8 +8,8 @@
 //! when older than 250 ms and dropped by every write of this process), never scanning a table
 //! per request.
 
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use ocart_domain::cart::cart_id_for_session;
@@ -571,31 +571,22 @@ impl Snapshot {
 /// after a write of this process).
 #[derive(Debug, Default)]
 pub struct FunnelCache {
-    snapshot: RwLock<Option<(Instant, Arc<Snapshot>)>>,
+    snapshot: crate::snapshot::Refreshing<Snapshot>,
 }
 
 impl FunnelCache {
     /// Drops the snapshot: the next resolve reads the tables.
     pub fn invalidate(&self) {
-        if let Ok(mut guard) = self.snapshot.write() {
-            *guard = None;
-        }
+        self.snapshot.invalidate();
     }
 
     async fn get(&self, core: &Core) -> Result<Arc<Snapshot>, FunnelsError> {
-        if let Ok(guard) = self.snapshot.read() {
-            if let Some((at, snapshot)) = &*guard {
-                if at.elapsed() < SNAPSHOT_TTL {
-                    return Ok(snapshot.clone());
-                }
-            }
-        }
-        let (rows, steps) = q::active_funnels(&core.db).await?;
-        let snapshot = Arc::new(Snapshot::load(rows, steps)?);
-        if let Ok(mut guard) = self.snapshot.write() {
-            *guard = Some((Instant::now(), snapshot.clone()));
-        }
-        Ok(snapshot)
+        self.snapshot
+            .get(SNAPSHOT_TTL, || async {
+                let (rows, steps) = q::active_funnels(&core.db).await?;
+                Snapshot::load(rows, steps)
+            })
+            .await
     }
 }
 

@@ -132,13 +132,15 @@ pub async fn stripe(
         _ => return Ok(ignored(event.id)),
     };
     let metadata = intent.get("metadata");
-    let acceptance_id = ["acceptance_id", "invoice_id"].iter().find_map(|key| {
-        metadata
-            .and_then(|m| m.get(*key))
-            .and_then(|v| v.as_str())
-            .filter(|id| id.starts_with("acc_") && id.len() <= 64)
-            .map(str::to_owned)
-    });
+    let acceptance_id = ["acceptance_id", "ocart_acceptance_id", "invoice_id"]
+        .iter()
+        .find_map(|key| {
+            metadata
+                .and_then(|m| m.get(*key))
+                .and_then(|v| v.as_str())
+                .filter(|id| id.starts_with("acc_") && id.len() <= 64)
+                .map(str::to_owned)
+        });
     let Some(acceptance_id) = acceptance_id else {
         return Ok(ignored(event.id));
     };

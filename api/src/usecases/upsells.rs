@@ -712,6 +712,36 @@ pub async fn confirm(
     if acceptance_of(&claims) != id {
         return Err(UpsellsError::TokenForeign("acceptance"));
     }
+    let (acceptance, position) = read_back(core, id, meta).await?;
+    Ok(Decision {
+        position,
+        acceptance,
+        claims,
+    })
+}
+
+/// The shopper is back from the gateway's own step (the `return_url` of the charge): the
+/// payment is read back from the gateway, as by [`confirm`]. No token is needed — nothing the
+/// browser says is believed, only the gateway's answer is recorded — and the answer is only
+/// the acceptance's shown status.
+pub async fn returned(
+    core: &Core,
+    id: &str,
+    meta: &CommandMeta,
+) -> Result<AcceptanceStatus, UpsellsError> {
+    let (acceptance, _) = read_back(core, id, meta).await?;
+    acceptance
+        .status()
+        .ok_or_else(|| UpsellsError::NotFound("acceptance".into()))
+}
+
+/// Reads a waiting (requires action) or unknown charge back from its gateway and records the
+/// answer; any other acceptance is answered as it is.
+async fn read_back(
+    core: &Core,
+    id: &str,
+    meta: &CommandMeta,
+) -> Result<(UpsellAcceptance, Option<i64>), UpsellsError> {
     let acceptance = load_acceptance(core, id).await?;
     let status = acceptance
         .status()
@@ -721,11 +751,7 @@ pub async fn confirm(
         AcceptanceStatus::RequiresAction | AcceptanceStatus::Unknown
     );
     let (true, Some(charge_ref)) = (open, acceptance.charge_ref().map(str::to_owned)) else {
-        return Ok(Decision {
-            acceptance,
-            claims,
-            position: None,
-        });
+        return Ok((acceptance, None));
     };
     let gateway = core.gateways.get(acceptance.gateway()).ok_or_else(|| {
         UpsellsError::NoPayment(format!(
@@ -743,11 +769,8 @@ pub async fn confirm(
         .execute(id, command, meta)
         .await
         .map_err(UpsellsError::of_command)?;
-    Ok(Decision {
-        position: outcome.last_position(),
-        acceptance: outcome.aggregate,
-        claims,
-    })
+    let position = outcome.last_position();
+    Ok((outcome.aggregate, position))
 }
 
 /// A refund asked for by an admin.

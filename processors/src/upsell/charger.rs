@@ -643,7 +643,7 @@ impl UpsellCharger {
             ),
             invoice_id: id.to_owned(),
             return_url: Some(format!(
-                "{}/ocart/v1/upsells/{id}/confirm",
+                "{}/ocart/v1/upsells/acceptances/{id}/return",
                 self.config.public_url.trim_end_matches('/')
             )),
             metadata: vec![

@@ -323,3 +323,96 @@ async fn a_paypal_webhook_is_verified_by_paypal_and_recorded_once() {
         "PayPal is not set up there"
     );
 }
+
+/// An acceptance of a sandbox charge with `method`, recorded as the accept use case records it.
+async fn sandbox_acceptance(app: &TestApp, order: &str, method: &str) -> String {
+    let meta = CommandMeta::system("test", None, app.clock.now());
+    let usd = Currency::parse("currency", "USD").unwrap();
+    let input = AcceptInput {
+        offer_id: "offer-1".into(),
+        kind: UpsellKind::Upsell,
+        funnel_id: "main".into(),
+        step: "upsell".into(),
+        parent_order_id: order.into(),
+        jti: format!("jti-{order}"),
+        product_id: ProductId::text("77").unwrap(),
+        product_name: "Mug warmer".into(),
+        quantity: 1,
+        price: Money::new(1999, usd).unwrap(),
+        gateway: "sandbox".into(),
+        customer: None,
+        payment_method: method.into(),
+        strategy: OrderStrategy::A,
+        request_key: None,
+        request_hash: None,
+        at: app.clock.now(),
+    };
+    let id = acceptance_id(order, "main", "upsell");
+    app.core
+        .acceptances
+        .execute(&id, UpsellCommand::Accept(Box::new(input)), &meta)
+        .await
+        .expect("accept");
+    id
+}
+
+#[tokio::test]
+async fn the_return_from_3ds_reads_the_payment_back_and_never_believes_the_query() {
+    let app = spawn_app(Kind::Sqlite).await;
+    let id = sandbox_acceptance(&app, "7001", "pm_sandbox_3ds").await;
+    app.eventually(&format!("/ocart/v1/upsells/acceptances/{id}"), |a| {
+        a["status"] == "requires_action"
+    })
+    .await;
+    let charge_ref = events_of(&app, "upsell/charge_requires_action").await[0]["charge_ref"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let back = |query: &'static str| {
+        let url = app.url(&format!("/ocart/v1/upsells/acceptances/{id}/return{query}"));
+        let client = app.client.clone();
+        async move {
+            let response = client.get(url).send().await.expect("return");
+            (response.status().as_u16(), response.text().await.unwrap())
+        }
+    };
+    // The browser claims success; the gateway has not seen the shopper authenticate.
+    let (status, page) = back("?payment_intent=x&redirect_status=succeeded").await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("still needs you to confirm"), "{page}");
+    assert!(events_of(&app, "upsell/charge_succeeded").await.is_empty());
+
+    assert!(app
+        .core
+        .gateways
+        .sandbox()
+        .unwrap()
+        .authenticate(&charge_ref));
+    let (status, page) = back("").await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("payment is confirmed"), "{page}");
+    app.eventually(&format!("/ocart/v1/upsells/acceptances/{id}"), |a| {
+        a["status"] == "accepted"
+    })
+    .await;
+    assert_eq!(events_of(&app, "upsell/charge_succeeded").await.len(), 1);
+    assert_eq!(app.core.gateways.sandbox().unwrap().succeeded_charges(), 1);
+
+    let (status, _) = back("").await;
+    assert_eq!(status, 200, "a second return records nothing more");
+    assert_eq!(events_of(&app, "upsell/charge_succeeded").await.len(), 1);
+    let missing = app
+        .client
+        .get(app.url("/ocart/v1/upsells/acceptances/acc_00000000000000000000000000000000/return"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status().as_u16(), 404);
+    let odd = app
+        .client
+        .get(app.url("/ocart/v1/upsells/acceptances/%E2%9C%93/return"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(odd.status().as_u16(), 404);
+}

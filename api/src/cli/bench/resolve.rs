@@ -1,8 +1,9 @@
 //! `ocart bench resolve`: `GET /ocart/v1/funnels/resolve` — the checkout page's hot read — for
 //! a store with 1,000 bumps and 100 funnels, at 64 connections: lookups/s, p50 and p99.
 //!
-//! The store is seeded through the HTTP API: bumps targeted at one product each (a tenth of
-//! them at the benchmark carts' mug, so every answer carries about a hundred priced bumps),
+//! The store is seeded through the HTTP API: bumps targeted at one product each (one in a
+//! hundred at the benchmark carts' mug, so every answer carries ten priced bumps; all 1,000 are
+//! checked for each cart),
 //! funnels triggered by one product each with priorities, one default; and captured carts
 //! whose session tokens the shoppers resolve by.
 
@@ -43,8 +44,8 @@ async fn create(
 }
 
 fn bump(i: usize) -> Value {
-    // Every tenth bump targets the mug (product 42) the bench carts hold.
-    let product = if i.is_multiple_of(10) { 42 } else { 1_000 + i };
+    // One bump in a hundred targets the mug (product 42) the bench carts hold.
+    let product = if i.is_multiple_of(100) { 42 } else { 1_000 + i };
     json!({
         "name": format!("Bump {i}"),
         "currency": "EUR",
