@@ -24,4 +24,5 @@ mod rebuild;
 mod recovery;
 mod relay;
 mod stripe;
+mod upsell_flow;
 mod upsells;
