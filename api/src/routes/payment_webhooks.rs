@@ -19,7 +19,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 /// Stripe events about upsell charges: `payment_intent.succeeded` and
 /// `payment_intent.payment_failed` are recorded on the acceptance named by the PaymentIntent's
-/// `acceptance_id` metadata; other events and other payments are acknowledged and ignored. A
+/// `ocart_acceptance_id` metadata; other events and other payments are acknowledged and ignored. A
 /// redelivery records nothing new.
 #[utoipa::path(post, path = "/ocart/v1/webhooks/stripe", tag = "webhooks",
     request_body(content = Object, description = "A Stripe event (`id`, `type`, `data.object`: the PaymentIntent)"),

@@ -1,6 +1,6 @@
 //! A payment gateway's webhook about an upsell charge (`POST /ocart/v1/webhooks/stripe`): the
 //! signature is verified over the raw body before anything is parsed, then the event's
-//! PaymentIntent is tied to its acceptance by the `acceptance_id` (or `invoice_id`) metadata
+//! PaymentIntent is tied to its acceptance by the `ocart_acceptance_id` (or `invoice_id`) metadata
 //! OCart sent with the charge, and its outcome recorded on the acceptance.
 //!
 //! Safe to repeat: the acceptance records one outcome per state change and nothing once the
@@ -9,7 +9,7 @@
 //! acknowledged and ignored, so the gateway stops retrying them.
 
 use ocart_domain::upsell::{AcceptanceStatus, ChargeResult, UpsellCommand, UpsellError};
-use ocart_processors::gateways::Gateway as _;
+use ocart_processors::gateways::{Gateway as _, ACCEPTANCE_METADATA};
 use ocart_projections::{CommandError, CommandMeta};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
@@ -132,15 +132,13 @@ pub async fn stripe(
         _ => return Ok(ignored(event.id)),
     };
     let metadata = intent.get("metadata");
-    let acceptance_id = ["acceptance_id", "ocart_acceptance_id", "invoice_id"]
-        .iter()
-        .find_map(|key| {
-            metadata
-                .and_then(|m| m.get(*key))
-                .and_then(|v| v.as_str())
-                .filter(|id| id.starts_with("acc_") && id.len() <= 64)
-                .map(str::to_owned)
-        });
+    let acceptance_id = [ACCEPTANCE_METADATA, "invoice_id"].iter().find_map(|key| {
+        metadata
+            .and_then(|m| m.get(*key))
+            .and_then(|v| v.as_str())
+            .filter(|id| id.starts_with("acc_") && id.len() <= 64)
+            .map(str::to_owned)
+    });
     let Some(acceptance_id) = acceptance_id else {
         return Ok(ignored(event.id));
     };

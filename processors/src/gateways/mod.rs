@@ -16,6 +16,10 @@ use async_trait::async_trait;
 use ocart_domain::Money;
 use serde::{Deserialize, Serialize};
 
+/// The `ChargeRequest::metadata` key that names the acceptance a charge is for: kept on the
+/// payment (Stripe metadata, PayPal `custom_id`), so a webhook finds its acceptance.
+pub const ACCEPTANCE_METADATA: &str = "ocart_acceptance_id";
+
 /// A charge against a saved payment method: one acceptance, one key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChargeRequest {

@@ -360,7 +360,7 @@ pub fn order_body(request: &ChargeRequest) -> Value {
     let custom_id = request
         .metadata
         .iter()
-        .find(|(k, _)| k == "acceptance_id")
+        .find(|(k, _)| k == super::ACCEPTANCE_METADATA)
         .map(|(_, v)| v.as_str())
         .unwrap_or(request.idempotency_key.as_str());
     json!({
@@ -1057,7 +1057,7 @@ mod tests {
             description: "Upsell".into(),
             invoice_id: "inv-1".into(),
             return_url: None,
-            metadata: vec![("acceptance_id".into(), "acc-1".into())],
+            metadata: vec![(crate::gateways::ACCEPTANCE_METADATA.into(), "acc-1".into())],
         };
         assert_eq!(
             order_body(&request),

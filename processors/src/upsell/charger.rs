@@ -647,7 +647,7 @@ impl UpsellCharger {
                 self.config.public_url.trim_end_matches('/')
             )),
             metadata: vec![
-                ("ocart_acceptance_id".into(), id.to_owned()),
+                (crate::gateways::ACCEPTANCE_METADATA.into(), id.to_owned()),
                 (
                     "ocart_parent_order_id".into(),
                     charge.parent_order_id.clone(),

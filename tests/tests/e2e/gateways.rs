@@ -45,8 +45,9 @@ pub async fn events_of(app: &TestApp, event_type: &str) -> Vec<Value> {
         .collect()
 }
 
-/// An acceptance of a Stripe charge, recorded as the accept use case records it.
-async fn stripe_acceptance(app: &TestApp, order: &str) -> String {
+/// An acceptance of a charge through `gateway` with `method`, recorded as the accept use case
+/// records it.
+async fn accepted_charge(app: &TestApp, order: &str, gateway: &str, method: &str) -> String {
     let meta = CommandMeta::system("test", None, app.clock.now());
     let usd = Currency::parse("currency", "USD").unwrap();
     let input = AcceptInput {
@@ -60,9 +61,9 @@ async fn stripe_acceptance(app: &TestApp, order: &str) -> String {
         product_name: "Mug warmer".into(),
         quantity: 1,
         price: Money::new(1999, usd).unwrap(),
-        gateway: "stripe".into(),
-        customer: Some("cus_1".into()),
-        payment_method: "pm_card_visa".into(),
+        gateway: gateway.into(),
+        customer: (gateway == "stripe").then(|| "cus_1".into()),
+        payment_method: method.into(),
         strategy: OrderStrategy::A,
         request_key: None,
         request_hash: None,
@@ -86,7 +87,7 @@ fn intent_event(event_id: &str, kind: &str, intent: &str, acceptance: &str) -> V
             "id": intent,
             "object": "payment_intent",
             "status": if kind == "payment_intent.succeeded" { "succeeded" } else { "requires_payment_method" },
-            "metadata": {"acceptance_id": acceptance},
+            "metadata": {"ocart_acceptance_id": acceptance},
             "last_payment_error": if kind == "payment_intent.succeeded" { Value::Null } else { json!({"code": "card_declined", "decline_code": "insufficient_funds", "message": "Your card has insufficient funds."}) },
         }}
     }))
@@ -144,7 +145,7 @@ async fn the_gateways_list_shows_state_and_never_a_credential() {
 
 async fn webhook_records_once_on(kind: Kind) {
     let app = spawn_app_with(kind, with_stripe).await;
-    let acceptance = stripe_acceptance(&app, "5001").await;
+    let acceptance = accepted_charge(&app, "5001", "stripe", "pm_card_visa").await;
     let body = intent_event("evt_1", "payment_intent.succeeded", "pi_1", &acceptance);
 
     assert_eq!(deliver(&app, &body, None).await.0, 401, "unsigned");
@@ -207,7 +208,7 @@ async fn webhook_records_once_on(kind: Kind) {
     assert_eq!(status, 400, "{problem}");
 
     // A decline delivered for another acceptance is recorded as its decline.
-    let second = stripe_acceptance(&app, "5002").await;
+    let second = accepted_charge(&app, "5002", "stripe", "pm_card_visa").await;
     let declined = intent_event("evt_5", "payment_intent.payment_failed", "pi_2", &second);
     let (_, reply) = deliver(&app, &declined, Some(signed(&app, &declined, WHSEC))).await;
     assert_eq!(reply["result"], "recorded");
@@ -290,7 +291,7 @@ async fn deliver_paypal(app: &TestApp, body: &[u8], headers: &[(String, String)]
 async fn a_paypal_webhook_is_verified_by_paypal_and_recorded_once() {
     let paypal = FakePayPal::start().await;
     let app = spawn_app_with(Kind::Sqlite, |c| paypal.configure(c)).await;
-    let acceptance = stripe_acceptance(&app, "6001").await;
+    let acceptance = accepted_charge(&app, "6001", "stripe", "pm_card_visa").await;
     let (body, headers) = paypal_capture("PAYMENT.CAPTURE.COMPLETED", "ORDER-1", &acceptance);
 
     let mut forged = headers.clone();
@@ -324,42 +325,10 @@ async fn a_paypal_webhook_is_verified_by_paypal_and_recorded_once() {
     );
 }
 
-/// An acceptance of a sandbox charge with `method`, recorded as the accept use case records it.
-async fn sandbox_acceptance(app: &TestApp, order: &str, method: &str) -> String {
-    let meta = CommandMeta::system("test", None, app.clock.now());
-    let usd = Currency::parse("currency", "USD").unwrap();
-    let input = AcceptInput {
-        offer_id: "offer-1".into(),
-        kind: UpsellKind::Upsell,
-        funnel_id: "main".into(),
-        step: "upsell".into(),
-        parent_order_id: order.into(),
-        jti: format!("jti-{order}"),
-        product_id: ProductId::text("77").unwrap(),
-        product_name: "Mug warmer".into(),
-        quantity: 1,
-        price: Money::new(1999, usd).unwrap(),
-        gateway: "sandbox".into(),
-        customer: None,
-        payment_method: method.into(),
-        strategy: OrderStrategy::A,
-        request_key: None,
-        request_hash: None,
-        at: app.clock.now(),
-    };
-    let id = acceptance_id(order, "main", "upsell");
-    app.core
-        .acceptances
-        .execute(&id, UpsellCommand::Accept(Box::new(input)), &meta)
-        .await
-        .expect("accept");
-    id
-}
-
 #[tokio::test]
 async fn the_return_from_3ds_reads_the_payment_back_and_never_believes_the_query() {
     let app = spawn_app(Kind::Sqlite).await;
-    let id = sandbox_acceptance(&app, "7001", "pm_sandbox_3ds").await;
+    let id = accepted_charge(&app, "7001", "sandbox", "pm_sandbox_3ds").await;
     app.eventually(&format!("/ocart/v1/upsells/acceptances/{id}"), |a| {
         a["status"] == "requires_action"
     })

@@ -46,12 +46,6 @@ impl LoadConnection {
         })
     }
 
-    /// POSTs a JSON body and returns the response status.
-    async fn post(&mut self, path: &str, body: &str) -> std::io::Result<u16> {
-        let mut sink = Vec::new();
-        self.send("POST", path, "", body, &mut sink, false).await
-    }
-
     /// Sends one request (`headers`: extra header lines, each ending in `\r\n`) and returns
     /// the response status; the body goes to `out` when `keep` (else it is read and dropped).
     pub(super) async fn send(
@@ -121,6 +115,104 @@ impl LoadConnection {
     }
 }
 
+/// What [`load`] measured: each request's latency in µs (sorted), the failures, the time.
+pub(super) struct Load {
+    latencies: Vec<u64>,
+    pub(super) errors: u64,
+    elapsed: f64,
+}
+
+impl Load {
+    pub(super) fn requests(&self) -> usize {
+        self.latencies.len()
+    }
+
+    pub(super) fn per_second(&self) -> f64 {
+        self.latencies.len() as f64 / self.elapsed
+    }
+
+    /// The `q` quantile of the latencies, in milliseconds.
+    pub(super) fn ms(&self, q: f64) -> f64 {
+        percentile(&self.latencies, q)
+    }
+}
+
+/// The `q` quantile of `sorted` (µs), in milliseconds (0 when empty).
+pub(super) fn percentile(sorted: &[u64], q: f64) -> f64 {
+    sorted
+        .get(((sorted.len() as f64 * q) as usize).min(sorted.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or(0) as f64
+        / 1000.0
+}
+
+/// `connections` keep-alive connections sending `request(i)` (method, path, body; `i` counts
+/// the requests of all of them) as fast as answers come, for `duration`. A status outside `ok`
+/// or a broken connection (opened again) counts as an error.
+pub(super) async fn load(
+    port: u16,
+    connections: usize,
+    duration: Duration,
+    ok: std::ops::Range<u16>,
+    request: impl Fn(u64) -> (&'static str, String, String) + Send + Sync + 'static,
+) -> anyhow::Result<Load> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let next = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let request = Arc::new(request);
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let (stop, next, errors, request, ok) = (
+            stop.clone(),
+            next.clone(),
+            errors.clone(),
+            request.clone(),
+            ok.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(100_000);
+            let mut sink = Vec::new();
+            let Ok(mut conn) = LoadConnection::open(port).await else {
+                errors.fetch_add(1, Ordering::Relaxed);
+                return latencies;
+            };
+            while !stop.load(Ordering::Relaxed) {
+                let (method, path, body) = request(next.fetch_add(1, Ordering::Relaxed));
+                let started = Instant::now();
+                match conn.send(method, &path, "", &body, &mut sink, false).await {
+                    Ok(status) if ok.contains(&status) => {}
+                    Ok(_) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(_) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                        match LoadConnection::open(port).await {
+                            Ok(fresh) => conn = fresh,
+                            Err(_) => break,
+                        }
+                    }
+                }
+                latencies.push(started.elapsed().as_micros() as u64);
+            }
+            latencies
+        }));
+    }
+    let started = Instant::now();
+    tokio::time::sleep(duration).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await?);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort_unstable();
+    Ok(Load {
+        latencies,
+        errors: errors.load(Ordering::Relaxed),
+        elapsed,
+    })
+}
+
 pub(super) async fn run(args: CaptureArgs) -> anyhow::Result<()> {
     println!(
         "# ocart bench capture — {}; {} connections, {} s",
@@ -148,59 +240,20 @@ pub(super) async fn run(args: CaptureArgs) -> anyhow::Result<()> {
         let server = tokio::spawn(app.run_until_stopped(async move {
             let _ = stop_rx.await;
         }));
-        let stop = Arc::new(AtomicBool::new(false));
-        let next = Arc::new(AtomicU64::new(0));
-        let errors = Arc::new(AtomicU64::new(0));
-        let mut tasks = Vec::new();
-        for _ in 0..args.connections {
-            let (stop, next, errors) = (stop.clone(), next.clone(), errors.clone());
-            tasks.push(tokio::spawn(async move {
-                let mut latencies = Vec::with_capacity(100_000);
-                let mut conn = match LoadConnection::open(port).await {
-                    Ok(conn) => conn,
-                    Err(_) => {
-                        errors.fetch_add(1, Ordering::Relaxed);
-                        return latencies;
-                    }
-                };
-                while !stop.load(Ordering::Relaxed) {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let body = capture_payload(i);
-                    let started = Instant::now();
-                    match conn.post("/ocart/v1/checkout/capture", &body).await {
-                        Ok(status) if (200..300).contains(&status) => {}
-                        Ok(_) => {
-                            errors.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(_) => {
-                            errors.fetch_add(1, Ordering::Relaxed);
-                            match LoadConnection::open(port).await {
-                                Ok(fresh) => conn = fresh,
-                                Err(_) => break,
-                            }
-                        }
-                    }
-                    latencies.push(started.elapsed().as_micros() as u64);
-                }
-                latencies
-            }));
-        }
-        let started = Instant::now();
-        tokio::time::sleep(Duration::from_secs(args.common.seconds)).await;
-        stop.store(true, Ordering::Relaxed);
-        let mut latencies = Vec::new();
-        for t in tasks {
-            latencies.extend(t.await?);
-        }
-        let elapsed = started.elapsed().as_secs_f64();
-        latencies.sort_unstable();
-        let pick = |q: f64| {
-            latencies
-                .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
-                .copied()
-                .unwrap_or(0) as f64
-                / 1000.0
-        };
+        let load = load(
+            port,
+            args.connections,
+            Duration::from_secs(args.common.seconds),
+            200..300,
+            |i| {
+                (
+                    "POST",
+                    "/ocart/v1/checkout/capture".to_owned(),
+                    capture_payload(i),
+                )
+            },
+        )
+        .await?;
         let relay = if args.nats.is_some() {
             let end = Instant::now();
             let mut caught_up = None;
@@ -220,11 +273,11 @@ pub(super) async fn run(args: CaptureArgs) -> anyhow::Result<()> {
         };
         println!(
             "| {backend} | {} | {:.0} | {:.1} | {:.1} | {} | {relay} |",
-            latencies.len(),
-            latencies.len() as f64 / elapsed,
-            pick(0.50),
-            pick(0.99),
-            errors.load(Ordering::Relaxed)
+            load.requests(),
+            load.per_second(),
+            load.ms(0.50),
+            load.ms(0.99),
+            load.errors
         );
         let _ = stop_tx.send(());
         let _ = server.await;

@@ -7,15 +7,14 @@
 //! funnels triggered by one product each with priorities, one default; and captured carts
 //! whose session tokens the shoppers resolve by.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt;
 use ocart_domain::SystemClock;
 use serde_json::{json, Value};
 
-use super::capture::{capture_payload, LoadConnection};
+use super::capture::{capture_payload, load, LoadConnection};
 use super::{machine, BenchStore, ResolveArgs};
 use crate::config::Config;
 use crate::Application;
@@ -155,68 +154,25 @@ pub(super) async fn run(args: ResolveArgs) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
 
-        let stop = Arc::new(AtomicBool::new(false));
-        let next = Arc::new(AtomicU64::new(0));
-        let errors = Arc::new(AtomicU64::new(0));
         let carts = args.carts;
-        let mut tasks = Vec::new();
-        for _ in 0..args.connections {
-            let (stop, next, errors) = (stop.clone(), next.clone(), errors.clone());
-            tasks.push(tokio::spawn(async move {
-                let mut latencies = Vec::with_capacity(200_000);
-                let mut sink = Vec::new();
-                let Ok(mut conn) = LoadConnection::open(port).await else {
-                    errors.fetch_add(1, Ordering::Relaxed);
-                    return latencies;
-                };
-                while !stop.load(Ordering::Relaxed) {
-                    let i = next.fetch_add(1, Ordering::Relaxed) % carts;
-                    let path = format!(
-                        "/ocart/v1/funnels/resolve?session_token=bench-session-{i:012}-{}",
-                        i % 7
-                    );
-                    let started = Instant::now();
-                    match conn.send("GET", &path, "", "", &mut sink, false).await {
-                        Ok(200) => {}
-                        Ok(_) => {
-                            errors.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(_) => {
-                            errors.fetch_add(1, Ordering::Relaxed);
-                            match LoadConnection::open(port).await {
-                                Ok(fresh) => conn = fresh,
-                                Err(_) => break,
-                            }
-                        }
-                    }
-                    latencies.push(started.elapsed().as_micros() as u64);
-                }
-                latencies
-            }));
-        }
-        let started = Instant::now();
-        tokio::time::sleep(Duration::from_secs(args.common.seconds)).await;
-        stop.store(true, Ordering::Relaxed);
-        let mut latencies = Vec::new();
-        for t in tasks {
-            latencies.extend(t.await?);
-        }
-        let elapsed = started.elapsed().as_secs_f64();
-        latencies.sort_unstable();
-        let pick = |q: f64| {
-            latencies
-                .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
-                .copied()
-                .unwrap_or(0) as f64
-                / 1000.0
-        };
+        let load = load(
+            port,
+            args.connections,
+            Duration::from_secs(args.common.seconds),
+            200..201,
+            move |i| {
+                let i = i % carts;
+                ("GET", path(i), String::new())
+            },
+        )
+        .await?;
         println!(
             "| {backend} | {} | {:.0} | {:.2} | {:.2} | {} | {bumps_per_answer} |",
-            latencies.len(),
-            latencies.len() as f64 / elapsed,
-            pick(0.50),
-            pick(0.99),
-            errors.load(Ordering::Relaxed)
+            load.requests(),
+            load.per_second(),
+            load.ms(0.50),
+            load.ms(0.99),
+            load.errors
         );
         let _ = stop_tx.send(());
         let _ = server.await;

@@ -17,7 +17,7 @@ use futures::StreamExt;
 use ocart_domain::SystemClock;
 use serde_json::{json, Value};
 
-use super::capture::LoadConnection;
+use super::capture::{percentile, LoadConnection};
 use super::{machine, BenchStore, UpsellArgs};
 use crate::config::Config;
 use crate::Application;
@@ -122,14 +122,6 @@ async fn post_json(
         anyhow::bail!("{url}: {status} {text}");
     }
     Ok(serde_json::from_str(&text).unwrap_or_default())
-}
-
-fn percentile(sorted: &[u64], q: f64) -> f64 {
-    sorted
-        .get(((sorted.len() as f64 * q) as usize).min(sorted.len().saturating_sub(1)))
-        .copied()
-        .unwrap_or(0) as f64
-        / 1000.0
 }
 
 pub(super) async fn run(args: UpsellArgs) -> anyhow::Result<()> {
