@@ -7,7 +7,6 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request};
-use axum::http::{HeaderValue, Method};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::Router;
@@ -18,7 +17,6 @@ use ocart_processors::supervisor::{factory, Supervisor};
 use ocart_projections::CommandMeta;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 use uuid::Uuid;
@@ -64,6 +62,7 @@ impl Application {
         let core = Core::open(config.clone(), clock).await?;
         // Refuse a bad email/SMS configuration at start, not at the first send.
         core.dispatcher()?;
+        crate::cors::configured_origins(&config)?;
         let admin_token = first_admin_token(&core).await?;
         let listener = TcpListener::bind(config.bind)
             .await
@@ -325,41 +324,14 @@ async fn track(matched: Option<MatchedPath>, req: Request, next: Next) -> Respon
 /// The whole HTTP surface.
 pub fn router(state: AppState) -> Router {
     let core = state.core.clone();
-    // CORS for the store origins in `general.allowed_origins`, read from the settings cache.
-    let origins = Arc::new(std::sync::RwLock::new(Vec::<String>::new()));
-    let refresh = origins.clone();
-    let refresh_core = core.clone();
-    tokio::spawn(async move {
-        loop {
-            if let Ok(settings) = refresh_core.settings().await {
-                *refresh.write().expect("origins") = settings.general.allowed_origins;
-            }
-            if Arc::strong_count(&refresh) == 1 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    });
-    let cors = CorsLayer::new()
-        .allow_origin(AllowOrigin::predicate(move |origin: &HeaderValue, _| {
-            origin.to_str().is_ok_and(|o| {
-                origins
-                    .read()
-                    .expect("origins")
-                    .iter()
-                    .any(|allowed| allowed == o)
-            })
-        }))
-        .allow_methods([Method::POST, Method::OPTIONS])
-        .allow_headers([axum::http::header::CONTENT_TYPE])
-        .max_age(Duration::from_secs(600));
+    // CORS for the shopper routes only (crate::cors), outside every other layer but the
+    // request id, so rejections and timeouts of those routes carry it too.
+    let cors = crate::cors::Cors::new(core.clone());
     RateLimiter::spawn_maintenance(&state.limiter);
-    let public = routes::capture::router()
-        .layer(middleware::from_fn_with_state(
-            (state.clone(), Bucket::Capture),
-            crate::ratelimit::per_ip,
-        ))
-        .layer(cors);
+    let public = routes::capture::router().layer(middleware::from_fn_with_state(
+        (state.clone(), Bucket::Capture),
+        crate::ratelimit::per_ip,
+    ));
     // Restore and the pixel per IP, each its own budget; unsubscribe per link (in the handler).
     let links = routes::links::router(&state);
     let timeout = Duration::from_secs(core.config.http.request_timeout_secs);
@@ -380,6 +352,7 @@ pub fn router(state: AppState) -> Router {
         ))
         // axum's own rejections (405, 413, 415, …) and timeouts as problem documents too.
         .layer(middleware::from_fn(crate::extract::problem_documents))
+        .layer(middleware::from_fn_with_state(cors, crate::cors::layer))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(TraceLayer::new_for_http())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))

@@ -58,6 +58,10 @@ pub struct HttpConfig {
     /// How long a read waits for its projection to pass the client's last write.
     pub read_your_writes_timeout_ms: u64,
     pub request_timeout_secs: u64,
+    /// Origins whose pages may call the shopper routes (capture, funnel resolve, bumps) from
+    /// the browser. Unset: the WooCommerce store's origin if `[woocommerce] url` is set, else
+    /// none. The `general.allowed_origins` setting adds to these.
+    pub cors_origins: Option<Vec<String>>,
 }
 
 impl Default for HttpConfig {
@@ -65,6 +69,7 @@ impl Default for HttpConfig {
         Self {
             read_your_writes_timeout_ms: 2000,
             request_timeout_secs: 30,
+            cors_origins: None,
         }
     }
 }

@@ -67,6 +67,10 @@ pub struct Core {
     pub gateways: ocart_processors::gateways::Gateways,
     /// The states of this instance's background processors (empty unless it holds the lease).
     pub processors: Arc<ocart_processors::supervisor::Registry>,
+    /// Rotations of webhook secrets and the upsell token key (ADR 0016).
+    pub gateway_secrets: Commands<ocart_domain::gateway_secret::GatewaySecrets>,
+    /// The rotated secrets the verifiers accept, read again every second (ADR 0016).
+    pub secret_ring: crate::secret_ring::SecretRing,
     settings_cache: RwLock<Option<(Instant, SettingsValues)>>,
 }
 
@@ -109,7 +113,10 @@ impl Core {
         .await?;
         let woo = ocart_processors::store::WooCommerce::from_config(&config.woocommerce)?;
         let gateways = ocart_processors::gateways::Gateways::from_config(&config.gateways)?;
+        let secret_ring = crate::secret_ring::SecretRing::open(db.clone(), vault.clone()).await?;
         Ok(Arc::new(Core {
+            gateway_secrets: Commands::new(log.clone(), ()),
+            secret_ring,
             orders: Commands::new(log.clone(), ()),
             templates: Commands::new(log.clone(), ()),
             offers: Commands::new(log.clone(), ()),
@@ -156,6 +163,7 @@ impl Core {
             Arc::new(ocart_projections::FunnelsProjector),
             Arc::new(ocart_projections::OffersProjector),
             Arc::new(ocart_projections::UpsellsProjector),
+            Arc::new(ocart_projections::FunnelReportsProjector),
             Arc::new(AuditProjector),
         ]
     }

@@ -11,6 +11,8 @@ pub mod cli;
 pub mod config;
 /// What HTTP and the CLI share: store, vault, command executors, projectors.
 pub mod core;
+/// CORS for the shopper routes the store's checkout page calls.
+mod cors;
 /// SPF, DKIM and DMARC checks of a sending domain.
 pub mod dnscheck;
 /// RFC 9457 problem documents.
@@ -29,6 +31,8 @@ mod params;
 mod ratelimit;
 /// Routes, one module per area.
 mod routes;
+/// The rotated gateway secrets the verifiers accept, cached and read again every second.
+pub mod secret_ring;
 /// Values held in memory for the hot reads: single flight, stale while refreshing.
 mod snapshot;
 /// Handler state and request context.

@@ -188,6 +188,90 @@ impl utoipa::ToSchema for SequenceSteps {
     }
 }
 
+/// Targeting rules as `domain::offer::Targeting` reads and `validate` checks them: one of
+/// `{"all"|"any"|"none": [rules]}` (groups nested at most [`MAX_DEPTH`] deep),
+/// `{"cart_min_total": 0..=MAX_AMOUNT}`, `{"product_in_cart": id}` or `{"category_in_cart":
+/// slug}` (1 to 200 characters, not blank). Each level of nesting is its own component
+/// (`Targeting`, `TargetingLevel2`, …), so the depth is stated without recursion; the bound of
+/// 100 rules in all is not stated.
+///
+/// [`MAX_DEPTH`]: ocart_domain::offer::MAX_DEPTH
+pub struct Targeting;
+
+impl Targeting {
+    /// The component name of the rules at `level` (1 is the top).
+    fn name_of(level: usize) -> String {
+        if level == 1 {
+            "Targeting".into()
+        } else {
+            format!("TargetingLevel{level}")
+        }
+    }
+
+    /// The rules at `level`: groups of the next level (while groups may nest) or predicates.
+    fn level(level: usize) -> RefOr<utoipa::openapi::schema::Schema> {
+        use ocart_domain::offer::{MAX_CATEGORY_LEN, MAX_DEPTH};
+        use utoipa::openapi::schema::{
+            AdditionalProperties, ArrayBuilder, ObjectBuilder, OneOfBuilder, Type,
+        };
+        let single = |key: &str, schema: RefOr<utoipa::openapi::schema::Schema>| {
+            ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .property(key, schema)
+                .required(key)
+                .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+        };
+        let mut rules = OneOfBuilder::new().description(Some(
+            "One rule: a group `{\"all\"|\"any\"|\"none\": [rules]}` (nested at most 4 deep) or a \
+             predicate `{\"cart_min_total\": minor units}`, `{\"product_in_cart\": id}`, \
+             `{\"category_in_cart\": slug}`.",
+        ));
+        if level <= MAX_DEPTH {
+            for group in ["all", "any", "none"] {
+                let items = ArrayBuilder::new()
+                    .items(RefOr::Ref(Ref::from_schema_name(Self::name_of(level + 1))));
+                rules = rules.item(single(group, items.into()));
+            }
+        }
+        rules
+            .item(single(
+                "cart_min_total",
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(0))
+                    .maximum(Some(ocart_domain::MAX_AMOUNT))
+                    .into(),
+            ))
+            .item(single(
+                "product_in_cart",
+                <crate::routes::capture::ProductIdBody as utoipa::PartialSchema>::schema(),
+            ))
+            .item(single(
+                "category_in_cart",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .max_length(Some(MAX_CATEGORY_LEN))
+                    .pattern(Some("\\S"))
+                    .into(),
+            ))
+            .into()
+    }
+}
+
+impl utoipa::PartialSchema for Targeting {
+    fn schema() -> RefOr<utoipa::openapi::schema::Schema> {
+        Self::level(1)
+    }
+}
+
+impl utoipa::ToSchema for Targeting {
+    fn schemas(schemas: &mut Vec<(String, RefOr<utoipa::openapi::schema::Schema>)>) {
+        for level in 2..=ocart_domain::offer::MAX_DEPTH + 1 {
+            schemas.push((Self::name_of(level), Self::level(level)));
+        }
+    }
+}
+
 struct BearerAuth;
 
 impl Modify for BearerAuth {

@@ -66,14 +66,16 @@ button{font-size:1.1rem;padding:.7rem 1.2rem;margin:.4rem 0;width:100%}
         var status = answer[0], body = answer[1];
         var id = body.acceptance_id || (body.acceptance && body.acceptance.acceptance_id);
         if (!id) { message.textContent = body.detail || 'Something went wrong.'; form.querySelector('button').disabled = false; return; }
-        var poll = function () {
-          fetch(form.dataset.statusBase + encodeURIComponent(id) + '?token=' + encodeURIComponent(token))
+        // A long poll: the answer comes when the status moves on from the one last seen.
+        var poll = function (last) {
+          fetch(form.dataset.statusBase + encodeURIComponent(id) + '?token=' + encodeURIComponent(token)
+                + '&status=' + encodeURIComponent(last) + '&wait=20')
             .then(function (r) { return r.json(); })
             .then(function (s) {
-              if (s.shown_status === 'processing') { setTimeout(poll, 1500); } else { window.location = form.dataset.pageUrl; }
-            }, function () { setTimeout(poll, 3000); });
+              if (s.shown_status === 'processing') { poll(s.status); } else { window.location = form.dataset.pageUrl; }
+            }, function () { setTimeout(function () { poll(last); }, 3000); });
         };
-        if (status === 202 || status === 409) poll(); else { message.textContent = body.detail || 'Something went wrong.'; }
+        if (status === 202 || status === 409) poll('charging'); else { message.textContent = body.detail || 'Something went wrong.'; }
       }, function () { form.submit(); });
   });
 })();

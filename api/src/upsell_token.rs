@@ -6,6 +6,11 @@
 //! key is the server's upsell signing secret (never printed; tokens are not stored, only their
 //! `jti`). Verification checks the MAC in constant time before it reads the claims, then the
 //! expiry; it never panics on any input.
+//!
+//! After `ocart gateway rotate upsell-token` (ADR 0016) tokens carry the signing key's version
+//! in front: `"k" version "." payload "." signature`, the MAC taken over `"k" version "."
+//! payload`, so the version is signed with the rest. A token without it is version 0's (the key
+//! derived from the server secret), as every token issued before the first rotation is.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -91,6 +96,42 @@ pub fn issue(claims: &UpsellClaims, key: &[u8]) -> String {
     format!("{payload}.{sig}")
 }
 
+/// The signed token for `claims` under `key`, version `kid` of the signing key (`None`:
+/// version 0, no prefix, as [`issue`]).
+pub fn issue_with_kid(claims: &UpsellClaims, kid: Option<u32>, key: &[u8]) -> String {
+    let Some(kid) = kid else {
+        return issue(claims, key);
+    };
+    let json = serde_json::to_vec(claims).expect("claims serialise");
+    let signed = format!("k{kid}.{}", URL_SAFE_NO_PAD.encode(json));
+    let sig = URL_SAFE_NO_PAD.encode(mac(key, &signed).finalize().into_bytes());
+    format!("{signed}.{sig}")
+}
+
+/// The version of the key `token` says it was signed with (`None`: version 0), read before
+/// anything is verified only to choose the key; the signature covers it.
+pub fn key_id(token: &str) -> Result<Option<u32>, TokenError> {
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(TokenError::Malformed);
+    }
+    let mut parts = token.split('.');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(_), Some(_), None, None) => Ok(None),
+        (Some(kid), Some(_), Some(_), None) => {
+            let digits = kid.strip_prefix('k').ok_or(TokenError::Malformed)?;
+            if digits.is_empty() || digits.len() > 9 || !digits.bytes().all(|b| b.is_ascii_digit())
+            {
+                return Err(TokenError::Malformed);
+            }
+            match digits.parse::<u32>() {
+                Ok(0) | Err(_) => Err(TokenError::Malformed),
+                Ok(n) => Ok(Some(n)),
+            }
+        }
+        _ => Err(TokenError::Malformed),
+    }
+}
+
 /// The claims of `token` if it was signed with `key` and has not expired at `now`.
 pub fn verify(token: &str, key: &[u8], now: DateTime<Utc>) -> Result<UpsellClaims, TokenError> {
     let claims = verify_signature(token, key)?;
@@ -107,11 +148,15 @@ pub fn verify_signature(token: &str, key: &[u8]) -> Result<UpsellClaims, TokenEr
     if token.len() > MAX_TOKEN_LEN {
         return Err(TokenError::Malformed);
     }
-    let (payload, sig) = token.split_once('.').ok_or(TokenError::Malformed)?;
+    key_id(token)?;
+    let (signed, sig) = token.rsplit_once('.').ok_or(TokenError::Malformed)?;
+    let payload = signed
+        .split_once('.')
+        .map_or(signed, |(_, payload)| payload);
     let sig = URL_SAFE_NO_PAD
         .decode(sig)
         .map_err(|_| TokenError::Malformed)?;
-    mac(key, payload)
+    mac(key, signed)
         .verify_slice(&sig)
         .map_err(|_| TokenError::BadSignature)?;
     let json = URL_SAFE_NO_PAD
@@ -265,6 +310,52 @@ mod tests {
             .decode(token.split_once('.').unwrap().0)
             .unwrap();
         serde_json::from_slice(&json).unwrap()
+    }
+
+    #[test]
+    fn a_versioned_token_verifies_only_under_its_key_and_its_version_is_signed() {
+        let c = claims();
+        let token = issue_with_kid(&c, Some(3), KEY);
+        assert!(token.starts_with("k3."), "{token}");
+        assert_eq!(key_id(&token), Ok(Some(3)));
+        assert_eq!(verify(&token, KEY, now()), Ok(c.clone()));
+        assert_eq!(
+            verify(&token, b"another key", now()),
+            Err(TokenError::BadSignature)
+        );
+        let relabelled = format!("k4{}", &token[2..]);
+        assert_eq!(key_id(&relabelled), Ok(Some(4)));
+        assert_eq!(
+            verify(&relabelled, KEY, now()),
+            Err(TokenError::BadSignature),
+            "the version is under the signature"
+        );
+        let unversioned = token.split_once('.').unwrap().1;
+        assert_eq!(key_id(unversioned), Ok(None));
+        assert_eq!(
+            verify(unversioned, KEY, now()),
+            Err(TokenError::BadSignature),
+            "dropping the version does not make it version 0's"
+        );
+        assert_eq!(issue_with_kid(&c, None, KEY).split('.').count(), 2);
+        for bad in [
+            "k0.a.b",
+            "x1.a.b",
+            "k.a.b",
+            "k1a.a.b",
+            "k99999999999.a.b",
+            "a.b.c.d",
+            "é.ü.ö",
+        ] {
+            assert_eq!(key_id(bad), Err(TokenError::Malformed), "{bad}");
+            assert_eq!(verify(bad, KEY, now()), Err(TokenError::Malformed), "{bad}");
+        }
+        assert_eq!(key_id("k1.."), Ok(Some(1)));
+        assert_eq!(
+            verify("k1..", KEY, now()),
+            Err(TokenError::BadSignature),
+            "an empty signature matches nothing"
+        );
     }
 
     #[test]

@@ -11,6 +11,8 @@ pub mod cart;
 mod clock;
 /// Funnels: steps, branches and the rules their graph keeps.
 pub mod funnel;
+/// The `GatewaySecrets` aggregate: rotations of webhook secrets and token signing keys.
+pub mod gateway_secret;
 /// Masking of personal data for readers without `ocart_view_personal_data`.
 pub mod masking;
 /// Metadata keys every event carries, and the per-aggregate hash chain.

@@ -9,7 +9,7 @@ mod db;
 mod store;
 
 pub use db::{database_url, lite_sql, redact, Backend, Db, Tx};
-pub use store::{AppendError, Checkpoint, Committed, EventLog, NewEvent, StoredEvent};
+pub use store::{AppendError, Checkpoint, Committed, EventLog, NewEvent, StoredEvent, StreamWatch};
 /// Runs commands over the log, returning committed positions (cqrs-es plain event-store mode).
 mod commands;
 /// The projectors, each the only writer of its read tables.
@@ -25,6 +25,7 @@ pub use commands::{
     decode_event, CommandError, CommandMeta, Commands, Emitted, Outcome as CommandOutcome,
     MAX_ATTEMPTS,
 };
+pub use projectors::FunnelReportsProjector;
 pub use projectors::UpsellsProjector;
 pub use projectors::{
     AuditProjector, CartsProjector, FunnelsProjector, OffersProjector, OrdersProjector,

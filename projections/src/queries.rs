@@ -2,6 +2,8 @@
 
 /// Recovery analytics and dashboard rollups.
 pub mod analytics;
+/// The funnel report and the dashboard's offer and funnel totals.
+pub mod funnel_reports;
 /// Funnels and their steps.
 pub mod funnels;
 /// Offers (bumps, upsells, downsells) and their reports.

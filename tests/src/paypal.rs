@@ -851,3 +851,21 @@ impl Drop for FakePayPal {
         self.task.abort();
     }
 }
+
+// ---- Request ids ------------------------------------------------------------------------------
+// What each `PayPal-Request-Id` did, as PayPal keeps it: the order a create made, the order a
+// capture captured (a replay with the id answers that one).
+
+impl FakePayPal {
+    /// The order the create with `PayPal-Request-Id: request_id` made, if one did.
+    pub fn order_for_request_id(&self, request_id: &str) -> Option<String> {
+        let store = self.state.store.lock().unwrap();
+        store.create_keys.get(request_id).cloned()
+    }
+
+    /// The order the capture with `PayPal-Request-Id: request_id` captured, if one did.
+    pub fn captured_by_request_id(&self, request_id: &str) -> Option<String> {
+        let store = self.state.store.lock().unwrap();
+        store.capture_keys.get(request_id).cloned()
+    }
+}

@@ -93,6 +93,8 @@ struct Inner {
 pub struct StripeState {
     inner: Mutex<Inner>,
     port: std::sync::OnceLock<u16>,
+    /// Creates charged and then held unanswered (see "Charge, then hold" below).
+    hold: Hold,
 }
 
 /// A fake Stripe API on 127.0.0.1, port 0.
@@ -776,6 +778,7 @@ async fn create_intent(
         }
     };
     idempotency_finish(&state, key.as_deref(), true, status, &answer);
+    state.hold.hold_here().await;
     if drop_it {
         conn.drop_without_answer();
     }
@@ -933,4 +936,87 @@ async fn not_found(headers: HeaderMap, uri: axum::http::Uri) -> Response {
                "message": format!("Unrecognized request URL (GET: {}). Please see https://stripe.com/docs or we can help at https://support.stripe.com/.", uri.path())}),
     );
     reply(status, body, false)
+}
+
+// ---- Charge, then hold ----------------------------------------------------------------------
+// A create that charges, stores its answer under its key, and then holds the answer unsent
+// until released: what a client sees of a gateway when the client dies between the gateway's
+// charge and its answer. After a release the key answers the stored first outcome, as Stripe's
+// replays do.
+
+/// A switch a fake's handler passes through once its work is done: while armed, the answer is
+/// held (the work stays done) until [`Hold::release`].
+pub struct Hold {
+    armed: AtomicBool,
+    /// Answers held so far (ever, not only now).
+    held: tokio::sync::watch::Sender<usize>,
+    released: tokio::sync::watch::Sender<bool>,
+}
+
+impl Default for Hold {
+    fn default() -> Self {
+        Self {
+            armed: AtomicBool::new(false),
+            held: tokio::sync::watch::channel(0).0,
+            released: tokio::sync::watch::channel(false).0,
+        }
+    }
+}
+
+impl Hold {
+    /// From now on, every answer is held until [`Hold::release`].
+    pub fn arm(&self) {
+        self.released.send_replace(false);
+        self.armed.store(true, Ordering::SeqCst);
+    }
+
+    /// Back to normal: held answers are sent (to whoever still listens), new ones are not held.
+    pub fn release(&self) {
+        self.armed.store(false, Ordering::SeqCst);
+        self.released.send_replace(true);
+    }
+
+    /// How many answers were held so far.
+    pub fn held(&self) -> usize {
+        *self.held.borrow()
+    }
+
+    /// Waits until `n` answers were held (the caller bounds the wait).
+    pub async fn until_held(&self, n: usize) {
+        let mut held = self.held.subscribe();
+        let _ = held.wait_for(|h| *h >= n).await;
+    }
+
+    /// In a handler, after its work: holds the answer while armed.
+    pub(crate) async fn hold_here(&self) {
+        if !self.armed.load(Ordering::SeqCst) {
+            return;
+        }
+        let mut released = self.released.subscribe();
+        self.held.send_modify(|n| *n += 1);
+        let _ = released.wait_for(|r| *r).await;
+    }
+}
+
+impl FakeStripe {
+    /// From now on, every create that executes charges (or declines) as usual, stores its
+    /// answer under its key, and then holds the answer unsent until [`FakeStripe::release_holds`].
+    pub fn hold_after_charge(&self) {
+        self.state.hold.arm();
+    }
+
+    /// Back to normal mode: held answers are sent, replays answer the stored first outcome.
+    pub fn release_holds(&self) {
+        self.state.hold.release();
+    }
+
+    /// Waits until `n` creates charged and held their answer (the caller bounds the wait).
+    pub async fn until_held(&self, n: usize) {
+        self.state.hold.until_held(n).await;
+    }
+
+    /// Creates held so far.
+    pub fn held(&self) -> usize {
+        self.state.hold.held()
+    }
 }

@@ -35,6 +35,9 @@ pub struct WooState {
     pub fail_order_writes: std::sync::atomic::AtomicU32,
     /// Orders created by `POST /orders`.
     pub orders_created: std::sync::atomic::AtomicUsize,
+    /// While armed, `POST /orders` creates the order and then holds its answer unsent
+    /// ([`FakeWoo::hold_after_order_create`]).
+    pub hold_order_creates: crate::stripe::Hold,
 }
 
 pub const WOO_KEY: &str = "ck_test";
@@ -319,6 +322,18 @@ impl FakeWoo {
                 .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             (StatusCode::CREATED, Json(created))
         }
+        /// `POST /orders`, held after the order was created while the hold is armed.
+        async fn create_order_then_hold(
+            State(state): State<Arc<WooState>>,
+            headers: HeaderMap,
+            body: axum::body::Bytes,
+        ) -> Reply {
+            let reply = create_order(State(state.clone()), headers, body).await;
+            if reply.0 == StatusCode::CREATED {
+                state.hold_order_creates.hold_here().await;
+            }
+            reply
+        }
         async fn get_order(
             State(state): State<Arc<WooState>>,
             headers: HeaderMap,
@@ -474,7 +489,10 @@ impl FakeWoo {
                 "/wp-json/wc/v3/coupons/{id}",
                 axum::routing::delete(delete_coupon),
             )
-            .route("/wp-json/wc/v3/orders", get(list_orders).post(create_order))
+            .route(
+                "/wp-json/wc/v3/orders",
+                get(list_orders).post(create_order_then_hold),
+            )
             .route(
                 "/wp-json/wc/v3/orders/{id}",
                 get(get_order).put(update_order),
@@ -558,6 +576,23 @@ impl FakeWoo {
             .get(&order)
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// From now on, `POST /orders` creates the order and then holds its answer unsent until
+    /// [`FakeWoo::release_holds`]: a store that wrote the order for a client that died before
+    /// the answer came.
+    pub fn hold_after_order_create(&self) {
+        self.state.hold_order_creates.arm();
+    }
+
+    /// Back to normal: held answers are sent, new ones are not held.
+    pub fn release_holds(&self) {
+        self.state.hold_order_creates.release();
+    }
+
+    /// Waits until `n` order creates held their answer (the caller bounds the wait).
+    pub async fn until_order_create_held(&self, n: usize) {
+        self.state.hold_order_creates.until_held(n).await;
     }
 
     /// Points `config` at this store (REST API and webhook secret).

@@ -92,13 +92,29 @@ pub enum Command {
     /// Built-in funnel templates: list them, install one as a funnel.
     #[command(subcommand)]
     Template(crate::cli::funnel::TemplateCmd),
+    /// Export offers, funnels and recovery sequences as one JSON document.
+    Export {
+        /// Write the document to FILE (default: stdout).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Import a document written by `ocart export`: creates what is missing, updates what
+    /// differs; checked whole first, nothing written if any item is wrong.
+    Import {
+        /// The document (`-` for stdin).
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Report what would change without writing anything.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Benchmarks (figures for BENCHMARKS.md).
     #[command(subcommand)]
     Bench(crate::cli::bench::BenchCmd),
     /// Email: the DKIM record to publish.
     #[command(subcommand)]
     Email(crate::cli::email::EmailCmd),
-    /// Payment gateways for upsell charges: their status.
+    /// Payment gateways for upsell charges: their status; rotate webhook secrets and keys.
     #[command(subcommand)]
     Gateway(crate::cli::gateway::GatewayCmd),
 }
@@ -178,6 +194,7 @@ pub enum SettingsCmd {
 
 pub mod bench;
 pub mod email;
+pub mod export;
 pub mod funnel;
 pub mod gateway;
 pub mod recovery;
@@ -309,9 +326,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Recovery(cmd) => recovery::run(cmd, config, json_out).await,
         Command::Funnel(cmd) => funnel::run(cmd, config, json_out).await,
         Command::Template(cmd) => funnel::template(cmd, config, json_out).await,
+        Command::Export { out } => export::export(config, out, json_out).await,
+        Command::Import { file, dry_run } => export::import(config, file, dry_run, json_out).await,
         Command::Bench(cmd) => bench::run(cmd, config).await,
         Command::Email(cmd) => email::run(cmd, &config, json_out),
-        Command::Gateway(cmd) => gateway::run(cmd, &config, json_out),
+        Command::Gateway(cmd) => gateway::run(cmd, &config, json_out).await,
     }
 }
 

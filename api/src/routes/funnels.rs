@@ -49,12 +49,14 @@ pub struct FunnelList {
 #[serde(deny_unknown_fields)]
 pub struct StepsBody {
     /// By position; the lowest is the entry.
+    #[schema(min_items = 1)]
     pub steps: Vec<StepBody>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct FunnelQuery {
     /// draft, active or archived
+    #[param(pattern = "^(draft|active|archived)$")]
     pub status: Option<String>,
 }
 
@@ -63,6 +65,7 @@ pub struct ResolveQuery {
     /// The cart (with a bearer token that may read funnels).
     pub cart_id: Option<String>,
     /// The checkout session's token (no bearer token needed).
+    #[param(pattern = "^[A-Za-z0-9_-]{16,128}$")]
     pub session_token: Option<String>,
 }
 

@@ -40,6 +40,9 @@ pub struct GatewayInfo {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct GatewayList {
     pub gateways: Vec<GatewayInfo>,
+    /// Per purpose (woocommerce-webhook, stripe-webhook, upsell-token): how many secrets are
+    /// accepted and when the older ones retire; never a value (ADR 0016).
+    pub secrets: Vec<crate::secret_ring::SecretState>,
 }
 
 /// The gateways upsell charges can go through.
@@ -54,6 +57,7 @@ pub async fn list(
     caller.require(READ)?;
     Ok(Json(GatewayList {
         gateways: gateway_infos(&state.core.gateways),
+        secrets: state.core.secret_ring.states(&state.core),
     }))
 }
 

@@ -57,7 +57,9 @@ pub struct OfferBody {
     #[schema(max_length = 200, pattern = "\\S")]
     name: String,
     /// ISO 4217 code of every amount of the offer.
-    #[schema(pattern = "^[A-Z]{3}$")]
+    #[schema(
+        pattern = "^(AED|AFN|ALL|AMD|ANG|AOA|ARS|AUD|AWG|AZN|BAM|BBD|BDT|BGN|BHD|BIF|BMD|BND|BOB|BRL|BSD|BTN|BWP|BYN|BZD|CAD|CDF|CHF|CLP|CNY|COP|CRC|CUP|CVE|CZK|DJF|DKK|DOP|DZD|EGP|ERN|ETB|EUR|FJD|FKP|GBP|GEL|GHS|GIP|GMD|GNF|GTQ|GYD|HKD|HNL|HTG|HUF|IDR|ILS|INR|IQD|IRR|ISK|JMD|JOD|JPY|KES|KGS|KHR|KMF|KPW|KRW|KWD|KYD|KZT|LAK|LBP|LKR|LRD|LSL|LYD|MAD|MDL|MGA|MKD|MMK|MNT|MOP|MRU|MUR|MVR|MWK|MXN|MYR|MZN|NAD|NGN|NIO|NOK|NPR|NZD|OMR|PAB|PEN|PGK|PHP|PKR|PLN|PYG|QAR|RON|RSD|RUB|RWF|SAR|SBD|SCR|SDG|SEK|SGD|SHP|SLE|SOS|SRD|SSP|STN|SVC|SYP|SZL|THB|TJS|TMT|TND|TOP|TRY|TTD|TWD|TZS|UAH|UGX|USD|UYU|UZS|VES|VND|VUV|WST|XAF|XCD|XCG|XOF|XPF|YER|ZAR|ZMW|ZWG)$"
+    )]
     currency: String,
     product: OfferProductBody,
     #[schema(value_type = OfferPricingBody)]
@@ -65,11 +67,38 @@ pub struct OfferBody {
     /// Which carts the offer targets: `{"all"|"any"|"none": [rules]}`, `{"cart_min_total":
     /// minor units}`, `{"product_in_cart": id}`, `{"category_in_cart": slug}`; groups nest at
     /// most 4 deep, 100 rules in all. Default every cart.
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<crate::openapi::Targeting>)]
     targeting: Option<Value>,
     display: Option<OfferDisplayBody>,
     /// Upsells and downsells only: a minijinja HTML template overriding the hosted offer page,
     /// at most 65536 bytes.
+    #[schema(max_length = 65536)]
+    page_template: Option<String>,
+}
+
+/// Changes to an offer: merged into the saved definition (RFC 7386: a field given replaces
+/// it, `null` removes an optional one); the fields are [`OfferBody`]'s, each optional.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct OfferPatchBody {
+    #[schema(pattern = "^(bump|upsell|downsell)$")]
+    kind: Option<String>,
+    /// 1 to 200 characters, not blank.
+    #[schema(required = false, max_length = 200, pattern = "\\S")]
+    name: String,
+    /// ISO 4217 code of every amount of the offer.
+    #[schema(
+        required = false,
+        pattern = "^(AED|AFN|ALL|AMD|ANG|AOA|ARS|AUD|AWG|AZN|BAM|BBD|BDT|BGN|BHD|BIF|BMD|BND|BOB|BRL|BSD|BTN|BWP|BYN|BZD|CAD|CDF|CHF|CLP|CNY|COP|CRC|CUP|CVE|CZK|DJF|DKK|DOP|DZD|EGP|ERN|ETB|EUR|FJD|FKP|GBP|GEL|GHS|GIP|GMD|GNF|GTQ|GYD|HKD|HNL|HTG|HUF|IDR|ILS|INR|IQD|IRR|ISK|JMD|JOD|JPY|KES|KGS|KHR|KMF|KPW|KRW|KWD|KYD|KZT|LAK|LBP|LKR|LRD|LSL|LYD|MAD|MDL|MGA|MKD|MMK|MNT|MOP|MRU|MUR|MVR|MWK|MXN|MYR|MZN|NAD|NGN|NIO|NOK|NPR|NZD|OMR|PAB|PEN|PGK|PHP|PKR|PLN|PYG|QAR|RON|RSD|RUB|RWF|SAR|SBD|SCR|SDG|SEK|SGD|SHP|SLE|SOS|SRD|SSP|STN|SVC|SYP|SZL|THB|TJS|TMT|TND|TOP|TRY|TTD|TWD|TZS|UAH|UGX|USD|UYU|UZS|VES|VND|VUV|WST|XAF|XCD|XCG|XOF|XPF|YER|ZAR|ZMW|ZWG)$"
+    )]
+    currency: String,
+    #[schema(required = false)]
+    product: OfferProductBody,
+    #[schema(required = false, value_type = OfferPricingBody)]
+    pricing: Value,
+    #[schema(value_type = Option<crate::openapi::Targeting>)]
+    targeting: Option<Value>,
+    display: Option<OfferDisplayBody>,
     #[schema(max_length = 65536)]
     page_template: Option<String>,
 }
@@ -258,7 +287,7 @@ pub async fn show_bump(
 
 /// Changes what is given (a JSON merge patch over the saved definition); answers the bump as
 /// saved.
-#[utoipa::path(patch, path = "/ocart/v1/bumps/{id}", tag = "offers", params(("id" = String, Path, description = "Offer id")), request_body = OfferBody,
+#[utoipa::path(patch, path = "/ocart/v1/bumps/{id}", tag = "offers", params(("id" = String, Path, description = "Offer id")), request_body = OfferPatchBody,
     responses((status = 200, body = OfferView), (status = 404, body = crate::error::Problem), (status = 409, description = "The bump is archived", body = crate::error::Problem), (status = 422, body = crate::error::Problem)),
     security(("bearer" = [])))]
 pub async fn update_bump(
@@ -323,7 +352,7 @@ pub async fn show_upsell(
 
 /// Changes what is given (a JSON merge patch); answers the offer as saved. An upsell may
 /// become a downsell and back, not a bump.
-#[utoipa::path(patch, path = "/ocart/v1/upsells/{id}", tag = "offers", params(("id" = String, Path, description = "Offer id")), request_body = OfferBody,
+#[utoipa::path(patch, path = "/ocart/v1/upsells/{id}", tag = "offers", params(("id" = String, Path, description = "Offer id")), request_body = OfferPatchBody,
     responses((status = 200, body = OfferView), (status = 404, body = crate::error::Problem), (status = 409, body = crate::error::Problem), (status = 422, body = crate::error::Problem)),
     security(("bearer" = [])))]
 pub async fn update_upsell(
@@ -484,7 +513,7 @@ pub struct OfferReport {
 /// Per offer: shown, accepted, declined, take rate (accepted / shown; null when never shown),
 /// revenue and refunds in minor units per currency.
 #[utoipa::path(get, path = "/ocart/v1/reports/offers", tag = "reports", params(ReportQuery),
-    responses((status = 200, body = OfferReport), (status = 403, body = crate::error::Problem)), security(("bearer" = [])))]
+    responses((status = 200, body = OfferReport), (status = 403, body = crate::error::Problem), (status = 422, body = crate::error::Problem)), security(("bearer" = [])))]
 pub async fn offer_report(
     State(state): State<AppState>,
     caller: Caller,
@@ -492,6 +521,13 @@ pub async fn offer_report(
     Query(query): Query<ReportQuery>,
 ) -> Result<Json<OfferReport>, ApiError> {
     caller.require(READ)?;
+    if query
+        .offer_id
+        .as_deref()
+        .is_some_and(|id| id.chars().count() > 100)
+    {
+        return Err(ApiError::validation("offer_id", "at most 100 characters"));
+    }
     state.read_your_writes("offers", ctx.min_position).await?;
     let offers = q::offer_report(&state.core.db, query.offer_id.as_deref()).await?;
     Ok(Json(OfferReport { offers }))

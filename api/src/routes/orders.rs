@@ -491,30 +491,40 @@ pub async fn woocommerce(
             ignored: "ping".into(),
         }));
     }
-    let Some(secret) = state
-        .core
-        .config
-        .woocommerce
-        .webhook_secret
-        .as_ref()
-        .map(secrecy::ExposeSecret::expose_secret)
-    else {
-        return Err(ApiError::Unavailable(
-            "WooCommerce webhooks are not set up here: set [woocommerce] webhook_secret".into(),
-        ));
-    };
-    let Some(signature) = headers
+    let signature = headers
         .get("x-wc-webhook-signature")
-        .and_then(|v| v.to_str().ok())
-    else {
-        return Err(ApiError::BadSignature(
-            "the delivery is not signed: X-WC-Webhook-Signature is missing".into(),
-        ));
-    };
-    if !signed(secret, &body, signature) {
-        return Err(ApiError::BadSignature(
-            "X-WC-Webhook-Signature does not match the body under the webhook secret".into(),
-        ));
+        .and_then(|v| v.to_str().ok());
+    // Any secret in force: the config file's and those `ocart gateway rotate` stored (ADR 0016).
+    let verified = state
+        .core
+        .secret_ring
+        .check_webhook(
+            &state.core,
+            ocart_domain::gateway_secret::SecretPurpose::WoocommerceWebhook,
+            |secrets| {
+                let Some(signature) = signature else {
+                    return Err(ApiError::BadSignature(
+                        "the delivery is not signed: X-WC-Webhook-Signature is missing".into(),
+                    ));
+                };
+                if secrets.iter().any(|s| signed(s, &body, signature)) {
+                    Ok(())
+                } else {
+                    Err(ApiError::BadSignature(
+                        "X-WC-Webhook-Signature does not match the body under the webhook secret"
+                            .into(),
+                    ))
+                }
+            },
+        )
+        .await;
+    match verified {
+        None => {
+            return Err(ApiError::Unavailable(
+                "WooCommerce webhooks are not set up here: set [woocommerce] webhook_secret".into(),
+            ))
+        }
+        Some(result) => result?,
     }
     let topic = headers
         .get("x-wc-webhook-topic")

@@ -213,13 +213,27 @@ fn html(status: StatusCode, body: String) -> Response {
 #[serde(deny_unknown_fields)]
 pub struct IssueTokenBody {
     /// The parent order (the store's order id), recorded and paid, with a saved payment.
+    #[schema(
+        max_length = 200,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$"
+    )]
     pub order_id: String,
     /// The funnel's slug.
+    #[schema(
+        max_length = 200,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$"
+    )]
     pub funnel_id: String,
     /// The upsell or downsell step's key.
+    #[schema(
+        max_length = 200,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$"
+    )]
     pub step: String,
-    /// Where the shopper goes after the funnel's last offer (signed into the token).
+    /// Where the shopper goes after the funnel's last offer (signed into the token): an
+    /// http(s) URL of at most 2048 characters, without spaces.
     #[serde(default)]
+    #[schema(max_length = 2048, pattern = "^https?://[!-~]+$")]
     pub return_url: Option<String>,
 }
 
@@ -283,14 +297,28 @@ pub struct TokenQuery {
 
 /// The hosted offer page: the offer with accept and decline forms while the step is open, else
 /// the decision's state (processing, the gateway's action, the outcome and the way on).
+/// Rendering the offer records the step's visit (`upsell/shown`, once per parent order and
+/// step), which `GET /reports/funnels` counts.
 #[utoipa::path(get, path = "/ocart/v1/upsells/page", tag = "upsells", params(TokenQuery),
     responses(
         (status = 200, description = "The offer, or the decision's state", content_type = "text/html", body = String),
         (status = 401, description = "The token is not valid", content_type = "text/html", body = String),
         (status = 410, description = "The token has expired and the step is undecided", content_type = "text/html", body = String)))]
-pub async fn page(State(state): State<AppState>, Query(query): Query<TokenQuery>) -> Response {
+pub async fn page(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    Query(query): Query<TokenQuery>,
+) -> Response {
     match uc::page(&state.core, &query.token).await {
         Ok(view) => {
+            // The step's visit for the funnel report (once per order and step); a failure to
+            // record it never keeps the shopper from the offer.
+            let meta = ctx.meta("public:upsell".into(), &state);
+            if let Err(err) =
+                crate::usecases::funnel_visits::record_upsell_view(&state.core, &view, &meta).await
+            {
+                tracing::warn!(error = %err, "the upsell page's visit was not recorded");
+            }
             let fallback = sandbox_action(&state, view.acceptance.as_ref(), &query.token);
             html(StatusCode::OK, upsell_page::render_page(&view, fallback))
         }
@@ -383,7 +411,7 @@ async fn decision_input(
 /// the same; the step is decided once, whatever the key.
 #[utoipa::path(post, path = "/ocart/v1/upsells/{id}/accept", tag = "upsells",
     params(("id" = String, Path, description = "The offer id (the token's)"),
-        ("Idempotency-Key" = Option<String>, Header, description = "1–255 printable ASCII characters; `X-Idempotency-Key` is read too")),
+        ("Idempotency-Key" = Option<String>, Header, description = "1–255 printable ASCII characters; `X-Idempotency-Key` is read too", pattern = "^[!-~]([ -~]{0,253}[!-~])?$")),
     request_body(content(
         (DecisionBody = "application/json"),
         (DecisionBody = "application/x-www-form-urlencoded"))),
@@ -460,7 +488,7 @@ pub struct DeclineReply {
 /// its `declined` branch.
 #[utoipa::path(post, path = "/ocart/v1/upsells/{id}/decline", tag = "upsells",
     params(("id" = String, Path, description = "The offer id (the token's)"),
-        ("Idempotency-Key" = Option<String>, Header, description = "1–255 printable ASCII characters; `X-Idempotency-Key` is read too")),
+        ("Idempotency-Key" = Option<String>, Header, description = "1–255 printable ASCII characters; `X-Idempotency-Key` is read too", pattern = "^[!-~]([ -~]{0,253}[!-~])?$")),
     request_body(content(
         (DecisionBody = "application/json"),
         (DecisionBody = "application/x-www-form-urlencoded"))),
@@ -632,10 +660,49 @@ pub struct OptionalTokenQuery {
     /// A one-click token of the acceptance's step (expired or not): reads it without a bearer
     /// token.
     pub token: Option<String>,
+    /// A long poll: answer once the acceptance's `status` is no longer this one (at once when
+    /// it is not), or after `wait` seconds.
+    #[param(
+        pattern = "^(charging|requires_action|unknown|succeeded|accepted|declined|declined_by_shopper)$"
+    )]
+    pub status: Option<String>,
+    /// With `status`: the longest the answer waits for a change, in seconds (default 10).
+    #[param(minimum = 0, maximum = 30)]
+    pub wait: Option<u32>,
+}
+
+impl OptionalTokenQuery {
+    /// The status to wait past and for how long, checked.
+    fn long_poll(&self) -> Result<(Option<AcceptanceStatus>, std::time::Duration), ApiError> {
+        let max = uc::MAX_STATUS_WAIT.as_secs();
+        let wait = u64::from(self.wait.unwrap_or(10));
+        if wait > max {
+            return Err(ApiError::validation(
+                "wait",
+                format!("must be from 0 to {max} seconds"),
+            ));
+        }
+        let status = match self.status.as_deref() {
+            None => None,
+            Some(raw) => Some(
+                serde_json::from_value::<AcceptanceStatus>(serde_json::Value::String(raw.into()))
+                    .map_err(|_| {
+                    ApiError::validation(
+                        "status",
+                        "must be one of charging, requires_action, unknown, succeeded, \
+                             accepted, declined, declined_by_shopper",
+                    )
+                })?,
+            ),
+        };
+        Ok((status, std::time::Duration::from_secs(wait)))
+    }
 }
 
 /// An acceptance's state (consistent: read from its aggregate). A bearer token with an offers
-/// or reports capability, or `?token=` of that acceptance's step.
+/// or reports capability, or `?token=` of that acceptance's step. With `?status=…` it is a
+/// long poll: the answer comes once the status has moved on from that one, or after `wait`
+/// seconds with the status unchanged.
 #[utoipa::path(get, path = "/ocart/v1/upsells/acceptances/{id}", tag = "upsells",
     params(("id" = String, Path, description = "The acceptance id (`acc_…`)"), OptionalTokenQuery),
     responses(
@@ -664,7 +731,11 @@ pub async fn show_acceptance(
             return err.into_response();
         }
     }
-    match uc::acceptance(&state.core, &id, query.token.as_deref()).await {
+    let (while_status, wait) = match query.long_poll() {
+        Ok(poll) => poll,
+        Err(err) => return err.into_response(),
+    };
+    match uc::acceptance_after(&state.core, &id, query.token.as_deref(), while_status, wait).await {
         Ok(acceptance) => Json(AcceptanceView::from(&acceptance)).into_response(),
         Err(err) => refusal(err),
     }
@@ -770,12 +841,15 @@ pub async fn returned(
 #[serde(deny_unknown_fields)]
 pub struct RefundBody {
     /// Minor units; omitted: what is left of the charge.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::json::whole_opt")]
     pub amount: Option<i64>,
+    /// At most 500 characters, without control characters.
     #[serde(default)]
+    #[schema(max_length = 500, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
     pub reason: Option<String>,
     /// The client's id for this refund; a retry sends the same one. Omitted: a fresh one.
     #[serde(default)]
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub refund_id: Option<String>,
 }
 

@@ -13,6 +13,7 @@ use std::time::Duration;
 use ocart_domain::cart::cart_id_for_session;
 use ocart_domain::offer::{
     bump_decision_id, BumpAnswer, BumpCommand, BumpDecision, BumpLine, CartView, OfferDefinition,
+    TargetingIndex,
 };
 use ocart_domain::{CartItem, CartTotals, Currency, FieldError, Money, ProductId};
 use ocart_projections::queries::CartRow;
@@ -32,16 +33,38 @@ pub struct ActiveBump {
     pub definition: OfferDefinition,
 }
 
+/// The active bumps in the `offers` table's order, with the index of their targeting.
+#[derive(Debug, Default)]
+pub struct ActiveBumps {
+    bumps: Vec<ActiveBump>,
+    index: TargetingIndex,
+}
+
+impl ActiveBumps {
+    fn new(bumps: Vec<ActiveBump>) -> Self {
+        let index = TargetingIndex::new(bumps.iter().map(|b| &b.definition.targeting));
+        Self { bumps, index }
+    }
+
+    /// The bumps whose targeting may match the cart (each still to be checked), in order.
+    fn candidates<'a>(&'a self, cart: &CartView<'_>) -> impl Iterator<Item = &'a ActiveBump> {
+        self.index
+            .candidates(cart)
+            .into_iter()
+            .filter_map(|i| self.bumps.get(i))
+    }
+}
+
 /// The active bumps, read from the `offers` table at most every [`BUMP_CACHE_TTL`].
 #[derive(Debug, Default)]
 pub struct BumpCache {
-    loaded: crate::snapshot::Refreshing<Vec<ActiveBump>>,
+    loaded: crate::snapshot::Refreshing<ActiveBumps>,
 }
 
 impl BumpCache {
     /// The active bumps, from memory when fresh (one reader refreshes a stale list while the
     /// others use it).
-    pub async fn active(&self, core: &Core) -> Result<Arc<Vec<ActiveBump>>, BumpsError> {
+    pub async fn active(&self, core: &Core) -> Result<Arc<ActiveBumps>, BumpsError> {
         self.loaded
             .get(BUMP_CACHE_TTL, || async {
                 let rows = ocart_projections::queries::offers::active_bumps(&core.db).await?;
@@ -54,7 +77,7 @@ impl BumpCache {
                         definition,
                     });
                 }
-                Ok::<_, BumpsError>(bumps)
+                Ok::<_, BumpsError>(ActiveBumps::new(bumps))
             })
             .await
     }
@@ -191,16 +214,29 @@ pub async fn eligible_for_cart(
     core: &Core,
     cart: &CartRow,
 ) -> Result<Vec<EligibleBump>, BumpsError> {
-    if !matches!(cart.status.as_str(), "active" | "abandoned") {
+    if !takes_bumps(cart) {
         return Ok(Vec::new());
     }
     let Some(facts) = cart_facts(cart) else {
         return Ok(Vec::new());
     };
+    eligible_for_facts(core, &facts).await
+}
+
+/// Whether bumps are offered to the cart: it is open (active or abandoned).
+pub fn takes_bumps(cart: &CartRow) -> bool {
+    matches!(cart.status.as_str(), "active" | "abandoned")
+}
+
+/// [`eligible_for_cart`] for an open cart's facts.
+pub async fn eligible_for_facts(
+    core: &Core,
+    facts: &CartFacts,
+) -> Result<Vec<EligibleBump>, BumpsError> {
     let bumps = core.bump_cache.active(core).await?;
     Ok(bumps
-        .iter()
-        .filter_map(|bump| eligible(bump, &facts))
+        .candidates(&facts.view())
+        .filter_map(|bump| eligible(bump, facts))
         .collect())
 }
 

@@ -23,7 +23,7 @@ use ocart_projections::{CommandError, CommandMeta};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::bumps::{cart_facts, eligible_for_cart, BumpsError, EligibleBump};
+use super::bumps::{cart_facts, eligible_for_facts, takes_bumps, BumpsError, EligibleBump};
 use super::StoreFailure;
 use crate::core::Core;
 
@@ -48,16 +48,17 @@ pub struct BranchesBody {
 /// A step as sent and returned.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = FunnelStepBody)]
 pub struct StepBody {
     /// Unique in the funnel: 1 to 64 of A-Z, a-z, 0-9, - and _.
-    #[schema(max_length = 64)]
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub key: String,
     /// checkout, bump, upsell, downsell, thank_you or custom
     #[serde(rename = "type")]
     #[schema(value_type = String, pattern = "^(checkout|bump|upsell|downsell|thank_you|custom)$")]
     pub kind: StepType,
     /// Where the step sits; the lowest is the entry. Absent: its index in the list.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::json::whole_opt")]
     pub position: Option<u32>,
     /// The offer a bump, upsell or downsell presents.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -115,8 +116,10 @@ pub struct TriggerBody {
     /// Targeting rules on the cart: `{"all": [{"cart_min_total": 5000}, {"any":
     /// [{"product_in_cart": 42}, {"category_in_cart": "shoes"}]}]}`. Absent: every cart.
     /// `cart_min_total` is in minor units of the cart's currency.
-    #[serde(default)]
-    #[schema(value_type = Object)]
+    // Read through a JSON value: a rule of the wrong shape (`{}`) is a field error naming
+    // `trigger.rules`, not a malformed body; `5000.0` is `5000`.
+    #[serde(default, deserialize_with = "crate::json::with_whole_numbers")]
+    #[schema(value_type = crate::openapi::Targeting)]
     pub rules: Targeting,
     /// Among the funnels whose rules match, the highest priority wins (−1000 to 1000, default
     /// 0).
@@ -154,7 +157,7 @@ impl From<&Trigger> for TriggerBody {
 pub struct SettingsBody {
     /// The theme's name (1 to 64 characters, default `default`).
     #[serde(default = "default_theme")]
-    #[schema(max_length = 64)]
+    #[schema(min_length = 1, max_length = 64, pattern = "\\S")]
     pub theme: String,
     /// one_step, two_step (default) or three_step
     #[serde(default)]
@@ -207,7 +210,7 @@ pub struct NewFunnel {
     #[schema(pattern = "^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")]
     pub id: String,
     /// 1 to 200 characters, trimmed.
-    #[schema(max_length = 200)]
+    #[schema(max_length = 200, pattern = "\\S")]
     pub name: String,
     /// draft (default) or active
     #[serde(default)]
@@ -216,6 +219,7 @@ pub struct NewFunnel {
     pub trigger: TriggerBody,
     #[serde(default)]
     pub settings: SettingsBody,
+    #[schema(min_items = 1)]
     pub steps: Vec<StepBody>,
 }
 
@@ -224,10 +228,11 @@ pub struct NewFunnel {
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FunnelPatch {
-    #[schema(max_length = 200)]
+    #[schema(max_length = 200, pattern = "\\S")]
     pub name: Option<String>,
     pub trigger: Option<TriggerBody>,
     pub settings: Option<SettingsBody>,
+    #[schema(min_items = 1)]
     pub steps: Option<Vec<StepBody>>,
 }
 
@@ -628,9 +633,10 @@ pub async fn resolve(core: &Core, by: ResolveBy) -> Result<Resolved, FunnelsErro
     let snapshot = core.funnel_cache.get(core).await?;
     let facts = cart.as_ref().and_then(cart_facts);
     let picked = snapshot.pick(facts.as_ref());
-    let bumps = match &cart {
-        Some(cart) => eligible_for_cart(core, cart).await?,
-        None => Vec::new(),
+    let open = cart.as_ref().is_some_and(takes_bumps);
+    let bumps = match &facts {
+        Some(facts) if open => eligible_for_facts(core, facts).await?,
+        _ => Vec::new(),
     };
     Ok(Resolved {
         funnel: picked.map(|f| f.funnel.clone()),

@@ -6,6 +6,9 @@
 //! failure. `crate::error` maps each use case's error to a problem document, once; the CLI
 //! prints it. Handlers and CLI commands only translate to and from the use case.
 
+/// Step visits for the funnel report: the hosted upsell page's `upsell/shown`.
+pub mod funnel_visits;
+
 /// Order bumps at checkout: eligibility with quotes, shown / accepted / declined.
 pub mod bumps;
 /// Capturing a cart at checkout, and withdrawing consent (the same public endpoint).
@@ -26,6 +29,8 @@ pub mod record_order;
 pub mod report_delivery;
 /// Opening a restore link.
 pub mod restore;
+/// `ocart gateway rotate`: a new webhook secret or upsell key version, sealed.
+pub mod rotate_secret;
 /// Adding to and lifting from the suppression list.
 pub mod suppress;
 /// Sending a test message of a sequence step.

@@ -201,6 +201,32 @@ pub async fn create(
     OfferView::of_aggregate(&id, &outcome.aggregate, outcome.last_position())
 }
 
+/// Creates an offer under a given `id` rather than a new one: `ocart import` keeps the ids an
+/// export recorded, so the funnel steps naming them still do. An id in use is a conflict.
+pub async fn create_with_id(
+    core: &Core,
+    family: Family,
+    id: &str,
+    body: &Value,
+    meta: &CommandMeta,
+) -> Result<OfferView, OffersError> {
+    let definition = parse(family, body)?;
+    let outcome = core
+        .offers
+        .execute(
+            id,
+            OfferCommand::Create {
+                definition: Box::new(definition),
+                at: meta.at,
+            },
+            meta,
+        )
+        .await
+        .map_err(OffersError::of_command)?;
+    core.bump_cache.invalidate();
+    OfferView::of_aggregate(id, &outcome.aggregate, outcome.last_position())
+}
+
 async fn load(core: &Core, family: Family, id: &str) -> Result<Offer, OffersError> {
     let (offer, _, _) = core
         .offers

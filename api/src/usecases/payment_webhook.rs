@@ -11,7 +11,6 @@
 use ocart_domain::upsell::{AcceptanceStatus, ChargeResult, UpsellCommand, UpsellError};
 use ocart_processors::gateways::{Gateway as _, ACCEPTANCE_METADATA};
 use ocart_projections::{CommandError, CommandMeta};
-use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 
 use super::StoreFailure;
@@ -76,28 +75,26 @@ pub async fn stripe(
     body: &[u8],
     meta: &CommandMeta,
 ) -> Result<WebhookOutcome, PaymentWebhookError> {
-    let secrets: Vec<&str> = core
-        .config
-        .gateways
-        .stripe
-        .as_ref()
-        .map(|s| {
-            s.webhook_secrets
-                .iter()
-                .map(|s| s.expose_secret())
-                .collect()
-        })
-        .unwrap_or_default();
-    if secrets.is_empty() {
-        return Err(PaymentWebhookError::NotConfigured);
-    }
-    let signature = signature.ok_or_else(|| {
-        PaymentWebhookError::BadSignature(
-            "the delivery is not signed: Stripe-Signature is missing".into(),
+    // The config file's secrets and those `ocart gateway rotate` stored, while in force
+    // (ADR 0016).
+    core.secret_ring
+        .check_webhook(
+            core,
+            ocart_domain::gateway_secret::SecretPurpose::StripeWebhook,
+            |secrets| {
+                let signature = signature.ok_or_else(|| {
+                    PaymentWebhookError::BadSignature(
+                        "the delivery is not signed: Stripe-Signature is missing".into(),
+                    )
+                })?;
+                stripe_signature::verify(signature, body, secrets, core.clock.now().timestamp())
+                    .map_err(|e| {
+                        PaymentWebhookError::BadSignature(format!("Stripe-Signature: {e}"))
+                    })
+            },
         )
-    })?;
-    stripe_signature::verify(signature, body, &secrets, core.clock.now().timestamp())
-        .map_err(|e| PaymentWebhookError::BadSignature(format!("Stripe-Signature: {e}")))?;
+        .await
+        .ok_or(PaymentWebhookError::NotConfigured)??;
     let event: StripeEvent =
         serde_json::from_slice(body).map_err(|e| PaymentWebhookError::Malformed(e.to_string()))?;
     let ignored = |event_id: String| WebhookOutcome {

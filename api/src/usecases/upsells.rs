@@ -46,7 +46,8 @@ pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 pub const MAX_REFUND_ID_LEN: usize = 64;
 pub const MAX_REFUND_REASON_LEN: usize = 500;
 
-/// The key one-click tokens are signed with: derived from the server secret, never stored.
+/// Version 0 of the key one-click tokens are signed with: derived from the server secret, never
+/// stored. After `ocart gateway rotate upsell-token`, `secret_ring` chooses the version.
 pub fn signing_key(core: &Core) -> [u8; 32] {
     core.vault.derived_key(TOKEN_KEY_PURPOSE)
 }
@@ -328,8 +329,10 @@ async fn step_facts(core: &Core, claims: &UpsellClaims) -> Result<StepFacts, Ups
 fn check_return_url(raw: &str) -> Result<String, UpsellsError> {
     let raw = raw.trim();
     let ok = raw.len() <= MAX_RETURN_URL_LEN
-        && (raw.starts_with("https://") || raw.starts_with("http://"))
-        && raw.len() > "https://".len()
+        && raw
+            .strip_prefix("https://")
+            .or_else(|| raw.strip_prefix("http://"))
+            .is_some_and(|rest| !rest.is_empty())
         && raw.bytes().all(|b| (0x21..0x7f).contains(&b));
     if ok {
         Ok(raw.to_owned())
@@ -342,7 +345,7 @@ fn check_return_url(raw: &str) -> Result<String, UpsellsError> {
 }
 
 fn check_id(field: &'static str, raw: &str, max: usize) -> Result<(), UpsellsError> {
-    if raw.trim().is_empty() || raw.len() > max || raw.chars().any(char::is_control) {
+    if raw.trim().is_empty() || raw.chars().count() > max || raw.chars().any(char::is_control) {
         return Err(UpsellsError::Invalid(vec![FieldError::new(
             field,
             format!("must be 1 to {max} characters without control characters"),
@@ -397,7 +400,7 @@ pub async fn issue_token(core: &Core, input: IssueToken) -> Result<Issued, Upsel
         token_ttl(core).await?,
     );
     claims.return_url = return_url;
-    let token = upsell_token::issue(&claims, &signing_key(core));
+    let token = crate::secret_ring::issue_upsell_token(core, &claims);
     Ok(Issued {
         page_url: page_url(core, &token),
         token,
@@ -407,16 +410,14 @@ pub async fn issue_token(core: &Core, input: IssueToken) -> Result<Issued, Upsel
 
 /// The claims of a token that must still be valid (deciding).
 fn live_claims(core: &Core, token: &str) -> Result<UpsellClaims, UpsellsError> {
-    Ok(upsell_token::verify(
-        token,
-        &signing_key(core),
-        core.clock.now(),
-    )?)
+    let key = crate::secret_ring::upsell_verify_key(core, token)?;
+    Ok(upsell_token::verify(token, key.expose(), core.clock.now())?)
 }
 
 /// The claims of a token signed by us, expired or not (reading a decision, confirming it).
 pub fn signed_claims(core: &Core, token: &str) -> Result<UpsellClaims, UpsellsError> {
-    Ok(upsell_token::verify_signature(token, &signing_key(core))?)
+    let key = crate::secret_ring::upsell_verify_key(core, token)?;
+    Ok(upsell_token::verify_signature(token, key.expose())?)
 }
 
 /// The acceptance a token's step leads to.
@@ -643,7 +644,7 @@ pub async fn next_page(
             .saturating_add(token_ttl(core).await?.num_seconds()),
         return_url: claims.return_url.clone(),
     };
-    let token = upsell_token::issue(&next, &signing_key(core));
+    let token = crate::secret_ring::issue_upsell_token(core, &next);
     Ok(Next::Offer {
         step: step.key.clone(),
         offer_id,
@@ -670,6 +671,46 @@ pub async fn acceptance(
         return Err(UpsellsError::NotFound("acceptance".into()));
     }
     Ok(acceptance)
+}
+
+/// The longest a status read may wait for a change ([`acceptance_after`]).
+pub const MAX_STATUS_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How often a waiting status read looks again by itself: an append by another process (a
+/// charger elsewhere) wakes nobody in this one.
+const STATUS_RECHECK: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// [`acceptance`], answered once its status is no longer `while_status` (at once when it is
+/// not, or when `while_status` is `None`), or when `wait` (at most [`MAX_STATUS_WAIT`]) has
+/// passed: a long poll, so a page waiting on a charge asks once instead of every second. The
+/// wait sleeps on this process's appends to the acceptance, and looks again every
+/// [`STATUS_RECHECK`] in any case.
+pub async fn acceptance_after(
+    core: &Core,
+    id: &str,
+    token: Option<&str>,
+    while_status: Option<AcceptanceStatus>,
+    wait: std::time::Duration,
+) -> Result<UpsellAcceptance, UpsellsError> {
+    let Some(while_status) = while_status else {
+        return acceptance(core, id, token).await;
+    };
+    let deadline = tokio::time::Instant::now() + wait.min(MAX_STATUS_WAIT);
+    let watch = core
+        .log
+        .watch_stream(ocart_domain::upsell::ACCEPTANCE_TYPE, id);
+    loop {
+        // Registered before the read: an append between the read and the sleep still wakes it.
+        let mut appended = std::pin::pin!(watch.notified());
+        appended.as_mut().enable();
+        let found = acceptance(core, id, token).await?;
+        let now = tokio::time::Instant::now();
+        if found.status() != Some(while_status) || now >= deadline {
+            return Ok(found);
+        }
+        let recheck = (deadline - now).min(STATUS_RECHECK);
+        let _ = tokio::time::timeout(recheck, appended).await;
+    }
 }
 
 /// The domain's record of a gateway's answer.
@@ -954,8 +995,10 @@ mod tests {
         for (raw, ok) in [
             ("https://shop.test/thanks?order=1", true),
             ("http://shop.test/", true),
+            ("http://0", true),
             ("javascript:alert(1)", false),
             ("https://", false),
+            ("http://", false),
             ("https://shop.test/a b", false),
         ] {
             assert_eq!(check_return_url(raw).is_ok(), ok, "{raw}");

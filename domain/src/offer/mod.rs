@@ -4,6 +4,7 @@
 
 mod aggregate;
 mod bump;
+mod index;
 mod pricing;
 mod targeting;
 
@@ -16,5 +17,6 @@ pub use bump::{
     bump_decision_id, BumpAnswer, BumpCommand, BumpDecision, BumpError, BumpEvent, BumpLine,
 };
 
+pub use index::{Requirement, TargetingIndex};
 pub use pricing::{BumpPricing, Percent, PricingError, Quote, UpsellPricing, FULL};
-pub use targeting::{CartView, Targeting, MAX_CATEGORY_LEN, MAX_DEPTH, MAX_RULES};
+pub use targeting::{category_key, CartView, Targeting, MAX_CATEGORY_LEN, MAX_DEPTH, MAX_RULES};

@@ -33,6 +33,12 @@ pub enum Targeting {
     CategoryInCart(String),
 }
 
+/// How categories compare: trimmed, without ASCII case (`" Mugs "` is `mugs`), as
+/// [`Targeting::matches`] compares them.
+pub fn category_key(slug: &str) -> String {
+    slug.trim().to_ascii_lowercase()
+}
+
 /// What targeting sees of a cart.
 #[derive(Debug, Clone)]
 pub struct CartView<'a> {

@@ -529,8 +529,11 @@ impl UpsellAcceptance {
     }
 }
 
+/// The acceptances' aggregate type in the log.
+pub const ACCEPTANCE_TYPE: &str = "upsell_acceptance";
+
 impl Aggregate for UpsellAcceptance {
-    const TYPE: &'static str = "upsell_acceptance";
+    const TYPE: &'static str = ACCEPTANCE_TYPE;
     type Command = UpsellCommand;
     type Event = UpsellEvent;
     type Error = UpsellError;

@@ -24,9 +24,11 @@
 //! `unknown` is never shown as declined: the charge may have happened.
 
 mod aggregate;
+mod view;
 
 pub use aggregate::{
     acceptance_id, charge_key, refund_key, AcceptInput, AcceptanceStatus, ChargeResult,
     DeclineInput, OrderStrategy, RefundResult, RefundState, RefundStatus, UpsellAcceptance,
-    UpsellCommand, UpsellError, UpsellEvent, UpsellKind, MAX_REFUNDS,
+    UpsellCommand, UpsellError, UpsellEvent, UpsellKind, ACCEPTANCE_TYPE, MAX_REFUNDS,
 };
+pub use view::{view_id, ShownStep, UpsellView, ViewCommand, ViewError, ViewEvent};

@@ -145,6 +145,14 @@ pub trait Gateway: Send + Sync {
     /// Refunds `request.amount` of one charge, idempotently.
     async fn refund(&self, request: &RefundRequest) -> RefundOutcome;
 
+    /// The id a store order records as a succeeded charge's transaction (WooCommerce
+    /// `transaction_id`): what the store's own plugin for this gateway names the payment by.
+    /// The charge reference itself, except where the gateway names the money movement apart
+    /// from `charge_ref` (PayPal: the order's capture, not the order).
+    async fn transaction_id(&self, charge_ref: &str) -> anyhow::Result<String> {
+        Ok(charge_ref.to_owned())
+    }
+
     fn state(&self) -> GatewayState;
 }
 

@@ -671,6 +671,28 @@ impl Gateway for PayPal {
         }
     }
 
+    /// The order's capture id: what WooCommerce's PayPal plugins record as the transaction
+    /// (and refund by), never the order id.
+    async fn transaction_id(&self, charge_ref: &str) -> anyhow::Result<String> {
+        match self.get_order(charge_ref).await {
+            Ok((status, order)) if (200..300).contains(&status) => order["purchase_units"][0]
+                ["payments"]["captures"][0]["id"]
+                .as_str()
+                .filter(|id| !id.is_empty())
+                .map(str::to_owned)
+                .ok_or_else(|| anyhow::anyhow!("the PayPal order {charge_ref} has no capture")),
+            Ok((status, _)) => {
+                anyhow::bail!("PayPal answered {status} to reading the order {charge_ref}")
+            }
+            Err(CallError::Auth { code, message }) => {
+                anyhow::bail!("PayPal refused the credentials ({code}): {message}")
+            }
+            Err(CallError::Unknown(reason)) => {
+                anyhow::bail!("the PayPal order {charge_ref} could not be read: {reason}")
+            }
+        }
+    }
+
     fn state(&self) -> GatewayState {
         GatewayState {
             id: "paypal",

@@ -82,7 +82,8 @@ const SETTLED_MEMORY: usize = 100_000;
 #[derive(Debug, Clone)]
 pub struct ChargerConfig {
     /// OCart's public base URL (`recovery.public_url`): the gateway sends a shopper back to
-    /// `{public_url}/ocart/v1/upsells/{acceptance}/confirm` after a 3DS or payer action.
+    /// `{public_url}/ocart/v1/upsells/acceptances/{acceptance}/return` after a 3DS or payer
+    /// action (the route reads the payment back from the gateway).
     pub public_url: String,
 }
 
@@ -676,6 +677,12 @@ impl UpsellCharger {
         let total = Money::new(charge.amount, charge.currency)
             .map_err(|e| anyhow::anyhow!("the charge of {id}: {e}"))?
             .decimal();
+        // What the store's own gateway plugin names the payment by (PayPal: the capture).
+        let charge_ref = acceptance.charge_ref().unwrap_or_default();
+        let transaction_id = match self.gateways.get(&charge.gateway) {
+            Some(gateway) => gateway.transaction_id(charge_ref).await?,
+            None => charge_ref.to_owned(),
+        };
         let line = StoreLine {
             acceptance_id: id.to_owned(),
             parent,
@@ -684,7 +691,7 @@ impl UpsellCharger {
             quantity: charge.quantity,
             total,
             currency: charge.currency.as_str().to_owned(),
-            charge_ref: acceptance.charge_ref().unwrap_or_default().to_owned(),
+            charge_ref: transaction_id,
             gateway: charge.gateway.clone(),
         };
         let strategy = match charge.strategy {

@@ -41,7 +41,8 @@ pub struct StoreLine {
     pub total: String,
     /// ISO 4217 code.
     pub currency: String,
-    /// The upsell's own charge (the child order's transaction id).
+    /// The upsell's own charge as the store records it (the child order's transaction id;
+    /// `Gateway::transaction_id`: PayPal's capture).
     pub charge_ref: String,
     /// The gateway that charged it (the child order's payment method).
     pub gateway: String,

@@ -2,6 +2,7 @@
 
 mod audit;
 mod carts;
+mod funnel_reports;
 mod funnels;
 mod offers;
 mod recovery;
@@ -11,6 +12,7 @@ mod upsells;
 
 pub use audit::AuditProjector;
 pub use carts::CartsProjector;
+pub use funnel_reports::FunnelReportsProjector;
 pub use funnels::FunnelsProjector;
 pub use offers::OffersProjector;
 pub use recovery::{

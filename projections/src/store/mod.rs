@@ -2,6 +2,7 @@
 //! and the gap-free global reader, on PostgreSQL and SQLite.
 
 mod pg;
+mod streams;
 // The one module with `unsafe`: the SQLite global reader (ADR 0007).
 #[allow(unsafe_code)]
 mod sqlite;
@@ -17,6 +18,9 @@ use tokio::sync::{mpsc, oneshot, watch, Mutex};
 use uuid::Uuid;
 
 use crate::db::{Backend, Db};
+
+pub use streams::StreamWatch;
+use streams::StreamWatchers;
 
 /// An event about to be appended.
 #[derive(Debug, Clone)]
@@ -175,6 +179,8 @@ struct Inner {
     jobs: mpsc::Sender<AppendJob>,
     /// The highest position this process has committed or heard of; readers wait on it.
     head: watch::Sender<i64>,
+    /// Readers waiting on one aggregate's next append (long polls).
+    streams: Arc<StreamWatchers>,
 }
 
 impl EventLog {
@@ -192,6 +198,7 @@ impl EventLog {
             db: db.clone(),
             jobs,
             head,
+            streams: Arc::default(),
         });
         let rx = Arc::new(Mutex::new(rx));
         let writers = match db.backend() {
@@ -229,13 +236,25 @@ impl EventLog {
         if events.is_empty() {
             return Ok(Vec::new());
         }
+        let stream = (
+            events[0].aggregate_type.clone(),
+            events[0].aggregate_id.clone(),
+        );
         let (reply, answer) = oneshot::channel();
         self.inner
             .jobs
             .send(AppendJob { events, reply })
             .await
             .map_err(|_| AppendError::Closed)?;
-        answer.await.map_err(|_| AppendError::Closed)?
+        let committed = answer.await.map_err(|_| AppendError::Closed)??;
+        self.inner.streams.appended(&stream.0, &stream.1);
+        Ok(committed)
+    }
+
+    /// A registration on one aggregate's stream: its `notified()` completes at this process's
+    /// next append to it (see [`StreamWatch`]).
+    pub fn watch_stream(&self, aggregate_type: &str, aggregate_id: &str) -> StreamWatch {
+        StreamWatch::new(self.inner.streams.clone(), aggregate_type, aggregate_id)
     }
 
     /// Every event of one aggregate, in sequence order.

@@ -24,6 +24,7 @@ const NOT_READ_TABLES: &[&str] = &[
     "events",
     "key_vault",
     "server_secrets",
+    "gateway_secrets",
     "checkpoints",
     "leases",
 ];

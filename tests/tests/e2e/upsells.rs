@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use chrono::Duration;
 use ocart_domain::order::{order_id_for, OrderCommand, OrderFacts, PaymentRef};
-use ocart_domain::upsell::{acceptance_id, charge_key};
+use ocart_domain::upsell::{acceptance_id, charge_key, ChargeResult, UpsellCommand};
 use ocart_domain::Currency;
 use ocart_projections::CommandMeta;
 use ocart_tests::{read, spawn_app, Kind, TestApp};
@@ -46,6 +46,16 @@ impl NowUtc for ocart_domain::ManualClock {
 /// Records the store's order `order_id` as the store reports it (the order API has no
 /// `payment` field yet, so through the aggregate).
 async fn record_order(app: &TestApp, order_id: &str, paid: bool, minutes: i64) {
+    record_order_paid_by(app, order_id, paid, minutes, "pm_sandbox_ok").await;
+}
+
+async fn record_order_paid_by(
+    app: &TestApp,
+    order_id: &str,
+    paid: bool,
+    minutes: i64,
+    payment_method: &str,
+) {
     let facts = OrderFacts {
         order_id: order_id.into(),
         status: if paid { "processing" } else { "cancelled" }.into(),
@@ -61,7 +71,7 @@ async fn record_order(app: &TestApp, order_id: &str, paid: bool, minutes: i64) {
         payment: Some(PaymentRef {
             gateway: "sandbox".into(),
             customer: None,
-            payment_method: "pm_sandbox_ok".into(),
+            payment_method: payment_method.into(),
         }),
         offer_lines: Vec::new(),
     };
@@ -554,4 +564,95 @@ async fn declining_leads_to_the_downsell_pg() {
 #[tokio::test]
 async fn declining_leads_to_the_downsell_lite() {
     declining_leads_to_the_downsell(Kind::Sqlite).await;
+}
+
+/// `GET /upsells/acceptances/{id}?status=…&wait=…` is a long poll: it answers once the status
+/// has moved on from the one named (woken by the record of the change, not by polling), at once
+/// when it has moved on already, and refuses a wait or a status out of bounds.
+async fn the_status_read_waits_for_a_change(kind: Kind) {
+    let Setup { app, upsell, .. } = setup(kind).await;
+    // A card that wants 3DS: the charger leaves the acceptance waiting on the shopper.
+    record_order_paid_by(&app, "1002", true, 0, "pm_sandbox_3ds").await;
+    let token = issue_token(&app, "1002", "upsell").await;
+    let (status, body) =
+        post_raw(&app, &accept_path(&upsell), Some("k-1"), token_body(&token)).await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["acceptance_id"]
+        .as_str()
+        .expect("acceptance id")
+        .to_owned();
+    let path = |query: &str| format!("/ocart/v1/upsells/acceptances/{id}?token={token}{query}");
+
+    // Waiting on `charging`: the answer is the charger's `requires_action`.
+    let (status, body) = app.get(&path("&status=charging&wait=20"), "").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "requires_action", "{body}");
+    // No change to wait for: at once, as without the parameters.
+    let (status, body) = app.get(&path("&status=succeeded&wait=20"), "").await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("requires_action")),
+        "{body}"
+    );
+    let (status, body) = app.get(&path("&status=requires_action&wait=0"), "").await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("requires_action")),
+        "{body}"
+    );
+
+    // Waiting on `requires_action`: the answer is the charge recorded after the shopper's 3DS.
+    let waiting = {
+        let (client, url) = (
+            app.client.clone(),
+            app.url(&path("&status=requires_action&wait=20")),
+        );
+        tokio::spawn(async move { read(client.get(url).send().await.expect("request")).await })
+    };
+    // Let the poll start first (were it to start later, it would answer at once: the same).
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    app.core
+        .acceptances
+        .execute(
+            &id,
+            UpsellCommand::RecordCharge {
+                result: ChargeResult::Succeeded {
+                    charge_ref: "sb_long_poll".into(),
+                },
+                at: app.clock.now_utc(),
+            },
+            &meta(&app),
+        )
+        .await
+        .expect("record the charge");
+    let (status, body) = waiting.await.expect("the poll");
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        matches!(body["status"].as_str(), Some("succeeded" | "accepted")),
+        "{body}"
+    );
+    assert_eq!(body["charge_ref"], "sb_long_poll", "{body}");
+
+    for (query, field) in [
+        ("&status=charging&wait=31", "wait"),
+        ("&status=charging&wait=99999999999999999999", "wait"),
+        ("&status=paid", "status"),
+    ] {
+        let (status, body) = app.get(&path(query), "").await;
+        assert!(matches!(status, 400 | 422), "{query}: {status} {body}");
+        assert!(
+            body["detail"].as_str().unwrap_or_default().contains(field),
+            "{query}: {body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_status_read_waits_for_a_change_pg() {
+    the_status_read_waits_for_a_change(Kind::Postgres).await;
+}
+
+#[tokio::test]
+async fn the_status_read_waits_for_a_change_lite() {
+    the_status_read_waits_for_a_change(Kind::Sqlite).await;
 }

@@ -281,10 +281,14 @@ pub(super) async fn run(args: UpsellArgs) -> anyhow::Result<()> {
                         .as_str()
                         .unwrap_or_default()
                         .to_owned();
-                    let status_path = format!("/ocart/v1/upsells/acceptances/{id}?token={token}");
-                    // Poll until the child order is written (the charger's work).
+                    // Wait for the child order (the charger's work) as the hosted page does: a
+                    // long poll that answers when the status moves on from the last one seen.
+                    let mut last = "charging".to_owned();
                     let deadline = Instant::now() + Duration::from_secs(30);
                     loop {
+                        let status_path = format!(
+                            "/ocart/v1/upsells/acceptances/{id}?token={token}&status={last}&wait=10"
+                        );
                         match conn
                             .send("GET", &status_path, "", "", &mut body, true)
                             .await
@@ -295,6 +299,7 @@ pub(super) async fn run(args: UpsellArgs) -> anyhow::Result<()> {
                                     completions.push(started.elapsed().as_micros() as u64);
                                     break;
                                 }
+                                last = view["status"].as_str().unwrap_or("charging").to_owned();
                             }
                             _ => {
                                 errors.fetch_add(1, Ordering::Relaxed);
@@ -305,7 +310,6 @@ pub(super) async fn run(args: UpsellArgs) -> anyhow::Result<()> {
                             errors.fetch_add(1, Ordering::Relaxed);
                             break;
                         }
-                        tokio::time::sleep(Duration::from_millis(2)).await;
                     }
                 }
                 (accepts, completions)

@@ -1,0 +1,482 @@
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use ocart_domain::funnel::{FunnelDefinition, FunnelEvent};
+use ocart_domain::offer::{BumpEvent, BumpLine};
+use ocart_domain::order::OrderEvent;
+use ocart_domain::upsell::{UpsellEvent, ViewEvent};
+
+use crate::commands::decode_event;
+use crate::db::Tx;
+use crate::exec_tx;
+use crate::fetch_optional_tx;
+use crate::runner::Projector;
+use crate::store::StoredEvent;
+
+/// Builds the funnel report's tables: `funnel_report_steps` (its own copy of every funnel's
+/// steps, from `funnel/created` and `funnel/updated`), `funnel_report_facts` (per funnel and
+/// step: visits, accepts, declines, revenue and refunds, each fact under its natural key) and
+/// `funnel_report_orders` (the orders a funnel may be credited with, and the funnel they are).
+///
+/// What counts:
+/// - a bump step's visit, accept and decline: `bump/shown`, `bump/accepted`, `bump/declined`
+///   of its offer, for every funnel whose current definition has that offer as a bump step;
+///   its revenue: the offer's lines of an order recorded paid;
+/// - an upsell or downsell step's visit: `upsell/shown` (the hosted page rendered the offer,
+///   once per parent order and step); its accept: `upsell/accepted` (charged and written to
+///   the store), whose amount is its revenue; its decline: `upsell/declined`; its refunds:
+///   `upsell/refunded`;
+/// - an order belongs to the first funnel that touched it in the log: its bump line of one of
+///   the funnel's bump steps, or an upsell step of the funnel shown or decided with it as the
+///   parent order. Only orders that carried an offer line or a saved payment are kept (no other
+///   can be touched). Its value is its total plus the funnel's upsells accepted on it in its
+///   currency; it is "with offers" when it carried one of the funnel's bump lines or an upsell
+///   was accepted on it.
+pub struct FunnelReportsProjector;
+
+#[async_trait]
+impl Projector for FunnelReportsProjector {
+    fn name(&self) -> &'static str {
+        "funnel_reports"
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &[
+            "funnel_report_steps",
+            "funnel_report_facts",
+            "funnel_report_orders",
+        ]
+    }
+
+    fn indexes(&self) -> &'static [(&'static str, &'static str)] {
+        &[
+            (
+                "funnel_report_steps_offer",
+                "CREATE INDEX IF NOT EXISTS funnel_report_steps_offer \
+                 ON funnel_report_steps (offer_id)",
+            ),
+            (
+                "funnel_report_facts_acceptance",
+                "CREATE INDEX IF NOT EXISTS funnel_report_facts_acceptance \
+                 ON funnel_report_facts (acceptance_id)",
+            ),
+            (
+                "funnel_report_facts_funnel",
+                "CREATE INDEX IF NOT EXISTS funnel_report_facts_funnel \
+                 ON funnel_report_facts (funnel_id, step_key, kind)",
+            ),
+            (
+                "funnel_report_orders_funnel",
+                "CREATE INDEX IF NOT EXISTS funnel_report_orders_funnel \
+                 ON funnel_report_orders (funnel_id)",
+            ),
+        ]
+    }
+
+    async fn apply(&self, tx: &mut Tx, events: &[StoredEvent]) -> anyhow::Result<()> {
+        for event in events {
+            match event.aggregate_type.as_str() {
+                "funnel" => funnel(tx, event).await?,
+                "bump" => bump(tx, event).await?,
+                "order" => order(tx, event).await?,
+                "upsell_view" => view(tx, event).await?,
+                "upsell_acceptance" => acceptance(tx, event).await?,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn funnel(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
+    let definition: FunnelDefinition =
+        match decode_event::<FunnelEvent>(&event.event_type, &event.payload)? {
+            FunnelEvent::Created { definition, .. } | FunnelEvent::Updated { definition, .. } => {
+                definition
+            }
+            FunnelEvent::Activated { .. } | FunnelEvent::Archived { .. } => return Ok(()),
+        };
+    let slug = event.aggregate_id.as_str();
+    let position = event.global_position;
+    // Steps a later definition drops stay, no longer current: their facts keep their type.
+    exec_tx!(
+        tx,
+        "UPDATE funnel_report_steps SET is_current = FALSE, last_position = $2 \
+         WHERE funnel_id = $1 AND last_position < $2",
+        slug,
+        position
+    )?;
+    for step in &definition.steps {
+        exec_tx!(
+            tx,
+            "INSERT INTO funnel_report_steps (funnel_id, step_key, position, step_type, offer_id, \
+             is_current, last_position) VALUES ($1, $2, $3, $4, $5, TRUE, $6) \
+             ON CONFLICT (funnel_id, step_key) DO UPDATE SET position = excluded.position, \
+             step_type = excluded.step_type, offer_id = excluded.offer_id, is_current = TRUE, \
+             last_position = excluded.last_position \
+             WHERE funnel_report_steps.last_position <= excluded.last_position",
+            slug,
+            &step.key,
+            i64::from(step.position),
+            step.kind.as_str(),
+            &step.offer_id,
+            position
+        )?;
+    }
+    Ok(())
+}
+
+/// The current bump steps of `offer_id`, as (funnel, step), by funnel then step.
+async fn bump_steps(tx: &mut Tx, offer_id: &str) -> anyhow::Result<Vec<(String, String)>> {
+    const SQL: &str = "SELECT funnel_id, step_key FROM funnel_report_steps \
+        WHERE offer_id = $1 AND step_type = 'bump' AND is_current ORDER BY funnel_id, step_key";
+    Ok(match tx {
+        Tx::Pg(t) => {
+            sqlx::query_as(SQL)
+                .bind(offer_id)
+                .fetch_all(&mut **t)
+                .await?
+        }
+        Tx::Lite(t) => {
+            sqlx::query_as(&crate::lite_sql(SQL))
+                .bind(offer_id)
+                .fetch_all(&mut **t)
+                .await?
+        }
+    })
+}
+
+/// One row of `funnel_report_facts`.
+struct Fact<'a> {
+    funnel_id: &'a str,
+    step: &'a str,
+    kind: &'static str,
+    order_id: Option<&'a str>,
+    acceptance_id: Option<&'a str>,
+    amount: Option<i64>,
+    currency: Option<&'a str>,
+    at: DateTime<Utc>,
+    key: String,
+}
+
+async fn record(tx: &mut Tx, position: i64, fact: Fact<'_>) -> anyhow::Result<()> {
+    exec_tx!(
+        tx,
+        "INSERT INTO funnel_report_facts (id, funnel_id, step_key, kind, order_id, acceptance_id, \
+         amount, currency, at, idempotency_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+         ON CONFLICT (idempotency_key) DO NOTHING",
+        position,
+        fact.funnel_id,
+        fact.step,
+        fact.kind,
+        fact.order_id,
+        fact.acceptance_id,
+        fact.amount,
+        fact.currency,
+        fact.at,
+        fact.key
+    )?;
+    Ok(())
+}
+
+async fn bump(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
+    let (kind, line, at): (&'static str, BumpLine, _) =
+        match decode_event::<BumpEvent>(&event.event_type, &event.payload)? {
+            BumpEvent::Shown { line, at } => ("visit", line, at),
+            BumpEvent::Accepted { line, at } => ("accepted", line, at),
+            BumpEvent::Declined { line, at } => ("declined", line, at),
+        };
+    for (funnel_id, step) in bump_steps(tx, &line.offer_id).await? {
+        let key = format!(
+            "bump/{kind}:{}:{}:{funnel_id}:{step}",
+            line.offer_id, line.cart_id
+        );
+        record(
+            tx,
+            event.global_position,
+            Fact {
+                funnel_id: &funnel_id,
+                step: &step,
+                kind,
+                order_id: None,
+                acceptance_id: None,
+                amount: Some(line.price),
+                currency: Some(&line.currency),
+                at,
+                key,
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+async fn order(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
+    let position = event.global_position;
+    match decode_event::<OrderEvent>(&event.event_type, &event.payload)? {
+        OrderEvent::Recorded { facts, at, .. } => {
+            if facts.offer_lines.is_empty() && facts.payment.is_none() {
+                return Ok(());
+            }
+            // Per bump step of the order's offer lines: the lines' total.
+            let mut per_step: Vec<(String, String, i64)> = Vec::new();
+            for line in &facts.offer_lines {
+                for (funnel_id, step) in bump_steps(tx, &line.offer_id).await? {
+                    match per_step
+                        .iter_mut()
+                        .find(|(f, s, _)| *f == funnel_id && *s == step)
+                    {
+                        Some((_, _, total)) => {
+                            *total = total
+                                .checked_add(line.total)
+                                .ok_or_else(|| anyhow::anyhow!("offer lines overflow"))?
+                        }
+                        None => per_step.push((funnel_id, step, line.total)),
+                    }
+                }
+            }
+            let funnel_id = per_step.iter().map(|(f, _, _)| f.as_str()).min();
+            exec_tx!(
+                tx,
+                "INSERT INTO funnel_report_orders (order_id, funnel_id, currency, total, paid, \
+                 bump, upsell_total, placed_at, last_position) \
+                 VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $8) ON CONFLICT (order_id) DO NOTHING",
+                &facts.order_id,
+                funnel_id,
+                facts.currency.as_str(),
+                facts.total,
+                facts.paid,
+                funnel_id.is_some(),
+                facts.placed_at,
+                position
+            )?;
+            if !facts.paid {
+                return Ok(());
+            }
+            for (funnel_id, step, total) in &per_step {
+                record(
+                    tx,
+                    position,
+                    Fact {
+                        funnel_id,
+                        step,
+                        kind: "revenue",
+                        order_id: Some(&facts.order_id),
+                        acceptance_id: None,
+                        amount: Some(*total),
+                        currency: Some(facts.currency.as_str()),
+                        at,
+                        key: format!("revenue:{}:{funnel_id}:{step}", facts.order_id),
+                    },
+                )
+                .await?;
+            }
+        }
+        OrderEvent::StatusChanged { paid, total, .. } => {
+            exec_tx!(
+                tx,
+                "UPDATE funnel_report_orders SET paid = $2, total = $3, last_position = $4 \
+                 WHERE order_id = $1 AND last_position < $4",
+                event.aggregate_id.as_str(),
+                paid,
+                total,
+                position
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Credits the parent order to the funnel, unless another funnel touched it first.
+async fn attribute(
+    tx: &mut Tx,
+    order_id: &str,
+    funnel_id: &str,
+    position: i64,
+) -> anyhow::Result<()> {
+    exec_tx!(
+        tx,
+        "UPDATE funnel_report_orders SET funnel_id = COALESCE(funnel_id, $2), last_position = $3 \
+         WHERE order_id = $1 AND last_position < $3",
+        order_id,
+        funnel_id,
+        position
+    )?;
+    Ok(())
+}
+
+async fn view(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
+    let ViewEvent::Shown { step, at } =
+        decode_event::<ViewEvent>(&event.event_type, &event.payload)?;
+    record(
+        tx,
+        event.global_position,
+        Fact {
+            funnel_id: &step.funnel_id,
+            step: &step.step,
+            kind: "visit",
+            order_id: Some(&step.parent_order_id),
+            acceptance_id: Some(&step.acceptance_id),
+            amount: None,
+            currency: None,
+            at,
+            key: format!("visit:{}", event.aggregate_id),
+        },
+    )
+    .await?;
+    attribute(
+        tx,
+        &step.parent_order_id,
+        &step.funnel_id,
+        event.global_position,
+    )
+    .await
+}
+
+#[derive(sqlx::FromRow)]
+struct StepOf {
+    funnel_id: String,
+    step_key: String,
+    order_id: Option<String>,
+}
+
+/// The funnel and step of an acceptance, from its `upsell/before_charge` fact.
+async fn step_of(tx: &mut Tx, acceptance_id: &str) -> anyhow::Result<Option<StepOf>> {
+    Ok(fetch_optional_tx!(
+        tx,
+        StepOf,
+        "SELECT funnel_id, step_key, order_id FROM funnel_report_facts \
+         WHERE acceptance_id = $1 AND kind = 'before_charge'",
+        acceptance_id
+    )?)
+}
+
+async fn acceptance(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
+    let position = event.global_position;
+    let id = event.aggregate_id.as_str();
+    match decode_event::<UpsellEvent>(&event.event_type, &event.payload)? {
+        UpsellEvent::BeforeCharge {
+            funnel_id,
+            step,
+            parent_order_id,
+            amount,
+            currency,
+            at,
+            ..
+        } => {
+            record(
+                tx,
+                position,
+                Fact {
+                    funnel_id: &funnel_id,
+                    step: &step,
+                    kind: "before_charge",
+                    order_id: Some(&parent_order_id),
+                    acceptance_id: Some(id),
+                    amount: Some(amount),
+                    currency: Some(currency.as_str()),
+                    at,
+                    key: format!("before_charge:{id}"),
+                },
+            )
+            .await?;
+            attribute(tx, &parent_order_id, &funnel_id, position).await?;
+        }
+        UpsellEvent::Declined {
+            funnel_id,
+            step,
+            parent_order_id,
+            at,
+            ..
+        } => {
+            record(
+                tx,
+                position,
+                Fact {
+                    funnel_id: &funnel_id,
+                    step: &step,
+                    kind: "declined",
+                    order_id: Some(&parent_order_id),
+                    acceptance_id: Some(id),
+                    amount: None,
+                    currency: None,
+                    at,
+                    key: format!("declined:{id}"),
+                },
+            )
+            .await?;
+            attribute(tx, &parent_order_id, &funnel_id, position).await?;
+        }
+        UpsellEvent::Accepted {
+            parent_order_id,
+            amount,
+            currency,
+            at,
+            ..
+        } => {
+            let Some(of) = step_of(tx, id).await? else {
+                anyhow::bail!("upsell/accepted at {position} for {id} follows no before_charge");
+            };
+            for (kind, key) in [
+                ("accepted", format!("accepted:{id}")),
+                ("revenue", format!("revenue:{id}")),
+            ] {
+                record(
+                    tx,
+                    position,
+                    Fact {
+                        funnel_id: &of.funnel_id,
+                        step: &of.step_key,
+                        kind,
+                        order_id: Some(&parent_order_id),
+                        acceptance_id: Some(id),
+                        amount: Some(amount),
+                        currency: Some(currency.as_str()),
+                        at,
+                        key,
+                    },
+                )
+                .await?;
+            }
+            exec_tx!(
+                tx,
+                "UPDATE funnel_report_orders SET upsell_total = upsell_total + $2, \
+                 last_position = $5 WHERE order_id = $1 AND funnel_id = $3 AND currency = $4 \
+                 AND last_position < $5",
+                &parent_order_id,
+                amount,
+                &of.funnel_id,
+                currency.as_str(),
+                position
+            )?;
+        }
+        UpsellEvent::Refunded {
+            refund_id,
+            amount,
+            currency,
+            at,
+            ..
+        } => {
+            let Some(of) = step_of(tx, id).await? else {
+                anyhow::bail!("upsell/refunded at {position} for {id} follows no before_charge");
+            };
+            record(
+                tx,
+                position,
+                Fact {
+                    funnel_id: &of.funnel_id,
+                    step: &of.step_key,
+                    kind: "refunded",
+                    order_id: of.order_id.as_deref(),
+                    acceptance_id: Some(id),
+                    amount: Some(amount),
+                    currency: Some(currency.as_str()),
+                    at,
+                    key: format!("refunded:{id}:{refund_id}"),
+                },
+            )
+            .await?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
