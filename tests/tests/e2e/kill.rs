@@ -487,16 +487,7 @@ async fn killed_after_the_gateway_charged(kind: Kind) {
 
     setup.stripe.release_holds();
     let second = setup.serve("second.log").await;
-    let t0 = std::time::Instant::now();
     let accepted = until_accepted(&setup, &second, &admin, &id).await;
-    eprintln!("DEBUG accepted after {:?}", t0.elapsed());
-    for r in setup.stripe.requests() {
-        eprintln!(
-            "DEBUG stripe {} {} {:?}",
-            r.method, r.path, r.idempotency_key
-        );
-    }
-    eprintln!("DEBUG LOG2 {}", read_log(&second.log));
     second.stop().await;
     assert!(
         setup.stripe.creates() >= 2,
