@@ -397,77 +397,34 @@ fn offer_item(value: &Value) -> Result<(String, OfferStatus, OfferDefinition), V
     }
 }
 
-/// A funnel's steps as the domain has them (a missing position is the step's index).
-fn funnel_steps(bodies: &[StepBody]) -> Vec<funnel::Step> {
-    bodies
-        .iter()
-        .enumerate()
-        .map(|(i, s)| funnel::Step {
-            key: s.key.clone(),
-            kind: s.kind,
-            position: s
-                .position
-                .unwrap_or_else(|| u32::try_from(i).unwrap_or(u32::MAX)),
-            offer_id: s.offer_id.clone(),
-            branches: funnel::Branches {
-                default: s.branches.default.clone(),
-                accepted: s.branches.accepted.clone(),
-                declined: s.branches.declined.clone(),
-            },
-        })
-        .collect()
-}
-
-/// The definition the `Funnel` aggregate would save for `item`, checked with the domain's
-/// validators and bounds (slug, name, priority, targeting rules, theme, the step graph).
+/// The definition the `Funnel` aggregate would save for `item` (its slug checked too), by the
+/// domain's own check.
 fn funnel_definition(item: &FunnelItem) -> Result<FunnelDefinition, Vec<FieldError>> {
-    let mut errors = Vec::new();
-    if let Err(e) = funnel::validate_slug("id", &item.id) {
-        errors.push(e);
-    }
-    let name = item.name.trim().to_owned();
-    if name.is_empty() || name.chars().count() > funnel::MAX_NAME_LEN {
-        errors.push(FieldError::new(
-            "name",
-            format!("must be 1 to {} characters", funnel::MAX_NAME_LEN),
-        ));
-    }
-    if !funnel::PRIORITY_RANGE.contains(&item.trigger.priority) {
-        errors.push(FieldError::new(
-            "trigger.priority",
-            format!(
-                "must be from {} to {}",
-                funnel::PRIORITY_RANGE.start(),
-                funnel::PRIORITY_RANGE.end()
-            ),
-        ));
-    }
-    if let Err(mut more) = item.trigger.rules.validate("trigger.rules") {
-        errors.append(&mut more);
-    }
-    let theme = item.settings.theme.trim().to_owned();
-    if theme.is_empty() || theme.chars().count() > funnel::MAX_THEME_LEN {
-        errors.push(FieldError::new(
-            "settings.theme",
-            format!("must be 1 to {} characters", funnel::MAX_THEME_LEN),
-        ));
-    }
-    let steps = funnel_steps(&item.steps);
-    if let Err(mut more) = funnel::validate(&steps) {
-        errors.append(&mut more);
-    }
-    if !errors.is_empty() {
-        return Err(errors);
-    }
-    Ok(FunnelDefinition {
-        name,
-        trigger: item.trigger.clone().into(),
-        settings: FunnelSettings {
-            theme,
+    let slug = funnel::validate_slug("id", &item.id).err();
+    let steps = item
+        .steps
+        .iter()
+        .cloned()
+        .enumerate()
+        .map(|(i, s)| s.into_step(i))
+        .collect();
+    let definition = FunnelDefinition::checked(
+        item.name.clone(),
+        item.trigger.clone().into(),
+        FunnelSettings {
+            theme: item.settings.theme.clone(),
             layout: item.settings.layout,
         },
         steps,
-    })
+    );
+    match (slug, definition) {
+        (None, definition) => definition,
+        (Some(slug), Ok(_)) => Err(vec![slug]),
+        (Some(slug), Err(mut errors)) => {
+            errors.insert(0, slug);
+            Err(errors)
+        }
+    }
 }
 
 /// The definition the `RecoverySequence` aggregate would save for `item` (name checked, steps

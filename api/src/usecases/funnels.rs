@@ -59,16 +59,28 @@ pub struct StepBody {
     pub kind: StepType,
     /// Where the step sits; the lowest is the entry. Absent: its index in the list.
     #[serde(default, deserialize_with = "crate::json::whole_opt")]
+    #[schema(value_type = Option<i64>, minimum = 0, maximum = 4294967295_i64)]
     pub position: Option<u32>,
     /// The offer a bump, upsell or downsell presents.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offer_id: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "branches_object")]
     pub branches: BranchesBody,
 }
 
+/// A step's branches, from a JSON object only (serde would read an array positionally).
+fn branches_object<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BranchesBody, D::Error> {
+    use serde::de::Error as _;
+    let value = serde_json::Value::deserialize(d)?;
+    if !value.is_object() {
+        return Err(D::Error::custom("must be an object"));
+    }
+    serde_json::from_value(value).map_err(D::Error::custom)
+}
+
 impl StepBody {
-    fn into_step(self, index: usize) -> Step {
+    /// The domain's step; a missing position is the step's index in the list.
+    pub fn into_step(self, index: usize) -> Step {
         Step {
             key: self.key,
             kind: self.kind,

@@ -249,51 +249,65 @@ fn validated(
     settings: FunnelSettings,
     steps: Vec<Step>,
 ) -> Result<FunnelDefinition, FunnelError> {
-    let mut errors = Vec::new();
-    let name = name.trim().to_owned();
-    if name.is_empty() {
-        errors.push(FieldError::new("name", "name the funnel"));
-    } else if name.chars().count() > MAX_NAME_LEN {
-        errors.push(FieldError::new(
-            "name",
-            format!("at most {MAX_NAME_LEN} characters"),
-        ));
-    }
-    if !PRIORITY_RANGE.contains(&trigger.priority) {
-        errors.push(FieldError::new(
-            "trigger.priority",
-            format!(
-                "must be from {} to {}",
-                PRIORITY_RANGE.start(),
-                PRIORITY_RANGE.end()
-            ),
-        ));
-    }
-    if let Err(mut more) = trigger.rules.validate("trigger.rules") {
-        errors.append(&mut more);
-    }
-    let theme = settings.theme.trim().to_owned();
-    if theme.is_empty() || theme.chars().count() > MAX_THEME_LEN {
-        errors.push(FieldError::new(
-            "settings.theme",
-            format!("must be 1 to {MAX_THEME_LEN} characters"),
-        ));
-    }
-    if let Err(mut more) = validate(&steps) {
-        errors.append(&mut more);
-    }
-    if errors.is_empty() {
-        Ok(FunnelDefinition {
-            name,
-            trigger,
-            settings: FunnelSettings {
-                theme,
-                layout: settings.layout,
-            },
-            steps,
-        })
-    } else {
-        Err(FunnelError::Invalid(errors))
+    FunnelDefinition::checked(name, trigger, settings, steps).map_err(FunnelError::Invalid)
+}
+
+impl FunnelDefinition {
+    /// The definition a funnel saves for these fields, checked and normalised (trimmed) as
+    /// creating or updating one does, every problem reported at once (an import checks a
+    /// whole file with it before writing anything).
+    pub fn checked(
+        name: String,
+        trigger: Trigger,
+        settings: FunnelSettings,
+        steps: Vec<Step>,
+    ) -> Result<Self, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let name = name.trim().to_owned();
+        if name.is_empty() {
+            errors.push(FieldError::new("name", "name the funnel"));
+        } else if name.chars().count() > MAX_NAME_LEN {
+            errors.push(FieldError::new(
+                "name",
+                format!("at most {MAX_NAME_LEN} characters"),
+            ));
+        }
+        if !PRIORITY_RANGE.contains(&trigger.priority) {
+            errors.push(FieldError::new(
+                "trigger.priority",
+                format!(
+                    "must be from {} to {}",
+                    PRIORITY_RANGE.start(),
+                    PRIORITY_RANGE.end()
+                ),
+            ));
+        }
+        if let Err(mut more) = trigger.rules.validate("trigger.rules") {
+            errors.append(&mut more);
+        }
+        let theme = settings.theme.trim().to_owned();
+        if theme.is_empty() || theme.chars().count() > MAX_THEME_LEN {
+            errors.push(FieldError::new(
+                "settings.theme",
+                format!("must be 1 to {MAX_THEME_LEN} characters"),
+            ));
+        }
+        if let Err(mut more) = validate(&steps) {
+            errors.append(&mut more);
+        }
+        if errors.is_empty() {
+            Ok(FunnelDefinition {
+                name,
+                trigger,
+                settings: FunnelSettings {
+                    theme,
+                    layout: settings.layout,
+                },
+                steps,
+            })
+        } else {
+            Err(errors)
+        }
     }
 }
 
