@@ -179,7 +179,7 @@ pub async fn funnel_report(
 
 /// One funnel's report (as in `GET /reports/funnels`); 404 for a funnel never defined.
 #[utoipa::path(get, path = "/ocart/v1/reports/funnels/{id}", tag = "reports",
-    params(("id" = String, Path, description = "The funnel's slug")),
+    params(("id" = String, Path, description = "The funnel's slug", pattern = "^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")),
     responses((status = 200, body = FunnelReportRow), (status = 401, body = crate::error::Problem),
         (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem),
         (status = 422, body = crate::error::Problem)),

@@ -118,7 +118,7 @@ pub struct EligibleBump {
     /// The bump's image.
     pub image_url: Option<String>,
     /// The product added to the order when accepted.
-    #[schema(value_type = Object)]
+    #[schema(value_type = crate::routes::capture::ProductIdBody)]
     pub product_id: ProductId,
     /// How many of the product.
     pub quantity: u32,
@@ -344,7 +344,7 @@ pub async fn show(
 /// The line the store adds to the order for an accepted bump.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct OrderLine {
-    #[schema(value_type = Object)]
+    #[schema(value_type = crate::routes::capture::ProductIdBody)]
     pub product_id: ProductId,
     pub quantity: u32,
     /// What the shopper pays for the line, in minor units.
