@@ -1,11 +1,9 @@
 //! Bearer-token auth. Tokens are looked up by their sha256; a revoked or unknown token is 401,
 //! a token without the route's capability 403.
 
-use std::time::Duration;
-
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use ocart_domain::token::Capability;
+use ocart_domain::token::{Capability, TOKEN_TYPE};
 
 use crate::core::token_hash;
 use crate::error::ApiError;
@@ -75,18 +73,11 @@ impl FromRequestParts<AppState> for Caller {
             .map(str::trim)
             .filter(|s| !s.is_empty() && s.len() <= 200)
             .ok_or(ApiError::Unauthorized)?;
-        // A token revoked a moment ago must already fail: let the token table catch up with
-        // what this process has written.
-        let head = state.core.log.head();
-        if head > 0 {
-            let _ = ocart_projections::wait_for_position(
-                &state.core.db,
-                "api_tokens",
-                head,
-                Duration::from_millis(state.core.config.http.read_your_writes_timeout_ms),
-            )
+        // A token revoked a moment ago must already fail: the token table holds every token
+        // event this process has written.
+        let core = &state.core;
+        core.read_own_writes("api_tokens", TOKEN_TYPE, &core.tokens_applied)
             .await;
-        }
         let row = ocart_projections::queries::token_by_hash(&state.core.db, &token_hash(secret))
             .await?
             .ok_or(ApiError::Unauthorized)?;

@@ -72,6 +72,11 @@ pub struct Core {
     /// The rotated secrets the verifiers accept, read again every second (ADR 0016).
     pub secret_ring: crate::secret_ring::SecretRing,
     settings_cache: RwLock<Option<(Instant, SettingsValues)>>,
+    /// The highest `token` event position the `api_tokens` table is known to hold (auth's
+    /// read-your-writes, [`Core::read_own_writes`]; it only grows).
+    pub tokens_applied: std::sync::atomic::AtomicI64,
+    /// The same for `settings` events and the `settings_current` table.
+    settings_applied: std::sync::atomic::AtomicI64,
 }
 
 /// A freshly minted API token: the secret is shown once and never stored.
@@ -122,7 +127,7 @@ impl Core {
             offers: Commands::new(log.clone(), ()),
             bumps: Commands::new(log.clone(), ()),
             bump_cache: Default::default(),
-            acceptances: Commands::new(log.clone(), ()),
+            acceptances: Commands::new(log.clone(), ()).with_cache(100_000),
             funnels: Commands::new(log.clone(), ()),
             funnel_cache: Default::default(),
             woo,
@@ -141,6 +146,8 @@ impl Core {
             clock,
             processors: ocart_processors::supervisor::Registry::new(),
             settings_cache: RwLock::new(None),
+            tokens_applied: std::sync::atomic::AtomicI64::new(0),
+            settings_applied: std::sync::atomic::AtomicI64::new(0),
         }))
     }
 
@@ -185,6 +192,9 @@ impl Core {
 
     /// The settings in force (from the settings projection, cached for 250 ms).
     pub async fn settings(&self) -> Result<SettingsValues, sqlx::Error> {
+        // An update this process made a moment ago is in the answer.
+        self.read_own_writes("settings", "settings", &self.settings_applied)
+            .await;
         if let Some((at, values)) = &*self.settings_cache.read().expect("settings cache") {
             if at.elapsed() < Duration::from_millis(250) {
                 return Ok(values.clone());
@@ -194,6 +204,34 @@ impl Core {
         *self.settings_cache.write().expect("settings cache") =
             Some((Instant::now(), values.clone()));
         Ok(values)
+    }
+
+    /// Waits, at most `http.read_your_writes_timeout_ms`, until projection `projection` has
+    /// applied every `aggregate_type` event this process has written (not the whole log: an
+    /// unrelated write must not hold the reader up; another process's writes are read as the
+    /// projection has them). `applied` remembers how far the
+    /// projection is known to be, so a caught-up reader asks the database nothing.
+    pub async fn read_own_writes(
+        &self,
+        projection: &str,
+        aggregate_type: &str,
+        applied: &std::sync::atomic::AtomicI64,
+    ) {
+        use std::sync::atomic::Ordering;
+        let head = self.log.head_of(aggregate_type);
+        if head <= applied.load(Ordering::Acquire) {
+            return;
+        }
+        let reached = ocart_projections::wait_for_position(
+            &self.db,
+            projection,
+            head,
+            Duration::from_millis(self.config.http.read_your_writes_timeout_ms),
+        )
+        .await;
+        if matches!(reached, Ok(true)) {
+            applied.fetch_max(head, Ordering::AcqRel);
+        }
     }
 
     /// Applies a partial settings document (validated by the aggregate) and drops the cache.

@@ -29,6 +29,9 @@ pub struct LogFollower {
     name: &'static str,
     horizon: Horizon,
     batch_size: i64,
+    /// The checkpoint as last loaded or saved: a follower is its checkpoint's only writer (it
+    /// runs under the processors lease), so it reads the row once, not before every batch.
+    at: std::sync::Mutex<Option<Checkpoint>>,
 }
 
 impl LogFollower {
@@ -39,6 +42,7 @@ impl LogFollower {
             name,
             horizon,
             batch_size,
+            at: std::sync::Mutex::new(None),
         }
     }
 
@@ -46,16 +50,27 @@ impl LogFollower {
         self.batch_size
     }
 
-    /// The events after the checkpoint, in global order, up to the horizon; empty when there
-    /// is nothing to handle yet. (Behind the projections, the log is not read at all while
-    /// they have applied nothing past the checkpoint.)
-    pub async fn next_batch(&self) -> anyhow::Result<Vec<StoredEvent>> {
-        let db = self.log.db();
-        let at = load_checkpoint(db, self.name).await?;
+    /// The checkpoint (read once, then as last saved).
+    pub async fn checkpoint(&self) -> anyhow::Result<Checkpoint> {
+        let cached = *self.at.lock().expect("checkpoint");
+        Ok(match cached {
+            Some(at) => at,
+            None => {
+                let at = load_checkpoint(self.log.db(), self.name).await?;
+                *self.at.lock().expect("checkpoint") = Some(at);
+                at
+            }
+        })
+    }
+
+    /// Up to a batch of events after `at` (which may be ahead of the checkpoint: a follower
+    /// that handles several batches at once reads ahead, then saves the checkpoint behind what
+    /// it has finished, with [`Self::save`]), up to the horizon.
+    pub async fn read_after(&self, at: Checkpoint) -> anyhow::Result<Vec<StoredEvent>> {
         let horizon = match &self.horizon {
             Horizon::Log => None,
             Horizon::Projections(projections) => {
-                let horizon = projections_horizon(db, &projections[..]).await?;
+                let horizon = projections_horizon(self.log.db(), &projections[..]).await?;
                 if horizon <= at {
                     return Ok(Vec::new());
                 }
@@ -71,16 +86,30 @@ impl LogFollower {
         Ok(events)
     }
 
+    /// Moves the checkpoint to `at` (every effect of the events up to it done).
+    pub async fn save(&self, at: Checkpoint) -> anyhow::Result<()> {
+        let mut tx = self.log.db().begin().await?;
+        save_checkpoint(&mut tx, self.name, at).await?;
+        tx.commit().await?;
+        *self.at.lock().expect("checkpoint") = Some(at);
+        Ok(())
+    }
+
+    /// The events after the checkpoint, in global order, up to the horizon; empty when there
+    /// is nothing to handle yet. (Behind the projections, the log is not read at all while
+    /// they have applied nothing past the checkpoint.)
+    pub async fn next_batch(&self) -> anyhow::Result<Vec<StoredEvent>> {
+        let at = self.checkpoint().await?;
+        self.read_after(at).await
+    }
+
     /// Moves the checkpoint past `handled` (the batch [`Self::next_batch`] answered, once every
     /// effect of it is done). Nothing handled, nothing moved.
     pub async fn handled(&self, handled: &[StoredEvent]) -> anyhow::Result<()> {
-        let Some(last) = handled.last() else {
-            return Ok(());
-        };
-        let mut tx = self.log.db().begin().await?;
-        save_checkpoint(&mut tx, self.name, last.checkpoint()).await?;
-        tx.commit().await?;
-        Ok(())
+        match handled.last() {
+            Some(last) => self.save(last.checkpoint()).await,
+            None => Ok(()),
+        }
     }
 }
 

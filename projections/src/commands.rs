@@ -263,6 +263,17 @@ where
 
     /// Loads the aggregate and the hash of its last event.
     pub async fn load(&self, id: &str) -> Result<(A, i64, String), CommandError<A::Error>> {
+        let (aggregate, sequence, hash, _) = self.load_with_events(id).await?;
+        Ok((aggregate, sequence, hash))
+    }
+
+    /// [`Self::load`], also answering the stored events; with a state cache, the loaded state
+    /// is remembered, so the next command on it needs no second read (a state that is stale
+    /// by then only collides on append and is read again).
+    pub async fn load_with_events(
+        &self,
+        id: &str,
+    ) -> Result<(A, i64, String, Vec<StoredEvent>), CommandError<A::Error>> {
         let stored = self
             .log
             .load(A::TYPE, id)
@@ -271,7 +282,7 @@ where
         let mut aggregate = A::default();
         let mut last_hash = GENESIS_HASH.to_owned();
         let mut sequence = 0;
-        for event in stored {
+        for event in &stored {
             let typed: A::Event = decode_event(&event.event_type, &event.payload).map_err(|e| {
                 CommandError::Corrupt(format!(
                     "{} {}#{}: {e}",
@@ -284,7 +295,8 @@ where
                 last_hash = hash;
             }
         }
-        Ok((aggregate, sequence, last_hash))
+        self.remember(id, &aggregate, sequence, &last_hash);
+        Ok((aggregate, sequence, last_hash, stored))
     }
 
     /// Handles `command` on aggregate `id` and appends what it emits, retrying on conflict.

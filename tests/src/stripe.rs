@@ -970,6 +970,11 @@ impl Hold {
         self.armed.store(true, Ordering::SeqCst);
     }
 
+    /// New answers are not held any more; those held stay held until [`Hold::release`].
+    pub fn disarm(&self) {
+        self.armed.store(false, Ordering::SeqCst);
+    }
+
     /// Back to normal: held answers are sent (to whoever still listens), new ones are not held.
     pub fn release(&self) {
         self.armed.store(false, Ordering::SeqCst);
@@ -1003,6 +1008,12 @@ impl FakeStripe {
     /// answer under its key, and then holds the answer unsent until [`FakeStripe::release_holds`].
     pub fn hold_after_charge(&self) {
         self.state.hold.arm();
+    }
+
+    /// New creates are answered at once again; those held so far stay held until
+    /// [`FakeStripe::release_holds`].
+    pub fn stop_holding(&self) {
+        self.state.hold.disarm();
     }
 
     /// Back to normal mode: held answers are sent, replays answer the stored first outcome.

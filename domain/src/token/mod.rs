@@ -119,8 +119,11 @@ pub struct ApiToken {
     revoked: bool,
 }
 
+/// The token aggregates' type in the log.
+pub const TOKEN_TYPE: &str = "token";
+
 impl Aggregate for ApiToken {
-    const TYPE: &'static str = "token";
+    const TYPE: &'static str = TOKEN_TYPE;
     type Command = TokenCommand;
     type Event = TokenEvent;
     type Error = TokenError;

@@ -15,8 +15,10 @@
 //!   acceptance's own charge (`RecordRefund`), then notes it on the store order
 //!   (`RecordStoreRefund`).
 //!
-//! Distinct acceptances of a batch are driven concurrently (64 at most), one acceptance's work
-//! in order; the checkpoint moves after the batch. A crash anywhere repeats only idempotent
+//! Acceptances are driven concurrently (64 at most), each by one drive at a time, batches
+//! pipelined: the next batch is read and started while the slowest charge of the last one is
+//! still out; the checkpoint moves past a batch once it and every batch before it are done
+//! (`try_handle_next`). A crash anywhere repeats only idempotent
 //! work: the gateway key answers the first charge, and every store write is looked up before it
 //! is made (`store::orders`). On start and every minute a sweep of the acceptances that still
 //! need driving (`queries::upsells::open_acceptances`) picks up what an in-memory schedule lost
@@ -29,11 +31,12 @@
 //! embedded default) the store order is OCart's own: the acceptance records the id
 //! `ocart-{acceptance}` as its child order, and no `Order` aggregate is made for it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use futures::stream::FuturesUnordered;
 use futures::{StreamExt, TryStreamExt};
 use ocart_domain::order::{order_id_for, Order};
 use ocart_domain::upsell::{
@@ -43,7 +46,7 @@ use ocart_domain::upsell::{
 use ocart_domain::{Clock, Money};
 use ocart_projections::queries::upsells::open_acceptances;
 use ocart_projections::{
-    decode_event, CommandError, CommandMeta, Commands, EventLog, Outcome, StoredEvent,
+    decode_event, Checkpoint, CommandError, CommandMeta, Commands, EventLog, Outcome, StoredEvent,
 };
 use tokio::sync::watch;
 
@@ -61,6 +64,10 @@ const ACCEPTANCE_TYPE: &str = "upsell_acceptance";
 const ACTOR: &str = "upsell_charger";
 /// Events read per batch.
 const BATCH: i64 = 1_000;
+/// Batches read ahead of the checkpoint at most.
+const AHEAD: usize = 32;
+/// How long one pass of the pipeline keeps reading before it finishes what it started.
+const PASS: Duration = Duration::from_secs(1);
 /// Acceptances driven at once.
 const CONCURRENCY: usize = 64;
 /// How often the open acceptances are swept.
@@ -104,6 +111,50 @@ enum Driven {
 struct Retry {
     due: Instant,
     attempt: u32,
+}
+
+/// A batch read and not yet done: its last event, and the drives it still waits for.
+struct Pending {
+    last: Checkpoint,
+    open: usize,
+}
+
+/// Pops the done batches at the front of `batches`: the checkpoint past the last of them.
+fn take_done(batches: &mut VecDeque<Pending>, front: &mut u64) -> Option<Checkpoint> {
+    let mut last = None;
+    while batches.front().is_some_and(|b| b.open == 0) {
+        last = batches.pop_front().map(|b| b.last);
+        *front += 1;
+    }
+    last
+}
+
+/// Awaits `work` while the drives in flight go on (collecting those that end into `ended`):
+/// a drive holds a database connection at times, so leaving the drives unpolled while the
+/// pipeline waits for one of its own could exhaust the pool and wait on itself.
+async fn while_driving<T, S: futures::Stream + Unpin>(
+    work: impl std::future::Future<Output = T>,
+    drives: &mut S,
+    ended: &mut Vec<S::Item>,
+) -> T {
+    let mut work = std::pin::pin!(work);
+    let mut drives = drives.fuse();
+    loop {
+        tokio::select! {
+            out = &mut work => return out,
+            Some(done) = drives.next() => ended.push(done),
+        }
+    }
+}
+
+/// One drive on `batch`'s account ended.
+fn close(batches: &mut VecDeque<Pending>, front: u64, batch: u64) {
+    let index = batch
+        .checked_sub(front)
+        .and_then(|i| usize::try_from(i).ok());
+    if let Some(pending) = index.and_then(|i| batches.get_mut(i)) {
+        pending.open = pending.open.saturating_sub(1);
+    }
 }
 
 /// What `upsell/before_charge` said: the charge's request, made the same on every call.
@@ -167,7 +218,7 @@ impl UpsellCharger {
         config: ChargerConfig,
     ) -> Self {
         Self {
-            acceptances: Commands::new(log.clone(), ()),
+            acceptances: Commands::new(log.clone(), ()).with_cache(SETTLED_MEMORY),
             orders: Commands::new(log.clone(), ()),
             waker: LogWaker::new(&log, DEFAULT_POLL),
             follower: LogFollower::new(&log, UPSELL_CHARGER, Horizon::Log, BATCH),
@@ -189,13 +240,121 @@ impl UpsellCharger {
         self
     }
 
-    /// Drives the acceptances the next batch of events names, then moves the checkpoint.
+    /// Drives the acceptances the log's new events name, batch after batch, without waiting
+    /// for one batch's slowest charge before starting the next: a pipeline of up to
+    /// [`AHEAD`] batches read ahead of the checkpoint and [`CONCURRENCY`] drives. Each
+    /// acceptance is driven by one drive at a time (an event for an acceptance in flight makes
+    /// it driven once more after, on the account of the earliest batch naming it), and the
+    /// checkpoint moves past a batch only once it and every batch before it are done, so a
+    /// crash repeats only idempotent work. Returns after [`PASS`] of reading, once what it
+    /// started is done (so retries, sweeps and a stop are looked at), or when the log is read
+    /// to its end and nothing is in flight.
     pub async fn try_handle_next(&self) -> anyhow::Result<Outcome> {
-        let batch = self.follower.next_batch().await?;
-        if batch.is_empty() {
-            return Ok(Outcome::Idle);
+        let started = Instant::now();
+        let mut read_at = self.follower.checkpoint().await?;
+        let mut batches: VecDeque<Pending> = VecDeque::new();
+        // The index of `batches.front()`, and of the next batch read.
+        let mut front = 0u64;
+        let mut next = 0u64;
+        let mut flying: HashMap<String, Option<(u64, StoredEvent)>> = HashMap::new();
+        // A batch may name up to `BATCH` acceptances: at most `CONCURRENCY` run at once.
+        let permits = tokio::sync::Semaphore::new(CONCURRENCY);
+        let permits = &permits;
+        let mut drives = FuturesUnordered::new();
+        let drive = |id: String, cause: StoredEvent, batch: u64| async move {
+            let result = match permits.acquire().await {
+                Ok(_permit) => self.drive_and_schedule(&id, Some(&cause)).await,
+                Err(closed) => Err(closed.into()),
+            };
+            (id, batch, result)
+        };
+        let mut handled = 0usize;
+        let mut at_end = false;
+        // Drives that ended, to be accounted for at the top of the loop.
+        let mut ended: Vec<(String, u64, anyhow::Result<()>)> = Vec::new();
+        loop {
+            for (id, batch, result) in ended.drain(..) {
+                result?;
+                close(&mut batches, front, batch);
+                match flying.remove(&id).flatten() {
+                    // Not when its drive settled past the event, nor when a retry is scheduled
+                    // (the schedule drives it by its whole state).
+                    Some((account, cause))
+                        if !self.settled_at(&id, cause.sequence) && !self.waiting(&id) =>
+                    {
+                        flying.insert(id.clone(), None);
+                        drives.push(drive(id, cause, account));
+                    }
+                    Some((account, _)) => close(&mut batches, front, account),
+                    None => {}
+                }
+            }
+            if let Some(done) = take_done(&mut batches, &mut front) {
+                while_driving(self.follower.save(done), &mut drives, &mut ended).await?;
+            }
+            let reading =
+                started.elapsed() < PASS && batches.len() < AHEAD && drives.len() < CONCURRENCY;
+            if reading && !at_end {
+                let batch =
+                    while_driving(self.follower.read_after(read_at), &mut drives, &mut ended)
+                        .await?;
+                if let Some(last) = batch.last() {
+                    read_at = last.checkpoint();
+                    handled += batch.len();
+                    at_end = (batch.len() as i64) < self.follower.batch_size();
+                    let index = next;
+                    next += 1;
+                    let mut pending = Pending {
+                        last: read_at,
+                        open: 0,
+                    };
+                    for (id, cause) in self.due(&batch) {
+                        match flying.get_mut(&id) {
+                            // Driven once more when its drive ends, on the earliest account.
+                            Some(again) => match again {
+                                Some((_, latest)) => *latest = cause,
+                                None => {
+                                    *again = Some((index, cause));
+                                    pending.open += 1;
+                                }
+                            },
+                            None => {
+                                flying.insert(id.clone(), None);
+                                pending.open += 1;
+                                drives.push(drive(id, cause, index));
+                            }
+                        }
+                    }
+                    batches.push_back(pending);
+                    continue;
+                }
+                at_end = true;
+            }
+            if !ended.is_empty() {
+                continue;
+            }
+            if drives.is_empty() {
+                // Nothing in flight, every batch read is done and saved.
+                if !reading || at_end {
+                    break;
+                }
+                continue;
+            }
+            tokio::select! {
+                done = drives.next() => ended.extend(done),
+                _ = self.waker.changed(), if reading => at_end = false,
+            }
         }
-        // Each acceptance once, with the last of its events as the cause.
+        Ok(if handled == 0 {
+            Outcome::Idle
+        } else {
+            Outcome::Processed(handled)
+        })
+    }
+
+    /// The acceptances a batch names (each once, with the last of its events as the cause),
+    /// but for those this charger wrote and drove through already.
+    fn due(&self, batch: &[StoredEvent]) -> Vec<(String, StoredEvent)> {
         let mut order: Vec<&str> = Vec::new();
         let mut last: HashMap<&str, &StoredEvent> = HashMap::new();
         for event in batch.iter().filter(|e| e.event_type.starts_with("upsell/")) {
@@ -203,30 +362,22 @@ impl UpsellCharger {
                 order.push(event.aggregate_id.as_str());
             }
         }
-        let due: Vec<(&str, &StoredEvent)> = {
-            let settled = self.settled.lock().expect("settled");
-            order
-                .into_iter()
-                .filter_map(|id| {
-                    let cause = last[id];
-                    // Events this charger wrote and drove through already: nothing new.
-                    let seen = settled.get(id).is_some_and(|s| cause.sequence <= *s);
-                    (!seen).then_some((id, cause))
-                })
-                .collect()
-        };
-        // The drives as a list first: a closure in the stream would not be `Send` for every
-        // lifetime of the batch.
-        let drives: Vec<_> = due
+        order
             .into_iter()
-            .map(|(id, cause)| self.drive_and_schedule(id, Some(cause)))
-            .collect();
-        futures::stream::iter(drives)
-            .buffer_unordered(CONCURRENCY)
-            .try_collect::<Vec<()>>()
-            .await?;
-        self.follower.handled(&batch).await?;
-        Ok(Outcome::Processed(batch.len()))
+            .filter_map(|id| {
+                let cause = last.get(id)?;
+                (!self.settled_at(id, cause.sequence)).then(|| (id.to_owned(), (*cause).clone()))
+            })
+            .collect()
+    }
+
+    /// Whether the charger drove `id` through `sequence` already.
+    fn settled_at(&self, id: &str, sequence: i64) -> bool {
+        self.settled
+            .lock()
+            .expect("settled")
+            .get(id)
+            .is_some_and(|s| sequence <= *s)
     }
 
     /// Drives the acceptances whose retry is due, and (on start and every minute) the open
@@ -340,7 +491,12 @@ impl UpsellCharger {
 
     /// The acceptance's state, loaded as `Commands::load` loads it, and its sequence.
     async fn state(&self, id: &str) -> anyhow::Result<(UpsellAcceptance, i64)> {
-        let (acceptance, sequence, _) = self.acceptances.load(id).await?;
+        let (acceptance, sequence, _, stored) = self.acceptances.load_with_events(id).await?;
+        // The charge it asked for, from the same read (its first event never changes).
+        let known = self.charges.lock().expect("charges").contains_key(id);
+        if !known {
+            self.asked_from(id, stored)?;
+        }
         Ok((acceptance, sequence))
     }
 
@@ -355,6 +511,11 @@ impl UpsellCharger {
             }
         }
         let stored = self.log.load(ACCEPTANCE_TYPE, id).await?;
+        self.asked_from(id, stored)
+    }
+
+    /// What the acceptance's `stored` events asked for; the charge is remembered.
+    fn asked_from(&self, id: &str, stored: Vec<StoredEvent>) -> anyhow::Result<Asked> {
         let mut asked = Asked {
             charge: None,
             refunds: Vec::new(),

@@ -7,6 +7,7 @@ mod streams;
 #[allow(unsafe_code)]
 mod sqlite;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -181,6 +182,10 @@ struct Inner {
     head: watch::Sender<i64>,
     /// Readers waiting on one aggregate's next append (long polls).
     streams: Arc<StreamWatchers>,
+    /// The highest position of each aggregate type this process has committed: a reader that
+    /// must see this process's own writes of one type (auth: the tokens) waits for that, not
+    /// for the whole log.
+    type_heads: std::sync::Mutex<HashMap<String, i64>>,
 }
 
 impl EventLog {
@@ -199,6 +204,7 @@ impl EventLog {
             jobs,
             head,
             streams: Arc::default(),
+            type_heads: std::sync::Mutex::default(),
         });
         let rx = Arc::new(Mutex::new(rx));
         let writers = match db.backend() {
@@ -247,6 +253,9 @@ impl EventLog {
             .await
             .map_err(|_| AppendError::Closed)?;
         let committed = answer.await.map_err(|_| AppendError::Closed)??;
+        if let Some(last) = committed.last() {
+            self.note_type_head(&stream.0, last.global_position);
+        }
         self.inner.streams.appended(&stream.0, &stream.1);
         Ok(committed)
     }
@@ -316,6 +325,26 @@ impl EventLog {
         *self.inner.head.borrow()
     }
 
+    /// The highest position of an `aggregate_type` event this process has committed (0:
+    /// none). Another process's writes are not in it.
+    pub fn head_of(&self, aggregate_type: &str) -> i64 {
+        self.inner
+            .type_heads
+            .lock()
+            .expect("type heads")
+            .get(aggregate_type)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn note_type_head(&self, aggregate_type: &str, position: i64) {
+        raise(
+            &mut self.inner.type_heads.lock().expect("type heads"),
+            aggregate_type,
+            position,
+        );
+    }
+
     /// A receiver that changes whenever new events may be readable.
     pub fn watch(&self) -> watch::Receiver<i64> {
         self.inner.head.subscribe()
@@ -336,6 +365,16 @@ impl EventLog {
                 false
             }
         });
+    }
+}
+
+/// Raises one type's head to `position` (never lowers it).
+fn raise(heads: &mut HashMap<String, i64>, aggregate_type: &str, position: i64) {
+    match heads.get_mut(aggregate_type) {
+        Some(head) => *head = (*head).max(position),
+        None => {
+            heads.insert(aggregate_type.to_owned(), position);
+        }
     }
 }
 

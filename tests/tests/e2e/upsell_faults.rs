@@ -281,6 +281,102 @@ fn problem_type(body: &Value) -> &str {
         .trim_start_matches("https://ocart.dev/problems/")
 }
 
+// ---- 1a. One slow charge holds up no other shopper ------------------------------------------
+
+/// The first value of `sql`'s one column (0 when no row).
+async fn scalar(app: &TestApp, sql: &str) -> i64 {
+    let value: Option<(i64,)> = match app.core.log.db() {
+        ocart_projections::Db::Pg(pool) => sqlx::query_as(sql).fetch_optional(pool).await,
+        ocart_projections::Db::Lite(pool) => sqlx::query_as(sql).fetch_optional(pool).await,
+    }
+    .expect(sql);
+    value.map_or(0, |(v,)| v)
+}
+
+/// Where the charger's checkpoint is (its position in the log).
+async fn charger_checkpoint(app: &TestApp) -> i64 {
+    scalar(
+        app,
+        "SELECT position FROM checkpoints WHERE name = 'upsell_charger'",
+    )
+    .await
+}
+
+async fn a_slow_charge_holds_up_no_other_shopper_on(kind: Kind) {
+    let stripe = FakeStripe::start().await;
+    let woo = FakeWoo::start().await;
+    let Shop { app, upsell, .. } = shop(kind, |c| {
+        stripe.configure(c);
+        woo.configure(c);
+    })
+    .await;
+    paid_order(&app, "3101", ("stripe", Some("cus_ocart"), PM_VISA)).await;
+    paid_order(&app, "3102", ("stripe", Some("cus_ocart"), PM_VISA)).await;
+    let slow_token = issue_token(&app, "3101", "upsell").await;
+    let fast_token = issue_token(&app, "3102", "upsell").await;
+
+    // The first shopper's charge is made and its answer held at the gateway.
+    stripe.hold_after_charge();
+    let slow = accept(&app, &upsell, &slow_token, "slow-1").await;
+    tokio::time::timeout(Duration::from_secs(20), stripe.until_held(1))
+        .await
+        .expect("the first charge reached the gateway");
+    let slow_decision = scalar(
+        &app,
+        "SELECT global_position FROM events WHERE event_type = 'upsell/before_charge'",
+    )
+    .await;
+    assert!(slow_decision > 0);
+    stripe.stop_holding();
+
+    // A second shopper accepts meanwhile: charged and ordered while the first is still out.
+    let fast = accept(&app, &upsell, &fast_token, "fast-1").await;
+    let (view, _) = watch(
+        &app,
+        &fast,
+        &fast_token,
+        "accepted",
+        &["charging", "processing", "succeeded", "accepted"],
+    )
+    .await;
+    assert!(view["child_order_id"].is_string(), "{view}");
+    assert_eq!(
+        acceptance(&app, &slow, &slow_token).await["status"],
+        "charging"
+    );
+    // The checkpoint stays behind the decision still being charged, whatever came after it.
+    assert!(
+        charger_checkpoint(&app).await < slow_decision,
+        "the charger's checkpoint passed an acceptance it has not finished"
+    );
+
+    stripe.release_holds();
+    watch(
+        &app,
+        &slow,
+        &slow_token,
+        "accepted",
+        &["charging", "processing", "succeeded", "accepted"],
+    )
+    .await;
+    app.settle().await;
+    assert_eq!(stripe.charges(), 2, "{:?}", stripe.requests());
+    only_child(&woo, 3101).await;
+    only_child(&woo, 3102).await;
+    assert_eq!(events_of(&app, "upsell/accepted").await.len(), 2);
+    assert!(charger_checkpoint(&app).await > slow_decision);
+}
+
+#[tokio::test]
+async fn postgres_a_slow_charge_holds_up_no_other_shopper() {
+    a_slow_charge_holds_up_no_other_shopper_on(Kind::Postgres).await;
+}
+
+#[tokio::test]
+async fn sqlite_a_slow_charge_holds_up_no_other_shopper() {
+    a_slow_charge_holds_up_no_other_shopper_on(Kind::Sqlite).await;
+}
+
 // ---- 1. Stripe charges, then drops the connection -------------------------------------------
 
 async fn a_lost_stripe_answer_is_never_shown_declined_on(kind: Kind) {

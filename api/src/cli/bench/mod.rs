@@ -245,3 +245,36 @@ async fn recovery_core(
     core.seed_default_sequence(&meta).await?;
     Ok((core, clock, data_dir))
 }
+
+/// CPU time spent so far, in clock ticks (1/100 s on Linux): this process's, and every
+/// PostgreSQL process's on the machine (the benches' server shares it). Linux only; zero
+/// elsewhere. The difference over a run, per operation, does not depend on what else the
+/// machine was doing as much as a rate does.
+fn cpu_ticks() -> (u64, u64) {
+    fn ticks(stat: &str) -> Option<(String, u64)> {
+        // `pid (comm) state …`: comm may hold spaces; the fields after it are fixed.
+        let open = stat.find('(')?;
+        let close = stat.rfind(')')?;
+        let comm = stat.get(open + 1..close)?.to_owned();
+        let rest: Vec<&str> = stat.get(close + 2..)?.split(' ').collect();
+        let utime: u64 = rest.get(11)?.parse().ok()?;
+        let stime: u64 = rest.get(12)?.parse().ok()?;
+        Some((comm, utime + stime))
+    }
+    let own = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| ticks(&s))
+        .map_or(0, |(_, t)| t);
+    let mut postgres = 0;
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let path = entry.path().join("stat");
+            if let Some((comm, t)) = std::fs::read_to_string(path).ok().and_then(|s| ticks(&s)) {
+                if comm == "postgres" {
+                    postgres += t;
+                }
+            }
+        }
+    }
+    (own, postgres)
+}
