@@ -29,6 +29,9 @@ mod privacy;
 pub mod recovery;
 /// The `Settings` aggregate: the groups and defaults of OCart's settings reference.
 pub mod settings;
+/// A/B test statistics: frequentist, Bayesian (Beta-Binomial) and the special functions they
+/// need, checked against shipped high-precision vectors.
+pub mod stats;
 /// The `Subject` aggregate: erasure of one data subject.
 pub mod subject;
 /// The `ApiToken` aggregate and the capabilities a token can carry.

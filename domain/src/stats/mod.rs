@@ -1,0 +1,14 @@
+//! A/B test statistics (issue 12): pure functions on counts, checked against vectors made
+//! with mpmath and scipy (`scripts/stats/`), shipped in `vectors/`.
+//!
+//! - [`special`]: the normal distribution (Φ, its complement and its exact quantile), log-gamma
+//!   and the regularized incomplete gamma (the chi-square survival function).
+//! - [`frequentist`]: Wilson intervals, the pooled z-test, the Wald interval of a difference,
+//!   the delta-method interval of a relative lift, Fleiss's sample size, the SRM chi-square.
+//! - [`beta`] and [`bayes`]: Beta posteriors of Bernoulli arms, P(B > A), expected loss and
+//!   the probability to be best.
+
+pub mod bayes;
+pub mod beta;
+pub mod frequentist;
+pub mod special;
