@@ -1,6 +1,6 @@
 //! The `ocart` command line: server, migrations, tokens, carts, replay, events, audit,
-//! settings and benchmarks. Human output by default, `--json` for scripts; errors go to
-//! stderr with a non-zero exit code.
+//! settings, the A/B test calculator and benchmarks. Human output by default, `--json` for
+//! scripts; errors go to stderr with a non-zero exit code.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -117,6 +117,10 @@ pub enum Command {
     /// Payment gateways for upsell charges: their status; rotate webhook secrets and keys.
     #[command(subcommand)]
     Gateway(crate::cli::gateway::GatewayCmd),
+    /// A/B tests: the calculator (`ocart test calc compare`, `ocart test calc sample-size`),
+    /// run locally on the counts given.
+    #[command(subcommand)]
+    Test(crate::cli::test::TestCmd),
 }
 
 #[derive(Debug, Subcommand)]
@@ -198,6 +202,7 @@ pub mod export;
 pub mod funnel;
 pub mod gateway;
 pub mod recovery;
+pub mod test;
 
 impl Global {
     /// Defaults → file → flags/environment.
@@ -328,9 +333,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Template(cmd) => funnel::template(cmd, config, json_out).await,
         Command::Export { out } => export::export(config, out, json_out).await,
         Command::Import { file, dry_run } => export::import(config, file, dry_run, json_out).await,
+        // The statistics bench prints JSON with the global `--json`.
+        Command::Bench(bench::BenchCmd::Stats(args)) => bench::stats::run(&args, json_out),
         Command::Bench(cmd) => bench::run(cmd, config).await,
         Command::Email(cmd) => email::run(cmd, &config, json_out),
         Command::Gateway(cmd) => gateway::run(cmd, &config, json_out).await,
+        Command::Test(cmd) => test::run(cmd, json_out),
     }
 }
 

@@ -15,6 +15,7 @@ pub mod privacy;
 pub mod recovery;
 pub mod reports;
 pub mod settings;
+pub mod stats;
 pub mod system;
 pub mod templates;
 pub mod tokens;
@@ -47,6 +48,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(gateways::router())
         .merge(upsells::router())
         .merge(payment_webhooks::router())
+        .merge(stats::router())
         .merge(system::router())
 }
 

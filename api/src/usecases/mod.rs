@@ -31,6 +31,8 @@ pub mod report_delivery;
 pub mod restore;
 /// `ocart gateway rotate`: a new webhook secret or upsell key version, sealed.
 pub mod rotate_secret;
+/// The A/B test calculator: compare arms, sample sizes (`/stats`, `ocart test calc`).
+pub mod stats;
 /// Adding to and lifting from the suppression list.
 pub mod suppress;
 /// Sending a test message of a sequence step.

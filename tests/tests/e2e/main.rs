@@ -28,6 +28,7 @@ mod rebuild;
 mod recovery;
 mod relay;
 mod rotation;
+mod stats;
 mod stripe;
 mod upsell_faults;
 mod upsell_flow;

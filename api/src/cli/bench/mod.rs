@@ -8,6 +8,7 @@ mod dispatch;
 mod replay;
 mod resolve;
 mod seed;
+pub(crate) mod stats;
 mod sweep;
 mod upsell;
 
@@ -42,6 +43,10 @@ pub enum BenchCmd {
     /// One-click upsells end to end (issue-token → accept → Stripe charge → WooCommerce child
     /// order, both stand-ins in process) with 64 concurrent shoppers: accepts/s, p50, p99.
     Upsell(UpsellArgs),
+    /// The A/B test calculator: one two-arm `compare` (frequentist, Bayesian and SRM, as
+    /// `POST /stats/compare` computes it, without HTTP) at 10^3, 10^6 and 10^8 visitors per
+    /// arm: µs per call, mean and p99 (`--json` for JSON). No store.
+    Stats(stats::StatsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -201,6 +206,9 @@ pub async fn run(cmd: BenchCmd, _config: Config) -> anyhow::Result<()> {
         BenchCmd::Sweep(args) => sweep::run(args).await,
         BenchCmd::Resolve(args) => resolve::run(args).await,
         BenchCmd::Upsell(args) => upsell::run(args).await,
+        // `ocart bench stats` comes through `cli::run`, which passes `--json`; this is the
+        // markdown table.
+        BenchCmd::Stats(args) => stats::run(&args, false),
     }
 }
 
