@@ -69,6 +69,18 @@ async fn shop(kind: Kind, configure: impl FnOnce(&mut ocart_api::Config)) -> Sho
     }
 }
 
+/// [`shop`] charging through a `FakeStripe`, with `FakeWoo` as the store.
+async fn stripe_shop(kind: Kind) -> (FakeStripe, FakeWoo, Shop) {
+    let stripe = FakeStripe::start().await;
+    let woo = FakeWoo::start().await;
+    let shop = shop(kind, |c| {
+        stripe.configure(c);
+        woo.configure(c);
+    })
+    .await;
+    (stripe, woo, shop)
+}
+
 /// Records the store's order `order_id` through the order API, with its saved payment.
 async fn store_order(
     app: &TestApp,
@@ -303,13 +315,7 @@ async fn charger_checkpoint(app: &TestApp) -> i64 {
 }
 
 async fn a_slow_charge_holds_up_no_other_shopper_on(kind: Kind) {
-    let stripe = FakeStripe::start().await;
-    let woo = FakeWoo::start().await;
-    let Shop { app, upsell, .. } = shop(kind, |c| {
-        stripe.configure(c);
-        woo.configure(c);
-    })
-    .await;
+    let (stripe, woo, Shop { app, upsell, .. }) = stripe_shop(kind).await;
     paid_order(&app, "3101", ("stripe", Some("cus_ocart"), PM_VISA)).await;
     paid_order(&app, "3102", ("stripe", Some("cus_ocart"), PM_VISA)).await;
     let slow_token = issue_token(&app, "3101", "upsell").await;
@@ -380,13 +386,7 @@ async fn sqlite_a_slow_charge_holds_up_no_other_shopper() {
 // ---- 1. Stripe charges, then drops the connection -------------------------------------------
 
 async fn a_lost_stripe_answer_is_never_shown_declined_on(kind: Kind) {
-    let stripe = FakeStripe::start().await;
-    let woo = FakeWoo::start().await;
-    let Shop { app, upsell, .. } = shop(kind, |c| {
-        stripe.configure(c);
-        woo.configure(c);
-    })
-    .await;
+    let (stripe, woo, Shop { app, upsell, .. }) = stripe_shop(kind).await;
     paid_order(&app, "3001", ("stripe", Some("cus_ocart"), PM_VISA)).await;
     let token = issue_token(&app, "3001", "upsell").await;
 
@@ -633,13 +633,7 @@ async fn sqlite_paypal_accept_downsell_decline_and_payer_action() {
 // ---- 3. 3DS through the hosted page ---------------------------------------------------------
 
 async fn stripe_3ds_through_the_page_on(kind: Kind) {
-    let stripe = FakeStripe::start().await;
-    let woo = FakeWoo::start().await;
-    let Shop { app, upsell, .. } = shop(kind, |c| {
-        stripe.configure(c);
-        woo.configure(c);
-    })
-    .await;
+    let (stripe, woo, Shop { app, upsell, .. }) = stripe_shop(kind).await;
     paid_order(&app, "5001", ("stripe", Some("cus_ocart"), PM_3DS)).await;
     let token = issue_token(&app, "5001", "upsell").await;
     let id = accept(&app, &upsell, &token, "3ds-1").await;
