@@ -12,7 +12,7 @@ use ocart_domain::recovery::{
     TriggerType,
 };
 use ocart_domain::settings::{
-    Settings, SettingsCommand, SettingsError, SettingsValues, SETTINGS_ID,
+    Settings, SettingsCommand, SettingsError, SettingsValues, SETTINGS_ID, SETTINGS_TYPE,
 };
 use ocart_domain::subject::Subject;
 use ocart_domain::token::{ApiToken, Capability, TokenCommand};
@@ -74,7 +74,7 @@ pub struct Core {
     settings_cache: RwLock<Option<(Instant, SettingsValues)>>,
     /// The highest `token` event position the `api_tokens` table is known to hold (auth's
     /// read-your-writes, [`Core::read_own_writes`]; it only grows).
-    pub tokens_applied: std::sync::atomic::AtomicI64,
+    pub(crate) tokens_applied: std::sync::atomic::AtomicI64,
     /// The same for `settings` events and the `settings_current` table.
     settings_applied: std::sync::atomic::AtomicI64,
 }
@@ -193,7 +193,7 @@ impl Core {
     /// The settings in force (from the settings projection, cached for 250 ms).
     pub async fn settings(&self) -> Result<SettingsValues, sqlx::Error> {
         // An update this process made a moment ago is in the answer.
-        self.read_own_writes("settings", "settings", &self.settings_applied)
+        self.read_own_writes("settings", SETTINGS_TYPE, &self.settings_applied)
             .await;
         if let Some((at, values)) = &*self.settings_cache.read().expect("settings cache") {
             if at.elapsed() < Duration::from_millis(250) {

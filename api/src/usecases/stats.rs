@@ -296,11 +296,8 @@ pub fn compare(request: &CompareRequest) -> Result<CompareAnswer, CalcError> {
             p_value: freq.z_test.map(|t| t.p_value),
             prob_beats_control: pair.prob_beats_control,
             prob_control_beats: pair.prob_control_beats,
-            // A loss is at most 1 (a difference of rates); the integral may overshoot by a
-            // rounding error at extreme counts (1 + 1.3e-15 for 2^64 − 1 of 2^64 − 1 against
-            // none of 2^64 − 1).
-            expected_loss: pair.expected_loss.clamp(0.0, 1.0),
-            expected_loss_control: pair.expected_loss_control.clamp(0.0, 1.0),
+            expected_loss: pair.expected_loss,
+            expected_loss_control: pair.expected_loss_control,
         });
     }
     // With two arms, P(best) is P(A > B) and P(B > A), which the pairwise comparison has

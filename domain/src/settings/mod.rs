@@ -10,6 +10,8 @@ use serde_json::Value;
 use crate::FieldError;
 
 pub const SETTINGS_ID: &str = "settings";
+/// The settings aggregate's type in the log.
+pub const SETTINGS_TYPE: &str = "settings";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -504,7 +506,7 @@ impl Settings {
 }
 
 impl Aggregate for Settings {
-    const TYPE: &'static str = "settings";
+    const TYPE: &'static str = SETTINGS_TYPE;
     type Command = SettingsCommand;
     type Event = SettingsEvent;
     type Error = SettingsError;

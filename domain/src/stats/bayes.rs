@@ -127,8 +127,8 @@ pub fn compare(control: Arm, variant: Arm) -> Result<Pairwise, BayesError> {
     Ok(Pairwise {
         prob_beats_control: clamp_probability(at(&out.best, 1)),
         prob_control_beats: clamp_probability(at(&out.best, 0)),
-        expected_loss: at(&out.loss, 0).max(0.0),
-        expected_loss_control: at(&out.loss, 1).max(0.0),
+        expected_loss: clamp_loss(at(&out.loss, 0)),
+        expected_loss_control: clamp_loss(at(&out.loss, 1)),
     })
 }
 
@@ -155,6 +155,17 @@ pub fn prob_best(arms: &[Arm]) -> Result<Vec<f64>, BayesError> {
 
 fn clamp_probability(p: f64) -> f64 {
     p.clamp(0.0, 1.0)
+}
+
+/// A loss is a difference of rates, in [0, 1]: the integral can overshoot 1 by a rounding error
+/// at extreme counts (1 + 1.3e-15 for 2^64 − 1 of 2^64 − 1 against none of 2^64 − 1), and
+/// anything not above 0 (a NaN included) is 0.
+fn clamp_loss(loss: f64) -> f64 {
+    if loss > 1.0 {
+        1.0
+    } else {
+        loss.max(0.0)
+    }
 }
 
 /// What [`integrate`] returns: `best[i]` = P(arm i beats all others) and, when asked for with

@@ -338,11 +338,13 @@ impl EventLog {
     }
 
     fn note_type_head(&self, aggregate_type: &str, position: i64) {
-        raise(
-            &mut self.inner.type_heads.lock().expect("type heads"),
-            aggregate_type,
-            position,
-        );
+        let mut heads = self.inner.type_heads.lock().expect("type heads");
+        match heads.get_mut(aggregate_type) {
+            Some(head) => *head = (*head).max(position),
+            None => {
+                heads.insert(aggregate_type.to_owned(), position);
+            }
+        }
     }
 
     /// A receiver that changes whenever new events may be readable.
@@ -365,16 +367,6 @@ impl EventLog {
                 false
             }
         });
-    }
-}
-
-/// Raises one type's head to `position` (never lowers it).
-fn raise(heads: &mut HashMap<String, i64>, aggregate_type: &str, position: i64) {
-    match heads.get_mut(aggregate_type) {
-        Some(head) => *head = (*head).max(position),
-        None => {
-            heads.insert(aggregate_type.to_owned(), position);
-        }
     }
 }
 
