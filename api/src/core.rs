@@ -57,6 +57,10 @@ pub struct Core {
     pub bump_cache: crate::usecases::bumps::BumpCache,
     /// One-click upsell and downsell decisions, charges, store orders and refunds.
     pub acceptances: Commands<ocart_domain::upsell::UpsellAcceptance>,
+    /// A/B tests (issue 12).
+    pub tests: Commands<ocart_domain::abtest::AbTest>,
+    /// One unit's variant in one test: assigned once, converted once, pruned.
+    pub assignments: Commands<ocart_domain::abtest::Assignment>,
     /// Funnels (id = slug).
     pub funnels: Commands<ocart_domain::funnel::Funnel>,
     /// The active funnels, read from the `funnels` tables at most every 250 ms.
@@ -128,6 +132,8 @@ impl Core {
             bumps: Commands::new(log.clone(), ()),
             bump_cache: Default::default(),
             acceptances: Commands::new(log.clone(), ()).with_cache(100_000),
+            tests: Commands::new(log.clone(), ()),
+            assignments: Commands::new(log.clone(), ()).with_cache(100_000),
             funnels: Commands::new(log.clone(), ()),
             funnel_cache: Default::default(),
             woo,
@@ -171,6 +177,7 @@ impl Core {
             Arc::new(ocart_projections::OffersProjector),
             Arc::new(ocart_projections::UpsellsProjector),
             Arc::new(ocart_projections::FunnelReportsProjector),
+            Arc::new(ocart_projections::AbTestsProjector),
             Arc::new(AuditProjector),
         ]
     }

@@ -5,6 +5,8 @@
 //! tests checks the dependency tree). Time comes in through commands or the [`Clock`] port.
 #![forbid(unsafe_code)]
 
+/// A/B tests: the `AbTest` and `Assignment` aggregates and the deterministic split.
+pub mod abtest;
 /// The `Cart` aggregate: capture, consent withdrawal, abandonment, conversion, expiry.
 pub mod cart;
 /// The `Clock` port and its system and manual implementations.

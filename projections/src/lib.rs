@@ -25,6 +25,7 @@ pub use commands::{
     decode_event, CommandError, CommandMeta, Commands, Emitted, Outcome as CommandOutcome,
     MAX_ATTEMPTS,
 };
+pub use projectors::AbTestsProjector;
 pub use projectors::FunnelReportsProjector;
 pub use projectors::UpsellsProjector;
 pub use projectors::{

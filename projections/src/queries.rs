@@ -1,5 +1,7 @@
 //! Read queries the API and CLI use. Handlers never write SQL; they call these.
 
+/// A/B tests, their assignments and per-variant totals.
+pub mod abtests;
 /// Recovery analytics and dashboard rollups.
 pub mod analytics;
 /// The funnel report and the dashboard's offer and funnel totals.

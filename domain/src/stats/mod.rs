@@ -7,8 +7,12 @@
 //!   the delta-method interval of a relative lift, Fleiss's sample size, the SRM chi-square.
 //! - [`beta`] and [`bayes`]: Beta posteriors of Bernoulli arms, P(B > A), expected loss and
 //!   the probability to be best.
+//! - [`bandit`]: Thompson sampling with the batched posterior updates live traffic uses, and
+//!   its regret simulator.
 
+pub mod bandit;
 pub mod bayes;
+pub mod conclude;
 pub mod beta;
 pub mod frequentist;
 pub mod special;

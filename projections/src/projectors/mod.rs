@@ -1,5 +1,6 @@
 //! The projectors: each alone writes its read tables, and reads only them while it applies.
 
+mod abtests;
 mod audit;
 mod carts;
 mod funnel_reports;
@@ -10,6 +11,7 @@ mod settings;
 mod tokens;
 mod upsells;
 
+pub use abtests::AbTestsProjector;
 pub use audit::AuditProjector;
 pub use carts::CartsProjector;
 pub use funnel_reports::FunnelReportsProjector;
