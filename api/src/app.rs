@@ -227,6 +227,49 @@ async fn run_processors(core: Arc<Core>, stop: watch::Receiver<bool>) {
     );
     let c = core.clone();
     supervisor.spawn(
+        ocart_processors::abtests::ASSIGNMENT_RETENTION,
+        factory(move || {
+            let core = c.clone();
+            async move {
+                Ok(ocart_processors::abtests::AssignmentRetention::new(
+                    core.log.clone(),
+                    core.clock.clone(),
+                ))
+            }
+        }),
+    );
+    let c = core.clone();
+    supervisor.spawn(
+        ocart_processors::abtests::CONVERSIONS,
+        factory(move || {
+            let core = c.clone();
+            async move {
+                Ok(ocart_processors::abtests::AbTestConversions::new(
+                    core.log.clone(),
+                    core.clock.clone(),
+                    core.projector_names(),
+                )
+                .with_poll(poll))
+            }
+        }),
+    );
+    let c = core.clone();
+    let conclude_every = Duration::from_millis(core.config.processors.conclude_interval_ms);
+    supervisor.spawn(
+        ocart_processors::abtests::CONCLUDER,
+        factory(move || {
+            let core = c.clone();
+            async move {
+                Ok(ocart_processors::abtests::AbTestConcluder::new(
+                    core.log.clone(),
+                    core.clock.clone(),
+                )
+                .with_interval(conclude_every))
+            }
+        }),
+    );
+    let c = core.clone();
+    supervisor.spawn(
         ocart_processors::recovery::OPENER,
         factory(move || {
             let core = c.clone();

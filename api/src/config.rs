@@ -82,6 +82,8 @@ pub struct ProcessorsConfig {
     pub batch_size: i64,
     /// Run projectors, the relay and the sweeper in this process (when the lease is free).
     pub enabled: bool,
+    /// How often the A/B conclusion looks at the running tests (SRM alert, conclusion).
+    pub conclude_interval_ms: u64,
 }
 
 impl Default for ProcessorsConfig {
@@ -90,6 +92,7 @@ impl Default for ProcessorsConfig {
             poll_interval_ms: 1000,
             batch_size: 500,
             enabled: true,
+            conclude_interval_ms: 5_000,
         }
     }
 }

@@ -60,7 +60,9 @@ pub struct Core {
     /// A/B tests (issue 12).
     pub tests: Commands<ocart_domain::abtest::AbTest>,
     /// One unit's variant in one test: assigned once, converted once, pruned.
-    pub assignments: Commands<ocart_domain::abtest::Assignment>,
+    pub assignments: Arc<Commands<ocart_domain::abtest::Assignment>>,
+    /// The running tests, the bandits' allocators and the assignments known, in memory.
+    pub assigner: crate::usecases::assign::Assigner,
     /// Funnels (id = slug).
     pub funnels: Commands<ocart_domain::funnel::Funnel>,
     /// The active funnels, read from the `funnels` tables at most every 250 ms.
@@ -133,7 +135,8 @@ impl Core {
             bump_cache: Default::default(),
             acceptances: Commands::new(log.clone(), ()).with_cache(100_000),
             tests: Commands::new(log.clone(), ()),
-            assignments: Commands::new(log.clone(), ()).with_cache(100_000),
+            assignments: Arc::new(Commands::new(log.clone(), ()).with_cache(100_000)),
+            assigner: Default::default(),
             funnels: Commands::new(log.clone(), ()),
             funnel_cache: Default::default(),
             woo,

@@ -288,6 +288,19 @@ impl From<crate::usecases::erase::EraseError> for ApiError {
         }
     }
 }
+// abtests
+impl From<crate::usecases::abtests::TestsError> for ApiError {
+    fn from(err: crate::usecases::abtests::TestsError) -> Self {
+        use crate::usecases::abtests::TestsError;
+        match err {
+            TestsError::Invalid(errors) => Self::Validation(errors),
+            TestsError::NotFound(_) => Self::NotFound(err.to_string()),
+            TestsError::Conflict(why) => Self::Conflict(why),
+            TestsError::Store(failure) => failure.into(),
+            TestsError::Internal(err) => Self::Internal(err),
+        }
+    }
+}
 // funnels
 impl From<crate::usecases::funnels::FunnelsError> for ApiError {
     fn from(err: crate::usecases::funnels::FunnelsError) -> Self {

@@ -13,7 +13,7 @@ use utoipa::{Modify, OpenApi};
 #[openapi(
     info(title = "OCart API", description = "Cart capture, recovery, funnels and A/B tests for online stores."),
     components(schemas(crate::error::Problem, crate::error::ProblemField)),
-    tags((name = "checkout"), (name = "carts"), (name = "settings"), (name = "tokens"), (name = "privacy"), (name = "recovery"), (name = "orders"), (name = "funnels"), (name = "offers"), (name = "reports"), (name = "audit"), (name = "system"), (name = "gateways"), (name = "webhooks"), (name = "links"), (name = "upsells"), (name = "stats"))
+    tags((name = "checkout"), (name = "carts"), (name = "settings"), (name = "tokens"), (name = "privacy"), (name = "recovery"), (name = "orders"), (name = "funnels"), (name = "offers"), (name = "reports"), (name = "audit"), (name = "system"), (name = "gateways"), (name = "webhooks"), (name = "links"), (name = "upsells"), (name = "stats"), (name = "tests"))
 )]
 pub struct ApiDoc;
 

@@ -3,6 +3,8 @@
 //! lock or a SQLite lease row), and the process managers.
 #![forbid(unsafe_code)]
 
+/// A/B tests: conversions, the conclusion and SRM alert, the retention of assignments.
+pub mod abtests;
 /// The follow-up of every erasure: deletes the data keys the log says are erased.
 mod eraser;
 /// Reading the log after a checkpoint, behind the projections: what the log followers share.

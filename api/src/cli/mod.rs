@@ -117,8 +117,9 @@ pub enum Command {
     /// Payment gateways for upsell charges: their status; rotate webhook secrets and keys.
     #[command(subcommand)]
     Gateway(crate::cli::gateway::GatewayCmd),
-    /// A/B tests: the calculator (`ocart test calc compare`, `ocart test calc sample-size`),
-    /// run locally on the counts given.
+    /// A/B tests: list, show, create, update, delete, start, stop, results, sample-size; and
+    /// the calculator (`ocart test calc compare`, `ocart test calc sample-size`), run locally
+    /// on the counts given.
     #[command(subcommand)]
     Test(crate::cli::test::TestCmd),
 }
@@ -196,12 +197,14 @@ pub enum SettingsCmd {
     Set { key: String, value: String },
 }
 
+pub mod abtest;
 pub mod bench;
 pub mod email;
 pub mod export;
 pub mod funnel;
 pub mod gateway;
 pub mod recovery;
+mod simulate;
 pub mod test;
 
 impl Global {
@@ -335,9 +338,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Import { file, dry_run } => export::import(config, file, dry_run, json_out).await,
         // The statistics bench prints JSON with the global `--json`.
         Command::Bench(bench::BenchCmd::Stats(args)) => bench::stats::run(&args, json_out),
+        Command::Bench(bench::BenchCmd::Aa(args)) => bench::aa::run(&args, json_out),
         Command::Bench(cmd) => bench::run(cmd, config).await,
         Command::Email(cmd) => email::run(cmd, &config, json_out),
         Command::Gateway(cmd) => gateway::run(cmd, &config, json_out).await,
+        Command::Test(test::TestCmd::Manage(cmd)) => abtest::run(cmd, config, json_out).await,
         Command::Test(cmd) => test::run(cmd, json_out),
     }
 }

@@ -17,6 +17,13 @@ pub enum TestCmd {
     /// locally (no server, no database); `--json` prints what the HTTP API answers.
     #[command(subcommand)]
     Calc(CalcCmd),
+    /// Simulate the bandit allocation (the production code, batched updates) against arms of
+    /// known rates: mean pseudo-regret and its standard error. Runs locally.
+    Simulate(crate::cli::simulate::SimulateArgs),
+    // The tests on the store (list, show, create, update, delete, start, stop, results,
+    // sample-size): run by `cli::abtest::run`, which `cli::run` dispatches to.
+    #[command(flatten)]
+    Manage(crate::cli::abtest::AbTestCmd),
 }
 
 #[derive(Debug, Subcommand)]
@@ -126,6 +133,10 @@ pub fn run(cmd: TestCmd, json_out: bool) -> anyhow::Result<()> {
             };
             let answer = uc::sample_size(&request)?;
             print(json_out, &answer, || sample_size_text(&answer, &request))?;
+        }
+        TestCmd::Simulate(args) => crate::cli::simulate::run(&args, json_out)?,
+        TestCmd::Manage(_) => {
+            anyhow::bail!("ocart test: this command needs the store (cli::abtest::run)")
         }
     }
     Ok(())

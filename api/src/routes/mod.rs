@@ -1,5 +1,6 @@
 //! The HTTP routes, one module per area, each exposing `router()`.
 
+pub mod abtests;
 pub mod audit;
 pub mod capture;
 pub mod carts;
@@ -49,6 +50,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(upsells::router())
         .merge(payment_webhooks::router())
         .merge(stats::router())
+        .merge(abtests::router())
         .merge(system::router())
 }
 

@@ -10,6 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use ocart_domain::abtest::{self, Surface};
 use ocart_domain::cart::cart_id_for_session;
 use ocart_domain::offer::{
     bump_decision_id, BumpAnswer, BumpCommand, BumpDecision, BumpLine, CartView, OfferDefinition,
@@ -44,6 +45,11 @@ impl ActiveBumps {
     fn new(bumps: Vec<ActiveBump>) -> Self {
         let index = TargetingIndex::new(bumps.iter().map(|b| &b.definition.targeting));
         Self { bumps, index }
+    }
+
+    /// The active bump with this offer id.
+    fn by_id(&self, offer_id: &str) -> Option<&ActiveBump> {
+        self.bumps.iter().find(|b| b.offer_id == offer_id)
     }
 
     /// The bumps whose targeting may match the cart (each still to be checked), in order.
@@ -130,6 +136,12 @@ pub struct EligibleBump {
     pub saving: i64,
     /// ISO 4217 code of the price.
     pub currency: String,
+    /// The running bump test this bump is served by (absent when none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_id: Option<String>,
+    /// The cart's variant in that test (absent when none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
 }
 
 /// What bump eligibility sees of a cart.
@@ -220,7 +232,7 @@ pub async fn eligible_for_cart(
     let Some(facts) = cart_facts(cart) else {
         return Ok(Vec::new());
     };
-    eligible_for_facts(core, &facts).await
+    eligible_for_facts(core, &facts, &cart.cart_id).await
 }
 
 /// Whether bumps are offered to the cart: it is open (active or abandoned).
@@ -228,16 +240,54 @@ pub fn takes_bumps(cart: &CartRow) -> bool {
     matches!(cart.status.as_str(), "active" | "abandoned")
 }
 
-/// [`eligible_for_cart`] for an open cart's facts.
+/// [`eligible_for_cart`] for an open cart's facts (`cart_id`: the cart, the unit of bump
+/// tests).
+///
+/// Running bump tests: an eligible bump a test targets (`abtest::offer_test`) assigns the
+/// cart and is replaced by its variant's offer when that offer is an active bump that prices
+/// for the cart (else the control's offer is shown); the bump carries the test and the
+/// variant. The offers only other variants serve (`abtest::held_back_offers`) are shown only
+/// that way. With no bump test running, the running tests' snapshot says so and nothing else
+/// is read.
 pub async fn eligible_for_facts(
     core: &Core,
     facts: &CartFacts,
+    cart_id: &str,
 ) -> Result<Vec<EligibleBump>, BumpsError> {
     let bumps = core.bump_cache.active(core).await?;
-    Ok(bumps
-        .candidates(&facts.view())
-        .filter_map(|bump| eligible(bump, facts))
-        .collect())
+    let running = core.assigner.running(core).await?;
+    if !running.on(Surface::Bump) {
+        return Ok(bumps
+            .candidates(&facts.view())
+            .filter_map(|bump| eligible(bump, facts))
+            .collect());
+    }
+    let held = abtest::held_back_offers(running.tests(), Surface::Bump);
+    let mut out: Vec<EligibleBump> = Vec::new();
+    for bump in bumps.candidates(&facts.view()) {
+        if held.contains(&bump.offer_id.as_str()) {
+            continue;
+        }
+        let Some(control) = eligible(bump, facts) else {
+            continue;
+        };
+        let Some(test) = abtest::offer_test(running.tests(), Surface::Bump, &bump.offer_id) else {
+            out.push(control);
+            continue;
+        };
+        let assigned = super::assign::assign(core, test, cart_id).await?;
+        let mut served = bumps
+            .by_id(&assigned.variant.serves)
+            .filter(|_| assigned.index > 0)
+            .and_then(|variant| eligible(variant, facts))
+            .unwrap_or(control);
+        served.test_id = Some(test.id.clone());
+        served.variant = Some(assigned.variant.key.clone());
+        if !out.iter().any(|b| b.offer_id == served.offer_id) {
+            out.push(served);
+        }
+    }
+    Ok(out)
 }
 
 /// The bump priced for the cart, or `None` when it does not apply.
@@ -261,6 +311,8 @@ fn eligible(bump: &ActiveBump, facts: &CartFacts) -> Option<EligibleBump> {
         regular: quote.regular.map(|r| r.minor()),
         saving: quote.saving.minor(),
         currency: def.currency.as_str().to_owned(),
+        test_id: None,
+        variant: None,
     })
 }
 

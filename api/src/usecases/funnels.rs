@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use ocart_domain::abtest::{self, CheckoutServes, Surface};
 use ocart_domain::cart::cart_id_for_session;
 use ocart_domain::funnel::{
     Branches, Funnel, FunnelCommand, FunnelError, FunnelSettings, Layout, Step, StepType, Trigger,
@@ -286,6 +287,18 @@ pub struct Resolved {
     /// The funnel's steps, by position (empty without a funnel).
     pub steps: Vec<StepBody>,
     pub bumps: Vec<EligibleBump>,
+    /// The running A/B tests (checkout and bump) this answer serves the cart a variant of;
+    /// absent when there are none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tests: Vec<ResolvedTest>,
+}
+
+/// A running test a resolve served, and the cart's variant in it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct ResolvedTest {
+    pub test_id: String,
+    /// The variant's key.
+    pub variant: String,
 }
 
 /// Whose funnel to resolve.
@@ -565,6 +578,11 @@ impl Snapshot {
         })
     }
 
+    /// The active funnel with this slug.
+    fn by_slug(&self, slug: &str) -> Option<&ActiveFunnel> {
+        self.funnels.iter().find(|f| f.funnel.id == slug)
+    }
+
     /// The funnel for a cart: the first whose rules match (by priority), else the first
     /// default one; `facts` is `None` when the cart is unknown or unreadable (only a default
     /// funnel applies).
@@ -628,6 +646,16 @@ fn check_session_token(raw: &str) -> Result<(), FunnelsError> {
 /// else none; with the funnel's steps and the bumps the cart is eligible for. An unknown
 /// `cart_id` is not found; a session without a cart yet (the page before the first capture)
 /// gets the default funnel and no bumps.
+///
+/// A running checkout test that applies to the picked funnel (`abtest::checkout_test`)
+/// assigns the cart (the unit: the cart id, for a session token the cart id it derives) and
+/// serves its variant: a variant serving a layout serves the picked funnel in that layout (with
+/// no funnel picked there is nothing to lay out); a variant serving a funnel slug serves that
+/// funnel and its steps if it is active, and otherwise the picked funnel (the assignment
+/// stands: the test's results count what the cart was shown, not what it was meant to get).
+/// Running bump tests swap the bumps they target (`bumps::eligible_for_facts`). Every test
+/// served is listed in `tests`. With no test running this costs what it did before: the
+/// running tests are a snapshot in memory.
 pub async fn resolve(core: &Core, by: ResolveBy) -> Result<Resolved, FunnelsError> {
     let cart_id = match &by {
         ResolveBy::Cart(id) => id.clone(),
@@ -644,15 +672,54 @@ pub async fn resolve(core: &Core, by: ResolveBy) -> Result<Resolved, FunnelsErro
     }
     let snapshot = core.funnel_cache.get(core).await?;
     let facts = cart.as_ref().and_then(cart_facts);
-    let picked = snapshot.pick(facts.as_ref());
+    let mut picked = snapshot.pick(facts.as_ref());
+    let mut layout = None;
+    let mut tests = Vec::new();
+    let running = core.assigner.running(core).await?;
+    if running.on(Surface::Checkout) {
+        let slug = picked.map(|f| f.funnel.id.as_str());
+        if let Some(test) = abtest::checkout_test(running.tests(), slug) {
+            let assigned = super::assign::assign(core, test, &cart_id).await?;
+            match abtest::checkout_serves(&assigned.variant.serves) {
+                CheckoutServes::Layout(l) => layout = Some(l),
+                CheckoutServes::Funnel(slug) => {
+                    if let Some(funnel) = snapshot.by_slug(slug) {
+                        picked = Some(funnel);
+                    }
+                }
+            }
+            tests.push(ResolvedTest {
+                test_id: test.id.clone(),
+                variant: assigned.variant.key.clone(),
+            });
+        }
+    }
     let open = cart.as_ref().is_some_and(takes_bumps);
     let bumps = match &facts {
-        Some(facts) if open => eligible_for_facts(core, facts).await?,
+        Some(facts) if open => eligible_for_facts(core, facts, &cart_id).await?,
         _ => Vec::new(),
     };
+    for bump in &bumps {
+        if let (Some(test_id), Some(variant)) = (&bump.test_id, &bump.variant) {
+            if !tests.iter().any(|t| &t.test_id == test_id) {
+                tests.push(ResolvedTest {
+                    test_id: test_id.clone(),
+                    variant: variant.clone(),
+                });
+            }
+        }
+    }
+    let funnel = picked.map(|f| {
+        let mut funnel = f.funnel.clone();
+        if let Some(layout) = layout {
+            funnel.layout = layout.as_str().to_owned();
+        }
+        funnel
+    });
     Ok(Resolved {
-        funnel: picked.map(|f| f.funnel.clone()),
+        funnel,
         steps: picked.map(|f| f.steps.clone()).unwrap_or_default(),
         bumps,
+        tests,
     })
 }

@@ -6,8 +6,13 @@
 //! failure. `crate::error` maps each use case's error to a problem document, once; the CLI
 //! prints it. Handlers and CLI commands only translate to and from the use case.
 
+/// A/B tests: CRUD, start and stop, results and sample size (`/tests`, `ocart test`).
+pub mod abtests;
 /// Step visits for the funnel report: the hosted upsell page's `upsell/shown`.
 pub mod funnel_visits;
+
+/// Assigning units to running A/B tests on the hot paths (held in Core).
+pub mod assign;
 
 /// Order bumps at checkout: eligibility with quotes, shown / accepted / declined.
 pub mod bumps;
@@ -187,6 +192,7 @@ pub(crate) mod testing {
     #[test]
     fn every_use_case_answers_store_failures_alike() {
         use super::*;
+        store_failures_answer_alike::<abtests::TestsError>("abtests");
         store_failures_answer_alike::<bumps::BumpsError>("bumps");
         store_failures_answer_alike::<capture::CaptureError>("capture");
         store_failures_answer_alike::<offers::OffersError>("offers");

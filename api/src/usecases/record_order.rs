@@ -519,6 +519,9 @@ pub(crate) async fn record_order_facts(
         attribution,
         at: meta.at,
     };
+    // The A/B assignments this process queued go first in the log: the conversion process
+    // manager meets a cart's assignment before its order (usecases::assign).
+    core.assigner.recorded().await;
     let outcome = core.orders.execute(&aggregate_id, command, meta).await?;
     Ok(RecordedOrder {
         order_id,

@@ -17,6 +17,7 @@ use std::collections::HashSet;
 use std::sync::{LazyLock, Mutex};
 
 use chrono::{DateTime, Duration, Utc};
+use ocart_domain::abtest::{self, Surface};
 use ocart_domain::funnel::{next_step, FunnelStatus, Outcome as FunnelOutcome, StepType};
 use ocart_domain::offer::{Offer, OfferDefinition, OfferKind, OfferStatus, Quote};
 use ocart_domain::order::{order_id_for, OrderFacts};
@@ -313,14 +314,56 @@ async fn eligible_offer(
     Ok((definition, quote))
 }
 
-/// The step's facts for a token: the step still shows the token's offer, which is eligible.
+/// The parent order's cart (the one it converted), if it has one.
+async fn order_cart(core: &Core, order_id: &str) -> Result<Option<String>, UpsellsError> {
+    let (order, _, _) = core
+        .orders
+        .load(&order_id_for(order_id).to_string())
+        .await
+        .map_err(UpsellsError::of_command)?;
+    Ok(order.attribution().map(|a| a.cart_id.clone()))
+}
+
+/// The offer step offer `step_offer` shows the parent order `order_id`: the offer of the
+/// order's variant when a running upsell test targets it (`abtest::offer_test`; the unit is
+/// `abtest::upsell_unit` of the order's cart and id) and that offer is eligible, else the
+/// step's own. With no upsell test running nothing is read.
+async fn served_offer(
+    core: &Core,
+    order_id: &str,
+    step_offer: &str,
+) -> Result<String, UpsellsError> {
+    let running = core.assigner.running(core).await?;
+    if !running.on(Surface::Upsell) {
+        return Ok(step_offer.to_owned());
+    }
+    let Some(test) = abtest::offer_test(running.tests(), Surface::Upsell, step_offer) else {
+        return Ok(step_offer.to_owned());
+    };
+    let cart = order_cart(core, order_id).await?;
+    let unit = abtest::upsell_unit(cart.as_deref(), order_id);
+    let assigned = super::assign::assign(core, test, &unit).await?;
+    let serves = &assigned.variant.serves;
+    if assigned.index > 0 && serves != step_offer && eligible_offer(core, serves).await.is_ok() {
+        Ok(serves.clone())
+    } else {
+        Ok(step_offer.to_owned())
+    }
+}
+
+/// The step's facts for a token: the step still shows the token's offer (its own, or the
+/// order's variant of it in a running upsell test), which is eligible.
 async fn step_facts(core: &Core, claims: &UpsellClaims) -> Result<StepFacts, UpsellsError> {
-    let step = offer_step(core, &claims.funnel_id, &claims.step).await?;
+    let mut step = offer_step(core, &claims.funnel_id, &claims.step).await?;
     if step.offer_id != claims.offer_id {
-        return Err(UpsellsError::Ineligible(format!(
-            "the step {} shows another offer now",
-            claims.step
-        )));
+        let served = served_offer(core, &claims.order_id, &step.offer_id).await?;
+        if served != claims.offer_id {
+            return Err(UpsellsError::Ineligible(format!(
+                "the step {} shows another offer now",
+                claims.step
+            )));
+        }
+        step.offer_id = served;
     }
     let (offer, quote) = eligible_offer(core, &step.offer_id).await?;
     Ok(StepFacts { step, offer, quote })
@@ -378,7 +421,8 @@ async fn token_ttl(core: &Core) -> Result<Duration, UpsellsError> {
 
 /// Issues a one-click token for the parent order's step: the order is recorded, paid and
 /// carries a saved payment on a configured gateway; the step is an upsell or downsell step
-/// whose offer is active.
+/// whose offer is active. When a running upsell test targets the step's offer, the token is
+/// bound to the order's variant's offer (so the page shows it and accept charges it).
 pub async fn issue_token(core: &Core, input: IssueToken) -> Result<Issued, UpsellsError> {
     check_id("order_id", &input.order_id, 200)?;
     check_id("funnel_id", &input.funnel_id, 200)?;
@@ -391,11 +435,12 @@ pub async fn issue_token(core: &Core, input: IssueToken) -> Result<Issued, Upsel
     paid_parent(core, &input.order_id).await?;
     let step = offer_step(core, &input.funnel_id, &input.step).await?;
     eligible_offer(core, &step.offer_id).await?;
+    let offer_id = served_offer(core, &input.order_id, &step.offer_id).await?;
     let mut claims = UpsellClaims::new(
         &input.order_id,
         &input.funnel_id,
         &input.step,
-        &step.offer_id,
+        &offer_id,
         core.clock.now(),
         token_ttl(core).await?,
     );
@@ -510,6 +555,9 @@ pub async fn accept(
         .clone()
         .ok_or_else(|| UpsellsError::NoPayment("no saved payment".into()))?;
     let facts = step_facts(core, &claims).await?;
+    // The order's upsell assignment (queued at issue-token) goes first in the log, before the
+    // acceptance that converts it (usecases::assign).
+    core.assigner.recorded().await;
     let strategy = OrderStrategy::parse(&core.settings().await?.upsells.order_strategy_default)
         .unwrap_or(OrderStrategy::A);
     let command = UpsellCommand::Accept(Box::new(AcceptInput {
@@ -631,6 +679,7 @@ pub async fn next_page(
     if eligible_offer(core, &offer_id).await.is_err() {
         return Ok(done);
     }
+    let offer_id = served_offer(core, &claims.order_id, &offer_id).await?;
     let decided_at = acceptance.decided_at().unwrap_or_else(|| core.clock.now());
     let jti = hex::encode(&Sha256::digest(format!("{}:next:{}", acceptance.id(), step.key))[..16]);
     let next = UpsellClaims {

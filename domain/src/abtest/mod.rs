@@ -13,6 +13,12 @@
 
 mod aggregate;
 mod assignment;
+/// Which running test applies on a surface, and which variant a unit gets.
+mod choose;
+/// What a conversion is on each surface, and its revenue.
+mod conversion;
+/// The conclusion process manager's rules: the SRM alert and the verdict with its reason.
+mod verdict;
 
 pub use aggregate::{
     serves_layout, AbTest, Surface, TestCommand, TestDefinition, TestError, TestEvent, TestPatch,
@@ -23,3 +29,9 @@ pub use assignment::{
     assignment_id, split, Assignment, AssignmentCommand, AssignmentError, AssignmentEvent,
     ASSIGNMENT_TYPE, MAX_UNIT_LEN,
 };
+pub use choose::{
+    checkout_serves, checkout_test, choose_variant, held_back_offers, offer_test, recovery_test,
+    thompson_seed, upsell_unit, CheckoutServes, RunningTest,
+};
+pub use conversion::{conversion, Conversion, Success};
+pub use verdict::{plan_of, srm_alert, verdict, Verdict, SRM_MIN_EXPECTED};

@@ -330,7 +330,7 @@ pub fn always_valid(control: Arm, variant: Arm, tau: f64) -> Option<Sequential> 
     let (n_a, n_b) = (control.visitors as f64, variant.visitors as f64);
     let pooled = (control.conversions as f64 + variant.conversions as f64) / (n_a + n_b);
     let variance = pooled * (1.0 - pooled) * (1.0 / n_a + 1.0 / n_b);
-    if !(variance > 0.0) {
+    if variance.is_nan() || variance <= 0.0 {
         return None;
     }
     // r = τ²/V; ln Λ = −½ ln(1 + r) + ½ z² r/(1 + r).
@@ -659,4 +659,366 @@ fn bandit_run<R: Rng>(
         }
     }
     Ok(Decision::Continue)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Decision::{Continue, NoDifference, Winner};
+    use Method::{Bandit, Bayesian, Frequentist};
+
+    const ALL: [Method; 3] = [Frequentist, Bayesian, Bandit];
+
+    fn arm(conversions: u64, visitors: u64) -> Arm {
+        Arm {
+            conversions,
+            visitors,
+        }
+    }
+
+    fn plan(mde: f64) -> Plan {
+        Plan {
+            significance: 0.95,
+            power: 0.8,
+            mde_relative: mde,
+            baseline_rate: Some(0.05),
+        }
+    }
+
+    #[track_caller]
+    fn check(method: Method, plan: &Plan, arms: &[Arm], expected: Decision) {
+        assert_eq!(
+            decide(method, plan, arms),
+            Ok(expected),
+            "{method:?} on {arms:?}"
+        );
+    }
+
+    #[test]
+    fn the_mixture_likelihood_ratio_is_the_published_formula() {
+        // Expected: ln Λ from the formula in plain double precision (Python, not this code).
+        for (control, variant, tau, expected) in [
+            (
+                arm(500, 10_000),
+                arm(700, 10_000),
+                0.005,
+                11.633699602239439,
+            ),
+            (
+                arm(500, 10_000),
+                arm(560, 10_000),
+                0.005,
+                0.6544046064617217,
+            ),
+            (
+                arm(5_000, 100_000),
+                arm(5_600, 100_000),
+                0.0005,
+                3.464182905361091,
+            ),
+        ] {
+            let Some(s) = always_valid(control, variant, tau) else {
+                panic!("{control:?} {variant:?}");
+            };
+            assert!(
+                (s.ln_likelihood_ratio - expected).abs() < 1e-12,
+                "{s:?} vs {expected}"
+            );
+            assert!((s.p_value - (-expected).exp().min(1.0)).abs() < 1e-15);
+        }
+        // Symmetric in the roles, the difference signed.
+        let (a, b) = (arm(500, 10_000), arm(700, 10_000));
+        let (ab, ba) = (
+            always_valid(a, b, 0.005).unwrap(),
+            always_valid(b, a, 0.005).unwrap(),
+        );
+        assert!((ab.ln_likelihood_ratio - ba.ln_likelihood_ratio).abs() < 1e-12);
+        assert!((ab.difference - 0.02).abs() < 1e-15 && (ba.difference + 0.02).abs() < 1e-15);
+        // Equal rates: Λ < 1, p = 1.
+        assert_eq!(always_valid(a, a, 0.005).unwrap().p_value, 1.0);
+        // No evidence either way: none converted, all converted, no visitors, bad τ.
+        assert_eq!(always_valid(arm(0, 100), arm(0, 100), 0.005), None);
+        assert_eq!(always_valid(arm(100, 100), arm(100, 100), 0.005), None);
+        assert_eq!(always_valid(arm(0, 0), arm(5, 100), 0.005), None);
+        assert_eq!(always_valid(a, b, 0.0), None);
+        assert_eq!(always_valid(a, b, f64::NAN), None);
+    }
+
+    #[test]
+    fn a_clear_winner_wins_under_every_method() {
+        for method in ALL {
+            check(
+                method,
+                &plan(0.1),
+                &[arm(500, 10_000), arm(700, 10_000)],
+                Winner { arm: 1 },
+            );
+        }
+    }
+
+    #[test]
+    fn a_clear_loser_makes_the_control_win() {
+        for method in ALL {
+            check(
+                method,
+                &plan(0.1),
+                &[arm(700, 10_000), arm(500, 10_000)],
+                Winner { arm: 0 },
+            );
+        }
+    }
+
+    #[test]
+    fn a_tie_at_the_planned_size_is_no_difference() {
+        let p = plan(0.1);
+        // Fleiss at 5 %, +10 %, 80 %, 95 %: 31,234 per arm.
+        assert_eq!(
+            planned_per_arm(&p, &[arm(0, 0), arm(0, 0)]),
+            Ok(Some(31_234))
+        );
+        let tie = [arm(1_600, 32_000), arm(1_600, 32_000)];
+        check(Frequentist, &p, &tie, NoDifference);
+        check(Bayesian, &p, &tie, NoDifference);
+        // One arm short of the planned size: not yet.
+        check(
+            Frequentist,
+            &p,
+            &[arm(1_600, 32_000), arm(1_560, 31_200)],
+            Continue,
+        );
+        // A bandit goes on to ten times the planned visitors in all.
+        check(Bandit, &p, &tie, Continue);
+        check(
+            Bandit,
+            &p,
+            &[arm(15_000, 300_000), arm(16_234, 324_680)],
+            NoDifference,
+        );
+        // Without a planned baseline the control's observed rate plans the size.
+        let observed = Plan {
+            baseline_rate: None,
+            ..p
+        };
+        check(Frequentist, &observed, &tie, NoDifference);
+        assert_eq!(
+            planned_per_arm(&observed, &[arm(0, 10), arm(0, 10)]),
+            Ok(None)
+        );
+    }
+
+    #[test]
+    fn too_small_a_sample_continues() {
+        for method in ALL {
+            let p = plan(0.1);
+            // Fewer than 100 visitors on an arm, however lopsided.
+            check(method, &p, &[arm(1, 99), arm(90, 99)], Continue);
+            check(method, &p, &[arm(1, 1_000), arm(90, 99)], Continue);
+            // A control without a conversion.
+            check(method, &p, &[arm(0, 1_000), arm(300, 1_000)], Continue);
+            check(method, &p, &[arm(0, 0), arm(0, 0)], Continue);
+        }
+    }
+
+    #[test]
+    fn three_arms_take_the_best_that_beats_the_control() {
+        let p = plan(0.1);
+        for method in ALL {
+            // One variant beats the control.
+            check(
+                method,
+                &p,
+                &[arm(500, 10_000), arm(520, 10_000), arm(700, 10_000)],
+                Winner { arm: 2 },
+            );
+            // The control beats both.
+            check(
+                method,
+                &p,
+                &[arm(800, 10_000), arm(500, 10_000), arm(510, 10_000)],
+                Winner { arm: 0 },
+            );
+            // The control beats one but not the other: not yet.
+            check(
+                method,
+                &p,
+                &[arm(700, 10_000), arm(500, 10_000), arm(690, 10_000)],
+                Continue,
+            );
+        }
+        // Two variants beat the control: the frequentist winner is the better of them.
+        check(
+            Frequentist,
+            &p,
+            &[arm(500, 10_000), arm(800, 10_000), arm(700, 10_000)],
+            Winner { arm: 1 },
+        );
+        // The Bayesian leader too, once it is clearly the best.
+        check(
+            Bayesian,
+            &p,
+            &[arm(500, 10_000), arm(900, 10_000), arm(700, 10_000)],
+            Winner { arm: 1 },
+        );
+    }
+
+    #[test]
+    fn the_guard_holds_back_a_high_probability_to_be_best_without_evidence() {
+        // P(best) of the variant is about 0.97, above 0.95, but the mixture likelihood ratio
+        // is e^0.65 ≈ 1.9, far below 20.
+        let arms = [arm(500, 10_000), arm(560, 10_000)];
+        let best = bayes::prob_best(&arms).unwrap();
+        assert!(best[1] > 0.95, "{best:?}");
+        for method in ALL {
+            check(method, &plan(0.1), &arms, Continue);
+        }
+        // Bonferroni: with a third arm the bar is Λ ≥ 40. Λ = e^3.46 ≈ 32 clears 20, not 40.
+        let p = plan(0.01);
+        check(
+            Frequentist,
+            &p,
+            &[arm(5_000, 100_000), arm(5_600, 100_000)],
+            Winner { arm: 1 },
+        );
+        check(
+            Frequentist,
+            &p,
+            &[
+                arm(5_000, 100_000),
+                arm(5_600, 100_000),
+                arm(5_000, 100_000),
+            ],
+            Continue,
+        );
+    }
+
+    #[test]
+    fn the_bayesian_loss_bound_holds_back_a_leader_too_close_to_the_next() {
+        // Both variants beat the control clearly; the leader is best with P ≈ 0.96, but with
+        // a 0.2 % effect planned the loss bound is 0.1 × 0.002 × 5 % = 1e-5, below its
+        // expected loss against the runner-up (about 2e-5).
+        let arms = [
+            arm(5_000, 100_000),
+            arm(10_000, 100_000),
+            arm(9_760, 100_000),
+        ];
+        let p = plan(0.002);
+        let best = bayes::prob_best(&arms).unwrap();
+        assert!(best[1] >= 0.95, "{best:?}");
+        assert!(guard(&p, &arms).admits(1));
+        let loss = expected_loss(&arms, 1).unwrap();
+        assert!(loss > loss_bound(&p, &arms), "{loss}");
+        check(Bayesian, &p, &arms, Continue);
+        check(Bandit, &p, &arms, Winner { arm: 1 });
+        check(Frequentist, &p, &arms, Winner { arm: 1 });
+    }
+
+    #[test]
+    fn bad_plans_and_counts_are_refused() {
+        let arms = [arm(1, 10), arm(2, 10)];
+        let with = |f: fn(&mut Plan)| {
+            let mut p = plan(0.1);
+            f(&mut p);
+            decide(Bayesian, &p, &arms)
+        };
+        assert_eq!(
+            with(|p| p.significance = 1.0),
+            Err(ConcludeError::Significance(1.0))
+        );
+        assert_eq!(with(|p| p.power = 0.0), Err(ConcludeError::Power(0.0)));
+        assert_eq!(
+            with(|p| p.mde_relative = 0.0),
+            Err(ConcludeError::MinimumDetectableEffect(0.0))
+        );
+        assert_eq!(
+            with(|p| p.baseline_rate = Some(1.0)),
+            Err(ConcludeError::Baseline(1.0))
+        );
+        let p = plan(0.1);
+        assert_eq!(
+            decide(Frequentist, &p, &[arm(1, 10)]),
+            Err(ConcludeError::TooFewArms(1))
+        );
+        assert_eq!(
+            decide(Frequentist, &p, &[arm(1, 10); 11]),
+            Err(ConcludeError::TooManyArms(11))
+        );
+        assert_eq!(
+            decide(Frequentist, &p, &[arm(1, 10), arm(11, 10)]),
+            Err(ConcludeError::MoreConversionsThanVisitors {
+                arm: 1,
+                conversions: 11,
+                visitors: 10
+            })
+        );
+        // A plan whose variant rate leaves (0, 1) has no planned size: it continues.
+        let huge = Plan {
+            mde_relative: 30.0,
+            ..p
+        };
+        assert_eq!(
+            decide(
+                Frequentist,
+                &huge,
+                &[arm(1_000, 20_000), arm(1_000, 20_000)]
+            ),
+            Ok(Continue)
+        );
+        for (args, expected) in [
+            ((0.05, 1, 100, 100, 1), ConcludeError::TooFewArms(1)),
+            ((1.5, 2, 100, 100, 1), ConcludeError::SimulatedRate(1.5)),
+            ((0.05, 2, 0, 100, 1), ConcludeError::Batch),
+            (
+                (0.05, 2, 100, 99, 1),
+                ConcludeError::Cap {
+                    max: 99,
+                    batch: 100,
+                },
+            ),
+            ((0.05, 2, 100, 100, 0), ConcludeError::Runs),
+        ] {
+            let (rate, k, batch, max, runs) = args;
+            assert_eq!(
+                simulate_aa(Frequentist, &p, rate, k, batch, max, runs, 1),
+                Err(expected)
+            );
+        }
+    }
+
+    #[test]
+    fn methods_serialize_in_snake_case() {
+        assert_eq!(serde_json::to_string(&Bandit).unwrap(), "\"bandit\"");
+        assert_eq!(Method::parse("frequentist"), Some(Frequentist));
+        assert_eq!(
+            serde_json::to_string(&Winner { arm: 2 }).unwrap(),
+            r#"{"decision":"winner","arm":2}"#
+        );
+    }
+
+    /// The upper end of the 99 % Wilson interval of `hits` out of `n`.
+    fn wilson_upper(hits: u32, n: u32) -> f64 {
+        let z = 2.326_347_874_040_841;
+        let (p, n) = (f64::from(hits) / f64::from(n), f64::from(n));
+        let d = 1.0 + z * z / n;
+        (p + z * z / (2.0 * n) + z * (p * (1.0 - p) / n + z * z / (4.0 * n * n)).sqrt()) / d
+    }
+
+    #[test]
+    fn monitored_aa_tests_end_with_a_winner_at_most_one_time_in_twenty() {
+        // A/A tests at 5 %, significance 0.95, a 10 % effect planned; checked after every
+        // batch until the planned size (31,234 per arm) or the cap. The claim "the rate is at
+        // most 1 − significance" is tested as: the upper end of a 99 % interval of the measured
+        // rate is at most 0.05.
+        let p = plan(0.1);
+        for (method, arms, batch, max, runs) in [
+            (Frequentist, 2, 500, 40_000, 1_000),
+            (Bayesian, 3, 1_000, 40_000, 400),
+            (Bandit, 2, 200, 40_000, 300),
+        ] {
+            let out = simulate_aa(method, &p, 0.05, arms, batch, max, runs, 2026).unwrap();
+            println!("{method:?}, {arms} arms, batch {batch}: {out:?}");
+            assert_eq!(out.false_winners + out.no_difference + out.undecided, runs);
+            let upper = wilson_upper(out.false_winners, runs);
+            assert!(upper <= 0.05, "{method:?}: {out:?}, upper {upper}");
+        }
+    }
 }

@@ -9,10 +9,12 @@
 //!   the probability to be best.
 //! - [`bandit`]: Thompson sampling with the batched posterior updates live traffic uses, and
 //!   its regret simulator.
+//! - [`conclude`]: when a running test concludes (an always-valid mSPRT guard under every
+//!   method), and the A/A simulator that measures its false winners.
 
 pub mod bandit;
 pub mod bayes;
-pub mod conclude;
 pub mod beta;
+pub mod conclude;
 pub mod frequentist;
 pub mod special;

@@ -3,13 +3,19 @@
 //! run aggregate (an append at the run's next sequence number, so exactly one of several
 //! dispatchers wins), sends the message (rendered by `render`, which does no IO), and records
 //! the outcome. A guard that fails ends the run with its reason; nothing is sent on a guess.
+//!
+//! A step whose `ab_test` names a running recovery test on its channel's surface
+//! (`abtest::recovery_test`) sends the template of the run's variant: the run (the unit) is
+//! assigned once, by the `Assignment` aggregate, with the variant the domain chooses
+//! (`abtest::choose_variant`; a bandit's allocator is given the test's totals each pass).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
+use ocart_domain::abtest::{self, Assignment, AssignmentCommand, RunningTest, TestDefinition};
 use ocart_domain::recovery::{
     send_verdict, CartFacts, CartState, Channel, GuardSettings, IssuedCoupon, OtherRun,
     RecoveryRun, RunCommand, RunError, RunState, SendFacts, SendVerdict, StopReason,
@@ -123,6 +129,8 @@ impl std::ops::AddAssign for PassReport {
 pub struct Dispatcher {
     log: EventLog,
     runs: Commands<RecoveryRun>,
+    /// Recovery runs' variants in A/B tests.
+    assignments: Commands<Assignment>,
     vault: Vault,
     clock: Arc<dyn Clock>,
     config: RecoveryConfig,
@@ -145,8 +153,12 @@ struct Facts {
     buyers: HashSet<String>,
     /// The runs of each recipient that can hold them (open, or sent within the quiet period).
     holders: HashMap<String, Vec<RecipientRun>>,
-    /// The templates of the steps due, saved or built in.
+    /// The templates of the steps due (and of their tests' variants), saved or built in.
     templates: HashMap<String, TemplateParts>,
+    /// The running tests the steps due name in `ab_test`.
+    tests: Vec<RunningTest>,
+    /// The bandits among them, given their totals for this pass.
+    bandits: Mutex<HashMap<String, ocart_domain::stats::bandit::Allocator>>,
 }
 
 /// Runs whose last append the dispatcher remembers at most.
@@ -186,6 +198,7 @@ impl Dispatcher {
             // Claim and record follow each other on the same run: the cached state after the
             // claim saves a load (the append still validates it, ADR 0006).
             runs: Commands::new(log.clone(), ()).with_cache(10_000),
+            assignments: Commands::new(log.clone(), ()).with_cache(10_000),
             log,
             vault,
             clock,
@@ -304,11 +317,64 @@ impl Dispatcher {
                 .or_default()
                 .push(run);
         }
-        let names: HashSet<&str> = rows
-            .iter()
-            .filter_map(|r| r.steps.get(r.run.current_step as usize))
-            .map(|step| step.template.as_str())
+        let due_steps = || {
+            rows.iter()
+                .filter_map(|r| r.steps.get(r.run.current_step as usize))
+        };
+        let tested: HashSet<&str> = due_steps()
+            .filter_map(|step| step.ab_test.as_deref())
             .collect();
+        for id in tested {
+            let Some(row) = queries::abtests::get_test(db, id).await? else {
+                continue;
+            };
+            if row.status != "running" {
+                continue;
+            }
+            let definition: TestDefinition = match serde_json::from_str(&row.definition) {
+                Ok(definition) => definition,
+                Err(e) => {
+                    tracing::warn!(test = %row.id, error = %e, "a running test's stored definition does not read");
+                    continue;
+                }
+            };
+            if definition.method == ocart_domain::stats::conclude::Method::Bandit {
+                let totals = queries::abtests::variant_totals(db, &row.id).await?;
+                let arms = definition
+                    .variants
+                    .iter()
+                    .map(|v| {
+                        let t = totals.iter().find(|t| t.variant == v.key);
+                        ocart_domain::stats::bayes::Arm {
+                            conversions: t.map_or(0, |t| u64::try_from(t.conversions).unwrap_or(0)),
+                            visitors: t.map_or(0, |t| u64::try_from(t.visitors).unwrap_or(0)),
+                        }
+                    })
+                    .collect();
+                if let Ok(mut allocator) =
+                    ocart_domain::stats::bandit::Allocator::new(definition.variants.len())
+                {
+                    if allocator.refresh(arms).is_ok() {
+                        facts
+                            .bandits
+                            .get_mut()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(row.id.clone(), allocator);
+                    }
+                }
+            }
+            facts.tests.push(RunningTest {
+                id: row.id,
+                definition,
+            });
+        }
+        let mut names: HashSet<&str> = due_steps().map(|step| step.template.as_str()).collect();
+        let variant_templates: Vec<String> = facts
+            .tests
+            .iter()
+            .flat_map(|t| t.definition.variants.iter().map(|v| v.serves.clone()))
+            .collect();
+        names.extend(variant_templates.iter().map(String::as_str));
         for name in names {
             let parts = super::templates::resolve(db, name).await?;
             facts.templates.insert(name.to_owned(), parts);
@@ -448,6 +514,17 @@ impl Dispatcher {
             .ok_or_else(|| anyhow::anyhow!("a claimed run has no start"))?;
         let step = render::claimed_step(&start.steps, claim.step)
             .map_err(|e| anyhow::anyhow!("run {} {e}", row.run_id))?;
+        let tested;
+        let step = match self.variant_template(row, step, facts, now).await? {
+            Some(template) => {
+                tested = ocart_domain::recovery::Step {
+                    template,
+                    ..step.clone()
+                };
+                &tested
+            }
+            None => step,
+        };
         let key = claim.message_key.clone();
         let tokens = LinkTokens::of_message(&self.vault, &key, step.channel);
         let links = tokens.links(&self.config.public_url);
@@ -492,6 +569,63 @@ impl Dispatcher {
         } else {
             SendOutcome::Sent
         })
+    }
+
+    /// The template of the run's variant when the step's `ab_test` names a running test on
+    /// the step's channel and the run's sequence (`abtest::recovery_test`): the run is assigned
+    /// (once; a run assigned before keeps its variant) and its variant's template answered.
+    /// `None`: the step's own template.
+    async fn variant_template(
+        &self,
+        row: &RunRow,
+        step: &ocart_domain::recovery::Step,
+        facts: &Facts,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<Option<String>> {
+        let Some(ab_test) = step.ab_test.as_deref() else {
+            return Ok(None);
+        };
+        let Some(test) =
+            abtest::recovery_test(&facts.tests, ab_test, step.channel, &row.sequence_id)
+        else {
+            return Ok(None);
+        };
+        let chosen = {
+            let mut bandits = facts.bandits.lock().unwrap_or_else(|e| e.into_inner());
+            abtest::choose_variant(test, &row.run_id, bandits.get_mut(&test.id))
+        };
+        let Some(variant) = test.variant(chosen) else {
+            return Ok(None);
+        };
+        let meta = CommandMeta::system(DISPATCHER, None, now);
+        let command = AssignmentCommand::Assign {
+            test_id: test.id.clone(),
+            unit: row.run_id.clone(),
+            surface: test.surface(),
+            variant: variant.key.clone(),
+            at: now,
+        };
+        let outcome = match self
+            .assignments
+            .execute(
+                &abtest::assignment_id(&test.id, &row.run_id),
+                command,
+                &meta,
+            )
+            .await
+        {
+            Ok(outcome) => outcome,
+            // A run id too long to be a unit: the step's own template, unassigned.
+            Err(CommandError::Rejected(_)) => return Ok(None),
+            Err(other) => return Err(other.into()),
+        };
+        let assigned = outcome
+            .aggregate
+            .variant()
+            .and_then(|key| test.definition.variant_index(key))
+            .and_then(|i| test.variant(i))
+            .unwrap_or(variant);
+        Ok(Some(assigned.serves.clone()))
     }
 
     /// Renders (with the pass's copy of the step's template) and hands the message to its

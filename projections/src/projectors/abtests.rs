@@ -94,6 +94,7 @@ async fn test(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
             exec_tx!(
                 tx,
                 "UPDATE tests SET status = 'running', started_at = $2, updated_at = $2, \
+                 srm_chi2 = NULL, srm_p_value = NULL, srm_detected_at = NULL, \
                  last_position = $3 WHERE id = $1 AND last_position < $3",
                 id,
                 at,

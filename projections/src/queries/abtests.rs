@@ -137,3 +137,29 @@ pub async fn assignments_before(
         limit
     )
 }
+
+/// One of a unit's assignments with its test's surface and definition (the conversion
+/// process manager).
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+pub struct UnitAssignmentRow {
+    pub test_id: String,
+    pub variant: String,
+    /// The test's surface.
+    pub surface: String,
+    /// The test's `TestDefinition`, JSON.
+    pub definition: String,
+}
+
+/// `unit`'s assignments in the tests that are running, stopped or concluded (a conversion of
+/// a unit assigned while the test ran counts after it ends), by test id.
+pub async fn unit_assignments(db: &Db, unit: &str) -> Result<Vec<UnitAssignmentRow>, sqlx::Error> {
+    fetch_all_db!(
+        db,
+        UnitAssignmentRow,
+        "SELECT a.test_id, a.variant, t.surface, t.definition \
+         FROM test_assignments a JOIN tests t ON t.id = a.test_id \
+         WHERE a.unit = $1 AND t.status IN ('running', 'stopped', 'concluded') \
+         ORDER BY a.test_id",
+        unit
+    )
+}

@@ -2,6 +2,10 @@
 //! One binary; each test gets a fresh database.
 #![forbid(unsafe_code)]
 
+mod abtest_processors;
+mod abtests;
+mod assign;
+mod bandit;
 mod capture;
 mod charges;
 mod cli;

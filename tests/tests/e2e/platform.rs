@@ -299,7 +299,7 @@ async fn info_and_metrics_report_the_system() {
     let info = app
         .eventually("/ocart/v1/info", |i| {
             i["processors"].as_array().is_some_and(|ps| {
-                ps.len() == 8
+                ps.len() == 11
                     && ps
                         .iter()
                         .all(|p| p["state"] == "running" && p["steps"].as_u64() > Some(0))
@@ -315,6 +315,9 @@ async fn info_and_metrics_report_the_system() {
     assert_eq!(
         processors,
         [
+            "abtest_concluder",
+            "abtest_conversions",
+            "abtest_retention",
             "dispatcher",
             "privacy_eraser",
             "projections",

@@ -485,12 +485,63 @@ async fn offers_and_upsells(m: &Manual) {
     assert_eq!(status, 200, "{activated}");
     m.project().await;
 
+    // A checkout A/B test of the layout, running.
+    let (status, test) = app
+        .post(
+            "/ocart/v1/tests",
+            Some(&app.admin),
+            &json!({"name": "Layouts", "surface": "checkout", "variants": [
+                {"key": "a", "weight": 1, "serves": "two_step"},
+                {"key": "b", "weight": 1, "serves": "one_step"}]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{test}");
+    let test_id = test["id"].as_str().unwrap().to_owned();
+    let (status, started) = app
+        .post(
+            &format!("/ocart/v1/tests/{test_id}/start"),
+            Some(&app.admin),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{started}");
+    m.project().await;
+
     // A shopper takes the bump at checkout and pays with it.
     let session = ocart_tests::session();
     let (status, _) = app
         .capture(&ocart_tests::capture_body(&session, "hal@example.com", 1))
         .await;
     assert_eq!(status, 202);
+    m.project().await;
+    // Their checkout resolves: the cart is assigned in the test, and converts.
+    let (status, resolved) = app
+        .admin_get(&format!(
+            "/ocart/v1/funnels/resolve?session_token={session}"
+        ))
+        .await;
+    assert_eq!(status, 200, "{resolved}");
+    assert_eq!(
+        resolved["tests"][0]["test_id"],
+        json!(test_id),
+        "{resolved}"
+    );
+    let cart_id = ocart_domain::cart::cart_id_for_session(&session).to_string();
+    app.core.assigner.recorded().await;
+    app.core
+        .assignments
+        .execute(
+            &ocart_domain::abtest::assignment_id(&test_id, &cart_id),
+            ocart_domain::abtest::AssignmentCommand::Convert {
+                reference: "U-1".into(),
+                revenue_minor: 2800,
+                currency: None,
+                at: app.clock.now(),
+            },
+            &ocart_projections::CommandMeta::system("abtest_conversions", None, app.clock.now()),
+        )
+        .await
+        .expect("conversion");
     m.project().await;
     let (status, taken) = app
         .post(

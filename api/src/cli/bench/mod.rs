@@ -2,7 +2,9 @@
 //! in a temporary folder; a throw-away PostgreSQL database on the server named by `--pg-url`)
 //! and removes them afterwards.
 
+pub(crate) mod aa;
 mod append;
+mod assign;
 mod capture;
 mod dispatch;
 mod replay;
@@ -40,6 +42,9 @@ pub enum BenchCmd {
     /// `GET /funnels/resolve` (the checkout page's read) for a store with 1,000 bumps and 100
     /// funnels at 64 connections: lookups/s, p50 and p99.
     Resolve(ResolveArgs),
+    /// `GET /funnels/resolve` on the store of `bench resolve`, without and then with a running
+    /// checkout test (two layouts) at 64 connections: requests/s, p50, p99 and the ratio.
+    Assign(AssignArgs),
     /// One-click upsells end to end (issue-token → accept → Stripe charge → WooCommerce child
     /// order, both stand-ins in process) with 64 concurrent shoppers: accepts/s, p50, p99.
     Upsell(UpsellArgs),
@@ -47,6 +52,10 @@ pub enum BenchCmd {
     /// `POST /stats/compare` computes it, without HTTP) at 10^3, 10^6 and 10^8 visitors per
     /// arm: µs per call, mean and p99 (`--json` for JSON). No store.
     Stats(stats::StatsArgs),
+    /// Continuously monitored A/A tests under each conclusion method (the production rules,
+    /// checked after every batch): how many end with a false winner, against the bound
+    /// 1 − significance (`--json` for JSON). No store.
+    Aa(aa::AaArgs),
 }
 
 #[derive(Debug, Args)]
@@ -78,6 +87,27 @@ pub struct ResolveArgs {
     /// Captured carts the shoppers resolve by.
     #[arg(long, default_value_t = 1_000)]
     pub carts: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct AssignArgs {
+    #[command(flatten)]
+    pub common: BenchArgs,
+    /// Concurrent HTTP connections.
+    #[arg(long, default_value_t = 64)]
+    pub connections: usize,
+    /// Bumps in the store.
+    #[arg(long, default_value_t = 1_000)]
+    pub offers: usize,
+    /// Funnels in the store.
+    #[arg(long, default_value_t = 100)]
+    pub funnels: usize,
+    /// Captured carts the shoppers resolve by, again and again.
+    #[arg(long, default_value_t = 1_000)]
+    pub carts: u64,
+    /// One request in this many is a new cart's first resolve (one assignment under a test).
+    #[arg(long, default_value_t = 10)]
+    pub fresh_every: u64,
 }
 
 #[derive(Debug, Args)]
@@ -205,10 +235,12 @@ pub async fn run(cmd: BenchCmd, _config: Config) -> anyhow::Result<()> {
         BenchCmd::Dispatch(args) => dispatch::run(args).await,
         BenchCmd::Sweep(args) => sweep::run(args).await,
         BenchCmd::Resolve(args) => resolve::run(args).await,
+        BenchCmd::Assign(args) => assign::run(args).await,
         BenchCmd::Upsell(args) => upsell::run(args).await,
         // `ocart bench stats` comes through `cli::run`, which passes `--json`; this is the
         // markdown table.
         BenchCmd::Stats(args) => stats::run(&args, false),
+        BenchCmd::Aa(args) => aa::run(&args, false),
     }
 }
 

@@ -20,7 +20,7 @@ use crate::config::Config;
 use crate::Application;
 
 /// POSTs `body` with the admin token and checks it was created.
-async fn create(
+pub(super) async fn create(
     client: &reqwest::Client,
     url: String,
     token: &str,
@@ -42,7 +42,7 @@ async fn create(
     Ok(())
 }
 
-fn bump(i: usize) -> Value {
+pub(super) fn bump(i: usize) -> Value {
     // One bump in a hundred targets the mug (product 42) the bench carts hold.
     let product = if i.is_multiple_of(100) { 42 } else { 1_000 + i };
     json!({
@@ -55,7 +55,7 @@ fn bump(i: usize) -> Value {
     })
 }
 
-fn funnel(i: usize) -> Value {
+pub(super) fn funnel(i: usize) -> Value {
     let layout = ["one_step", "two_step", "three_step"][i % 3];
     json!({
         "id": format!("funnel-{i}"),

@@ -1,0 +1,207 @@
+//! `ocart bench assign`: the cost of an A/B test on the checkout's hot read. The store of
+//! `ocart bench resolve` (1,000 bumps, 100 funnels, 1,000 captured carts), measured twice on
+//! each backend at 64 connections: without a test, then with a running checkout test on every
+//! cart (two variants, each serving a layout: `two_step` and `one_step`, weights 1:1). Prints
+//! requests/s, p50 and p99 of both and the ratio tested/untested (the floor: 80 %).
+//!
+//! The traffic mix, the same in both runs: one request in `--fresh-every` (default 10) is the
+//! first resolve of a cart never seen (a session before its first capture: the default funnel,
+//! no bumps; in the tested run, one assignment written), the others cycle over the captured
+//! carts (each resolving many times: in the tested run, one assignment each on its first
+//! resolve, then none). So the tested run writes (captured carts) + (requests / fresh-every)
+//! assignments; the table gives the count.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use ocart_domain::SystemClock;
+use serde_json::{json, Value};
+
+use super::capture::{capture_payload, load, Load, LoadConnection};
+use super::resolve::{bump, create, funnel};
+use super::{machine, AssignArgs, BenchStore};
+use crate::config::Config;
+use crate::Application;
+
+/// The `test/assigned` events in the log.
+async fn assignments(core: &crate::core::Core) -> anyhow::Result<i64> {
+    core.assigner.recorded().await;
+    let (count,): (i64,) = ocart_projections::fetch_optional_db!(
+        &core.db,
+        (i64,),
+        "SELECT count(*) FROM events WHERE event_type = 'test/assigned'"
+    )?
+    .unwrap_or((0,));
+    Ok(count)
+}
+
+fn row(backend: &str, run: &str, load: &Load, written: i64) {
+    println!(
+        "| {backend} | {run} | {} | {:.0} | {:.2} | {:.2} | {} | {written} |",
+        load.requests(),
+        load.per_second(),
+        load.ms(0.50),
+        load.ms(0.99),
+        load.errors
+    );
+}
+
+pub(super) async fn run(args: AssignArgs) -> anyhow::Result<()> {
+    let fresh_every = args.fresh_every.max(1);
+    println!(
+        "# ocart bench assign — {}; {} bumps, {} funnels, {} captured carts, 1 request in {} \
+         a new cart; {} connections, {} s per run",
+        machine(),
+        args.offers,
+        args.funnels,
+        args.carts,
+        fresh_every,
+        args.connections,
+        args.common.seconds
+    );
+    println!("| backend | run | requests | requests/s | p50 ms | p99 ms | non-2xx | assignments written |");
+    println!("|---|---|---|---|---|---|---|---|");
+    let mut ratios = Vec::new();
+    for backend in &args.common.backends {
+        let store = BenchStore::new(backend, &args.common.pg_url).await?;
+        let mut config = Config {
+            database_url: Some(store.url.clone()),
+            data_dir: store.dir.clone().unwrap_or_else(std::env::temp_dir),
+            bind: "127.0.0.1:0".parse()?,
+            ..Config::default()
+        };
+        config.rate_limit.capture_requests = 0;
+        let app = Application::build(config, Arc::new(SystemClock)).await?;
+        let port = app.port();
+        let core = app.core();
+        let admin = app
+            .admin_token
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("a fresh store creates an admin token"))?;
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(app.run_until_stopped(async move {
+            let _ = stop_rx.await;
+        }));
+
+        // The store of `ocart bench resolve`.
+        let client = reqwest::Client::new();
+        let base = format!("http://127.0.0.1:{port}/ocart/v1");
+        let results: Vec<anyhow::Result<()>> = futures::stream::iter(0..args.offers)
+            .map(|i| create(&client, format!("{base}/bumps"), &admin, bump(i)))
+            .buffer_unordered(8)
+            .collect()
+            .await;
+        results.into_iter().collect::<anyhow::Result<()>>()?;
+        let results: Vec<anyhow::Result<()>> = futures::stream::iter(0..args.funnels)
+            .map(|i| create(&client, format!("{base}/funnels"), &admin, funnel(i)))
+            .buffer_unordered(8)
+            .collect()
+            .await;
+        results.into_iter().collect::<anyhow::Result<()>>()?;
+        let mut conn = LoadConnection::open(port).await?;
+        let mut sink = Vec::new();
+        for i in 0..args.carts {
+            let status = conn
+                .send(
+                    "POST",
+                    "/ocart/v1/checkout/capture",
+                    "",
+                    &capture_payload(i),
+                    &mut sink,
+                    false,
+                )
+                .await?;
+            anyhow::ensure!((200..300).contains(&status), "capture answered {status}");
+        }
+        let captured = |i: u64| {
+            format!(
+                "/ocart/v1/funnels/resolve?session_token=bench-session-{i:012}-{}",
+                i % 7
+            )
+        };
+        // Wait until `check` holds for a captured cart's answer.
+        async fn answer_until(
+            conn: &mut LoadConnection,
+            path: &str,
+            check: impl Fn(&Value) -> bool,
+        ) -> anyhow::Result<()> {
+            for _ in 0..600 {
+                let mut body = Vec::new();
+                let status = conn.send("GET", path, "", "", &mut body, true).await?;
+                let answer: Value = serde_json::from_slice(&body).unwrap_or_default();
+                if status == 200 && check(&answer) {
+                    return Ok(());
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            anyhow::bail!("{path} never answered as expected")
+        }
+        answer_until(&mut conn, &captured(args.carts - 1), |a| {
+            a["funnel"].is_object() && a["bumps"].as_array().is_some_and(|b| !b.is_empty())
+        })
+        .await?;
+
+        let carts = args.carts;
+        let traffic = move |run: &'static str| {
+            move |i: u64| {
+                let path = if i.is_multiple_of(fresh_every) {
+                    format!("/ocart/v1/funnels/resolve?session_token=bench-new-{run}-{i:012}")
+                } else {
+                    captured(i % carts)
+                };
+                ("GET", path, String::new())
+            }
+        };
+        let seconds = Duration::from_secs(args.common.seconds);
+        let untested = load(port, args.connections, seconds, 200..201, traffic("a")).await?;
+        row(backend, "no test", &untested, assignments(&core).await?);
+
+        // A running checkout test on every cart: two layouts.
+        let response = client
+            .post(format!("{base}/tests"))
+            .bearer_auth(&admin)
+            .json(&json!({
+                "name": "Layouts", "surface": "checkout", "method": "frequentist",
+                "baseline_rate": 0.05, "mde_relative": 0.02,
+                "variants": [{"key": "two", "weight": 1, "serves": "two_step"},
+                             {"key": "one", "weight": 1, "serves": "one_step"}]
+            }))
+            .send()
+            .await?;
+        anyhow::ensure!(
+            response.status().is_success(),
+            "POST /tests: {}",
+            response.text().await.unwrap_or_default()
+        );
+        let test: Value = response.json().await?;
+        let id = test["id"].as_str().unwrap_or_default().to_owned();
+        let response = client
+            .post(format!("{base}/tests/{id}/start"))
+            .bearer_auth(&admin)
+            .send()
+            .await?;
+        anyhow::ensure!(
+            response.status().is_success(),
+            "POST /tests/{id}/start: {}",
+            response.text().await.unwrap_or_default()
+        );
+        answer_until(&mut conn, &captured(0), |a| a["tests"].is_array()).await?;
+        let tested = load(port, args.connections, seconds, 200..201, traffic("b")).await?;
+        row(backend, "checkout test", &tested, assignments(&core).await?);
+        let ratio = tested.per_second() / untested.per_second().max(f64::MIN_POSITIVE);
+        ratios.push((backend.clone(), ratio));
+
+        let _ = stop_tx.send(());
+        let _ = server.await;
+        core.db.close().await;
+        store.remove().await;
+    }
+    for (backend, ratio) in ratios {
+        println!(
+            "\n{backend}: tested / untested requests/s = {:.1} % (floor 80 %)",
+            ratio * 100.0
+        );
+    }
+    Ok(())
+}
