@@ -36,9 +36,23 @@ async fn assignments(core: &crate::core::Core) -> anyhow::Result<i64> {
     Ok(count)
 }
 
-fn row(backend: &str, run: &str, load: &Load, written: i64) {
+/// Runs `load` and answers it with the CPU it took per request, in µs (this process and the
+/// machine's PostgreSQL processes; robust to other work on the machine where a rate is not).
+async fn measured(
+    load: impl std::future::Future<Output = anyhow::Result<Load>>,
+) -> anyhow::Result<(Load, f64)> {
+    let (own, pg) = super::cpu_ticks();
+    let load = load.await?;
+    let (own_after, pg_after) = super::cpu_ticks();
+    let ticks = (own_after - own) + (pg_after - pg);
+    // A tick is 1/100 s.
+    let per_request = ticks as f64 * 10_000.0 / load.requests().max(1) as f64;
+    Ok((load, per_request))
+}
+
+fn row(backend: &str, run: &str, (load, cpu): &(Load, f64), written: i64) {
     println!(
-        "| {backend} | {run} | {} | {:.0} | {:.2} | {:.2} | {} | {written} |",
+        "| {backend} | {run} | {} | {:.0} | {:.2} | {:.2} | {cpu:.0} | {} | {written} |",
         load.requests(),
         load.per_second(),
         load.ms(0.50),
@@ -60,8 +74,11 @@ pub(super) async fn run(args: AssignArgs) -> anyhow::Result<()> {
         args.connections,
         args.common.seconds
     );
-    println!("| backend | run | requests | requests/s | p50 ms | p99 ms | non-2xx | assignments written |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!(
+        "| backend | run | requests | requests/s | p50 ms | p99 ms | CPU µs/request | non-2xx | \
+         assignments written |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
     let mut ratios = Vec::new();
     for backend in &args.common.backends {
         let store = BenchStore::new(backend, &args.common.pg_url).await?;
@@ -154,7 +171,14 @@ pub(super) async fn run(args: AssignArgs) -> anyhow::Result<()> {
             }
         };
         let seconds = Duration::from_secs(args.common.seconds);
-        let untested = load(port, args.connections, seconds, 200..201, traffic("a")).await?;
+        let untested = measured(load(
+            port,
+            args.connections,
+            seconds,
+            200..201,
+            traffic("a"),
+        ))
+        .await?;
         row(backend, "no test", &untested, assignments(&core).await?);
 
         // A running checkout test on every cart: two layouts.
@@ -187,20 +211,30 @@ pub(super) async fn run(args: AssignArgs) -> anyhow::Result<()> {
             response.text().await.unwrap_or_default()
         );
         answer_until(&mut conn, &captured(0), |a| a["tests"].is_array()).await?;
-        let tested = load(port, args.connections, seconds, 200..201, traffic("b")).await?;
+        let tested = measured(load(
+            port,
+            args.connections,
+            seconds,
+            200..201,
+            traffic("b"),
+        ))
+        .await?;
         row(backend, "checkout test", &tested, assignments(&core).await?);
-        let ratio = tested.per_second() / untested.per_second().max(f64::MIN_POSITIVE);
-        ratios.push((backend.clone(), ratio));
+        let ratio = tested.0.per_second() / untested.0.per_second().max(f64::MIN_POSITIVE);
+        let cpu_ratio = untested.1 / tested.1.max(f64::MIN_POSITIVE);
+        ratios.push((backend.clone(), ratio, cpu_ratio));
 
         let _ = stop_tx.send(());
         let _ = server.await;
         core.db.close().await;
         store.remove().await;
     }
-    for (backend, ratio) in ratios {
+    for (backend, ratio, cpu_ratio) in ratios {
         println!(
-            "\n{backend}: tested / untested requests/s = {:.1} % (floor 80 %)",
-            ratio * 100.0
+            "\n{backend}: tested / untested requests/s = {:.1} % (floor 80 %); untested / tested \
+             CPU per request = {:.1} %",
+            ratio * 100.0,
+            cpu_ratio * 100.0
         );
     }
     Ok(())
