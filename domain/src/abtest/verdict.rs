@@ -142,7 +142,7 @@ fn sequential_evidence(
     let Some(control) = arms.first().copied() else {
         return String::new();
     };
-    let tau = mixture_sd(plan, arms);
+    let tau = conclude::mixture_sd(plan, arms);
     let p = |variant: Arm| {
         tau.and_then(|tau| conclude::always_valid(control, variant, tau))
             .map_or(1.0, |s| s.p_value)
@@ -178,23 +178,6 @@ fn sequential_evidence(
             thousands(control.visitors)
         )
     }
-}
-
-/// τ = |mde| × the baseline (the plan's, else the control's observed rate once it converted,
-/// else the pooled rate), as the guard of [`conclude::decide`] takes it.
-fn mixture_sd(plan: &Plan, arms: &[Arm]) -> Option<f64> {
-    let control = arms.first()?;
-    let observed =
-        (control.conversions > 0).then(|| control.conversions as f64 / control.visitors as f64);
-    let pooled = || {
-        let (c, n) = arms.iter().fold((0u128, 0u128), |(c, n), a| {
-            (c + u128::from(a.conversions), n + u128::from(a.visitors))
-        });
-        (c > 0).then(|| c as f64 / n as f64)
-    };
-    let base = plan.baseline_rate.or(observed).or_else(pooled)?;
-    let tau = plan.mde_relative.abs() * base;
-    (tau > 0.0 && tau.is_finite()).then_some(tau)
 }
 
 /// A probability or p-value for people: three decimals, or two significant digits below 0.001.

@@ -277,8 +277,9 @@ fn baseline(plan: &Plan, arms: &[Arm]) -> Option<f64> {
 }
 
 /// The mixture's standard deviation τ = |mde| × baseline, the baseline falling back on the
-/// pooled rate of all arms; `None` while nobody converted.
-fn mixture_sd(plan: &Plan, arms: &[Arm]) -> Option<f64> {
+/// pooled rate of all arms; `None` while nobody converted. What the guard of [`decide`] takes
+/// (and what [`always_valid`] is given to explain a decision).
+pub fn mixture_sd(plan: &Plan, arms: &[Arm]) -> Option<f64> {
     let pooled = || {
         let (c, n) = arms.iter().fold((0u128, 0u128), |(c, n), a| {
             (c + u128::from(a.conversions), n + u128::from(a.visitors))

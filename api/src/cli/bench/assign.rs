@@ -11,18 +11,13 @@
 //! resolve, then none). So the tested run writes (captured carts) + (requests / fresh-every)
 //! assignments; the table gives the count.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
-use ocart_domain::SystemClock;
 use serde_json::{json, Value};
 
-use super::capture::{capture_payload, load, Load, LoadConnection};
-use super::resolve::{bump, create, funnel};
-use super::{machine, AssignArgs, BenchStore};
-use crate::config::Config;
-use crate::Application;
+use super::capture::{load, Load, LoadConnection};
+use super::resolve::{captured, Seeded};
+use super::{machine, AssignArgs};
 
 /// The `test/assigned` events in the log.
 async fn assignments(core: &crate::core::Core) -> anyhow::Result<i64> {
@@ -81,62 +76,19 @@ pub(super) async fn run(args: AssignArgs) -> anyhow::Result<()> {
     println!("|---|---|---|---|---|---|---|---|---|");
     let mut ratios = Vec::new();
     for backend in &args.common.backends {
-        let store = BenchStore::new(backend, &args.common.pg_url).await?;
-        let mut config = Config {
-            database_url: Some(store.url.clone()),
-            data_dir: store.dir.clone().unwrap_or_else(std::env::temp_dir),
-            bind: "127.0.0.1:0".parse()?,
-            ..Config::default()
-        };
-        config.rate_limit.capture_requests = 0;
-        let app = Application::build(config, Arc::new(SystemClock)).await?;
-        let port = app.port();
-        let core = app.core();
-        let admin = app
-            .admin_token
-            .clone()
-            .ok_or_else(|| anyhow::anyhow!("a fresh store creates an admin token"))?;
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(app.run_until_stopped(async move {
-            let _ = stop_rx.await;
-        }));
-
         // The store of `ocart bench resolve`.
+        let mut seeded = Seeded::open(
+            backend,
+            &args.common.pg_url,
+            args.offers,
+            args.funnels,
+            args.carts,
+        )
+        .await?;
+        let (port, core, admin) = (seeded.port, seeded.core.clone(), seeded.admin.clone());
+        let conn = &mut seeded.conn;
         let client = reqwest::Client::new();
         let base = format!("http://127.0.0.1:{port}/ocart/v1");
-        let results: Vec<anyhow::Result<()>> = futures::stream::iter(0..args.offers)
-            .map(|i| create(&client, format!("{base}/bumps"), &admin, bump(i)))
-            .buffer_unordered(8)
-            .collect()
-            .await;
-        results.into_iter().collect::<anyhow::Result<()>>()?;
-        let results: Vec<anyhow::Result<()>> = futures::stream::iter(0..args.funnels)
-            .map(|i| create(&client, format!("{base}/funnels"), &admin, funnel(i)))
-            .buffer_unordered(8)
-            .collect()
-            .await;
-        results.into_iter().collect::<anyhow::Result<()>>()?;
-        let mut conn = LoadConnection::open(port).await?;
-        let mut sink = Vec::new();
-        for i in 0..args.carts {
-            let status = conn
-                .send(
-                    "POST",
-                    "/ocart/v1/checkout/capture",
-                    "",
-                    &capture_payload(i),
-                    &mut sink,
-                    false,
-                )
-                .await?;
-            anyhow::ensure!((200..300).contains(&status), "capture answered {status}");
-        }
-        let captured = |i: u64| {
-            format!(
-                "/ocart/v1/funnels/resolve?session_token=bench-session-{i:012}-{}",
-                i % 7
-            )
-        };
         // Wait until `check` holds for a captured cart's answer.
         async fn answer_until(
             conn: &mut LoadConnection,
@@ -154,7 +106,7 @@ pub(super) async fn run(args: AssignArgs) -> anyhow::Result<()> {
             }
             anyhow::bail!("{path} never answered as expected")
         }
-        answer_until(&mut conn, &captured(args.carts - 1), |a| {
+        answer_until(conn, &captured(args.carts - 1), |a| {
             a["funnel"].is_object() && a["bumps"].as_array().is_some_and(|b| !b.is_empty())
         })
         .await?;
@@ -210,7 +162,7 @@ pub(super) async fn run(args: AssignArgs) -> anyhow::Result<()> {
             "POST /tests/{id}/start: {}",
             response.text().await.unwrap_or_default()
         );
-        answer_until(&mut conn, &captured(0), |a| a["tests"].is_array()).await?;
+        answer_until(conn, &captured(0), |a| a["tests"].is_array()).await?;
         let tested = measured(load(
             port,
             args.connections,
@@ -224,10 +176,8 @@ pub(super) async fn run(args: AssignArgs) -> anyhow::Result<()> {
         let cpu_ratio = untested.1 / tested.1.max(f64::MIN_POSITIVE);
         ratios.push((backend.clone(), ratio, cpu_ratio));
 
-        let _ = stop_tx.send(());
-        let _ = server.await;
-        core.db.close().await;
-        store.remove().await;
+        drop(core);
+        seeded.close().await;
     }
     for (backend, ratio, cpu_ratio) in ratios {
         println!(
