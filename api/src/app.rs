@@ -140,15 +140,16 @@ async fn first_admin_token(core: &Arc<Core>) -> anyhow::Result<Option<String>> {
         let created = core
             .create_token("admin (first start)", Capability::ALL.to_vec(), &meta)
             .await?;
-        Some(created.secret)
+        Some(created)
     };
-    if token.is_some() {
-        for runner in core.runners().await? {
-            runner.catch_up().await?;
-        }
-    }
+    // The token works as soon as it is printed, whether or not processors run here.
+    let projected = match &token {
+        Some(created) => core.project_to(created.position).await,
+        None => Ok(()),
+    };
     lease.release().await;
-    Ok(token)
+    projected?;
+    Ok(token.map(|created| created.secret))
 }
 
 /// Runs projectors, the sweeper and (with NATS) the relay while this instance holds the lease.

@@ -291,6 +291,40 @@ impl Core {
         })
     }
 
+    /// Runs every projection here until each has applied `position` (bounded by 30 s), for
+    /// the holder of the processors lease. One pass is not always enough: on PostgreSQL the
+    /// global reader stops short of transactions still open anywhere on the server.
+    pub(crate) async fn project_to(&self, position: i64) -> anyhow::Result<()> {
+        let runners = self.runners().await?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            for runner in &runners {
+                runner.catch_up().await?;
+            }
+            let mut behind = None;
+            for projector in self.projectors() {
+                let applied = ocart_projections::wait_for_position(
+                    &self.db,
+                    projector.name(),
+                    position,
+                    Duration::ZERO,
+                )
+                .await?;
+                if !applied {
+                    behind = Some(projector.name());
+                    break;
+                }
+            }
+            let Some(name) = behind else {
+                return Ok(());
+            };
+            if tokio::time::Instant::now() >= deadline {
+                anyhow::bail!("the projection {name} did not reach position {position} in 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Makes sure the projections include `position`: runs them here if no other process
     /// holds the processors lease, otherwise waits for the holder (bounded).
     pub async fn ensure_projected(&self, position: i64) -> anyhow::Result<()> {
@@ -298,11 +332,9 @@ impl Core {
         if let Some(lease) =
             ocart_processors::try_acquire(&self.db, PROCESSORS_LEASE, &holder).await?
         {
-            for runner in self.runners().await? {
-                runner.catch_up().await?;
-            }
+            let projected = self.project_to(position).await;
             lease.release().await;
-            return Ok(());
+            return projected;
         }
         for projector in self.projectors() {
             let done = ocart_projections::wait_for_position(

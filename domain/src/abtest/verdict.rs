@@ -5,7 +5,7 @@
 
 use super::TestDefinition;
 use crate::stats::bayes::{self, Arm};
-use crate::stats::conclude::{self, ConcludeError, Decision, Method, Plan};
+use crate::stats::conclude::{self, ConcludeError, Decision, Look, Method, Plan};
 use crate::stats::frequentist::{self, Srm};
 
 /// The smallest expected count (visitors × the variant's share of the weights) of every
@@ -66,13 +66,19 @@ pub fn verdict(
             .get(i)
             .map_or_else(|| format!("arm {i}"), |v| v.key.clone())
     };
-    let alpha = 1.0 - plan.significance;
-    let per_comparison = alpha / arms.len().saturating_sub(1).max(1) as f64;
+    let comparisons = arms.len().saturating_sub(1).max(1) as f64;
     Ok(match conclude::decide(definition.method, &plan, arms)? {
         Decision::Continue => None,
         Decision::Winner { arm } => {
             let keys: Vec<String> = (0..arms.len()).map(key).collect();
-            let evidence = sequential_evidence(&plan, arms, &keys, arm, per_comparison);
+            let evidence = match conclude::look(definition.method, &plan, arms) {
+                Look::Sequential { alpha } => {
+                    sequential_evidence(&plan, arms, &keys, arm, alpha / comparisons)
+                }
+                Look::FixedHorizon { alpha } => {
+                    fixed_evidence(&plan, arms, &keys, arm, alpha / comparisons)
+                }
+            };
             let reason = match definition.method {
                 Method::Frequentist => evidence,
                 Method::Bayesian | Method::Bandit => {
@@ -180,6 +186,56 @@ fn sequential_evidence(
     }
 }
 
+/// The fixed-horizon evidence behind a frequentist winner at the planned size: "b beats a at
+/// the planned 31,234 per variant: z 2.83, p 0.0046 < 0.045", or for the control the largest
+/// p-value of its comparisons.
+fn fixed_evidence(
+    plan: &Plan,
+    arms: &[Arm],
+    keys: &[String],
+    winner: usize,
+    threshold: f64,
+) -> String {
+    let Some(control) = arms.first().copied() else {
+        return String::new();
+    };
+    let z = |variant: Arm| {
+        frequentist::Arm::new(control.conversions, control.visitors)
+            .ok()
+            .zip(frequentist::Arm::new(variant.conversions, variant.visitors).ok())
+            .and_then(|(a, b)| frequentist::z_test(a, b))
+    };
+    let planned = conclude::planned_per_arm(plan, arms)
+        .ok()
+        .flatten()
+        .unwrap_or(0);
+    if winner == 0 {
+        let worst = arms
+            .iter()
+            .skip(1)
+            .map(|&a| z(a).map_or(1.0, |t| t.p_value))
+            .fold(0.0, f64::max);
+        format!(
+            "{} beats every variant at the planned {} per variant: z-test p at most {} < {}",
+            keys[0],
+            thousands(planned),
+            number(worst),
+            number(threshold)
+        )
+    } else {
+        let (zv, p) = z(arms[winner]).map_or((0.0, 1.0), |t| (t.z, t.p_value));
+        format!(
+            "{} beats {} at the planned {} per variant: z {:.2}, p {} < {}",
+            keys[winner],
+            keys[0],
+            thousands(planned),
+            zv,
+            number(p),
+            number(threshold)
+        )
+    }
+}
+
 /// A probability or p-value for people: three decimals, or two significant digits below 0.001.
 fn number(x: f64) -> String {
     if x != 0.0 && x.abs() < 0.001 {
@@ -277,13 +333,27 @@ mod tests {
             panic!("no verdict: {frequentist:?}");
         };
         assert_eq!(v.winner.as_deref(), Some("b"));
+        // 200 visitors per arm are past the planned size: the z-test decided, at 0.9 α.
+        assert!(
+            v.reason.starts_with("b beats a at the planned "),
+            "{}",
+            v.reason
+        );
+        assert!(v.reason.contains(" per variant: z 5."), "{}", v.reason);
+        assert!(v.reason.ends_with(" < 0.045"), "{}", v.reason);
+        // Before the planned size only the always-valid p at 0.1 α concludes.
+        // (n* is 1,471 per variant at the control's 5 % and +50 %.)
+        let early = [arm(50, 1_000), arm(100, 1_000)];
+        let Ok(Some(v)) = verdict(&definition(Method::Frequentist, [1, 1]), &early) else {
+            panic!("no early verdict");
+        };
         assert!(
             v.reason.starts_with("b beats a: always-valid p "),
             "{}",
             v.reason
         );
         assert!(
-            v.reason.contains("≤ 0.05 (rate 20.00 % vs 2.00 %"),
+            v.reason.contains("≤ 0.005 (rate 10.00 % vs 5.00 %"),
             "{}",
             v.reason
         );

@@ -21,7 +21,7 @@ use crate::recovery::events_of;
 
 /// Creates a checkout test with `variants` (key, weight) serving layouts, and starts it;
 /// answers its id.
-async fn start_test(app: &TestApp, method: &str, variants: &[(&str, u32)]) -> String {
+pub(crate) async fn start_test(app: &TestApp, method: &str, variants: &[(&str, u32)]) -> String {
     let layouts = ["two_step", "one_step", "three_step"];
     let variants: Vec<Value> = variants
         .iter()
@@ -69,7 +69,7 @@ async fn resolve(app: &TestApp, session: &str, test_id: &str) -> String {
 }
 
 /// Captures the session's cart and records a paid order of `total` for it.
-async fn buy(app: &TestApp, session: &str, order_id: &str, total: i64) {
+pub(crate) async fn buy(app: &TestApp, session: &str, order_id: &str, total: i64) {
     let (status, reply) = app
         .capture(&capture_body(
             session,
@@ -95,7 +95,7 @@ async fn record_order(app: &TestApp, session: &str, order_id: &str, total: i64) 
 }
 
 /// (visitors, conversions, revenue) per variant, from `GET /tests/{id}/results`.
-async fn totals(app: &TestApp, id: &str) -> Vec<(u64, u64, i64)> {
+pub(crate) async fn totals(app: &TestApp, id: &str) -> Vec<(u64, u64, i64)> {
     let (status, results) = app
         .admin_get(&format!("/ocart/v1/tests/{id}/results"))
         .await;
@@ -115,7 +115,7 @@ async fn totals(app: &TestApp, id: &str) -> Vec<(u64, u64, i64)> {
 }
 
 /// Waits (bounded) until the results of `id` are `expected`.
-async fn totals_become(app: &TestApp, id: &str, expected: &[(u64, u64, i64)]) {
+pub(crate) async fn totals_become(app: &TestApp, id: &str, expected: &[(u64, u64, i64)]) {
     let mut last = Vec::new();
     for _ in 0..600 {
         last = totals(app, id).await;
@@ -128,7 +128,7 @@ async fn totals_become(app: &TestApp, id: &str, expected: &[(u64, u64, i64)]) {
 }
 
 /// The events of `event_type` on test `id`'s stream or naming it.
-async fn test_events(app: &TestApp, event_type: &str, id: &str) -> Vec<Value> {
+pub(crate) async fn test_events(app: &TestApp, event_type: &str, id: &str) -> Vec<Value> {
     // Up to the head, on PostgreSQL too (`events_of` waits for the reader to get there).
     let _ = events_of(app, event_type).await;
     app.core
@@ -231,7 +231,9 @@ async fn orders_convert_once_and_a_clear_winner_concludes(kind: Kind) {
         .await;
     assert_eq!(test["winner_variant"], "b", "{test}");
     let reason = test["conclusion_reason"].as_str().unwrap();
-    assert!(reason.starts_with("b beats a: always-valid p "), "{reason}");
+    // 110 visitors per arm are past the planned size (n* ≈ 72 at a's 2.7 % and +500 %): the
+    // fixed-horizon z-test decided.
+    assert!(reason.starts_with("b beats a at the planned "), "{reason}");
     assert_eq!(concluder.run_once().await.unwrap().concluded, 0);
     let concluded = test_events(&app, "test/concluded", &id).await;
     assert_eq!(concluded.len(), 1, "{concluded:?}");
