@@ -322,6 +322,7 @@ async fn run_processors(core: Arc<Core>, stop: watch::Receiver<bool>) {
                         public_url: core.config.recovery.public_url.clone(),
                     },
                 )
+                .with_acceptances(core.acceptances.clone())
                 .with_poll(poll))
             }
         }),

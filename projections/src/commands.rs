@@ -90,9 +90,24 @@ pub const MAX_ATTEMPTS: usize = 5;
 pub struct Commands<A: Aggregate> {
     log: EventLog,
     services: A::Services,
-    /// Optional optimistic state cache (see [`Commands::with_cache`]).
-    cache: Option<StateCache<A>>,
+    /// Optional optimistic state cache (see [`Commands::with_cache`]), shared by clones.
+    cache: Option<std::sync::Arc<StateCache<A>>>,
     _a: PhantomData<fn() -> A>,
+}
+
+impl<A: Aggregate> Clone for Commands<A>
+where
+    A::Services: Clone,
+{
+    /// Commands on the same log that share the state cache.
+    fn clone(&self) -> Self {
+        Self {
+            log: self.log.clone(),
+            services: self.services.clone(),
+            cache: self.cache.clone(),
+            _a: PhantomData,
+        }
+    }
 }
 
 /// Recently seen aggregate states: (state, last sequence, last hash).
@@ -218,11 +233,23 @@ where
     /// a reload from the store), and a command that emits nothing or is refused on a cached
     /// state is handled again on the stored state before the answer is given.
     pub fn with_cache(mut self, capacity: usize) -> Self {
-        self.cache = Some(StateCache {
+        self.cache = Some(std::sync::Arc::new(StateCache {
             capacity,
             entries: std::sync::Mutex::new(HashMap::new()),
-        });
+        }));
         self
+    }
+
+    /// The state last remembered for `id` by these commands or a clone of them (the state
+    /// after a successful append, or a load), with its last sequence; `None` when not cached.
+    /// It is a state the aggregate did reach, but maybe not its latest: another process may
+    /// have appended since.
+    pub fn peek(&self, id: &str) -> Option<(A, i64)> {
+        let cache = self.cache.as_ref()?;
+        let entries = cache.entries.lock().expect("state cache");
+        entries
+            .get(id)
+            .map(|(state, sequence, _)| (state.clone(), *sequence))
     }
 
     fn cached(&self, id: &str) -> Option<(A, i64, String)>
@@ -261,6 +288,11 @@ where
         }
     }
 
+    /// The type of the aggregates these commands run on (their streams' `aggregate_type`).
+    pub fn aggregate_type(&self) -> &'static str {
+        A::TYPE
+    }
+
     /// Loads the aggregate and the hash of its last event.
     pub async fn load(&self, id: &str) -> Result<(A, i64, String), CommandError<A::Error>> {
         let (aggregate, sequence, hash, _) = self.load_with_events(id).await?;
@@ -279,10 +311,22 @@ where
             .load(A::TYPE, id)
             .await
             .map_err(|e| CommandError::Unavailable(e.to_string()))?;
+        let (aggregate, sequence, last_hash) = self.fold(id, &stored)?;
+        Ok((aggregate, sequence, last_hash, stored))
+    }
+
+    /// The aggregate `id` rebuilt from its stored events (all of them, in sequence order, as
+    /// [`EventLog::load`] or [`EventLog::load_many`] answer them), with its last sequence and
+    /// hash; with a state cache, remembered as [`Self::load`] does.
+    pub fn fold(
+        &self,
+        id: &str,
+        stored: &[StoredEvent],
+    ) -> Result<(A, i64, String), CommandError<A::Error>> {
         let mut aggregate = A::default();
         let mut last_hash = GENESIS_HASH.to_owned();
         let mut sequence = 0;
-        for event in &stored {
+        for event in stored {
             let typed: A::Event = decode_event(&event.event_type, &event.payload).map_err(|e| {
                 CommandError::Corrupt(format!(
                     "{} {}#{}: {e}",
@@ -296,7 +340,7 @@ where
             }
         }
         self.remember(id, &aggregate, sequence, &last_hash);
-        Ok((aggregate, sequence, last_hash, stored))
+        Ok((aggregate, sequence, last_hash))
     }
 
     /// Handles `command` on aggregate `id` and appends what it emits, retrying on conflict.

@@ -18,9 +18,10 @@ use std::sync::{LazyLock, Mutex};
 
 use chrono::{DateTime, Duration, Utc};
 use ocart_domain::abtest::{self, Surface};
+use ocart_domain::funnel::Funnel;
 use ocart_domain::funnel::{next_step, FunnelStatus, Outcome as FunnelOutcome, StepType};
 use ocart_domain::offer::{Offer, OfferDefinition, OfferKind, OfferStatus, Quote};
-use ocart_domain::order::{order_id_for, OrderFacts};
+use ocart_domain::order::{order_id_for, Order, OrderFacts};
 use ocart_domain::upsell::{
     acceptance_id, charge_key, AcceptInput, AcceptanceStatus, ChargeResult, DeclineInput,
     OrderStrategy, UpsellAcceptance, UpsellCommand, UpsellError, UpsellKind,
@@ -205,12 +206,7 @@ struct StepFacts {
     quote: Quote,
 }
 
-async fn load_order(core: &Core, order_id: &str) -> Result<OrderFacts, UpsellsError> {
-    let (order, _, _) = core
-        .orders
-        .load(&order_id_for(order_id).to_string())
-        .await
-        .map_err(UpsellsError::of_command)?;
+fn order_facts(order: &Order, order_id: &str) -> Result<OrderFacts, UpsellsError> {
     order
         .facts()
         .cloned()
@@ -218,8 +214,11 @@ async fn load_order(core: &Core, order_id: &str) -> Result<OrderFacts, UpsellsEr
 }
 
 /// The parent order, paid, with a saved payment whose gateway is configured.
-async fn paid_parent(core: &Core, order_id: &str) -> Result<OrderFacts, UpsellsError> {
-    let facts = load_order(core, order_id).await?;
+fn check_paid_parent(
+    core: &Core,
+    order_id: &str,
+    facts: OrderFacts,
+) -> Result<OrderFacts, UpsellsError> {
     if !facts.paid {
         return Err(UpsellsError::Unpaid(order_id.to_owned()));
     }
@@ -237,6 +236,80 @@ async fn paid_parent(core: &Core, order_id: &str) -> Result<OrderFacts, UpsellsE
     Ok(facts)
 }
 
+/// The aggregates a decision or a token reads, loaded in one query of the log
+/// (`EventLog::load_many`) instead of one each: the same strongly consistent reads, fewer
+/// round trips on the hot path of the hosted page.
+struct Loaded {
+    acceptance: Option<UpsellAcceptance>,
+    order: Order,
+    funnel: Funnel,
+    offer: Option<Offer>,
+}
+
+fn unavailable(err: sqlx::Error) -> UpsellsError {
+    UpsellsError::of_command(CommandError::<UpsellError>::Unavailable(err.to_string()))
+}
+
+/// Loads the parent order and the funnel, and the acceptance and the offer when given.
+async fn load_together(
+    core: &Core,
+    acceptance_id: Option<&str>,
+    order_id: &str,
+    funnel_id: &str,
+    offer_id: Option<&str>,
+) -> Result<Loaded, UpsellsError> {
+    let order_stream = order_id_for(order_id).to_string();
+    let mut streams = vec![
+        (core.orders.aggregate_type(), order_stream.as_str()),
+        (core.funnels.aggregate_type(), funnel_id),
+    ];
+    if let Some(id) = acceptance_id {
+        streams.push((core.acceptances.aggregate_type(), id));
+    }
+    if let Some(id) = offer_id {
+        streams.push((core.offers.aggregate_type(), id));
+    }
+    let mut loaded = core
+        .log
+        .load_many(&streams)
+        .await
+        .map_err(unavailable)?
+        .into_iter();
+    let mut next = || loaded.next().unwrap_or_default();
+    let (order, _, _) = core
+        .orders
+        .fold(&order_stream, &next())
+        .map_err(UpsellsError::of_command)?;
+    let (funnel, _, _) = core
+        .funnels
+        .fold(funnel_id, &next())
+        .map_err(UpsellsError::of_command)?;
+    let acceptance = match acceptance_id {
+        Some(id) => Some(
+            core.acceptances
+                .fold(id, &next())
+                .map_err(UpsellsError::of_command)?
+                .0,
+        ),
+        None => None,
+    };
+    let offer = match offer_id {
+        Some(id) => Some(
+            core.offers
+                .fold(id, &next())
+                .map_err(UpsellsError::of_command)?
+                .0,
+        ),
+        None => None,
+    };
+    Ok(Loaded {
+        acceptance,
+        order,
+        funnel,
+        offer,
+    })
+}
+
 /// The upsell or downsell step `step` of funnel `funnel_id` and its offer.
 async fn offer_step(core: &Core, funnel_id: &str, step: &str) -> Result<OfferStep, UpsellsError> {
     let (funnel, _, _) = core
@@ -244,6 +317,10 @@ async fn offer_step(core: &Core, funnel_id: &str, step: &str) -> Result<OfferSte
         .load(funnel_id)
         .await
         .map_err(UpsellsError::of_command)?;
+    offer_step_of(&funnel, funnel_id, step)
+}
+
+fn offer_step_of(funnel: &Funnel, funnel_id: &str, step: &str) -> Result<OfferStep, UpsellsError> {
     let definition = funnel
         .definition()
         .ok_or_else(|| UpsellsError::NotFound(format!("funnel {funnel_id}")))?;
@@ -292,6 +369,13 @@ async fn eligible_offer(
         .load(offer_id)
         .await
         .map_err(UpsellsError::of_command)?;
+    eligible_offer_of(&offer, offer_id)
+}
+
+fn eligible_offer_of(
+    offer: &Offer,
+    offer_id: &str,
+) -> Result<(OfferDefinition, Quote), UpsellsError> {
     let Some(definition) = offer.definition().cloned() else {
         return Err(UpsellsError::Ineligible(format!(
             "the offer {offer_id} does not exist"
@@ -354,7 +438,24 @@ async fn served_offer(
 /// The step's facts for a token: the step still shows the token's offer (its own, or the
 /// order's variant of it in a running upsell test), which is eligible.
 async fn step_facts(core: &Core, claims: &UpsellClaims) -> Result<StepFacts, UpsellsError> {
-    let mut step = offer_step(core, &claims.funnel_id, &claims.step).await?;
+    let loaded = load_together(
+        core,
+        None,
+        &claims.order_id,
+        &claims.funnel_id,
+        Some(&claims.offer_id),
+    )
+    .await?;
+    step_facts_of(core, claims, &loaded).await
+}
+
+/// [`step_facts`] on aggregates loaded already (the funnel and the token's offer).
+async fn step_facts_of(
+    core: &Core,
+    claims: &UpsellClaims,
+    loaded: &Loaded,
+) -> Result<StepFacts, UpsellsError> {
+    let mut step = offer_step_of(&loaded.funnel, &claims.funnel_id, &claims.step)?;
     if step.offer_id != claims.offer_id {
         let served = served_offer(core, &claims.order_id, &step.offer_id).await?;
         if served != claims.offer_id {
@@ -365,7 +466,10 @@ async fn step_facts(core: &Core, claims: &UpsellClaims) -> Result<StepFacts, Ups
         }
         step.offer_id = served;
     }
-    let (offer, quote) = eligible_offer(core, &step.offer_id).await?;
+    let (offer, quote) = match &loaded.offer {
+        Some(offer) => eligible_offer_of(offer, &step.offer_id)?,
+        None => eligible_offer(core, &step.offer_id).await?,
+    };
     Ok(StepFacts { step, offer, quote })
 }
 
@@ -432,8 +536,13 @@ pub async fn issue_token(core: &Core, input: IssueToken) -> Result<Issued, Upsel
         .as_deref()
         .map(check_return_url)
         .transpose()?;
-    paid_parent(core, &input.order_id).await?;
-    let step = offer_step(core, &input.funnel_id, &input.step).await?;
+    let loaded = load_together(core, None, &input.order_id, &input.funnel_id, None).await?;
+    check_paid_parent(
+        core,
+        &input.order_id,
+        order_facts(&loaded.order, &input.order_id)?,
+    )?;
+    let step = offer_step_of(&loaded.funnel, &input.funnel_id, &input.step)?;
     eligible_offer(core, &step.offer_id).await?;
     let offer_id = served_offer(core, &input.order_id, &step.offer_id).await?;
     let mut claims = UpsellClaims::new(
@@ -545,16 +654,27 @@ pub async fn accept(
     let _held = InFlight::take("accept", input.request_key.as_deref())?;
     let claims = decision_claims(core, &input)?;
     let id = acceptance_of(&claims);
-    let existing = load_acceptance(core, &id).await?;
-    if existing.status().is_some() {
-        return answer_decided(existing, claims, &input, false);
+    let loaded = load_together(
+        core,
+        Some(&id),
+        &claims.order_id,
+        &claims.funnel_id,
+        Some(&claims.offer_id),
+    )
+    .await?;
+    if let Some(existing) = loaded.acceptance.as_ref().filter(|a| a.status().is_some()) {
+        return answer_decided(existing.clone(), claims, &input, false);
     }
-    let parent = paid_parent(core, &claims.order_id).await?;
+    let parent = check_paid_parent(
+        core,
+        &claims.order_id,
+        order_facts(&loaded.order, &claims.order_id)?,
+    )?;
     let payment = parent
         .payment
         .clone()
         .ok_or_else(|| UpsellsError::NoPayment("no saved payment".into()))?;
-    let facts = step_facts(core, &claims).await?;
+    let facts = step_facts_of(core, &claims, &loaded).await?;
     // The order's upsell assignment (queued at issue-token) goes first in the log, before the
     // acceptance that converts it (usecases::assign).
     core.assigner.recorded().await;
@@ -709,17 +829,30 @@ pub async fn acceptance(
     id: &str,
     token: Option<&str>,
 ) -> Result<UpsellAcceptance, UpsellsError> {
+    Ok(acceptance_at(core, id, token).await?.0)
+}
+
+/// [`acceptance`] with its last sequence.
+async fn acceptance_at(
+    core: &Core,
+    id: &str,
+    token: Option<&str>,
+) -> Result<(UpsellAcceptance, i64), UpsellsError> {
     if let Some(token) = token {
         let claims = signed_claims(core, token)?;
         if acceptance_of(&claims) != id {
             return Err(UpsellsError::TokenForeign("acceptance"));
         }
     }
-    let acceptance = load_acceptance(core, id).await?;
+    let (acceptance, sequence, _) = core
+        .acceptances
+        .load(id)
+        .await
+        .map_err(UpsellsError::of_command)?;
     if acceptance.status().is_none() {
         return Err(UpsellsError::NotFound("acceptance".into()));
     }
-    Ok(acceptance)
+    Ok((acceptance, sequence))
 }
 
 /// The longest a status read may wait for a change ([`acceptance_after`]).
@@ -733,7 +866,9 @@ const STATUS_RECHECK: std::time::Duration = std::time::Duration::from_millis(250
 /// not, or when `while_status` is `None`), or when `wait` (at most [`MAX_STATUS_WAIT`]) has
 /// passed: a long poll, so a page waiting on a charge asks once instead of every second. The
 /// wait sleeps on this process's appends to the acceptance, and looks again every
-/// [`STATUS_RECHECK`] in any case.
+/// [`STATUS_RECHECK`] in any case. Woken by an append here, it reads the state that append
+/// left in the acceptances' state cache (shared with the charger) when that is newer than the
+/// one it holds, instead of loading the stream again; the first read and every recheck load it.
 pub async fn acceptance_after(
     core: &Core,
     id: &str,
@@ -748,17 +883,31 @@ pub async fn acceptance_after(
     let watch = core
         .log
         .watch_stream(ocart_domain::upsell::ACCEPTANCE_TYPE, id);
+    let mut newer: Option<(UpsellAcceptance, i64)> = None;
+    let mut checked_token = false;
     loop {
         // Registered before the read: an append between the read and the sleep still wakes it.
         let mut appended = std::pin::pin!(watch.notified());
         appended.as_mut().enable();
-        let found = acceptance(core, id, token).await?;
+        let (found, sequence) = match newer.take() {
+            Some(state) => state,
+            None => {
+                let found = acceptance_at(core, id, token.filter(|_| !checked_token)).await?;
+                checked_token = true;
+                found
+            }
+        };
         let now = tokio::time::Instant::now();
         if found.status() != Some(while_status) || now >= deadline {
             return Ok(found);
         }
         let recheck = (deadline - now).min(STATUS_RECHECK);
-        let _ = tokio::time::timeout(recheck, appended).await;
+        if tokio::time::timeout(recheck, appended).await.is_ok() {
+            newer = core
+                .acceptances
+                .peek(id)
+                .filter(|(state, seq)| *seq > sequence && state.status().is_some());
+        }
     }
 }
 

@@ -234,6 +234,13 @@ impl UpsellCharger {
         }
     }
 
+    /// Runs the acceptances' commands on `commands` (the server's, so their state cache is
+    /// shared: a status read waiting on an acceptance finds the charger's appends in it).
+    pub fn with_acceptances(mut self, commands: Commands<UpsellAcceptance>) -> Self {
+        self.acceptances = commands;
+        self
+    }
+
     /// The longest wait for new events when no wake-up comes (writers in other processes).
     pub fn with_poll(mut self, poll: Duration) -> Self {
         self.waker = LogWaker::new(&self.log, poll);

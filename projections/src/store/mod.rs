@@ -278,6 +278,35 @@ impl EventLog {
         }
     }
 
+    /// Every event of each of several aggregates, in one query: for each `(type, id)` asked,
+    /// in the order asked, its events in sequence order (empty for a stream with none).
+    pub async fn load_many(
+        &self,
+        streams: &[(&str, &str)],
+    ) -> Result<Vec<Vec<StoredEvent>>, sqlx::Error> {
+        if streams.is_empty() {
+            return Ok(Vec::new());
+        }
+        let events = match &self.inner.db {
+            Db::Pg(pool) => pg::load_many(pool, streams).await?,
+            Db::Lite(pool) => sqlite::load_many(pool, streams).await?,
+        };
+        let mut out: Vec<Vec<StoredEvent>> = streams.iter().map(|_| Vec::new()).collect();
+        for event in events {
+            // A stream asked twice gets its events in the first slot only; few streams are
+            // asked at once, so a scan is cheaper than a map.
+            if let Some(slot) = streams.iter().position(|(t, i)| {
+                *t == event.aggregate_type.as_str() && *i == event.aggregate_id.as_str()
+            }) {
+                out[slot].push(event);
+            }
+        }
+        for events in &mut out {
+            events.sort_by_key(|e| e.sequence);
+        }
+        Ok(out)
+    }
+
     /// Up to `limit` committed events after `after`, in the one global order. Never skips an
     /// event that commits later with a smaller position (see ADR 0003).
     pub async fn read_after(

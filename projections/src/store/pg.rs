@@ -67,6 +67,26 @@ pub(super) async fn load(
     rows.into_iter().map(StoredEvent::try_from).collect()
 }
 
+/// The events of several streams in one statement (see `EventLog::load_many`).
+pub(super) async fn load_many(
+    pool: &PgPool,
+    streams: &[(&str, &str)],
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let types: Vec<&str> = streams.iter().map(|(t, _)| *t).collect();
+    let ids: Vec<&str> = streams.iter().map(|(_, i)| *i).collect();
+    let sql = format!(
+        "SELECT {COLUMNS} FROM events \
+         WHERE (aggregate_type, aggregate_id) IN (SELECT * FROM unnest($1::text[], $2::text[])) \
+         ORDER BY aggregate_type, aggregate_id, sequence"
+    );
+    let rows: Vec<Row> = sqlx::query_as(&sql)
+        .bind(types)
+        .bind(ids)
+        .fetch_all(pool)
+        .await?;
+    rows.into_iter().map(StoredEvent::try_from).collect()
+}
+
 /// Only transactions older than every transaction still running are read
 /// (`transaction_id < pg_snapshot_xmin(pg_current_snapshot())`), so an event that commits
 /// later can never land behind the reader's checkpoint.

@@ -63,6 +63,21 @@ pub(super) async fn load(
     rows.into_iter().map(StoredEvent::try_from).collect()
 }
 
+/// The events of several streams in one statement (see `EventLog::load_many`).
+pub(super) async fn load_many(
+    pool: &SqlitePool,
+    streams: &[(&str, &str)],
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let filter = vec!["(aggregate_type = ? AND aggregate_id = ?)"; streams.len()].join(" OR ");
+    let sql = format!("SELECT {COLUMNS} FROM events WHERE {filter} ORDER BY sequence");
+    let mut query = sqlx::query_as::<_, Row>(&sql);
+    for (aggregate_type, aggregate_id) in streams {
+        query = query.bind(*aggregate_type).bind(*aggregate_id);
+    }
+    let rows: Vec<Row> = query.fetch_all(pool).await?;
+    rows.into_iter().map(StoredEvent::try_from).collect()
+}
+
 /// One writer at a time commits, so rowid order is commit order and a plain position scan is
 /// gap-free.
 ///
