@@ -188,6 +188,52 @@ macro_rules! exec_db {
     };
 }
 
+/// A multi-row insert's statement: `prefix`, then `rows` groups of `columns` numbered
+/// placeholders (`($1, $2), ($3, $4)`), then `suffix`. Bind the rows with [`exec_rows_tx!`].
+pub fn values_sql(prefix: &str, rows: usize, columns: usize, suffix: &str) -> String {
+    let mut sql = String::with_capacity(prefix.len() + suffix.len() + rows * columns * 6);
+    sql.push_str(prefix);
+    for row in 0..rows {
+        sql.push_str(if row == 0 { " (" } else { ", (" });
+        for column in 1..=columns {
+            if column > 1 {
+                sql.push_str(", ");
+            }
+            sql.push('$');
+            sql.push_str(&(row * columns + column).to_string());
+        }
+        sql.push(')');
+    }
+    sql.push(' ');
+    sql.push_str(suffix);
+    sql
+}
+
+/// Runs a multi-row statement ([`values_sql`]) inside a transaction, binding each of `$rows`
+/// with `$bind` (an expression of the query `$q` and the row `$r` that answers the query).
+#[macro_export]
+macro_rules! exec_rows_tx {
+    ($tx:expr, $sql:expr, $rows:expr, |$q:ident, $r:ident| $bind:expr) => {
+        match $tx {
+            $crate::Tx::Pg(t) => {
+                let mut $q = sqlx::query($sql);
+                for $r in $rows {
+                    $q = $bind;
+                }
+                $q.execute(&mut **t).await.map(|r| r.rows_affected())
+            }
+            $crate::Tx::Lite(t) => {
+                let lite = $crate::lite_sql($sql);
+                let mut $q = sqlx::query(&lite);
+                for $r in $rows {
+                    $q = $bind;
+                }
+                $q.execute(&mut **t).await.map(|r| r.rows_affected())
+            }
+        }
+    };
+}
+
 /// Runs one statement inside a transaction (`$tx`: `&mut Tx`).
 #[macro_export]
 macro_rules! exec_tx {
@@ -359,5 +405,24 @@ mod tests {
     #[test]
     fn passwords_are_redacted() {
         assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+    }
+}
+
+#[cfg(test)]
+mod values_sql_tests {
+    use super::values_sql;
+
+    #[test]
+    fn numbers_every_placeholder_once_in_row_order() {
+        assert_eq!(
+            values_sql(
+                "INSERT INTO t (a, b) VALUES",
+                2,
+                2,
+                "ON CONFLICT DO NOTHING"
+            ),
+            "INSERT INTO t (a, b) VALUES ($1, $2), ($3, $4) ON CONFLICT DO NOTHING"
+        );
+        assert_eq!(values_sql("V", 1, 1, ""), "V ($1) ");
     }
 }

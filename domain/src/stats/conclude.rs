@@ -488,15 +488,18 @@ pub fn decide(method: Method, plan: &Plan, arms: &[Arm]) -> Result<Decision, Con
     let Some(planned) = planned else {
         return Ok(Decision::Continue);
     };
-    let done = match method {
-        Method::Frequentist | Method::Bayesian => smallest >= planned,
-        Method::Bandit => {
-            let total = arms
-                .iter()
-                .fold(0u128, |sum, a| sum + u128::from(a.visitors));
-            total >= u128::from(planned) * u128::from(BANDIT_CAP_FACTOR) * arms.len() as u128
-        }
-    };
+    // The minimum sample holds for "no difference" too: without a planned baseline a noisy
+    // early control rate can plan a tiny size.
+    let done = enough
+        && match method {
+            Method::Frequentist | Method::Bayesian => smallest >= planned,
+            Method::Bandit => {
+                let total = arms
+                    .iter()
+                    .fold(0u128, |sum, a| sum + u128::from(a.visitors));
+                total >= u128::from(planned) * u128::from(BANDIT_CAP_FACTOR) * arms.len() as u128
+            }
+        };
     Ok(if done {
         Decision::NoDifference
     } else {
@@ -907,6 +910,17 @@ mod tests {
 
     #[test]
     fn too_small_a_sample_continues() {
+        // Without a planned baseline, a control at 1 in 20 and a +500 % effect plan about 5
+        // visitors per arm: still no conclusion before the minimum sample.
+        let tiny = Plan {
+            baseline_rate: None,
+            ..plan(5.0)
+        };
+        let arms = [arm(3, 56), arm(4, 71)];
+        assert!(planned_per_arm(&tiny, &arms).unwrap().unwrap() < 56);
+        for method in ALL {
+            check(method, &tiny, &arms, Continue);
+        }
         for method in ALL {
             let p = plan(0.1);
             // Fewer than 100 visitors on an arm, however lopsided.

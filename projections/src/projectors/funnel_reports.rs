@@ -73,17 +73,18 @@ impl Projector for FunnelReportsProjector {
     }
 
     async fn apply(&self, tx: &mut Tx, events: &[StoredEvent]) -> anyhow::Result<()> {
+        let mut pending = Pending::default();
         for event in events {
             match event.aggregate_type.as_str() {
                 "funnel" => funnel(tx, event).await?,
-                "bump" => bump(tx, event).await?,
-                "order" => order(tx, event).await?,
-                "upsell_view" => view(tx, event).await?,
-                "upsell_acceptance" => acceptance(tx, event).await?,
+                "bump" => bump(tx, &mut pending, event).await?,
+                "order" => order(tx, &mut pending, event).await?,
+                "upsell_view" => view(tx, &mut pending, event).await?,
+                "upsell_acceptance" => acceptance(tx, &mut pending, event).await?,
                 _ => {}
             }
         }
-        Ok(())
+        pending.flush(tx).await
     }
 }
 
@@ -158,27 +159,74 @@ struct Fact<'a> {
     key: String,
 }
 
-async fn record(tx: &mut Tx, position: i64, fact: Fact<'_>) -> anyhow::Result<()> {
-    exec_tx!(
-        tx,
-        "INSERT INTO funnel_report_facts (id, funnel_id, step_key, kind, order_id, acceptance_id, \
-         amount, currency, at, idempotency_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-         ON CONFLICT (idempotency_key) DO NOTHING",
-        position,
-        fact.funnel_id,
-        fact.step,
-        fact.kind,
-        fact.order_id,
-        fact.acceptance_id,
-        fact.amount,
-        fact.currency,
-        fact.at,
-        fact.key
-    )?;
-    Ok(())
+/// Facts a batch of events makes, inserted in multi-row statements ([`FACTS_PER_INSERT`] rows
+/// each) when the batch ends, or before a read of the facts: a batch costs a statement per few
+/// hundred facts instead of one per fact. In order, so the first fact with a key wins as with
+/// one insert each (`ON CONFLICT DO NOTHING` skips a later row of the same statement too).
+#[derive(Default)]
+struct Pending {
+    rows: Vec<PendingFact>,
 }
 
-async fn bump(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
+struct PendingFact {
+    position: i64,
+    funnel_id: String,
+    step: String,
+    kind: &'static str,
+    order_id: Option<String>,
+    acceptance_id: Option<String>,
+    amount: Option<i64>,
+    currency: Option<String>,
+    at: DateTime<Utc>,
+    key: String,
+}
+
+/// Rows per insert: 10 parameters each, far below both backends' limits.
+const FACTS_PER_INSERT: usize = 500;
+
+impl Pending {
+    fn record(&mut self, position: i64, fact: Fact<'_>) {
+        self.rows.push(PendingFact {
+            position,
+            funnel_id: fact.funnel_id.to_owned(),
+            step: fact.step.to_owned(),
+            kind: fact.kind,
+            order_id: fact.order_id.map(str::to_owned),
+            acceptance_id: fact.acceptance_id.map(str::to_owned),
+            amount: fact.amount,
+            currency: fact.currency.map(str::to_owned),
+            at: fact.at,
+            key: fact.key,
+        });
+    }
+
+    async fn flush(&mut self, tx: &mut Tx) -> anyhow::Result<()> {
+        for chunk in self.rows.chunks(FACTS_PER_INSERT) {
+            let sql = crate::db::values_sql(
+                "INSERT INTO funnel_report_facts (id, funnel_id, step_key, kind, order_id, \
+                 acceptance_id, amount, currency, at, idempotency_key) VALUES",
+                chunk.len(),
+                10,
+                "ON CONFLICT (idempotency_key) DO NOTHING",
+            );
+            crate::exec_rows_tx!(tx, &sql, chunk, |query, r| query
+                .bind(r.position)
+                .bind(&r.funnel_id)
+                .bind(&r.step)
+                .bind(r.kind)
+                .bind(&r.order_id)
+                .bind(&r.acceptance_id)
+                .bind(r.amount)
+                .bind(&r.currency)
+                .bind(r.at)
+                .bind(&r.key))?;
+        }
+        self.rows.clear();
+        Ok(())
+    }
+}
+
+async fn bump(tx: &mut Tx, pending: &mut Pending, event: &StoredEvent) -> anyhow::Result<()> {
     let (kind, line, at): (&'static str, BumpLine, _) =
         match decode_event::<BumpEvent>(&event.event_type, &event.payload)? {
             BumpEvent::Shown { line, at } => ("visit", line, at),
@@ -190,8 +238,7 @@ async fn bump(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
             "bump/{kind}:{}:{}:{funnel_id}:{step}",
             line.offer_id, line.cart_id
         );
-        record(
-            tx,
+        pending.record(
             event.global_position,
             Fact {
                 funnel_id: &funnel_id,
@@ -204,13 +251,12 @@ async fn bump(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
                 at,
                 key,
             },
-        )
-        .await?;
+        );
     }
     Ok(())
 }
 
-async fn order(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
+async fn order(tx: &mut Tx, pending: &mut Pending, event: &StoredEvent) -> anyhow::Result<()> {
     let position = event.global_position;
     match decode_event::<OrderEvent>(&event.event_type, &event.payload)? {
         OrderEvent::Recorded { facts, at, .. } => {
@@ -253,8 +299,7 @@ async fn order(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
                 return Ok(());
             }
             for (funnel_id, step, total) in &per_step {
-                record(
-                    tx,
+                pending.record(
                     position,
                     Fact {
                         funnel_id,
@@ -267,8 +312,7 @@ async fn order(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
                         at,
                         key: format!("revenue:{}:{funnel_id}:{step}", facts.order_id),
                     },
-                )
-                .await?;
+                );
             }
         }
         OrderEvent::StatusChanged { paid, total, .. } => {
@@ -304,11 +348,10 @@ async fn attribute(
     Ok(())
 }
 
-async fn view(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
+async fn view(tx: &mut Tx, pending: &mut Pending, event: &StoredEvent) -> anyhow::Result<()> {
     let ViewEvent::Shown { step, at } =
         decode_event::<ViewEvent>(&event.event_type, &event.payload)?;
-    record(
-        tx,
+    pending.record(
         event.global_position,
         Fact {
             funnel_id: &step.funnel_id,
@@ -321,8 +364,7 @@ async fn view(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
             at,
             key: format!("visit:{}", event.aggregate_id),
         },
-    )
-    .await?;
+    );
     attribute(
         tx,
         &step.parent_order_id,
@@ -340,7 +382,23 @@ struct StepOf {
 }
 
 /// The funnel and step of an acceptance, from its `upsell/before_charge` fact.
-async fn step_of(tx: &mut Tx, acceptance_id: &str) -> anyhow::Result<Option<StepOf>> {
+async fn step_of(
+    tx: &mut Tx,
+    pending: &Pending,
+    acceptance_id: &str,
+) -> anyhow::Result<Option<StepOf>> {
+    // Recorded in this batch, not inserted yet.
+    if let Some(fact) = pending
+        .rows
+        .iter()
+        .find(|f| f.kind == "before_charge" && f.acceptance_id.as_deref() == Some(acceptance_id))
+    {
+        return Ok(Some(StepOf {
+            funnel_id: fact.funnel_id.clone(),
+            step_key: fact.step.clone(),
+            order_id: fact.order_id.clone(),
+        }));
+    }
     Ok(fetch_optional_tx!(
         tx,
         StepOf,
@@ -350,7 +408,7 @@ async fn step_of(tx: &mut Tx, acceptance_id: &str) -> anyhow::Result<Option<Step
     )?)
 }
 
-async fn acceptance(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
+async fn acceptance(tx: &mut Tx, pending: &mut Pending, event: &StoredEvent) -> anyhow::Result<()> {
     let position = event.global_position;
     let id = event.aggregate_id.as_str();
     match decode_event::<UpsellEvent>(&event.event_type, &event.payload)? {
@@ -363,8 +421,7 @@ async fn acceptance(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
             at,
             ..
         } => {
-            record(
-                tx,
+            pending.record(
                 position,
                 Fact {
                     funnel_id: &funnel_id,
@@ -377,8 +434,7 @@ async fn acceptance(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
                     at,
                     key: format!("before_charge:{id}"),
                 },
-            )
-            .await?;
+            );
             attribute(tx, &parent_order_id, &funnel_id, position).await?;
         }
         UpsellEvent::Declined {
@@ -388,8 +444,7 @@ async fn acceptance(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
             at,
             ..
         } => {
-            record(
-                tx,
+            pending.record(
                 position,
                 Fact {
                     funnel_id: &funnel_id,
@@ -402,8 +457,7 @@ async fn acceptance(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
                     at,
                     key: format!("declined:{id}"),
                 },
-            )
-            .await?;
+            );
             attribute(tx, &parent_order_id, &funnel_id, position).await?;
         }
         UpsellEvent::Accepted {
@@ -413,15 +467,14 @@ async fn acceptance(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
             at,
             ..
         } => {
-            let Some(of) = step_of(tx, id).await? else {
+            let Some(of) = step_of(tx, pending, id).await? else {
                 anyhow::bail!("upsell/accepted at {position} for {id} follows no before_charge");
             };
             for (kind, key) in [
                 ("accepted", format!("accepted:{id}")),
                 ("revenue", format!("revenue:{id}")),
             ] {
-                record(
-                    tx,
+                pending.record(
                     position,
                     Fact {
                         funnel_id: &of.funnel_id,
@@ -434,8 +487,7 @@ async fn acceptance(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
                         at,
                         key,
                     },
-                )
-                .await?;
+                );
             }
             exec_tx!(
                 tx,
@@ -456,11 +508,10 @@ async fn acceptance(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
             at,
             ..
         } => {
-            let Some(of) = step_of(tx, id).await? else {
+            let Some(of) = step_of(tx, pending, id).await? else {
                 anyhow::bail!("upsell/refunded at {position} for {id} follows no before_charge");
             };
-            record(
-                tx,
+            pending.record(
                 position,
                 Fact {
                     funnel_id: &of.funnel_id,
@@ -473,8 +524,7 @@ async fn acceptance(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
                     at,
                     key: format!("refunded:{id}:{refund_id}"),
                 },
-            )
-            .await?;
+            );
         }
         _ => {}
     }

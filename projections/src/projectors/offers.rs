@@ -29,16 +29,17 @@ impl Projector for OffersProjector {
     }
 
     async fn apply(&self, tx: &mut Tx, events: &[StoredEvent]) -> anyhow::Result<()> {
+        let mut pending = Pending::default();
         for event in events {
             match event.aggregate_type.as_str() {
                 "offer" => offer(tx, event).await?,
-                "bump" => bump(tx, event).await?,
-                "order" if event.event_type == "order/recorded" => order(tx, event).await?,
-                _ if event.event_type.starts_with("upsell/") => upsell(tx, event).await?,
+                "bump" => bump(&mut pending, event)?,
+                "order" if event.event_type == "order/recorded" => order(&mut pending, event)?,
+                _ if event.event_type.starts_with("upsell/") => upsell(&mut pending, event)?,
                 _ => {}
             }
         }
-        Ok(())
+        pending.flush(tx).await
     }
 }
 
@@ -104,27 +105,73 @@ struct Fact<'a> {
     key: String,
 }
 
-async fn record(tx: &mut Tx, position: i64, fact: Fact<'_>) -> anyhow::Result<()> {
-    exec_tx!(
-        tx,
-        "INSERT INTO offer_events (id, offer_id, kind, cart_id, order_id, acceptance_id, amount, \
-         currency, at, idempotency_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-         ON CONFLICT DO NOTHING",
-        position,
-        fact.offer_id,
-        fact.kind,
-        fact.cart_id,
-        fact.order_id,
-        fact.acceptance_id,
-        fact.amount,
-        fact.currency,
-        fact.at,
-        fact.key
-    )?;
-    Ok(())
+/// The facts of a batch of events, inserted in multi-row statements when the batch ends
+/// (nothing here reads `offer_events`): in order, so the first fact with a key wins as with one
+/// insert each.
+#[derive(Default)]
+struct Pending {
+    rows: Vec<PendingFact>,
 }
 
-async fn bump(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
+struct PendingFact {
+    position: i64,
+    offer_id: String,
+    kind: &'static str,
+    cart_id: Option<String>,
+    order_id: Option<String>,
+    acceptance_id: Option<String>,
+    amount: Option<i64>,
+    currency: Option<String>,
+    at: DateTime<Utc>,
+    key: String,
+}
+
+/// Rows per insert: 10 parameters each, far below both backends' limits.
+const FACTS_PER_INSERT: usize = 500;
+
+impl Pending {
+    fn record(&mut self, position: i64, fact: Fact<'_>) {
+        self.rows.push(PendingFact {
+            position,
+            offer_id: fact.offer_id.to_owned(),
+            kind: fact.kind,
+            cart_id: fact.cart_id.map(str::to_owned),
+            order_id: fact.order_id.map(str::to_owned),
+            acceptance_id: fact.acceptance_id.map(str::to_owned),
+            amount: fact.amount,
+            currency: fact.currency.map(str::to_owned),
+            at: fact.at,
+            key: fact.key,
+        });
+    }
+
+    async fn flush(&mut self, tx: &mut Tx) -> anyhow::Result<()> {
+        for chunk in self.rows.chunks(FACTS_PER_INSERT) {
+            let sql = crate::db::values_sql(
+                "INSERT INTO offer_events (id, offer_id, kind, cart_id, order_id, acceptance_id, \
+                 amount, currency, at, idempotency_key) VALUES",
+                chunk.len(),
+                10,
+                "ON CONFLICT DO NOTHING",
+            );
+            crate::exec_rows_tx!(tx, &sql, chunk, |query, r| query
+                .bind(r.position)
+                .bind(&r.offer_id)
+                .bind(r.kind)
+                .bind(&r.cart_id)
+                .bind(&r.order_id)
+                .bind(&r.acceptance_id)
+                .bind(r.amount)
+                .bind(&r.currency)
+                .bind(r.at)
+                .bind(&r.key))?;
+        }
+        self.rows.clear();
+        Ok(())
+    }
+}
+
+fn bump(pending: &mut Pending, event: &StoredEvent) -> anyhow::Result<()> {
     let (kind, line, at): (&'static str, BumpLine, _) =
         match decode_event::<BumpEvent>(&event.event_type, &event.payload)? {
             BumpEvent::Shown { line, at } => ("shown", line, at),
@@ -132,8 +179,7 @@ async fn bump(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
             BumpEvent::Declined { line, at } => ("declined", line, at),
         };
     let key = format!("bump/{kind}:{}:{}", line.offer_id, line.cart_id);
-    record(
-        tx,
+    pending.record(
         event.global_position,
         Fact {
             offer_id: &line.offer_id,
@@ -146,11 +192,11 @@ async fn bump(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
             at,
             key,
         },
-    )
-    .await
+    );
+    Ok(())
 }
 
-async fn order(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
+fn order(pending: &mut Pending, event: &StoredEvent) -> anyhow::Result<()> {
     let OrderEvent::Recorded { facts, at, .. } =
         decode_event::<OrderEvent>(&event.event_type, &event.payload)?
     else {
@@ -168,8 +214,7 @@ async fn order(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
         }
     }
     for (offer_id, total) in per_offer {
-        record(
-            tx,
+        pending.record(
             event.global_position,
             Fact {
                 offer_id,
@@ -182,8 +227,7 @@ async fn order(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
                 at,
                 key: format!("revenue:{}:{offer_id}", facts.order_id),
             },
-        )
-        .await?;
+        );
     }
     Ok(())
 }
@@ -191,7 +235,7 @@ async fn order(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
 /// The upsell events, by field name: `upsell/charge_succeeded` → charged, `upsell/accepted` →
 /// accepted (its amount is revenue), `upsell/declined` → declined, `upsell/refunded` →
 /// refunded. Any other (`upsell/before_charge`, …) counts nothing.
-async fn upsell(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
+fn upsell(pending: &mut Pending, event: &StoredEvent) -> anyhow::Result<()> {
     let kind = match event.event_type.as_str() {
         "upsell/charge_succeeded" => "charged",
         "upsell/accepted" => "accepted",
@@ -218,8 +262,7 @@ async fn upsell(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
         _ => format!("{}:{acceptance_id}", event.event_type),
     };
     let order_id = text("child_order_id").or_else(|| text("parent_order_id"));
-    record(
-        tx,
+    pending.record(
         event.global_position,
         Fact {
             offer_id,
@@ -232,6 +275,6 @@ async fn upsell(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
             at,
             key,
         },
-    )
-    .await
+    );
+    Ok(())
 }

@@ -27,7 +27,12 @@ use crate::recovery::{events_of, header, Manual};
 
 /// Creates a test through `POST /tests` (frequentist, planned far beyond what a test sends, so
 /// the conclusion process manager leaves it running) and starts it; answers its id.
-async fn start_test(app: &TestApp, surface: &str, target: Option<&str>, variants: Value) -> String {
+pub(crate) async fn start_test(
+    app: &TestApp,
+    surface: &str,
+    target: Option<&str>,
+    variants: Value,
+) -> String {
     let mut body = json!({
         "name": format!("{surface} test"), "surface": surface, "variants": variants,
         "method": "frequentist", "baseline_rate": 0.05, "mde_relative": 0.05
@@ -92,7 +97,7 @@ async fn assigned(app: &TestApp, test_id: &str) -> Vec<Value> {
 
 /// A session whose cart gets variant `index` of a test with `weights` (the split is the
 /// domain's, deterministic).
-fn session_for(test_id: &str, weights: &[u32], index: usize) -> String {
+pub(crate) fn session_for(test_id: &str, weights: &[u32], index: usize) -> String {
     (0..10_000)
         .map(|_| session())
         .find(|s| split(test_id, &cart_id_for_session(s).to_string(), weights) == Some(index))
@@ -311,7 +316,7 @@ async fn sqlite_a_funnel_variant_serves_that_funnel_and_concurrent_resolves_assi
     funnel_variants_and_concurrent_first_resolves(Kind::Sqlite).await;
 }
 
-async fn create_bump(app: &TestApp, name: &str, amount: i64) -> String {
+pub(crate) async fn create_bump(app: &TestApp, name: &str, amount: i64) -> String {
     let (status, body) = app
         .post(
             "/ocart/v1/bumps",
@@ -329,7 +334,7 @@ async fn create_bump(app: &TestApp, name: &str, amount: i64) -> String {
     body["id"].as_str().expect("offer id").to_owned()
 }
 
-async fn eligible(app: &TestApp, session: &str) -> Vec<Value> {
+pub(crate) async fn eligible(app: &TestApp, session: &str) -> Vec<Value> {
     let resp = app
         .client
         .get(app.url(&format!("/ocart/v1/bumps/eligible?session_token={session}")))
@@ -463,7 +468,7 @@ async fn record_paid_order(app: &TestApp, order_id: &str) {
         .expect("order recorded");
 }
 
-async fn create_upsell(app: &TestApp, name: &str, amount: i64) -> String {
+pub(crate) async fn create_upsell(app: &TestApp, name: &str, amount: i64) -> String {
     let (status, body) = app
         .post(
             "/ocart/v1/upsells",

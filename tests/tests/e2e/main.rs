@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod abtest_processors;
+mod abtest_surfaces;
 mod abtests;
 mod assign;
 mod bandit;
