@@ -2,7 +2,8 @@
 //! planned sample size. Capability `ocart_manage_tests` (or `ocart_manage`); the results and
 //! the sample size are readable with `ocart_view_reports` too. The handlers only translate:
 //! the checks, the statistics and the errors are `usecases::abtests`, which `ocart test`
-//! calls too. An id of any shape that names no test is a 404.
+//! calls too. An id of any shape that names no test is a 404; a path id that is not valid
+//! UTF-8 once percent-decoded is, as on every route, a 422 naming `id`.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -160,8 +161,14 @@ pub async fn delete_test(
 }
 
 /// Starts a draft or stopped test (a running one stays so; a concluded one is refused: 409).
+/// One test runs in a place at a time: on `checkout` per target (a funnel, or every cart
+/// without one), on `bump` and `upsell` per target offer (without a target, per the offer
+/// the control serves); starting a second there is refused (409, naming the running test).
+/// Two starts at the same instant can both pass that check: then the first by id (the earlier
+/// created) applies and the other gets no traffic there. Recovery tests are exempt: each
+/// sequence step names its test.
 #[utoipa::path(post, path = "/ocart/v1/tests/{id}/start", tag = "tests", params(("id" = String, Path, description = "The test's id")),
-    responses((status = 200, body = TestView), (status = 404, body = crate::error::Problem), (status = 409, body = crate::error::Problem)),
+    responses((status = 200, body = TestView), (status = 404, body = crate::error::Problem), (status = 409, description = "The test is concluded, or another test runs in its place (named)", body = crate::error::Problem)),
     security(("bearer" = [])))]
 pub async fn start_test(
     State(state): State<AppState>,
@@ -197,6 +204,8 @@ pub async fn stop_test(
 /// allocation; each variant against the control; the sample-ratio-mismatch test with its
 /// alert (p-value below `tests.srm_threshold`); and what the conclusion rules say of the
 /// counts now. A test without visitors answers zeros, and null for what does not exist yet.
+/// Revenues are in minor units of `currency`, the one the conversions were in (never
+/// converted); when they came in several, `currency` is null and `mixed_currencies` true.
 #[utoipa::path(get, path = "/ocart/v1/tests/{id}/results", tag = "tests", params(("id" = String, Path, description = "The test's id")),
     responses((status = 200, body = TestResults), (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem)),
     security(("bearer" = [])))]

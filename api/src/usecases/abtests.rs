@@ -4,7 +4,9 @@
 //!
 //! A test's id is made here (a UUID v7). An id of any other shape (not 1 to 64 of `A-Z`,
 //! `a-z`, `0-9`, `-` and `_`) names no test: it is not found, and never reaches the log or a
-//! query. Bodies are checked into the domain's [`TestDefinition`] (which names every field it
+//! query (over HTTP, a path that is not UTF-8 once decoded is refused before, as a 422 naming
+//! `id`, as on every route). [`start`] refuses a second running test in one place (surface and
+//! target). Bodies are checked into the domain's [`TestDefinition`] (which names every field it
 //! refuses, `variants[1].serves`), so HTTP and the CLI refuse alike. What a write answers is the
 //! aggregate after the command (read your own writes); the fields only the conclusion process
 //! manager changes (the conclusion's reason and time, the last SRM alert) come from the read
@@ -20,7 +22,7 @@
 
 use chrono::{DateTime, SubsecRound, Utc};
 use ocart_domain::abtest::{
-    AbTest, Surface, TestCommand, TestDefinition, TestError, TestPatch, TestStatus, Variant,
+    self, AbTest, Surface, TestCommand, TestDefinition, TestError, TestPatch, TestStatus, Variant,
     MAX_NAME_LEN, MAX_SERVES_LEN, MAX_TARGET_LEN, MAX_VARIANT_KEY_LEN,
 };
 use ocart_domain::stats::bayes;
@@ -237,7 +239,8 @@ pub struct VariantResult {
     pub ci_low: Option<f64>,
     #[schema(minimum = 0, maximum = 1)]
     pub ci_high: Option<f64>,
-    /// The conversions' revenue, in minor units (of the currencies the orders were in).
+    /// The conversions' revenue, in minor units of the test's `currency` (with
+    /// `mixed_currencies`, a sum of amounts in different currencies).
     pub revenue_minor: i64,
     /// revenue_minor / visitors, in minor units; null without visitors.
     pub revenue_per_visitor: Option<f64>,
@@ -292,6 +295,15 @@ pub struct TestResults {
     pub significance: f64,
     /// The winning variant's key, once concluded with one.
     pub winner_variant: Option<String>,
+    /// The currency of every variant's revenue: the one ISO 4217 code the conversions'
+    /// revenues were in; null while no conversion carried one, and null when they were in
+    /// several (`mixed_currencies`).
+    #[schema(pattern = "^[A-Z]{3}$")]
+    pub currency: Option<String>,
+    /// Whether the conversions' revenues were in more than one currency: then each variant's
+    /// `revenue_minor` adds amounts of different currencies, comparable neither with each
+    /// other nor between variants, and `currency` is null.
+    pub mixed_currencies: bool,
     /// The variants in the test's order, the control first.
     pub variants: Vec<VariantResult>,
     /// Each variant but the control against the control (as `POST /stats/compare` answers).
@@ -625,8 +637,77 @@ pub async fn update(
     run(core, id, Action::Update, command, meta).await
 }
 
-/// Starts a draft or stopped test (a running one stays so; a concluded one is refused).
+/// The place of [`abtest::place`] in words, for a refusal.
+fn place_words(definition: &TestDefinition) -> String {
+    let surface = definition.surface.as_str();
+    match (definition.surface, definition.target.as_deref()) {
+        (Surface::Checkout, Some(funnel)) => format!("{surface} of funnel {funnel}"),
+        (Surface::Checkout, None) => format!("{surface} of every cart (no target)"),
+        (_, Some(offer)) => format!("{surface} of offer {offer}"),
+        (_, None) => format!(
+            "{surface} of offer {} (no target; the control's offer)",
+            definition
+                .variants
+                .first()
+                .map(|c| c.serves.as_str())
+                .unwrap_or_default()
+        ),
+    }
+}
+
+/// Refuses to start test `id` (`definition`) while another test runs in its [`abtest::place`]: which
+/// of two would apply there is not the user's choice to leave to the id order. The running
+/// tests are read from the read table (each confirmed running on its own stream); two starts
+/// at the same instant can both pass, and then the first by id (the earlier created) applies
+/// there and the other gets no traffic (`choose`).
+async fn refuse_a_second(
+    core: &Core,
+    id: &str,
+    definition: &TestDefinition,
+) -> Result<(), TestsError> {
+    let Some(mine) = abtest::place(definition) else {
+        return Ok(());
+    };
+    for other in q::running_tests(&core.db).await? {
+        if other.id == id {
+            continue;
+        }
+        let theirs = stored_definition(&other.id, &other.definition)?;
+        if abtest::place(&theirs) != Some(mine) {
+            continue;
+        }
+        let (aggregate, _, _) = core
+            .tests
+            .load(&other.id)
+            .await
+            .map_err(|e| TestsError::of_command(&other.id, Action::Start, e))?;
+        if aggregate.status() == TestStatus::Running {
+            return Err(TestsError::Conflict(format!(
+                "test {} ({:?}) is running on the {}: one test runs in a place at a time; \
+                 stop it before starting this one",
+                other.id,
+                theirs.name,
+                place_words(definition)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Starts a draft or stopped test (a running one stays so; a concluded one is refused; one
+/// whose place another running test holds is refused, [`refuse_a_second`]).
 pub async fn start(core: &Core, id: &str, meta: &CommandMeta) -> Result<TestView, TestsError> {
+    known_id(id)?;
+    let (test, _, _) = core
+        .tests
+        .load(id)
+        .await
+        .map_err(|e| TestsError::of_command(id, Action::Start, e))?;
+    if let Some(definition) = test.definition() {
+        if matches!(test.status(), TestStatus::Draft | TestStatus::Stopped) {
+            refuse_a_second(core, id, definition).await?;
+        }
+    }
     run(
         core,
         id,
@@ -711,15 +792,33 @@ async fn row(core: &Core, id: &str) -> Result<TestRow, TestsError> {
 /// One variant's totals: (visitors, conversions, revenue in minor units).
 type Totals = (u64, u64, i64);
 
-/// The test's definition and each variant's totals, in the definition's order (a variant
-/// without a row has none yet).
-async fn counts(
-    core: &Core,
-    id: &str,
-) -> Result<(TestRow, TestDefinition, Vec<Totals>), TestsError> {
+/// The currency of the revenue in `rows`: (the one every conversion that carried a currency
+/// was in, `None` if none did; whether they were in several, when the currency is `None`).
+fn revenue_currency(rows: &[q::VariantTotalsRow]) -> (Option<String>, bool) {
+    let mut seen: Option<&str> = None;
+    for r in rows {
+        if r.mixed_currencies {
+            return (None, true);
+        }
+        match (seen, r.currency.as_deref()) {
+            (Some(a), Some(b)) if a != b => return (None, true),
+            (None, Some(b)) => seen = Some(b),
+            _ => {}
+        }
+    }
+    (seen.map(str::to_owned), false)
+}
+
+/// A test's read rows: its row, definition, each variant's totals and the revenue's currency.
+type Counts = (TestRow, TestDefinition, Vec<Totals>, (Option<String>, bool));
+
+/// The test's definition, each variant's totals in the definition's order (a variant
+/// without a row has none yet) and the revenue's currency ([`revenue_currency`]).
+async fn counts(core: &Core, id: &str) -> Result<Counts, TestsError> {
     let row = row(core, id).await?;
     let definition = stored_definition(id, &row.definition)?;
     let rows = q::variant_totals(&core.db, id).await?;
+    let currency = revenue_currency(&rows);
     let count = |n: i64, what: &str| {
         u64::try_from(n).map_err(|_| anyhow::anyhow!("test {id}: a negative {what} total ({n})"))
     };
@@ -734,15 +833,16 @@ async fn counts(
             None => totals.push((0, 0, 0)),
         }
     }
-    Ok((row, definition, totals))
+    Ok((row, definition, totals, currency))
 }
 
 /// The test's results now: per variant its counts, rate with the Wilson interval, revenue,
 /// probability to be best and (bandits) allocation; each variant against the control; the
 /// SRM test and its alert; what the conclusion rules say. A test without visitors answers
-/// zeros and nulls.
+/// zeros and nulls. The revenue's currency is the one the conversions were in, or null and
+/// `mixed_currencies` when they were in several: revenues are never converted.
 pub async fn results(core: &Core, id: &str) -> Result<TestResults, TestsError> {
-    let (row, definition, totals) = counts(core, id).await?;
+    let (row, definition, totals, (currency, mixed_currencies)) = counts(core, id).await?;
     let srm_threshold = core.settings().await?.tests.srm_threshold;
     let request = CompareRequest {
         arms: definition
@@ -827,6 +927,8 @@ pub async fn results(core: &Core, id: &str) -> Result<TestResults, TestsError> {
         method: definition.method.as_str().to_owned(),
         significance: definition.significance,
         winner_variant: row.winner_variant,
+        currency,
+        mixed_currencies,
         variants,
         comparisons: answer.comparisons,
         srm: SrmCheck {
@@ -848,7 +950,7 @@ fn internal_calc(id: &str, err: CalcError) -> TestsError {
 /// The visitors the test needs per variant for its plan: the test's `baseline_rate`, else the
 /// control's observed rate once it has converted (else refused: there is no baseline yet).
 pub async fn sample_size(core: &Core, id: &str) -> Result<TestSampleSize, TestsError> {
-    let (_, definition, totals) = counts(core, id).await?;
+    let (_, definition, totals, _) = counts(core, id).await?;
     let (baseline_rate, baseline_from) = match (definition.baseline_rate, totals.first()) {
         (Some(rate), _) => (rate, "plan"),
         (None, Some(&(visitors, conversions, _))) if conversions > 0 => {

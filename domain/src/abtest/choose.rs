@@ -12,7 +12,13 @@
 //! - Recovery ([`recovery_test`]): the test a step's `ab_test` names, on the surface of the
 //!   step's channel, whose target is the run's sequence or none. A variant serves a template.
 //!
-//! Among several that apply, the first by id wins (the callers hold them by id).
+//! One test runs in a place at a time: starting a checkout test while another runs with the
+//! same target (the same funnel, or none), or a bump or upsell test while another runs with
+//! the same target offer (or, both without one, the same control offer), is refused (409,
+//! `api::usecases::abtests::start`). That check reads the read side, so two starts at the
+//! same instant can both pass: among several that apply, the first by id wins — ids are UUID
+//! v7, so the earliest created — and the others get no traffic there (the callers hold them
+//! by id). A targeted test goes before an untargeted one, by the rules above.
 //!
 //! # Which variant
 //! [`choose_variant`]: frequentist and Bayesian tests split by the sticky hash
@@ -193,6 +199,27 @@ pub fn upsell_unit(cart_id: Option<&str>, order_id: &str) -> String {
     } else {
         let digest = Sha256::digest(order_id.as_bytes());
         format!("order:#{}", hex::encode(&digest[..16]))
+    }
+}
+
+/// Where a running test applies, for the rule "one running test per place" (starting a
+/// second test in a place another running test holds is refused): on `checkout` its
+/// target (a funnel, or every cart); on `bump` and `upsell` its target offer, or without one
+/// the offer its control serves ([`offer_test`]). Recovery tests have none: a sequence
+/// step names the one test it takes part in.
+pub fn place(definition: &TestDefinition) -> Option<(Surface, Option<&str>, Option<&str>)> {
+    let target = definition.target.as_deref();
+    match definition.surface {
+        Surface::Checkout => Some((Surface::Checkout, target, None)),
+        surface @ (Surface::Bump | Surface::Upsell) => Some(match target {
+            Some(_) => (surface, target, None),
+            None => (
+                surface,
+                None,
+                definition.variants.first().map(|c| c.serves.as_str()),
+            ),
+        }),
+        Surface::RecoveryEmail | Surface::RecoverySms => None,
     }
 }
 
@@ -415,5 +442,55 @@ mod tests {
     fn the_thompson_seed_separates_tests_and_units() {
         assert_ne!(thompson_seed("ab", "c"), thompson_seed("a", "bc"));
         assert_eq!(thompson_seed("t", "u"), thompson_seed("t", "u"));
+    }
+
+    #[test]
+    fn a_place_is_the_surface_and_its_target_or_the_controls_offer() {
+        let with = |surface, target: Option<&str>, control: &str| TestDefinition {
+            surface,
+            target: target.map(str::to_owned),
+            variants: vec![Variant {
+                key: "a".into(),
+                weight: 1,
+                serves: control.into(),
+            }],
+            ..definition_for_place()
+        };
+        for (def, expected) in [
+            (
+                with(Surface::Checkout, None, "two_step"),
+                Some((Surface::Checkout, None, None)),
+            ),
+            (
+                with(Surface::Checkout, Some("f1"), "two_step"),
+                Some((Surface::Checkout, Some("f1"), None)),
+            ),
+            (
+                with(Surface::Bump, Some("o1"), "o2"),
+                Some((Surface::Bump, Some("o1"), None)),
+            ),
+            (
+                with(Surface::Upsell, None, "o2"),
+                Some((Surface::Upsell, None, Some("o2"))),
+            ),
+            (with(Surface::RecoveryEmail, None, "t1"), None),
+            (with(Surface::RecoverySms, None, "t1"), None),
+        ] {
+            assert_eq!(place(&def), expected, "{def:?}");
+        }
+    }
+
+    fn definition_for_place() -> TestDefinition {
+        TestDefinition {
+            name: "t".into(),
+            surface: Surface::Checkout,
+            target: None,
+            variants: Vec::new(),
+            method: Method::Frequentist,
+            mde_relative: 0.1,
+            power_target: 0.8,
+            significance: 0.95,
+            baseline_rate: None,
+        }
     }
 }

@@ -30,8 +30,8 @@ pub use assignment::{
     ASSIGNMENT_TYPE, MAX_UNIT_LEN,
 };
 pub use choose::{
-    checkout_serves, checkout_test, choose_variant, held_back_offers, offer_test, recovery_test,
-    thompson_seed, upsell_unit, CheckoutServes, RunningTest,
+    checkout_serves, checkout_test, choose_variant, held_back_offers, offer_test, place,
+    recovery_test, thompson_seed, upsell_unit, CheckoutServes, RunningTest,
 };
 pub use conversion::{conversion, Conversion, Success};
 pub use verdict::{plan_of, srm_alert, verdict, Verdict, SRM_MIN_EXPECTED};

@@ -10,7 +10,8 @@ use crate::store::StoredEvent;
 
 /// Builds `tests` (one row per test, from the `test/*` events of its stream),
 /// `test_assignments` (one row per unit assigned and not pruned) and `test_variant_totals`
-/// (per test and variant: visitors, conversions, revenue). A `test/assigned` counts a visitor
+/// (per test and variant: visitors, conversions, revenue and its currency: the first one a
+/// conversion carried, and whether another one came too). A `test/assigned` counts a visitor
 /// once (its row is new), a `test/converted` a conversion once (its row was not converted);
 /// pruning drops the row and keeps the totals; deleting a test drops all three.
 pub struct AbTestsProjector;
@@ -196,6 +197,7 @@ async fn assignment(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
             currency,
             at,
         } => {
+            let currency = currency.map(|c| c.as_str().to_owned());
             let converted = exec_tx!(
                 tx,
                 "UPDATE test_assignments SET converted = true, converted_at = $3, \
@@ -205,21 +207,27 @@ async fn assignment(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
                 &unit,
                 at,
                 revenue_minor,
-                currency.map(|c| c.as_str().to_owned()),
+                currency.as_deref(),
                 &reference
             )?;
             if converted > 0 {
                 // Saturating: no sum of real revenues comes near i64::MAX, and a projector
-                // must never stop on an overflow.
+                // must never stop on an overflow. The variant keeps the first currency a
+                // conversion carried and flags one that carried another (the SET reads the
+                // row as it was).
                 exec_tx!(
                     tx,
                     "UPDATE test_variant_totals SET conversions = conversions + 1, \
                      revenue_minor = CASE WHEN revenue_minor > 9223372036854775807 - $3 \
-                     THEN 9223372036854775807 ELSE revenue_minor + $3 END \
+                     THEN 9223372036854775807 ELSE revenue_minor + $3 END, \
+                     mixed_currencies = (mixed_currencies \
+                     OR (currency IS NOT NULL AND $4 IS NOT NULL AND currency <> $4)), \
+                     currency = COALESCE(currency, $4) \
                      WHERE test_id = $1 AND variant = $2",
                     &test_id,
                     &variant,
-                    revenue_minor
+                    revenue_minor,
+                    currency.as_deref()
                 )?;
             }
         }

@@ -41,6 +41,10 @@ pub struct VariantTotalsRow {
     pub visitors: i64,
     pub conversions: i64,
     pub revenue_minor: i64,
+    /// The first currency a conversion's revenue was in (null while none carried one).
+    pub currency: Option<String>,
+    /// Whether a conversion's revenue was in another currency than `currency`.
+    pub mixed_currencies: bool,
 }
 
 /// One unit's assignment.
@@ -88,8 +92,8 @@ pub async fn variant_totals(db: &Db, test_id: &str) -> Result<Vec<VariantTotalsR
     fetch_all_db!(
         db,
         VariantTotalsRow,
-        "SELECT test_id, variant, visitors, conversions, revenue_minor \
-         FROM test_variant_totals WHERE test_id = $1 ORDER BY variant",
+        "SELECT test_id, variant, visitors, conversions, revenue_minor, currency, \
+         mixed_currencies FROM test_variant_totals WHERE test_id = $1 ORDER BY variant",
         test_id
     )
 }
@@ -99,8 +103,8 @@ pub async fn running_variant_totals(db: &Db) -> Result<Vec<VariantTotalsRow>, sq
     fetch_all_db!(
         db,
         VariantTotalsRow,
-        "SELECT t.test_id, t.variant, t.visitors, t.conversions, t.revenue_minor \
-         FROM test_variant_totals t JOIN tests s ON s.id = t.test_id \
+        "SELECT t.test_id, t.variant, t.visitors, t.conversions, t.revenue_minor, t.currency, \
+         t.mixed_currencies FROM test_variant_totals t JOIN tests s ON s.id = t.test_id \
          WHERE s.status = 'running' ORDER BY t.test_id, t.variant"
     )
 }

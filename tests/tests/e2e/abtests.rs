@@ -1101,3 +1101,319 @@ async fn postgres_abtests_cli_prints_the_http_answer() {
 async fn sqlite_abtests_cli_prints_the_http_answer() {
     cli_prints_the_http_answer(Kind::Sqlite).await;
 }
+
+/// A path id that is not valid UTF-8 once percent-decoded is refused as on every other route
+/// (the funnels' `GET /funnels/{id}` here): a 422 problem document naming `id`, on every
+/// operation of a test.
+#[tokio::test]
+async fn abtests_a_path_id_that_is_not_utf8_is_refused_as_everywhere() {
+    let app = spawn_app(Kind::Sqlite).await;
+    let get = |path: String| {
+        let app = &app;
+        async move {
+            let resp = app
+                .client
+                .get(app.url(&path))
+                .bearer_auth(&app.admin)
+                .send()
+                .await
+                .expect("request");
+            let content_type = resp
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            let (status, body) = read(resp).await;
+            (status, content_type, body)
+        }
+    };
+    let funnels = get("/ocart/v1/funnels/%FF".into()).await;
+    assert_eq!(funnels.0, 422, "{}", funnels.2);
+    assert_eq!(funnels.1, "application/problem+json");
+    assert_eq!(fields(&funnels.2), ["id"], "{}", funnels.2);
+    for bad in ["%FF", "%C3%28", "a%FFb"] {
+        let base = format!("{TESTS}/{bad}");
+        let (status, content_type, body) = get(base.clone()).await;
+        assert_eq!(
+            (status, content_type.as_str(), fields(&body)),
+            (funnels.0, funnels.1.as_str(), fields(&funnels.2)),
+            "GET {base}: {body}"
+        );
+        assert_eq!(body["type"], funnels.2["type"], "{body}");
+        for (method, path) in [
+            (reqwest::Method::DELETE, base.clone()),
+            (reqwest::Method::PATCH, base.clone()),
+            (reqwest::Method::POST, format!("{base}/start")),
+            (reqwest::Method::POST, format!("{base}/stop")),
+            (reqwest::Method::GET, format!("{base}/results")),
+            (reqwest::Method::GET, format!("{base}/sample-size")),
+        ] {
+            let body_sent = (method == reqwest::Method::PATCH).then(|| json!({"name": "n"}));
+            let (status, body) = send(
+                &app,
+                method.clone(),
+                &path,
+                Some(&app.admin),
+                body_sent.as_ref(),
+            )
+            .await;
+            assert_eq!(
+                (status, fields(&body)),
+                (422, vec!["id".to_owned()]),
+                "{method} {path}: {body}"
+            );
+        }
+    }
+}
+
+async fn one_running_test_per_place(kind: Kind) {
+    let app = spawn_app(kind).await;
+    let test_on = |surface: &str, target: Option<&str>, serves: [&str; 2]| {
+        let mut body = json!({
+            "name": format!("{surface} {target:?}"),
+            "surface": surface,
+            "variants": [
+                {"key": "a", "weight": 1, "serves": serves[0]},
+                {"key": "b", "weight": 1, "serves": serves[1]}
+            ]
+        });
+        if let Some(target) = target {
+            body["target"] = json!(target);
+        }
+        body
+    };
+    let start = |id: String| {
+        let app = &app;
+        async move { action(app, &id, "start").await }
+    };
+    let layouts = ["two_step", "one_step"];
+
+    // Checkout, every cart: the second is refused naming the first, and stays a draft.
+    let first = id_of(&created(&app, test_on("checkout", None, layouts)).await);
+    let second = id_of(&created(&app, test_on("checkout", None, layouts)).await);
+    assert_eq!(start(first.clone()).await.0, 200);
+    let (status, problem) = start(second.clone()).await;
+    assert_eq!(status, 409, "{problem}");
+    assert_eq!(problem["status"], 409, "a problem document: {problem}");
+    let detail = problem["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains(&first) && detail.contains("every cart"),
+        "{problem}"
+    );
+    let (_, shown) = app.admin_get(&format!("{TESTS}/{second}")).await;
+    assert_eq!(shown["status"], "draft", "{shown}");
+
+    // Another place: a funnel's checkout; then a second test of that funnel is refused.
+    let main = id_of(&created(&app, test_on("checkout", Some("main"), layouts)).await);
+    assert_eq!(start(main.clone()).await.0, 200);
+    let again = id_of(&created(&app, test_on("checkout", Some("main"), layouts)).await);
+    let (status, problem) = start(again).await;
+    assert_eq!(status, 409, "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&main),
+        "{problem}"
+    );
+
+    // Bumps: per target offer; without a target, per the control's offer.
+    let offers = ["offer-1", "offer-2"];
+    let bump = id_of(&created(&app, test_on("bump", Some("offer-1"), offers)).await);
+    assert_eq!(start(bump.clone()).await.0, 200);
+    let bump_again = id_of(&created(&app, test_on("bump", Some("offer-1"), offers)).await);
+    let (status, problem) = start(bump_again).await;
+    assert_eq!(status, 409, "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&bump),
+        "{problem}"
+    );
+    let other_offer = id_of(&created(&app, test_on("bump", Some("offer-3"), offers)).await);
+    assert_eq!(
+        start(other_offer).await.0,
+        200,
+        "another offer, another place"
+    );
+    let upsell = id_of(&created(&app, test_on("upsell", Some("offer-1"), offers)).await);
+    assert_eq!(start(upsell).await.0, 200, "another surface, another place");
+    let untargeted = id_of(&created(&app, test_on("bump", None, offers)).await);
+    assert_eq!(start(untargeted.clone()).await.0, 200);
+    let same_control = id_of(&created(&app, test_on("bump", None, offers)).await);
+    let (status, problem) = start(same_control).await;
+    assert_eq!(status, 409, "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&untargeted),
+        "{problem}"
+    );
+
+    // Recovery tests are named by their sequence steps: two may run.
+    let templates = ["recovery_email_1", "recovery_email_2"];
+    for _ in 0..2 {
+        let id = id_of(&created(&app, test_on("recovery_email", None, templates)).await);
+        assert_eq!(start(id).await.0, 200);
+    }
+
+    // Once the first stops, the second starts; a restart of the first is then refused.
+    assert_eq!(action(&app, &first, "stop").await.0, 200);
+    assert_eq!(start(second.clone()).await.0, 200);
+    let (status, problem) = start(first.clone()).await;
+    assert_eq!(status, 409, "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&second),
+        "{problem}"
+    );
+    // Starting a running test stays a no-op.
+    assert_eq!(start(second).await.0, 200);
+}
+
+#[tokio::test]
+async fn postgres_abtests_one_running_test_per_place() {
+    one_running_test_per_place(Kind::Postgres).await;
+}
+
+#[tokio::test]
+async fn sqlite_abtests_one_running_test_per_place() {
+    one_running_test_per_place(Kind::Sqlite).await;
+}
+
+/// SETUP ONLY, as [`setup_assign_directly`]: assigns unit `unit` to `variant` of `test_id`
+/// and converts it with `revenue_minor` in `currency`. Answers the last position.
+async fn setup_convert_in(
+    app: &TestApp,
+    test_id: &str,
+    variant: &str,
+    unit: &str,
+    revenue_minor: i64,
+    currency: Option<&str>,
+) -> i64 {
+    let meta = setup_meta();
+    let stream = assignment_id(test_id, unit);
+    app.core
+        .assignments
+        .execute(
+            &stream,
+            AssignmentCommand::Assign {
+                test_id: test_id.to_owned(),
+                unit: unit.to_owned(),
+                surface: Surface::Checkout,
+                variant: variant.to_owned(),
+                at: meta.at,
+            },
+            &meta,
+        )
+        .await
+        .expect("assign");
+    let currency = currency.map(|c| ocart_domain::Currency::parse("currency", c).expect("a code"));
+    app.core
+        .assignments
+        .execute(
+            &stream,
+            AssignmentCommand::Convert {
+                reference: format!("order-{unit}"),
+                revenue_minor,
+                currency,
+                at: meta.at,
+            },
+            &meta,
+        )
+        .await
+        .expect("convert")
+        .last_position()
+        .expect("a conversion")
+}
+
+async fn results_name_the_revenue_currency(kind: Kind) {
+    let app = spawn_app(kind).await;
+    let id = id_of(&created(&app, layouts_test(json!({}))).await);
+    assert_eq!(action(&app, &id, "start").await.0, 200);
+    let results = |position: i64| {
+        let (app, path) = (&app, format!("{TESTS}/{id}/results"));
+        async move {
+            let (status, results) = get_after(app, &path, position).await;
+            assert_eq!(status, 200, "{results}");
+            (
+                results["currency"].clone(),
+                results["mixed_currencies"].clone(),
+                results,
+            )
+        }
+    };
+    let (currency, mixed, _) = results(0).await;
+    assert_eq!(
+        (currency, mixed),
+        (Value::Null, json!(false)),
+        "no conversion yet"
+    );
+
+    // A conversion without a currency names none; then every one in EUR: EUR.
+    let last = setup_convert_in(&app, &id, "a", "u0", 0, None).await;
+    let (currency, mixed, _) = results(last).await;
+    assert_eq!((currency, mixed), (Value::Null, json!(false)));
+    setup_convert_in(&app, &id, "a", "u1", 1000, Some("EUR")).await;
+    let last = setup_convert_in(&app, &id, "b", "u2", 2500, Some("eur")).await;
+    let (currency, mixed, all) = results(last).await;
+    assert_eq!((currency, mixed), (json!("EUR"), json!(false)), "{all}");
+    assert_eq!(all["variants"][0]["revenue_minor"], 1000, "{all}");
+    assert_eq!(all["variants"][1]["revenue_minor"], 2500, "{all}");
+
+    // One in USD on another variant: the sum is mixed, and says so.
+    let last = setup_convert_in(&app, &id, "b", "u3", 700, Some("USD")).await;
+    let (currency, mixed, all) = results(last).await;
+    assert_eq!((currency, mixed), (Value::Null, json!(true)), "{all}");
+    assert_eq!(all["variants"][1]["revenue_minor"], 3200, "{all}");
+
+    // The document states both fields.
+    let (_, doc) = app.admin_get("/ocart/v1/openapi").await;
+    let props = &doc["components"]["schemas"]["TestResults"]["properties"];
+    assert_eq!(props["mixed_currencies"]["type"], "boolean", "{props}");
+    assert!(props["currency"].is_object(), "{props}");
+
+    // `ocart replay` rebuilds the variants' currencies as they were projected live.
+    let live = variant_currencies(&app.core.db).await;
+    assert_eq!(
+        live,
+        [
+            ("a".to_owned(), 1000, Some("EUR".to_owned()), false),
+            ("b".to_owned(), 3200, Some("EUR".to_owned()), true),
+        ]
+    );
+    let db = app.stop().await;
+    let (code, out, err) = ocart(&db, &["replay", "--projection", "abtests", "--json"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(variant_currencies(&db.connect().await).await, live);
+}
+
+/// Every variant's (key, revenue, currency, mixed_currencies) as `test_variant_totals` holds
+/// them.
+async fn variant_currencies(
+    db: &ocart_projections::Db,
+) -> Vec<(String, i64, Option<String>, bool)> {
+    use ocart_projections::Db;
+    let sql = "SELECT variant, revenue_minor, currency, mixed_currencies \
+               FROM test_variant_totals ORDER BY test_id, variant";
+    match db {
+        Db::Pg(p) => sqlx::query_as(sql).fetch_all(p).await,
+        Db::Lite(p) => sqlx::query_as(sql).fetch_all(p).await,
+    }
+    .expect("the variant totals")
+}
+
+#[tokio::test]
+async fn postgres_abtests_results_name_the_revenue_currency() {
+    results_name_the_revenue_currency(Kind::Postgres).await;
+}
+
+#[tokio::test]
+async fn sqlite_abtests_results_name_the_revenue_currency() {
+    results_name_the_revenue_currency(Kind::Sqlite).await;
+}
