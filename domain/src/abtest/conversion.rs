@@ -78,12 +78,19 @@ impl Success<'_> {
     /// The surfaces whose tests the success may convert.
     pub fn surfaces(&self) -> &'static [Surface] {
         match self {
-            Self::Order { .. } => &[Surface::Checkout, Surface::Bump],
-            Self::Upsell { .. } => &[Surface::Upsell],
-            Self::Recovery { .. } => &[Surface::RecoveryEmail, Surface::RecoverySms],
+            Self::Order { .. } => ORDER_SURFACES,
+            Self::Upsell { .. } => UPSELL_SURFACES,
+            Self::Recovery { .. } => RECOVERY_SURFACES,
         }
     }
 }
+
+/// The surfaces a paid order may convert ([`Success::Order`]).
+pub const ORDER_SURFACES: &[Surface] = &[Surface::Checkout, Surface::Bump];
+/// The surfaces an accepted upsell may convert ([`Success::Upsell`]).
+pub const UPSELL_SURFACES: &[Surface] = &[Surface::Upsell];
+/// The surfaces a recovered order may convert ([`Success::Recovery`]).
+pub const RECOVERY_SURFACES: &[Surface] = &[Surface::RecoveryEmail, Surface::RecoverySms];
 
 fn bounded(minor: i64) -> i64 {
     minor.clamp(0, MAX_AMOUNT)

@@ -33,5 +33,7 @@ pub use choose::{
     checkout_serves, checkout_test, choose_variant, held_back_offers, offer_test, place,
     recovery_test, thompson_seed, upsell_unit, CheckoutServes, RunningTest,
 };
-pub use conversion::{conversion, Conversion, Success};
+pub use conversion::{
+    conversion, Conversion, Success, ORDER_SURFACES, RECOVERY_SURFACES, UPSELL_SURFACES,
+};
 pub use verdict::{plan_of, srm_alert, verdict, Verdict, SRM_MIN_EXPECTED};

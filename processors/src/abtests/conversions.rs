@@ -25,7 +25,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use ocart_domain::abtest::{
     assignment_id, conversion, upsell_unit, Assignment, AssignmentCommand, AssignmentError,
-    Success, Surface, TestDefinition,
+    Success, Surface, TestDefinition, ORDER_SURFACES, RECOVERY_SURFACES, UPSELL_SURFACES,
 };
 use ocart_domain::order::{order_id_for, Order, OrderEvent, OrderFacts};
 use ocart_domain::recovery::RunEvent;
@@ -181,9 +181,36 @@ impl AbTestConversions {
         if ready.is_empty() {
             return Ok(Converted::default());
         }
+        // Only successes on a surface some test is on can convert: the others are not even
+        // decoded (an accepted upsell's unit costs a load of its parent order).
+        let candidates: Vec<(usize, &[Surface])> = ready
+            .iter()
+            .enumerate()
+            .filter_map(|(i, event)| {
+                let surfaces = match event.event_type.as_str() {
+                    "order/recorded" | "order/status_changed" => ORDER_SURFACES,
+                    "upsell/accepted" => UPSELL_SURFACES,
+                    "recovery/converted" => RECOVERY_SURFACES,
+                    _ => return None,
+                };
+                Some((i, surfaces))
+            })
+            .collect();
+        let tested: Vec<Surface> = if candidates.is_empty() {
+            Vec::new()
+        } else {
+            q::tested_surfaces(self.log.db())
+                .await?
+                .iter()
+                .filter_map(|s| Surface::parse(s))
+                .collect()
+        };
         let mut found: Vec<(usize, Found)> = Vec::new();
-        for (i, event) in ready.iter().enumerate() {
-            if let Some(success) = self.decode(event).await? {
+        for (i, surfaces) in candidates {
+            if !surfaces.iter().any(|s| tested.contains(s)) {
+                continue;
+            }
+            if let Some(success) = self.decode(&ready[i]).await? {
                 found.push((i, success));
             }
         }

@@ -154,6 +154,18 @@ pub struct UnitAssignmentRow {
     pub definition: String,
 }
 
+/// The surfaces that have a test whose assignments may still convert (running, stopped or
+/// concluded), each once.
+pub async fn tested_surfaces(db: &Db) -> Result<Vec<String>, sqlx::Error> {
+    let rows: Vec<(String,)> = fetch_all_db!(
+        db,
+        (String,),
+        "SELECT DISTINCT surface FROM tests \
+         WHERE status IN ('running', 'stopped', 'concluded')"
+    )?;
+    Ok(rows.into_iter().map(|(s,)| s).collect())
+}
+
 /// `unit`'s assignments in the tests that are running, stopped or concluded (a conversion of
 /// a unit assigned while the test ran counts after it ends), by test id.
 pub async fn unit_assignments(db: &Db, unit: &str) -> Result<Vec<UnitAssignmentRow>, sqlx::Error> {
