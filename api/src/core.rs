@@ -179,7 +179,7 @@ impl Core {
             Arc::new(ocart_projections::FunnelsProjector),
             Arc::new(ocart_projections::OffersProjector),
             Arc::new(ocart_projections::UpsellsProjector),
-            Arc::new(ocart_projections::FunnelReportsProjector),
+            Arc::new(ocart_projections::FunnelReportsProjector::default()),
             Arc::new(ocart_projections::AbTestsProjector),
             Arc::new(AuditProjector),
         ]

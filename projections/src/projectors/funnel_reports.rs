@@ -31,7 +31,35 @@ use crate::store::StoredEvent;
 ///   can be touched). Its value is its total plus the funnel's upsells accepted on it in its
 ///   currency; it is "with offers" when it carried one of the funnel's bump lines or an upsell
 ///   was accepted on it.
-pub struct FunnelReportsProjector;
+///
+/// It remembers the step of the acceptances it has seen charged (`upsell/before_charge`), so
+/// their `upsell/accepted` needs no read of the facts to find it (bounded; a forgotten one is
+/// read back).
+#[derive(Default)]
+pub struct FunnelReportsProjector {
+    steps: std::sync::Mutex<std::collections::HashMap<String, StepOf>>,
+}
+
+/// Acceptances whose step is remembered before the memory starts over.
+const REMEMBERED_STEPS: usize = 100_000;
+
+impl FunnelReportsProjector {
+    fn remember(&self, acceptance_id: &str, of: StepOf) {
+        let mut steps = self.steps.lock().expect("funnel report steps");
+        if steps.len() >= REMEMBERED_STEPS {
+            steps.clear();
+        }
+        steps.insert(acceptance_id.to_owned(), of);
+    }
+
+    fn remembered(&self, acceptance_id: &str) -> Option<StepOf> {
+        self.steps
+            .lock()
+            .expect("funnel report steps")
+            .get(acceptance_id)
+            .cloned()
+    }
+}
 
 #[async_trait]
 impl Projector for FunnelReportsProjector {
@@ -80,7 +108,7 @@ impl Projector for FunnelReportsProjector {
                 "bump" => bump(tx, &mut pending, event).await?,
                 "order" => order(tx, &mut pending, event).await?,
                 "upsell_view" => view(tx, &mut pending, event).await?,
-                "upsell_acceptance" => acceptance(tx, &mut pending, event).await?,
+                "upsell_acceptance" => acceptance(self, tx, &mut pending, event).await?,
                 _ => {}
             }
         }
@@ -374,7 +402,7 @@ async fn view(tx: &mut Tx, pending: &mut Pending, event: &StoredEvent) -> anyhow
     .await
 }
 
-#[derive(sqlx::FromRow)]
+#[derive(sqlx::FromRow, Clone)]
 struct StepOf {
     funnel_id: String,
     step_key: String,
@@ -383,10 +411,14 @@ struct StepOf {
 
 /// The funnel and step of an acceptance, from its `upsell/before_charge` fact.
 async fn step_of(
+    projector: &FunnelReportsProjector,
     tx: &mut Tx,
     pending: &Pending,
     acceptance_id: &str,
 ) -> anyhow::Result<Option<StepOf>> {
+    if let Some(of) = projector.remembered(acceptance_id) {
+        return Ok(Some(of));
+    }
     // Recorded in this batch, not inserted yet.
     if let Some(fact) = pending
         .rows
@@ -408,7 +440,12 @@ async fn step_of(
     )?)
 }
 
-async fn acceptance(tx: &mut Tx, pending: &mut Pending, event: &StoredEvent) -> anyhow::Result<()> {
+async fn acceptance(
+    projector: &FunnelReportsProjector,
+    tx: &mut Tx,
+    pending: &mut Pending,
+    event: &StoredEvent,
+) -> anyhow::Result<()> {
     let position = event.global_position;
     let id = event.aggregate_id.as_str();
     match decode_event::<UpsellEvent>(&event.event_type, &event.payload)? {
@@ -433,6 +470,14 @@ async fn acceptance(tx: &mut Tx, pending: &mut Pending, event: &StoredEvent) -> 
                     currency: Some(currency.as_str()),
                     at,
                     key: format!("before_charge:{id}"),
+                },
+            );
+            projector.remember(
+                id,
+                StepOf {
+                    funnel_id: funnel_id.clone(),
+                    step_key: step.clone(),
+                    order_id: Some(parent_order_id.clone()),
                 },
             );
             attribute(tx, &parent_order_id, &funnel_id, position).await?;
@@ -467,7 +512,7 @@ async fn acceptance(tx: &mut Tx, pending: &mut Pending, event: &StoredEvent) -> 
             at,
             ..
         } => {
-            let Some(of) = step_of(tx, pending, id).await? else {
+            let Some(of) = step_of(projector, tx, pending, id).await? else {
                 anyhow::bail!("upsell/accepted at {position} for {id} follows no before_charge");
             };
             for (kind, key) in [
@@ -508,7 +553,7 @@ async fn acceptance(tx: &mut Tx, pending: &mut Pending, event: &StoredEvent) -> 
             at,
             ..
         } => {
-            let Some(of) = step_of(tx, pending, id).await? else {
+            let Some(of) = step_of(projector, tx, pending, id).await? else {
                 anyhow::bail!("upsell/refunded at {position} for {id} follows no before_charge");
             };
             pending.record(
