@@ -29,7 +29,7 @@ pub use app::{
 pub use cli::{ocart, ocart_bin, serve_in, wait_until_serving};
 pub use db::{pg_admin_url, FreshDb, Kind};
 pub use dns::DnsServer;
-pub use nats::{free_port, nats_url, NatsServer};
+pub use nats::{free_port, nats_url, pull_all, NatsServer};
 pub use paypal::{
     FakeCapture, FakeOrder, FakePayPal, PayPalState, PAYPAL_CLIENT_ID, PAYPAL_CLIENT_SECRET,
     PAYPAL_WEBHOOK_ID, VAULT_DECLINED, VAULT_OK, VAULT_PAYER_ACTION,

@@ -87,3 +87,52 @@ pub fn free_port() -> u16 {
         .expect("addr")
         .port()
 }
+
+/// Everything on `subject` in the relay's JetStream stream `stream_name`, read with a new
+/// durable pull consumer named `durable` (each message acknowledged), until a pull comes back
+/// empty.
+pub async fn pull_all(
+    nats_url: &str,
+    stream_name: &str,
+    subject: &str,
+    durable: &str,
+) -> Vec<serde_json::Value> {
+    use async_nats::jetstream::{self, consumer};
+    use futures::StreamExt;
+    let client = async_nats::connect(nats_url)
+        .await
+        .expect("connect to NATS");
+    let stream = jetstream::new(client)
+        .get_stream(stream_name)
+        .await
+        .expect("the relay created the stream");
+    let consumer: consumer::PullConsumer = stream
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some(durable.to_owned()),
+            filter_subject: subject.to_owned(),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ..Default::default()
+        })
+        .await
+        .expect("create consumer");
+    let mut received = Vec::new();
+    loop {
+        let mut batch = consumer
+            .batch()
+            .max_messages(1_000)
+            .expires(Duration::from_millis(1500))
+            .messages()
+            .await
+            .expect("pull a batch");
+        let mut got = 0;
+        while let Some(message) = batch.next().await {
+            let message = message.expect("message");
+            received.push(serde_json::from_slice(&message.payload).expect("JSON"));
+            message.ack().await.expect("ack");
+            got += 1;
+        }
+        if got == 0 {
+            return received;
+        }
+    }
+}

@@ -11,9 +11,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer};
 use chrono::Duration as Minutes;
-use futures::StreamExt;
 use ocart_domain::cart::cart_id_for_session;
 use ocart_processors::STREAM_NAME;
 use ocart_tests::{
@@ -403,42 +401,7 @@ async fn on_nats(nats_url: &str, subject: &str, id: &str, count: usize) -> Vec<V
 /// Everything on `subject` in the relay's stream, read with a new durable pull consumer.
 async fn read_nats(nats_url: &str, subject: &str) -> Vec<Value> {
     let durable = format!("abtest-{}", uuid::Uuid::new_v4().simple());
-    let client = async_nats::connect(nats_url)
-        .await
-        .expect("connect to NATS");
-    let stream = jetstream::new(client)
-        .get_stream(STREAM_NAME)
-        .await
-        .expect("the relay created the stream");
-    let consumer: consumer::PullConsumer = stream
-        .create_consumer(consumer::pull::Config {
-            durable_name: Some(durable),
-            filter_subject: subject.into(),
-            ack_policy: consumer::AckPolicy::Explicit,
-            ..Default::default()
-        })
-        .await
-        .expect("create consumer");
-    let mut received = Vec::new();
-    loop {
-        let mut batch = consumer
-            .batch()
-            .max_messages(1_000)
-            .expires(Duration::from_millis(1500))
-            .messages()
-            .await
-            .expect("pull a batch");
-        let mut got = 0;
-        while let Some(message) = batch.next().await {
-            let message = message.expect("message");
-            received.push(serde_json::from_slice(&message.payload).expect("JSON"));
-            message.ack().await.expect("ack");
-            got += 1;
-        }
-        if got == 0 {
-            return received;
-        }
-    }
+    ocart_tests::pull_all(nats_url, STREAM_NAME, subject, &durable).await
 }
 
 /// Waits until the relay has published the whole log.

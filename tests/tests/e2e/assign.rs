@@ -6,11 +6,8 @@
 //! recovery step with `ab_test` sends the run's variant template.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer};
 use chrono::Duration as Minutes;
-use futures::StreamExt;
 use ocart_domain::abtest::split;
 use ocart_domain::cart::cart_id_for_session;
 use ocart_domain::order::{order_id_for, OrderCommand, OrderFacts, PaymentRef};
@@ -106,42 +103,7 @@ pub(crate) fn session_for(test_id: &str, weights: &[u32], index: usize) -> Strin
 
 /// Everything on `ocart.test.assigned` with a new durable pull consumer.
 async fn assigned_on_nats(nats_url: &str) -> Vec<Value> {
-    let client = async_nats::connect(nats_url)
-        .await
-        .expect("connect to NATS");
-    let stream = jetstream::new(client)
-        .get_stream(STREAM_NAME)
-        .await
-        .expect("the relay created the stream");
-    let consumer: consumer::PullConsumer = stream
-        .create_consumer(consumer::pull::Config {
-            durable_name: Some("assign-test".into()),
-            filter_subject: "ocart.test.assigned".into(),
-            ack_policy: consumer::AckPolicy::Explicit,
-            ..Default::default()
-        })
-        .await
-        .expect("create consumer");
-    let mut received = Vec::new();
-    loop {
-        let mut batch = consumer
-            .batch()
-            .max_messages(1_000)
-            .expires(Duration::from_millis(1500))
-            .messages()
-            .await
-            .expect("pull a batch");
-        let mut got = 0;
-        while let Some(message) = batch.next().await {
-            let message = message.expect("message");
-            received.push(serde_json::from_slice(&message.payload).expect("JSON"));
-            message.ack().await.expect("ack");
-            got += 1;
-        }
-        if got == 0 {
-            return received;
-        }
-    }
+    ocart_tests::pull_all(nats_url, STREAM_NAME, "ocart.test.assigned", "assign-test").await
 }
 
 async fn checkout_test_serves_and_assigns_once(kind: Kind) {
