@@ -296,30 +296,23 @@ impl Core {
     /// global reader stops short of transactions still open anywhere on the server.
     pub(crate) async fn project_to(&self, position: i64) -> anyhow::Result<()> {
         let runners = self.runners().await?;
+        let target = ocart_projections::checkpoint_of(&self.db, position).await?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
             for runner in &runners {
                 runner.catch_up().await?;
             }
-            let mut behind = None;
-            for projector in self.projectors() {
-                let applied = ocart_projections::wait_for_position(
-                    &self.db,
-                    projector.name(),
-                    position,
-                    Duration::ZERO,
-                )
-                .await?;
-                if !applied {
-                    behind = Some(projector.name());
-                    break;
-                }
-            }
-            let Some(name) = behind else {
+            let Some(behind) = runners
+                .iter()
+                .find(|r| target.is_some_and(|t| r.checkpoint() < t))
+            else {
                 return Ok(());
             };
             if tokio::time::Instant::now() >= deadline {
-                anyhow::bail!("the projection {name} did not reach position {position} in 30 s");
+                anyhow::bail!(
+                    "the projection {} did not reach position {position} in 30 s",
+                    behind.name()
+                );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

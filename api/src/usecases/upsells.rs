@@ -884,18 +884,13 @@ pub async fn acceptance_after(
         .log
         .watch_stream(ocart_domain::upsell::ACCEPTANCE_TYPE, id);
     let mut newer: Option<(UpsellAcceptance, i64)> = None;
-    let mut checked_token = false;
     loop {
         // Registered before the read: an append between the read and the sleep still wakes it.
         let mut appended = std::pin::pin!(watch.notified());
         appended.as_mut().enable();
         let (found, sequence) = match newer.take() {
             Some(state) => state,
-            None => {
-                let found = acceptance_at(core, id, token.filter(|_| !checked_token)).await?;
-                checked_token = true;
-                found
-            }
+            None => acceptance_at(core, id, token).await?,
         };
         let now = tokio::time::Instant::now();
         if found.status() != Some(while_status) || now >= deadline {

@@ -430,27 +430,11 @@ pub fn decide(method: Method, plan: &Plan, arms: &[Arm]) -> Result<Decision, Con
     let confidence = plan.check()?;
     check_arms(arms)?;
     let planned = planned(plan, confidence, arms);
-    let smallest = arms.iter().map(|a| a.visitors).min().unwrap_or(0);
-    let enough = smallest >= MIN_VISITORS_PER_ARM && arms[0].conversions > 0;
-    let alpha = 1.0 - plan.significance;
-    if method == Method::Frequentist {
-        if let Look::FixedHorizon { alpha } = look_at(method, plan, arms, planned) {
-            return Ok(fixed_horizon(arms, alpha));
-        }
-        if enough {
-            let guard = guard(plan, arms, EARLY_ALPHA_SHARE * alpha);
-            if guard.admits_any() {
-                let winner = guard
-                    .beat_control
-                    .iter()
-                    .copied()
-                    .reduce(|best, j| if better(arms, j, best) { j } else { best })
-                    .unwrap_or(0);
-                return Ok(Decision::Winner { arm: winner });
-            }
-        }
-        return Ok(Decision::Continue);
-    }
+    let (smallest, enough) = sample(arms);
+    let alpha = match look_at(method, plan, planned, smallest, enough) {
+        Look::FixedHorizon { alpha } => return Ok(fixed_horizon(arms, alpha)),
+        Look::Sequential { alpha } => alpha,
+    };
     // The guard is necessary for every winner, and cheap: the posterior integrals are only
     // computed once it admits someone.
     let guard = if enough {
@@ -461,6 +445,18 @@ pub fn decide(method: Method, plan: &Plan, arms: &[Arm]) -> Result<Decision, Con
             control_beats_all: false,
         }
     };
+    if method == Method::Frequentist {
+        if !guard.admits_any() {
+            return Ok(Decision::Continue);
+        }
+        let winner = guard
+            .beat_control
+            .iter()
+            .copied()
+            .reduce(|best, j| if better(arms, j, best) { j } else { best })
+            .unwrap_or(0);
+        return Ok(Decision::Winner { arm: winner });
+    }
     if guard.admits_any() {
         let best = bayes::prob_best(arms)?;
         let (leader, p) =
@@ -523,18 +519,24 @@ pub enum Look {
 /// plan or counts that `decide` refuses, the sequential look at the plan's α.
 pub fn look(method: Method, plan: &Plan, arms: &[Arm]) -> Look {
     let planned = plan.check().ok().and_then(|c| planned(plan, c, arms));
-    look_at(method, plan, arms, planned)
+    let (smallest, enough) = sample(arms);
+    look_at(method, plan, planned, smallest, enough)
 }
 
-fn look_at(method: Method, plan: &Plan, arms: &[Arm], planned: Option<u64>) -> Look {
-    let alpha = 1.0 - plan.significance;
-    if method != Method::Frequentist {
-        return Look::Sequential { alpha };
-    }
+/// The smallest arm's visitors, and whether the minimum sample holds (every arm has
+/// [`MIN_VISITORS_PER_ARM`] visitors, the control a conversion).
+fn sample(arms: &[Arm]) -> (u64, bool) {
     let smallest = arms.iter().map(|a| a.visitors).min().unwrap_or(0);
     let enough =
         smallest >= MIN_VISITORS_PER_ARM && arms.first().is_some_and(|a| a.conversions > 0);
-    if enough && planned.is_some_and(|n| smallest >= n) {
+    (smallest, enough)
+}
+
+fn look_at(method: Method, plan: &Plan, planned: Option<u64>, smallest: u64, enough: bool) -> Look {
+    let alpha = 1.0 - plan.significance;
+    if method != Method::Frequentist {
+        Look::Sequential { alpha }
+    } else if enough && planned.is_some_and(|n| smallest >= n) {
         Look::FixedHorizon {
             alpha: (1.0 - EARLY_ALPHA_SHARE) * alpha,
         }

@@ -409,28 +409,19 @@ struct StepOf {
     order_id: Option<String>,
 }
 
-/// The funnel and step of an acceptance, from its `upsell/before_charge` fact.
+/// The funnel and step of an acceptance: remembered from its `upsell/before_charge`, else (the
+/// memory started over, or the process did) read back from that fact, once this batch's facts
+/// are written.
 async fn step_of(
     projector: &FunnelReportsProjector,
     tx: &mut Tx,
-    pending: &Pending,
+    pending: &mut Pending,
     acceptance_id: &str,
 ) -> anyhow::Result<Option<StepOf>> {
     if let Some(of) = projector.remembered(acceptance_id) {
         return Ok(Some(of));
     }
-    // Recorded in this batch, not inserted yet.
-    if let Some(fact) = pending
-        .rows
-        .iter()
-        .find(|f| f.kind == "before_charge" && f.acceptance_id.as_deref() == Some(acceptance_id))
-    {
-        return Ok(Some(StepOf {
-            funnel_id: fact.funnel_id.clone(),
-            step_key: fact.step.clone(),
-            order_id: fact.order_id.clone(),
-        }));
-    }
+    pending.flush(tx).await?;
     Ok(fetch_optional_tx!(
         tx,
         StepOf,
