@@ -838,12 +838,7 @@ async fn acceptance_at(
     id: &str,
     token: Option<&str>,
 ) -> Result<(UpsellAcceptance, i64), UpsellsError> {
-    if let Some(token) = token {
-        let claims = signed_claims(core, token)?;
-        if acceptance_of(&claims) != id {
-            return Err(UpsellsError::TokenForeign("acceptance"));
-        }
-    }
+    check_token_for(core, id, token)?;
     let (acceptance, sequence, _) = core
         .acceptances
         .load(id)
@@ -853,6 +848,17 @@ async fn acceptance_at(
         return Err(UpsellsError::NotFound("acceptance".into()));
     }
     Ok((acceptance, sequence))
+}
+
+/// `token`, when given, must be a token (expired or not) of acceptance `id`'s step.
+fn check_token_for(core: &Core, id: &str, token: Option<&str>) -> Result<(), UpsellsError> {
+    if let Some(token) = token {
+        let claims = signed_claims(core, token)?;
+        if acceptance_of(&claims) != id {
+            return Err(UpsellsError::TokenForeign("acceptance"));
+        }
+    }
+    Ok(())
 }
 
 /// The longest a status read may wait for a change ([`acceptance_after`]).
@@ -868,7 +874,11 @@ const STATUS_RECHECK: std::time::Duration = std::time::Duration::from_millis(250
 /// wait sleeps on this process's appends to the acceptance, and looks again every
 /// [`STATUS_RECHECK`] in any case. Woken by an append here, it reads the state that append
 /// left in the acceptances' state cache (shared with the charger) when that is newer than the
-/// one it holds, instead of loading the stream again; the first read and every recheck load it.
+/// one it holds, instead of loading the stream again; every recheck loads it. The first read
+/// loads it too, unless the cache holds the acceptance at `while_status` (the page asks while
+/// the status it shows is still the latest this process wrote): then it waits at once, and a
+/// newer state written elsewhere is seen at the first recheck. A cached state is never
+/// answered without a wake-up, so the answer never goes back behind what the page has shown.
 pub async fn acceptance_after(
     core: &Core,
     id: &str,
@@ -884,11 +894,21 @@ pub async fn acceptance_after(
         .log
         .watch_stream(ocart_domain::upsell::ACCEPTANCE_TYPE, id);
     let mut newer: Option<(UpsellAcceptance, i64)> = None;
+    let mut first = true;
     loop {
         // Registered before the read: an append between the read and the sleep still wakes it.
         let mut appended = std::pin::pin!(watch.notified());
         appended.as_mut().enable();
-        let (found, sequence) = match newer.take() {
+        // (Not when there is no wait: that answer is the stored state's.)
+        let cached_waiting = if std::mem::take(&mut first) && !wait.is_zero() {
+            check_token_for(core, id, token)?;
+            core.acceptances
+                .peek(id)
+                .filter(|(state, _)| state.status() == Some(while_status))
+        } else {
+            None
+        };
+        let (found, sequence) = match newer.take().or(cached_waiting) {
             Some(state) => state,
             None => acceptance_at(core, id, token).await?,
         };

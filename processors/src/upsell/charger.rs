@@ -315,7 +315,7 @@ impl UpsellCharger {
                         last: read_at,
                         open: 0,
                     };
-                    for (id, cause) in self.due(&batch) {
+                    for (id, cause) in self.due(&batch)? {
                         match flying.get_mut(&id) {
                             // Driven once more when its drive ends, on the earliest account.
                             Some(again) => match again {
@@ -361,21 +361,26 @@ impl UpsellCharger {
 
     /// The acceptances a batch names (each once, with the last of its events as the cause),
     /// but for those this charger wrote and drove through already.
-    fn due(&self, batch: &[StoredEvent]) -> Vec<(String, StoredEvent)> {
+    /// The charges the batch's `upsell/before_charge` events ask for are remembered on the way,
+    /// so a drive that finds its state in the cache needs no read of the stream.
+    fn due(&self, batch: &[StoredEvent]) -> anyhow::Result<Vec<(String, StoredEvent)>> {
         let mut order: Vec<&str> = Vec::new();
         let mut last: HashMap<&str, &StoredEvent> = HashMap::new();
         for event in batch.iter().filter(|e| e.event_type.starts_with("upsell/")) {
+            if event.event_type == "upsell/before_charge" {
+                self.asked_from(&event.aggregate_id, std::slice::from_ref(event))?;
+            }
             if last.insert(event.aggregate_id.as_str(), event).is_none() {
                 order.push(event.aggregate_id.as_str());
             }
         }
-        order
+        Ok(order
             .into_iter()
             .filter_map(|id| {
                 let cause = last.get(id)?;
                 (!self.settled_at(id, cause.sequence)).then(|| (id.to_owned(), (*cause).clone()))
             })
-            .collect()
+            .collect())
     }
 
     /// Whether the charger drove `id` through `sequence` already.
@@ -496,13 +501,35 @@ impl UpsellCharger {
             .is_some_and(|r| r.due > Instant::now())
     }
 
+    /// The acceptance's state for a drive caused by `cause`: the one the shared state cache
+    /// holds when it is at least as new as the cause and its charge is known (the usual case:
+    /// the accept that wrote `cause` left its state there), else [`Self::state`]. A cached
+    /// state another process has moved past since is safe to act on: its charge goes out with
+    /// the acceptance's own idempotency key (the gateway answers the first charge again), and
+    /// recording the answer collides with the newer sequence, so the state is read again.
+    async fn state_for(
+        &self,
+        id: &str,
+        cause: Option<&StoredEvent>,
+    ) -> anyhow::Result<(UpsellAcceptance, i64)> {
+        if let Some(cause) = cause {
+            let known = self.charges.lock().expect("charges").contains_key(id);
+            if let Some(cached) = self.acceptances.peek(id).filter(|(state, sequence)| {
+                known && *sequence >= cause.sequence && state.status().is_some()
+            }) {
+                return Ok(cached);
+            }
+        }
+        self.state(id).await
+    }
+
     /// The acceptance's state, loaded as `Commands::load` loads it, and its sequence.
     async fn state(&self, id: &str) -> anyhow::Result<(UpsellAcceptance, i64)> {
         let (acceptance, sequence, _, stored) = self.acceptances.load_with_events(id).await?;
         // The charge it asked for, from the same read (its first event never changes).
         let known = self.charges.lock().expect("charges").contains_key(id);
         if !known {
-            self.asked_from(id, stored)?;
+            self.asked_from(id, &stored)?;
         }
         Ok((acceptance, sequence))
     }
@@ -518,11 +545,11 @@ impl UpsellCharger {
             }
         }
         let stored = self.log.load(ACCEPTANCE_TYPE, id).await?;
-        self.asked_from(id, stored)
+        self.asked_from(id, &stored)
     }
 
     /// What the acceptance's `stored` events asked for; the charge is remembered.
-    fn asked_from(&self, id: &str, stored: Vec<StoredEvent>) -> anyhow::Result<Asked> {
+    fn asked_from(&self, id: &str, stored: &[StoredEvent]) -> anyhow::Result<Asked> {
         let mut asked = Asked {
             charge: None,
             refunds: Vec::new(),
@@ -632,7 +659,7 @@ impl UpsellCharger {
     async fn drive(&self, id: &str, cause: Option<&StoredEvent>) -> anyhow::Result<Driven> {
         use AcceptanceStatus as S;
         let mut called_unknown = false;
-        let (mut acceptance, mut sequence) = self.state(id).await?;
+        let (mut acceptance, mut sequence) = self.state_for(id, cause).await?;
         for _ in 0..MAX_MOVES {
             let Some(status) = acceptance.status() else {
                 return Ok(Driven::Settled(sequence));
