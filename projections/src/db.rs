@@ -209,6 +209,48 @@ pub fn values_sql(prefix: &str, rows: usize, columns: usize, suffix: &str) -> St
     sql
 }
 
+/// Row writes of one projector batch, kept in the order their events came for each row and
+/// run together when the batch ends: layer `n` holds the `n`-th write of every row the batch
+/// touches, so within a layer every write is to a different row and the layer's writes of one
+/// shape go in one multi-row statement ([`values_sql`]), and layers run in order. A row's writes
+/// keep their order (each guarded by its `last_position` as a single statement would be); rows
+/// never depended on each other's. A write whose outcome the projector must see (rows affected)
+/// does not go here: [`Self::take`] first, then it runs alone.
+pub struct Layered<W> {
+    layers: Vec<Vec<W>>,
+    depth: std::collections::HashMap<String, usize>,
+}
+
+impl<W> Default for Layered<W> {
+    fn default() -> Self {
+        Self {
+            layers: Vec::new(),
+            depth: std::collections::HashMap::new(),
+        }
+    }
+}
+
+impl<W> Layered<W> {
+    /// Adds the next write of row `key`.
+    pub fn push(&mut self, key: &str, write: W) {
+        let depth = match self.depth.get_mut(key) {
+            Some(depth) => depth,
+            None => self.depth.entry(key.to_owned()).or_insert(0),
+        };
+        if *depth == self.layers.len() {
+            self.layers.push(Vec::new());
+        }
+        self.layers[*depth].push(write);
+        *depth += 1;
+    }
+
+    /// The layers pushed so far, in order, leaving this empty.
+    pub fn take(&mut self) -> Vec<Vec<W>> {
+        self.depth.clear();
+        std::mem::take(&mut self.layers)
+    }
+}
+
 /// Runs a multi-row statement ([`values_sql`]) inside a transaction, binding each of `$rows`
 /// with `$bind` (an expression of the query `$q` and the row `$r` that answers the query).
 #[macro_export]
@@ -410,7 +452,19 @@ mod tests {
 
 #[cfg(test)]
 mod values_sql_tests {
-    use super::values_sql;
+    use super::{values_sql, Layered};
+
+    #[test]
+    fn layers_keep_each_rows_order_and_hold_a_row_once() {
+        let mut rows = Layered::default();
+        for (key, write) in [("a", 1), ("b", 2), ("a", 3), ("c", 4), ("a", 5), ("b", 6)] {
+            rows.push(key, write);
+        }
+        assert_eq!(rows.take(), vec![vec![1, 2, 4], vec![3, 6], vec![5]]);
+        assert!(rows.take().is_empty());
+        rows.push("a", 7);
+        assert_eq!(rows.take(), vec![vec![7]], "taking starts every row over");
+    }
 
     #[test]
     fn numbers_every_placeholder_once_in_row_order() {

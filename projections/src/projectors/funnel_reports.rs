@@ -6,11 +6,10 @@ use ocart_domain::order::OrderEvent;
 use ocart_domain::upsell::{UpsellEvent, ViewEvent};
 
 use crate::commands::decode_event;
-use crate::db::Tx;
-use crate::exec_tx;
-use crate::fetch_optional_tx;
+use crate::db::{values_sql, Layered, Tx};
 use crate::runner::Projector;
 use crate::store::StoredEvent;
+use crate::{exec_rows_tx, exec_tx, fetch_optional_tx};
 
 /// Builds the funnel report's tables: `funnel_report_steps` (its own copy of every funnel's
 /// steps, from `funnel/created` and `funnel/updated`), `funnel_report_facts` (per funnel and
@@ -107,7 +106,7 @@ impl Projector for FunnelReportsProjector {
                 "funnel" => funnel(tx, event).await?,
                 "bump" => bump(tx, &mut pending, event).await?,
                 "order" => order(tx, &mut pending, event).await?,
-                "upsell_view" => view(tx, &mut pending, event).await?,
+                "upsell_view" => view(&mut pending, event)?,
                 "upsell_acceptance" => acceptance(self, tx, &mut pending, event).await?,
                 _ => {}
             }
@@ -191,9 +190,150 @@ struct Fact<'a> {
 /// each) when the batch ends, or before a read of the facts: a batch costs a statement per few
 /// hundred facts instead of one per fact. In order, so the first fact with a key wins as with
 /// one insert each (`ON CONFLICT DO NOTHING` skips a later row of the same statement too).
+///
+/// The writes of `funnel_report_orders` wait there too, by order ([`Layered`]): a batch's
+/// orders, attributions and upsell totals cost a statement per kind instead of one per event.
 #[derive(Default)]
 struct Pending {
     rows: Vec<PendingFact>,
+    orders: Layered<OrderWrite>,
+}
+
+/// A write of one `funnel_report_orders` row, each guarded by the row's `last_position`.
+enum OrderWrite {
+    Insert(NewOrder),
+    Paid(PaidOrder),
+    Attribute(Attribution),
+    Upsell(UpsellTotal),
+}
+
+/// An order that could belong to a funnel, as recorded (kept if the row is there).
+struct NewOrder {
+    order_id: String,
+    funnel_id: Option<String>,
+    currency: String,
+    total: i64,
+    paid: bool,
+    placed_at: DateTime<Utc>,
+    position: i64,
+}
+
+/// Its payment and total after a status change.
+struct PaidOrder {
+    order_id: String,
+    paid: bool,
+    total: i64,
+    position: i64,
+}
+
+/// Credited to a funnel, unless another touched it first.
+struct Attribution {
+    order_id: String,
+    funnel_id: String,
+    position: i64,
+}
+
+/// An accepted upsell's amount, when the order is the funnel's and in its currency.
+struct UpsellTotal {
+    order_id: String,
+    funnel_id: String,
+    currency: String,
+    amount: i64,
+    position: i64,
+}
+
+/// Order rows per statement: 8 parameters a row at most.
+const ORDERS_PER_STATEMENT: usize = 500;
+
+impl OrderWrite {
+    fn order_id(&self) -> &str {
+        match self {
+            Self::Insert(w) => &w.order_id,
+            Self::Paid(w) => &w.order_id,
+            Self::Attribute(w) => &w.order_id,
+            Self::Upsell(w) => &w.order_id,
+        }
+    }
+}
+
+/// Runs one layer of order writes: a multi-row statement per kind (every row differs).
+async fn write_orders(tx: &mut Tx, layer: Vec<OrderWrite>) -> anyhow::Result<()> {
+    let (mut inserts, mut paid, mut attributed, mut upsells) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for write in layer {
+        match write {
+            OrderWrite::Insert(w) => inserts.push(w),
+            OrderWrite::Paid(w) => paid.push(w),
+            OrderWrite::Attribute(w) => attributed.push(w),
+            OrderWrite::Upsell(w) => upsells.push(w),
+        }
+    }
+    for chunk in inserts.chunks(ORDERS_PER_STATEMENT) {
+        let sql = values_sql(
+            "INSERT INTO funnel_report_orders (order_id, funnel_id, currency, total, paid, bump, \
+             upsell_total, placed_at, last_position) VALUES",
+            chunk.len(),
+            9,
+            "ON CONFLICT (order_id) DO NOTHING",
+        );
+        exec_rows_tx!(tx, &sql, chunk, |query, w| query
+            .bind(&w.order_id)
+            .bind(&w.funnel_id)
+            .bind(&w.currency)
+            .bind(w.total)
+            .bind(w.paid)
+            .bind(w.funnel_id.is_some())
+            .bind(0i64)
+            .bind(w.placed_at)
+            .bind(w.position))?;
+    }
+    for chunk in paid.chunks(ORDERS_PER_STATEMENT) {
+        let sql = values_sql(
+            "WITH v (k_id, k_paid, k_total, k_position) AS (VALUES",
+            chunk.len(),
+            4,
+            ") UPDATE funnel_report_orders SET paid = v.k_paid, total = v.k_total, \
+             last_position = v.k_position FROM v \
+             WHERE order_id = v.k_id AND last_position < v.k_position",
+        );
+        exec_rows_tx!(tx, &sql, chunk, |query, w| query
+            .bind(&w.order_id)
+            .bind(w.paid)
+            .bind(w.total)
+            .bind(w.position))?;
+    }
+    for chunk in attributed.chunks(ORDERS_PER_STATEMENT) {
+        let sql = values_sql(
+            "WITH v (k_id, k_funnel, k_position) AS (VALUES",
+            chunk.len(),
+            3,
+            ") UPDATE funnel_report_orders SET funnel_id = COALESCE(funnel_id, v.k_funnel), \
+             last_position = v.k_position FROM v \
+             WHERE order_id = v.k_id AND last_position < v.k_position",
+        );
+        exec_rows_tx!(tx, &sql, chunk, |query, w| query
+            .bind(&w.order_id)
+            .bind(&w.funnel_id)
+            .bind(w.position))?;
+    }
+    for chunk in upsells.chunks(ORDERS_PER_STATEMENT) {
+        let sql = values_sql(
+            "WITH v (k_id, k_funnel, k_currency, k_amount, k_position) AS (VALUES",
+            chunk.len(),
+            5,
+            ") UPDATE funnel_report_orders SET upsell_total = upsell_total + v.k_amount, \
+             last_position = v.k_position FROM v WHERE order_id = v.k_id \
+             AND funnel_id = v.k_funnel AND currency = v.k_currency \
+             AND last_position < v.k_position",
+        );
+        exec_rows_tx!(tx, &sql, chunk, |query, w| query
+            .bind(&w.order_id)
+            .bind(&w.funnel_id)
+            .bind(&w.currency)
+            .bind(w.amount)
+            .bind(w.position))?;
+    }
+    Ok(())
 }
 
 struct PendingFact {
@@ -228,7 +368,15 @@ impl Pending {
         });
     }
 
+    fn write_order(&mut self, write: OrderWrite) {
+        let key = write.order_id().to_owned();
+        self.orders.push(&key, write);
+    }
+
     async fn flush(&mut self, tx: &mut Tx) -> anyhow::Result<()> {
+        for layer in self.orders.take() {
+            write_orders(tx, layer).await?;
+        }
         for chunk in self.rows.chunks(FACTS_PER_INSERT) {
             let sql = crate::db::values_sql(
                 "INSERT INTO funnel_report_facts (id, funnel_id, step_key, kind, order_id, \
@@ -309,20 +457,15 @@ async fn order(tx: &mut Tx, pending: &mut Pending, event: &StoredEvent) -> anyho
                 }
             }
             let funnel_id = per_step.iter().map(|(f, _, _)| f.as_str()).min();
-            exec_tx!(
-                tx,
-                "INSERT INTO funnel_report_orders (order_id, funnel_id, currency, total, paid, \
-                 bump, upsell_total, placed_at, last_position) \
-                 VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $8) ON CONFLICT (order_id) DO NOTHING",
-                &facts.order_id,
-                funnel_id,
-                facts.currency.as_str(),
-                facts.total,
-                facts.paid,
-                funnel_id.is_some(),
-                facts.placed_at,
-                position
-            )?;
+            pending.write_order(OrderWrite::Insert(NewOrder {
+                order_id: facts.order_id.clone(),
+                funnel_id: funnel_id.map(str::to_owned),
+                currency: facts.currency.as_str().to_owned(),
+                total: facts.total,
+                paid: facts.paid,
+                placed_at: facts.placed_at,
+                position,
+            }));
             if !facts.paid {
                 return Ok(());
             }
@@ -344,39 +487,27 @@ async fn order(tx: &mut Tx, pending: &mut Pending, event: &StoredEvent) -> anyho
             }
         }
         OrderEvent::StatusChanged { paid, total, .. } => {
-            exec_tx!(
-                tx,
-                "UPDATE funnel_report_orders SET paid = $2, total = $3, last_position = $4 \
-                 WHERE order_id = $1 AND last_position < $4",
-                event.aggregate_id.as_str(),
+            pending.write_order(OrderWrite::Paid(PaidOrder {
+                order_id: event.aggregate_id.clone(),
                 paid,
                 total,
-                position
-            )?;
+                position,
+            }));
         }
     }
     Ok(())
 }
 
 /// Credits the parent order to the funnel, unless another funnel touched it first.
-async fn attribute(
-    tx: &mut Tx,
-    order_id: &str,
-    funnel_id: &str,
-    position: i64,
-) -> anyhow::Result<()> {
-    exec_tx!(
-        tx,
-        "UPDATE funnel_report_orders SET funnel_id = COALESCE(funnel_id, $2), last_position = $3 \
-         WHERE order_id = $1 AND last_position < $3",
-        order_id,
-        funnel_id,
-        position
-    )?;
-    Ok(())
+fn attribute(pending: &mut Pending, order_id: &str, funnel_id: &str, position: i64) {
+    pending.write_order(OrderWrite::Attribute(Attribution {
+        order_id: order_id.to_owned(),
+        funnel_id: funnel_id.to_owned(),
+        position,
+    }));
 }
 
-async fn view(tx: &mut Tx, pending: &mut Pending, event: &StoredEvent) -> anyhow::Result<()> {
+fn view(pending: &mut Pending, event: &StoredEvent) -> anyhow::Result<()> {
     let ViewEvent::Shown { step, at } =
         decode_event::<ViewEvent>(&event.event_type, &event.payload)?;
     pending.record(
@@ -394,12 +525,12 @@ async fn view(tx: &mut Tx, pending: &mut Pending, event: &StoredEvent) -> anyhow
         },
     );
     attribute(
-        tx,
+        pending,
         &step.parent_order_id,
         &step.funnel_id,
         event.global_position,
-    )
-    .await
+    );
+    Ok(())
 }
 
 #[derive(sqlx::FromRow, Clone)]
@@ -471,7 +602,7 @@ async fn acceptance(
                     order_id: Some(parent_order_id.clone()),
                 },
             );
-            attribute(tx, &parent_order_id, &funnel_id, position).await?;
+            attribute(pending, &parent_order_id, &funnel_id, position);
         }
         UpsellEvent::Declined {
             funnel_id,
@@ -494,7 +625,7 @@ async fn acceptance(
                     key: format!("declined:{id}"),
                 },
             );
-            attribute(tx, &parent_order_id, &funnel_id, position).await?;
+            attribute(pending, &parent_order_id, &funnel_id, position);
         }
         UpsellEvent::Accepted {
             parent_order_id,
@@ -525,17 +656,13 @@ async fn acceptance(
                     },
                 );
             }
-            exec_tx!(
-                tx,
-                "UPDATE funnel_report_orders SET upsell_total = upsell_total + $2, \
-                 last_position = $5 WHERE order_id = $1 AND funnel_id = $3 AND currency = $4 \
-                 AND last_position < $5",
-                &parent_order_id,
+            pending.write_order(OrderWrite::Upsell(UpsellTotal {
+                order_id: parent_order_id.clone(),
+                funnel_id: of.funnel_id.clone(),
+                currency: currency.as_str().to_owned(),
                 amount,
-                &of.funnel_id,
-                currency.as_str(),
-                position
-            )?;
+                position,
+            }));
         }
         UpsellEvent::Refunded {
             refund_id,

@@ -3,10 +3,10 @@ use chrono::{DateTime, Utc};
 use ocart_domain::upsell::{AcceptanceStatus, UpsellEvent, UpsellKind};
 
 use crate::commands::decode_event;
-use crate::db::Tx;
-use crate::exec_tx;
+use crate::db::{values_sql, Layered, Tx};
 use crate::runner::Projector;
 use crate::store::StoredEvent;
+use crate::{exec_rows_tx, exec_tx};
 
 /// Builds `upsell_acceptances` (one row per acceptance: the decision, the charge, the child
 /// order, what was refunded) and `upsell_refunds` (one row per refund). Each event is applied
@@ -39,51 +39,78 @@ impl Projector for UpsellsProjector {
         ]
     }
 
+    /// The decisions and the status moves of a batch go in a few multi-row statements
+    /// ([`Layered`]); the rarer writes (an unknown outcome, refunds) run one by one, after the
+    /// writes before them.
     async fn apply(&self, tx: &mut Tx, events: &[StoredEvent]) -> anyhow::Result<()> {
+        let mut rows = Layered::default();
         for event in events {
-            if event.aggregate_type == "upsell_acceptance" {
-                acceptance(tx, event).await?;
+            if event.aggregate_type != "upsell_acceptance" {
+                continue;
+            }
+            let decoded = decode_event::<UpsellEvent>(&event.event_type, &event.payload)?;
+            match write_of(event, decoded) {
+                Ok(write) => rows.push(&event.aggregate_id, write),
+                Err(other) => {
+                    flush(tx, &mut rows).await?;
+                    acceptance(tx, event, other).await?;
+                }
             }
         }
-        Ok(())
+        flush(tx, &mut rows).await
     }
 }
 
-fn kind_str(kind: UpsellKind) -> &'static str {
-    match kind {
-        UpsellKind::Upsell => "upsell",
-        UpsellKind::Downsell => "downsell",
-    }
+/// A write of `upsell_acceptances` that may share a statement with other rows'.
+enum Write {
+    /// A decision: the row, as accepted (charging) or declined by the shopper.
+    Insert(NewRow),
+    /// A status move (a charge's answer, the store order written), guarded by its position.
+    Move(StatusMove),
 }
 
-/// Moves the acceptance to `status` (guarded by its position); answers whether it moved.
-async fn set_status(
-    tx: &mut Tx,
-    id: &str,
+struct NewRow {
+    id: String,
+    offer_id: String,
+    kind: &'static str,
+    funnel_id: String,
+    step: String,
+    parent_order_id: String,
     status: AcceptanceStatus,
-    charge_ref: Option<&str>,
+    amount: i64,
+    currency: Option<String>,
+    gateway: Option<String>,
     at: DateTime<Utc>,
     position: i64,
-) -> anyhow::Result<u64> {
-    Ok(exec_tx!(
-        tx,
-        "UPDATE upsell_acceptances SET status = $2, shown_status = $3, \
-         charge_ref = COALESCE($4, charge_ref), updated_at = $5, last_position = $6 \
-         WHERE acceptance_id = $1 AND last_position < $6",
-        id,
-        status.as_str(),
-        status.shown(),
-        charge_ref,
-        at,
-        position
-    )?)
 }
 
-async fn acceptance(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
+struct StatusMove {
+    id: String,
+    status: AcceptanceStatus,
+    /// Kept when `None`.
+    charge_ref: Option<String>,
+    /// Kept when `None`.
+    child_order_id: Option<String>,
+    at: DateTime<Utc>,
+    position: i64,
+}
+
+/// The batched write `event` makes, or the event back when it is written alone.
+fn write_of(event: &StoredEvent, decoded: UpsellEvent) -> Result<Write, UpsellEvent> {
     use AcceptanceStatus as S;
-    let id = event.aggregate_id.as_str();
+    let id = event.aggregate_id.clone();
     let position = event.global_position;
-    match decode_event::<UpsellEvent>(&event.event_type, &event.payload)? {
+    let moved = |status, charge_ref, child_order_id, at| {
+        Write::Move(StatusMove {
+            id: id.clone(),
+            status,
+            charge_ref,
+            child_order_id,
+            at,
+            position,
+        })
+    };
+    Ok(match decoded {
         UpsellEvent::BeforeCharge {
             offer_id,
             kind,
@@ -95,29 +122,20 @@ async fn acceptance(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
             gateway,
             at,
             ..
-        } => {
-            exec_tx!(
-                tx,
-                "INSERT INTO upsell_acceptances (acceptance_id, offer_id, kind, funnel_id, step, \
-                 parent_order_id, status, shown_status, amount, currency, gateway, charge_ref, \
-                 child_order_id, refunded_amount, refunds_pending, unknown_attempts, created_at, \
-                 updated_at, last_position) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
-                 NULL, NULL, 0, 0, 0, $12, $12, $13) ON CONFLICT (acceptance_id) DO NOTHING",
-                id,
-                &offer_id,
-                kind_str(kind),
-                &funnel_id,
-                &step,
-                &parent_order_id,
-                S::Charging.as_str(),
-                S::Charging.shown(),
-                amount,
-                currency.as_str(),
-                &gateway,
-                at,
-                position
-            )?;
-        }
+        } => Write::Insert(NewRow {
+            id,
+            offer_id,
+            kind: kind_str(kind),
+            funnel_id,
+            step,
+            parent_order_id,
+            status: S::Charging,
+            amount,
+            currency: Some(currency.as_str().to_owned()),
+            gateway: Some(gateway),
+            at,
+            position,
+        }),
         UpsellEvent::Declined {
             offer_id,
             kind,
@@ -126,35 +144,120 @@ async fn acceptance(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
             parent_order_id,
             at,
             ..
-        } => {
-            exec_tx!(
-                tx,
+        } => Write::Insert(NewRow {
+            id,
+            offer_id,
+            kind: kind_str(kind),
+            funnel_id,
+            step,
+            parent_order_id,
+            status: S::DeclinedByShopper,
+            amount: 0,
+            currency: None,
+            gateway: None,
+            at,
+            position,
+        }),
+        UpsellEvent::ChargeSucceeded { charge_ref, at, .. } => {
+            moved(S::Succeeded, Some(charge_ref), None, at)
+        }
+        UpsellEvent::ChargeRequiresAction { charge_ref, at, .. } => {
+            moved(S::RequiresAction, Some(charge_ref), None, at)
+        }
+        UpsellEvent::ChargeDeclined { charge_ref, at, .. } => {
+            moved(S::Declined, charge_ref, None, at)
+        }
+        UpsellEvent::Accepted {
+            child_order_id,
+            charge_ref,
+            at,
+            ..
+        } => moved(S::Accepted, Some(charge_ref), Some(child_order_id), at),
+        other => return Err(other),
+    })
+}
+
+/// Rows per statement: 19 parameters a row at most, far below both backends' limits.
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// Runs the writes gathered so far, layer by layer.
+async fn flush(tx: &mut Tx, rows: &mut Layered<Write>) -> anyhow::Result<()> {
+    for layer in rows.take() {
+        let (mut inserts, mut moves) = (Vec::new(), Vec::new());
+        for write in layer {
+            match write {
+                Write::Insert(row) => inserts.push(row),
+                Write::Move(moved) => moves.push(moved),
+            }
+        }
+        for chunk in inserts.chunks(ROWS_PER_STATEMENT) {
+            let sql = values_sql(
                 "INSERT INTO upsell_acceptances (acceptance_id, offer_id, kind, funnel_id, step, \
                  parent_order_id, status, shown_status, amount, currency, gateway, charge_ref, \
                  child_order_id, refunded_amount, refunds_pending, unknown_attempts, created_at, \
-                 updated_at, last_position) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, NULL, \
-                 NULL, NULL, NULL, 0, 0, 0, $9, $9, $10) ON CONFLICT (acceptance_id) DO NOTHING",
-                id,
-                &offer_id,
-                kind_str(kind),
-                &funnel_id,
-                &step,
-                &parent_order_id,
-                S::DeclinedByShopper.as_str(),
-                S::DeclinedByShopper.shown(),
-                at,
-                position
-            )?;
+                 updated_at, last_position) VALUES",
+                chunk.len(),
+                19,
+                "ON CONFLICT (acceptance_id) DO NOTHING",
+            );
+            exec_rows_tx!(tx, &sql, chunk, |query, r| query
+                .bind(&r.id)
+                .bind(&r.offer_id)
+                .bind(r.kind)
+                .bind(&r.funnel_id)
+                .bind(&r.step)
+                .bind(&r.parent_order_id)
+                .bind(r.status.as_str())
+                .bind(r.status.shown())
+                .bind(r.amount)
+                .bind(&r.currency)
+                .bind(&r.gateway)
+                .bind(None::<&str>)
+                .bind(None::<&str>)
+                .bind(0i64)
+                .bind(0i32)
+                .bind(0i32)
+                .bind(r.at)
+                .bind(r.at)
+                .bind(r.position))?;
         }
-        UpsellEvent::ChargeSucceeded { charge_ref, at, .. } => {
-            set_status(tx, id, S::Succeeded, Some(&charge_ref), at, position).await?;
+        for chunk in moves.chunks(ROWS_PER_STATEMENT) {
+            let sql = values_sql(
+                "WITH v (k_id, k_status, k_shown, k_ref, k_child, k_at, k_position) AS (VALUES",
+                chunk.len(),
+                7,
+                ") UPDATE upsell_acceptances SET status = v.k_status, shown_status = v.k_shown, \
+                 charge_ref = COALESCE(v.k_ref, charge_ref), \
+                 child_order_id = COALESCE(v.k_child, child_order_id), updated_at = v.k_at, \
+                 last_position = v.k_position FROM v \
+                 WHERE acceptance_id = v.k_id AND last_position < v.k_position",
+            );
+            exec_rows_tx!(tx, &sql, chunk, |query, r| query
+                .bind(&r.id)
+                .bind(r.status.as_str())
+                .bind(r.status.shown())
+                .bind(&r.charge_ref)
+                .bind(&r.child_order_id)
+                .bind(r.at)
+                .bind(r.position))?;
         }
-        UpsellEvent::ChargeRequiresAction { charge_ref, at, .. } => {
-            set_status(tx, id, S::RequiresAction, Some(&charge_ref), at, position).await?;
-        }
-        UpsellEvent::ChargeDeclined { charge_ref, at, .. } => {
-            set_status(tx, id, S::Declined, charge_ref.as_deref(), at, position).await?;
-        }
+    }
+    Ok(())
+}
+
+fn kind_str(kind: UpsellKind) -> &'static str {
+    match kind {
+        UpsellKind::Upsell => "upsell",
+        UpsellKind::Downsell => "downsell",
+    }
+}
+
+/// Writes an event that goes alone (an unknown outcome, the refunds); the batched ones are
+/// [`write_of`]'s.
+async fn acceptance(tx: &mut Tx, event: &StoredEvent, decoded: UpsellEvent) -> anyhow::Result<()> {
+    let id = event.aggregate_id.as_str();
+    let position = event.global_position;
+    match decoded {
         UpsellEvent::ChargeUnknown {
             charge_ref,
             attempt,
@@ -173,26 +276,6 @@ async fn acceptance(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
                 id,
                 charge_ref.as_deref(),
                 i64::from(attempt),
-                at,
-                position
-            )?;
-        }
-        UpsellEvent::Accepted {
-            child_order_id,
-            charge_ref,
-            at,
-            ..
-        } => {
-            exec_tx!(
-                tx,
-                "UPDATE upsell_acceptances SET status = $2, shown_status = $3, \
-                 child_order_id = $4, charge_ref = $5, updated_at = $6, last_position = $7 \
-                 WHERE acceptance_id = $1 AND last_position < $7",
-                id,
-                S::Accepted.as_str(),
-                S::Accepted.shown(),
-                &child_order_id,
-                &charge_ref,
                 at,
                 position
             )?;
@@ -304,6 +387,13 @@ async fn acceptance(tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()> {
                 )?;
             }
         }
+        // Batched (write_of): never written alone.
+        UpsellEvent::BeforeCharge { .. }
+        | UpsellEvent::Declined { .. }
+        | UpsellEvent::ChargeSucceeded { .. }
+        | UpsellEvent::ChargeRequiresAction { .. }
+        | UpsellEvent::ChargeDeclined { .. }
+        | UpsellEvent::Accepted { .. } => {}
     }
     Ok(())
 }
