@@ -81,6 +81,8 @@ pub struct Core {
     /// The highest `token` event position the `api_tokens` table is known to hold (auth's
     /// read-your-writes, [`Core::read_own_writes`]; it only grows).
     pub(crate) tokens_applied: std::sync::atomic::AtomicI64,
+    /// Live tokens looked up in the last second (auth).
+    pub(crate) token_cache: crate::auth::TokenCache,
     /// The same for `settings` events and the `settings_current` table.
     settings_applied: std::sync::atomic::AtomicI64,
 }
@@ -137,7 +139,9 @@ impl Core {
             tests: Commands::new(log.clone(), ()),
             assignments: Arc::new(Commands::new(log.clone(), ()).with_cache(100_000)),
             assigner: Default::default(),
-            funnels: Commands::new(log.clone(), ()),
+            // Cached: the issue-token call learns from the last state seen which offer to load
+            // with the funnel (`usecases::upsells::issue_token`).
+            funnels: Commands::new(log.clone(), ()).with_cache(10_000),
             funnel_cache: Default::default(),
             woo,
             gateways,
@@ -156,6 +160,7 @@ impl Core {
             processors: ocart_processors::supervisor::Registry::new(),
             settings_cache: RwLock::new(None),
             tokens_applied: std::sync::atomic::AtomicI64::new(0),
+            token_cache: crate::auth::TokenCache::default(),
             settings_applied: std::sync::atomic::AtomicI64::new(0),
         }))
     }

@@ -536,14 +536,35 @@ pub async fn issue_token(core: &Core, input: IssueToken) -> Result<Issued, Upsel
         .as_deref()
         .map(check_return_url)
         .transpose()?;
-    let loaded = load_together(core, None, &input.order_id, &input.funnel_id, None).await?;
+    // The step's offer as this process last saw the funnel: read with the order and the
+    // funnel in one go, and used only if it is still the step's offer (else read on its own).
+    let hint = core
+        .funnels
+        .peek(&input.funnel_id)
+        .and_then(|(funnel, _)| offer_step_of(&funnel, &input.funnel_id, &input.step).ok())
+        .map(|step| step.offer_id);
+    let loaded = load_together(
+        core,
+        None,
+        &input.order_id,
+        &input.funnel_id,
+        hint.as_deref(),
+    )
+    .await?;
     check_paid_parent(
         core,
         &input.order_id,
         order_facts(&loaded.order, &input.order_id)?,
     )?;
     let step = offer_step_of(&loaded.funnel, &input.funnel_id, &input.step)?;
-    eligible_offer(core, &step.offer_id).await?;
+    match (&loaded.offer, hint) {
+        (Some(offer), Some(hint)) if hint == step.offer_id => {
+            eligible_offer_of(offer, &step.offer_id)?;
+        }
+        _ => {
+            eligible_offer(core, &step.offer_id).await?;
+        }
+    }
     let offer_id = served_offer(core, &input.order_id, &step.offer_id).await?;
     let mut claims = UpsellClaims::new(
         &input.order_id,

@@ -53,7 +53,7 @@ impl Projector for UpsellsProjector {
                 Ok(write) => rows.push(&event.aggregate_id, write),
                 Err(other) => {
                     flush(tx, &mut rows).await?;
-                    acceptance(tx, event, other).await?;
+                    acceptance(tx, event, *other).await?;
                 }
             }
         }
@@ -96,7 +96,7 @@ struct StatusMove {
 }
 
 /// The batched write `event` makes, or the event back when it is written alone.
-fn write_of(event: &StoredEvent, decoded: UpsellEvent) -> Result<Write, UpsellEvent> {
+fn write_of(event: &StoredEvent, decoded: UpsellEvent) -> Result<Write, Box<UpsellEvent>> {
     use AcceptanceStatus as S;
     let id = event.aggregate_id.clone();
     let position = event.global_position;
@@ -173,7 +173,7 @@ fn write_of(event: &StoredEvent, decoded: UpsellEvent) -> Result<Write, UpsellEv
             at,
             ..
         } => moved(S::Accepted, Some(charge_ref), Some(child_order_id), at),
-        other => return Err(other),
+        other => return Err(Box::new(other)),
     })
 }
 
