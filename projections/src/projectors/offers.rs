@@ -12,7 +12,7 @@ use crate::runner::Projector;
 use crate::store::StoredEvent;
 
 /// Builds `offers` (bumps, upsells and downsells as defined) and `offer_events` (the facts the
-/// offer reports count: bumps shown, accepted and declined, upsells charged, accepted,
+/// offer reports count: bumps shown, accepted and declined, upsells shown, charged, accepted,
 /// declined and refunded, and the revenue of paid orders' offer lines). Each fact has a natural
 /// key, so one stated twice counts once. The upsell events are read by field name, not by
 /// their type, so this projector does not depend on the upsell aggregate.
@@ -232,11 +232,13 @@ fn order(pending: &mut Pending, event: &StoredEvent) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The upsell events, by field name: `upsell/charge_succeeded` → charged, `upsell/accepted` →
-/// accepted (its amount is revenue), `upsell/declined` → declined, `upsell/refunded` →
-/// refunded. Any other (`upsell/before_charge`, …) counts nothing.
+/// The upsell events, by field name: `upsell/shown` → shown (the hosted page rendered the
+/// offer: once per parent order and step), `upsell/charge_succeeded` → charged,
+/// `upsell/accepted` → accepted (its amount is revenue), `upsell/declined` → declined,
+/// `upsell/refunded` → refunded. Any other (`upsell/before_charge`, …) counts nothing.
 fn upsell(pending: &mut Pending, event: &StoredEvent) -> anyhow::Result<()> {
     let kind = match event.event_type.as_str() {
+        "upsell/shown" => "shown",
         "upsell/charge_succeeded" => "charged",
         "upsell/accepted" => "accepted",
         "upsell/declined" => "declined",

@@ -287,15 +287,14 @@ pub async fn funnel_totals(
 /// Every offer's facts in a window, added up as the offer report adds one offer's.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct OfferTotals {
-    /// Bumps shown.
+    /// Bumps shown, and upsell and downsell pages shown (once per parent order and step).
     pub shown: i64,
     /// Bumps taken and upsells accepted (charged and written to the store).
     pub accepted: i64,
     pub declined: i64,
     /// Upsell charges that succeeded.
     pub charged: i64,
-    /// Bumps taken / bumps shown (upsells are not "shown" in the offer facts); null when no
-    /// bump was shown.
+    /// accepted / shown, as the offer report takes each offer's; null when nothing was shown.
     pub take_rate: Option<f64>,
     /// Per currency: paid orders' offer lines and accepted upsells.
     #[schema(value_type = Object)]
@@ -330,7 +329,6 @@ pub async fn offer_totals(
         until
     )?;
     let mut totals = OfferTotals::default();
-    let mut bumps_taken = 0;
     for fact in facts {
         let money = |map: &mut Amounts| {
             if let (Some(currency), Some(amount)) = (&fact.currency, fact.amount) {
@@ -343,8 +341,6 @@ pub async fn offer_totals(
                 totals.accepted += fact.n;
                 if fact.upsell {
                     money(&mut totals.revenue);
-                } else {
-                    bumps_taken += fact.n;
                 }
             }
             "declined" => totals.declined += fact.n,
@@ -354,7 +350,7 @@ pub async fn offer_totals(
             _ => {}
         }
     }
-    totals.take_rate = (totals.shown > 0).then(|| bumps_taken as f64 / totals.shown as f64);
+    totals.take_rate = (totals.shown > 0).then(|| totals.accepted as f64 / totals.shown as f64);
     Ok(totals)
 }
 

@@ -354,6 +354,27 @@ async fn the_funnel_report_counts_a_whole_funnel(kind: Kind) {
         .await;
     assert_eq!((status, &filtered), (200, &report));
 
+    // The offer report counts each upsell page once per parent order and step as shown, so
+    // its take rate is accepted / shown as a bump's is.
+    for (offer_id, shown, accepted, declined, take) in [
+        (&bump, 2, 1, 1, json!(0.5)),
+        (&upsell, 3, 1, 2, json!(1.0 / 3.0)),
+        (&downsell, 1, 1, 0, json!(1.0)),
+    ] {
+        let (status, rows) = app
+            .admin_get(&format!("/ocart/v1/reports/offers?offer_id={offer_id}"))
+            .await;
+        assert_eq!(status, 200, "{rows}");
+        let row = rows["offers"]
+            .as_array()
+            .and_then(|rows| rows.first())
+            .unwrap_or_else(|| panic!("{offer_id}: {rows}"));
+        assert_eq!(row["shown"], shown, "{offer_id}: {row}");
+        assert_eq!(row["accepted"], accepted, "{offer_id}: {row}");
+        assert_eq!(row["declined"], declined, "{offer_id}: {row}");
+        assert_eq!(row["take_rate"], take, "{offer_id}: {row}");
+    }
+
     // The dashboard keeps its fields and adds the offer and funnel totals (its window ends
     // before now: a second later, everything above is in it).
     app.clock.advance(chrono::Duration::seconds(1));
@@ -364,7 +385,8 @@ async fn the_funnel_report_counts_a_whole_funnel(kind: Kind) {
     }
     assert_eq!(dashboard["orders"]["orders"], 4, "{dashboard}");
     let offers = &dashboard["offers"];
-    assert_eq!(offers["shown"], 2, "{dashboard}");
+    // Shown: two bumps and four upsell pages; taken: a bump, the upsell and the downsell.
+    assert_eq!(offers["shown"], 6, "{dashboard}");
     assert_eq!(offers["accepted"], 3, "{dashboard}");
     assert_eq!(offers["declined"], 3, "{dashboard}");
     assert_eq!(offers["charged"], 2, "{dashboard}");
