@@ -276,6 +276,28 @@ macro_rules! exec_rows_tx {
     };
 }
 
+/// Rows per multi-row statement ([`exec_values_tx!`]): with at most 19 parameters a row, far
+/// below both backends' parameter limits.
+pub const ROWS_PER_STATEMENT: usize = 500;
+
+/// Writes `$rows` (a slice) inside a transaction in multi-row statements of at most
+/// [`ROWS_PER_STATEMENT`] rows: `$prefix`, then `$columns` placeholders a row ([`values_sql`]),
+/// then `$suffix`, each row bound by `$bind` as in [`exec_rows_tx!`].
+#[macro_export]
+macro_rules! exec_values_tx {
+    ($tx:expr, $prefix:expr, $columns:expr, $suffix:expr, $rows:expr, |$q:ident, $r:ident| $bind:expr) => {{
+        let mut written: Result<(), sqlx::Error> = Ok(());
+        for chunk in $rows.chunks($crate::db::ROWS_PER_STATEMENT) {
+            let sql = $crate::db::values_sql($prefix, chunk.len(), $columns, $suffix);
+            if let Err(e) = $crate::exec_rows_tx!($tx, &sql, chunk, |$q, $r| $bind) {
+                written = Err(e);
+                break;
+            }
+        }
+        written
+    }};
+}
+
 /// Runs one statement inside a transaction (`$tx`: `&mut Tx`).
 #[macro_export]
 macro_rules! exec_tx {

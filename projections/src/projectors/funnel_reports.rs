@@ -6,10 +6,10 @@ use ocart_domain::order::OrderEvent;
 use ocart_domain::upsell::{UpsellEvent, ViewEvent};
 
 use crate::commands::decode_event;
-use crate::db::{values_sql, Layered, Tx};
+use crate::db::{Layered, Tx};
 use crate::runner::Projector;
 use crate::store::StoredEvent;
-use crate::{exec_rows_tx, exec_tx, fetch_optional_tx};
+use crate::{exec_tx, exec_values_tx, fetch_optional_tx};
 
 /// Builds the funnel report's tables: `funnel_report_steps` (its own copy of every funnel's
 /// steps, from `funnel/created` and `funnel/updated`), `funnel_report_facts` (per funnel and
@@ -186,8 +186,8 @@ struct Fact<'a> {
     key: String,
 }
 
-/// Facts a batch of events makes, inserted in multi-row statements ([`FACTS_PER_INSERT`] rows
-/// each) when the batch ends, or before a read of the facts: a batch costs a statement per few
+/// Facts a batch of events makes, inserted in multi-row statements
+/// ([`crate::db::ROWS_PER_STATEMENT`] rows each) when the batch ends, or before a read of the facts: a batch costs a statement per few
 /// hundred facts instead of one per fact. In order, so the first fact with a key wins as with
 /// one insert each (`ON CONFLICT DO NOTHING` skips a later row of the same statement too).
 ///
@@ -242,9 +242,6 @@ struct UpsellTotal {
     position: i64,
 }
 
-/// Order rows per statement: 8 parameters a row at most.
-const ORDERS_PER_STATEMENT: usize = 500;
-
 impl OrderWrite {
     fn order_id(&self) -> &str {
         match self {
@@ -268,15 +265,14 @@ async fn write_orders(tx: &mut Tx, layer: Vec<OrderWrite>) -> anyhow::Result<()>
             OrderWrite::Upsell(w) => upsells.push(w),
         }
     }
-    for chunk in inserts.chunks(ORDERS_PER_STATEMENT) {
-        let sql = values_sql(
-            "INSERT INTO funnel_report_orders (order_id, funnel_id, currency, total, paid, bump, \
+    exec_values_tx!(
+        tx,
+        "INSERT INTO funnel_report_orders (order_id, funnel_id, currency, total, paid, bump, \
              upsell_total, placed_at, last_position) VALUES",
-            chunk.len(),
-            9,
-            "ON CONFLICT (order_id) DO NOTHING",
-        );
-        exec_rows_tx!(tx, &sql, chunk, |query, w| query
+        9,
+        "ON CONFLICT (order_id) DO NOTHING",
+        inserts,
+        |query, w| query
             .bind(&w.order_id)
             .bind(&w.funnel_id)
             .bind(&w.currency)
@@ -285,54 +281,48 @@ async fn write_orders(tx: &mut Tx, layer: Vec<OrderWrite>) -> anyhow::Result<()>
             .bind(w.funnel_id.is_some())
             .bind(0i64)
             .bind(w.placed_at)
-            .bind(w.position))?;
-    }
-    for chunk in paid.chunks(ORDERS_PER_STATEMENT) {
-        let sql = values_sql(
-            "WITH v (k_id, k_paid, k_total, k_position) AS (VALUES",
-            chunk.len(),
-            4,
-            ") UPDATE funnel_report_orders SET paid = v.k_paid, total = v.k_total, \
+            .bind(w.position)
+    )?;
+    exec_values_tx!(
+        tx,
+        "WITH v (k_id, k_paid, k_total, k_position) AS (VALUES",
+        4,
+        ") UPDATE funnel_report_orders SET paid = v.k_paid, total = v.k_total, \
              last_position = v.k_position FROM v \
              WHERE order_id = v.k_id AND last_position < v.k_position",
-        );
-        exec_rows_tx!(tx, &sql, chunk, |query, w| query
+        paid,
+        |query, w| query
             .bind(&w.order_id)
             .bind(w.paid)
             .bind(w.total)
-            .bind(w.position))?;
-    }
-    for chunk in attributed.chunks(ORDERS_PER_STATEMENT) {
-        let sql = values_sql(
-            "WITH v (k_id, k_funnel, k_position) AS (VALUES",
-            chunk.len(),
-            3,
-            ") UPDATE funnel_report_orders SET funnel_id = COALESCE(funnel_id, v.k_funnel), \
+            .bind(w.position)
+    )?;
+    exec_values_tx!(
+        tx,
+        "WITH v (k_id, k_funnel, k_position) AS (VALUES",
+        3,
+        ") UPDATE funnel_report_orders SET funnel_id = COALESCE(funnel_id, v.k_funnel), \
              last_position = v.k_position FROM v \
              WHERE order_id = v.k_id AND last_position < v.k_position",
-        );
-        exec_rows_tx!(tx, &sql, chunk, |query, w| query
-            .bind(&w.order_id)
-            .bind(&w.funnel_id)
-            .bind(w.position))?;
-    }
-    for chunk in upsells.chunks(ORDERS_PER_STATEMENT) {
-        let sql = values_sql(
-            "WITH v (k_id, k_funnel, k_currency, k_amount, k_position) AS (VALUES",
-            chunk.len(),
-            5,
-            ") UPDATE funnel_report_orders SET upsell_total = upsell_total + v.k_amount, \
+        attributed,
+        |query, w| query.bind(&w.order_id).bind(&w.funnel_id).bind(w.position)
+    )?;
+    exec_values_tx!(
+        tx,
+        "WITH v (k_id, k_funnel, k_currency, k_amount, k_position) AS (VALUES",
+        5,
+        ") UPDATE funnel_report_orders SET upsell_total = upsell_total + v.k_amount, \
              last_position = v.k_position FROM v WHERE order_id = v.k_id \
              AND funnel_id = v.k_funnel AND currency = v.k_currency \
              AND last_position < v.k_position",
-        );
-        exec_rows_tx!(tx, &sql, chunk, |query, w| query
+        upsells,
+        |query, w| query
             .bind(&w.order_id)
             .bind(&w.funnel_id)
             .bind(&w.currency)
             .bind(w.amount)
-            .bind(w.position))?;
-    }
+            .bind(w.position)
+    )?;
     Ok(())
 }
 
@@ -348,9 +338,6 @@ struct PendingFact {
     at: DateTime<Utc>,
     key: String,
 }
-
-/// Rows per insert: 10 parameters each, far below both backends' limits.
-const FACTS_PER_INSERT: usize = 500;
 
 impl Pending {
     fn record(&mut self, position: i64, fact: Fact<'_>) {
@@ -377,15 +364,14 @@ impl Pending {
         for layer in self.orders.take() {
             write_orders(tx, layer).await?;
         }
-        for chunk in self.rows.chunks(FACTS_PER_INSERT) {
-            let sql = crate::db::values_sql(
-                "INSERT INTO funnel_report_facts (id, funnel_id, step_key, kind, order_id, \
+        exec_values_tx!(
+            tx,
+            "INSERT INTO funnel_report_facts (id, funnel_id, step_key, kind, order_id, \
                  acceptance_id, amount, currency, at, idempotency_key) VALUES",
-                chunk.len(),
-                10,
-                "ON CONFLICT (idempotency_key) DO NOTHING",
-            );
-            crate::exec_rows_tx!(tx, &sql, chunk, |query, r| query
+            10,
+            "ON CONFLICT (idempotency_key) DO NOTHING",
+            self.rows,
+            |query, r| query
                 .bind(r.position)
                 .bind(&r.funnel_id)
                 .bind(&r.step)
@@ -395,8 +381,8 @@ impl Pending {
                 .bind(r.amount)
                 .bind(&r.currency)
                 .bind(r.at)
-                .bind(&r.key))?;
-        }
+                .bind(&r.key)
+        )?;
         self.rows.clear();
         Ok(())
     }

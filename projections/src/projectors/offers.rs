@@ -7,9 +7,9 @@ use sqlx::types::Json;
 
 use crate::commands::decode_event;
 use crate::db::Tx;
-use crate::exec_tx;
 use crate::runner::Projector;
 use crate::store::StoredEvent;
+use crate::{exec_tx, exec_values_tx};
 
 /// Builds `offers` (bumps, upsells and downsells as defined) and `offer_events` (the facts the
 /// offer reports count: bumps shown, accepted and declined, upsells shown, charged, accepted,
@@ -126,9 +126,6 @@ struct PendingFact {
     key: String,
 }
 
-/// Rows per insert: 10 parameters each, far below both backends' limits.
-const FACTS_PER_INSERT: usize = 500;
-
 impl Pending {
     fn record(&mut self, position: i64, fact: Fact<'_>) {
         self.rows.push(PendingFact {
@@ -146,15 +143,14 @@ impl Pending {
     }
 
     async fn flush(&mut self, tx: &mut Tx) -> anyhow::Result<()> {
-        for chunk in self.rows.chunks(FACTS_PER_INSERT) {
-            let sql = crate::db::values_sql(
-                "INSERT INTO offer_events (id, offer_id, kind, cart_id, order_id, acceptance_id, \
+        exec_values_tx!(
+            tx,
+            "INSERT INTO offer_events (id, offer_id, kind, cart_id, order_id, acceptance_id, \
                  amount, currency, at, idempotency_key) VALUES",
-                chunk.len(),
-                10,
-                "ON CONFLICT DO NOTHING",
-            );
-            crate::exec_rows_tx!(tx, &sql, chunk, |query, r| query
+            10,
+            "ON CONFLICT DO NOTHING",
+            self.rows,
+            |query, r| query
                 .bind(r.position)
                 .bind(&r.offer_id)
                 .bind(r.kind)
@@ -164,8 +160,8 @@ impl Pending {
                 .bind(r.amount)
                 .bind(&r.currency)
                 .bind(r.at)
-                .bind(&r.key))?;
-        }
+                .bind(&r.key)
+        )?;
         self.rows.clear();
         Ok(())
     }

@@ -3,10 +3,10 @@ use chrono::{DateTime, Utc};
 use ocart_domain::upsell::{AcceptanceStatus, UpsellEvent, UpsellKind};
 
 use crate::commands::decode_event;
-use crate::db::{values_sql, Layered, Tx};
+use crate::db::{Layered, Tx};
 use crate::runner::Projector;
 use crate::store::StoredEvent;
-use crate::{exec_rows_tx, exec_tx};
+use crate::{exec_tx, exec_values_tx};
 
 /// Builds `upsell_acceptances` (one row per acceptance: the decision, the charge, the child
 /// order, what was refunded) and `upsell_refunds` (one row per refund). Each event is applied
@@ -177,9 +177,6 @@ fn write_of(event: &StoredEvent, decoded: UpsellEvent) -> Result<Write, Box<Upse
     })
 }
 
-/// Rows per statement: 19 parameters a row at most, far below both backends' limits.
-const ROWS_PER_STATEMENT: usize = 500;
-
 /// Runs the writes gathered so far, layer by layer.
 async fn flush(tx: &mut Tx, rows: &mut Layered<Write>) -> anyhow::Result<()> {
     for layer in rows.take() {
@@ -190,17 +187,16 @@ async fn flush(tx: &mut Tx, rows: &mut Layered<Write>) -> anyhow::Result<()> {
                 Write::Move(moved) => moves.push(moved),
             }
         }
-        for chunk in inserts.chunks(ROWS_PER_STATEMENT) {
-            let sql = values_sql(
-                "INSERT INTO upsell_acceptances (acceptance_id, offer_id, kind, funnel_id, step, \
+        exec_values_tx!(
+            tx,
+            "INSERT INTO upsell_acceptances (acceptance_id, offer_id, kind, funnel_id, step, \
                  parent_order_id, status, shown_status, amount, currency, gateway, charge_ref, \
                  child_order_id, refunded_amount, refunds_pending, unknown_attempts, created_at, \
                  updated_at, last_position) VALUES",
-                chunk.len(),
-                19,
-                "ON CONFLICT (acceptance_id) DO NOTHING",
-            );
-            exec_rows_tx!(tx, &sql, chunk, |query, r| query
+            19,
+            "ON CONFLICT (acceptance_id) DO NOTHING",
+            inserts,
+            |query, r| query
                 .bind(&r.id)
                 .bind(&r.offer_id)
                 .bind(r.kind)
@@ -219,28 +215,27 @@ async fn flush(tx: &mut Tx, rows: &mut Layered<Write>) -> anyhow::Result<()> {
                 .bind(0i32)
                 .bind(r.at)
                 .bind(r.at)
-                .bind(r.position))?;
-        }
-        for chunk in moves.chunks(ROWS_PER_STATEMENT) {
-            let sql = values_sql(
-                "WITH v (k_id, k_status, k_shown, k_ref, k_child, k_at, k_position) AS (VALUES",
-                chunk.len(),
-                7,
-                ") UPDATE upsell_acceptances SET status = v.k_status, shown_status = v.k_shown, \
+                .bind(r.position)
+        )?;
+        exec_values_tx!(
+            tx,
+            "WITH v (k_id, k_status, k_shown, k_ref, k_child, k_at, k_position) AS (VALUES",
+            7,
+            ") UPDATE upsell_acceptances SET status = v.k_status, shown_status = v.k_shown, \
                  charge_ref = COALESCE(v.k_ref, charge_ref), \
                  child_order_id = COALESCE(v.k_child, child_order_id), updated_at = v.k_at, \
                  last_position = v.k_position FROM v \
                  WHERE acceptance_id = v.k_id AND last_position < v.k_position",
-            );
-            exec_rows_tx!(tx, &sql, chunk, |query, r| query
+            moves,
+            |query, r| query
                 .bind(&r.id)
                 .bind(r.status.as_str())
                 .bind(r.status.shown())
                 .bind(&r.charge_ref)
                 .bind(&r.child_order_id)
                 .bind(r.at)
-                .bind(r.position))?;
-        }
+                .bind(r.position)
+        )?;
     }
     Ok(())
 }
