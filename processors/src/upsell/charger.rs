@@ -361,6 +361,7 @@ impl UpsellCharger {
 
     /// The acceptances a batch names (each once, with the last of its events as the cause),
     /// but for those this charger wrote and drove through already.
+    ///
     /// The charges the batch's `upsell/before_charge` events ask for are remembered on the way,
     /// so a drive that finds its state in the cache needs no read of the stream.
     fn due(&self, batch: &[StoredEvent]) -> anyhow::Result<Vec<(String, StoredEvent)>> {
